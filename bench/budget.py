@@ -1,0 +1,86 @@
+"""The shared-budget ledger (see design/budgets.md).
+
+Every label and every sampled response goes through :meth:`Ledger.charge`. Hard-capped units
+raise :class:`BudgetExceeded` *before* anything is spent, so a method that asks for too much
+stops with its ledger exactly at what it had legitimately spent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+HARD_UNITS = ("demonstrations", "comparisons", "ai_comparisons", "rollouts")
+RECORDED_UNITS = ("train_tokens", "flops", "wall_seconds")
+UNITS = HARD_UNITS + RECORDED_UNITS
+
+
+class BudgetExceeded(RuntimeError):
+    def __init__(self, unit: str, cap: float, spent: float, asked: float):
+        super().__init__(
+            f"budget exceeded: {unit} asked for {asked:g} with {spent:g} of {cap:g} already spent "
+            f"(cap {cap:g}); raise budget.{unit} in the matrix or ask for less"
+        )
+        self.unit, self.cap, self.spent, self.asked = unit, cap, spent, asked
+
+
+def training_flops(n_params: int, tokens: int) -> float:
+    """Kaplan et al. (2020) estimate: 6 N per training token (forward + backward)."""
+    return 6.0 * n_params * tokens
+
+
+def inference_flops(n_params: int, tokens: int) -> float:
+    """2 N per token of a forward pass."""
+    return 2.0 * n_params * tokens
+
+
+@dataclass
+class Ledger:
+    """Caps per unit (None = uncapped) and what has been spent.
+
+    ``caps`` holds the budget *given*; ``spent`` what was used. Units not in HARD_UNITS are
+    recorded, and capped only when a cap is set."""
+
+    caps: dict[str, float | None] = field(default_factory=dict)
+    spent: dict[str, float] = field(default_factory=lambda: {u: 0.0 for u in UNITS})
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.caps) - set(UNITS)
+        if unknown:
+            raise ValueError(f"unknown budget unit(s) {sorted(unknown)}; known: {list(UNITS)}")
+        for u in UNITS:
+            self.spent.setdefault(u, 0.0)
+
+    def remaining(self, unit: str) -> float:
+        cap = self.caps.get(unit)
+        return float("inf") if cap is None else cap - self.spent[unit]
+
+    def charge(self, unit: str, amount: float = 1) -> None:
+        """Spend ``amount`` of ``unit``, or raise BudgetExceeded and spend nothing."""
+        if unit not in self.spent:
+            raise ValueError(f"unknown budget unit {unit!r}; known: {list(UNITS)}")
+        if amount < 0:
+            raise ValueError(f"cannot charge a negative amount ({amount}) of {unit}")
+        cap = self.caps.get(unit)
+        if cap is not None and self.spent[unit] + amount > cap + 1e-9:
+            raise BudgetExceeded(unit, cap, self.spent[unit], amount)
+        self.spent[unit] += amount
+
+    def record_training(self, n_params: int, tokens: int) -> None:
+        self.charge("train_tokens", tokens)
+        self.charge("flops", training_flops(n_params, tokens))
+
+    def record_inference(self, n_params: int, tokens: int) -> None:
+        self.charge("flops", inference_flops(n_params, tokens))
+
+    def absorb(self, spent: dict[str, float]) -> None:
+        """Charge what a cached shared stage spent, as if this cell had spent it itself."""
+        for unit, amount in spent.items():
+            if unit != "wall_seconds" and amount:
+                self.charge(unit, amount)
+
+    def snapshot(self) -> dict[str, dict[str, float | None]]:
+        spent = dict(self.spent)
+        spent["wall_seconds"] = spent["wall_seconds"] + (time.perf_counter() - self._t0)
+        return {"given": {u: self.caps.get(u) for u in UNITS}, "spent": spent}

@@ -1,0 +1,172 @@
+"""Typed matrix config: one TOML file in, validated models out.
+
+Unknown keys and wrong types fail with the key's dotted path and what was expected; method and
+eval names resolve only through the registry; each method's table is validated against that
+method's own ``Config``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench import registry
+from bench.budget import UNITS
+
+
+class ConfigError(ValueError):
+    """A config problem, stated in one line that names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    """The one shared budget every method in the matrix gets (None = uncapped)."""
+
+    demonstrations: int | None = Field(256, ge=0, description="SFT examples")
+    comparisons: int | None = Field(1000, ge=0, description="human pairwise labels")
+    ai_comparisons: int | None = Field(1000, ge=0, description="AI-judge pairwise labels")
+    rollouts: int | None = Field(20000, ge=0, description="responses sampled in training")
+    train_tokens: int | None = Field(None, ge=0, description="cap on training tokens")
+    flops: float | None = Field(None, ge=0, description="cap on estimated FLOPs")
+
+
+class ScenarioCfg(_Strict):
+    name: str = "micro"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Matrix(_Strict):
+    name: str = "matrix"
+    out: str = "runs/matrix"
+    scenario: ScenarioCfg = Field(default_factory=ScenarioCfg)
+    methods: list[str] = Field(default_factory=lambda: ["base", "sft", "ppo", "dpo", "rlaif"])
+    method: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method config")
+    evals: list[str] = Field(
+        default_factory=lambda: ["truthfulqa", "toxicity", "win_rate", "labeler_agreement", "kl"])
+    eval: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-eval options")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    budget: Budget = Field(default_factory=Budget)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description='"budget.UNIT" or "METHOD.OPTION" -> list of values; cells span the product')
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    progress: bool = True
+
+
+def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
+    e = err.errors()[0]
+    path = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(e["loc"]))
+    if e["type"] == "extra_forbidden":
+        return f"unknown key '{path}'; remove it or check its spelling"
+    inp = e.get("input")
+    return f"'{path}': {e['msg']} (got {inp!r}); fix the value in the matrix file"
+
+
+def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
+    """Validate a matrix dict. Every failure is a ConfigError with a one-line message."""
+    try:
+        m = Matrix.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_fmt_pydantic(err)}") from None
+    try:
+        for name in m.methods:
+            registry.resolve("methods", name)
+        for name in m.evals:
+            registry.resolve("evals", name)
+        registry.resolve("scenarios", m.scenario.name)
+    except registry.UnknownName as err:
+        raise ConfigError(f"{source}: {err}") from None
+    for name in m.method:
+        if name not in m.methods:
+            raise ConfigError(f"{source}: table 'method.{name}' configures a method that is not "
+                              f"in 'methods' ({m.methods}); add it there or remove the table")
+    for name in m.eval:
+        if name not in m.evals:
+            raise ConfigError(f"{source}: table 'eval.{name}' configures an eval that is not in "
+                              f"'evals' ({m.evals}); add it there or remove the table")
+    for name in m.methods:  # validate each method table against the method's own Config
+        method_config(m, name, source=source)
+    scenario = registry.resolve("scenarios", m.scenario.name)
+    try:
+        scenario.Options.model_validate(m.scenario.options)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_fmt_pydantic(err, 'scenario.options')}") from None
+    for key, values in m.sweep.items():
+        head, _, opt = key.partition(".")
+        if not values:
+            raise ConfigError(f"{source}: sweep '{key}' has no values; give at least one")
+        if head == "budget":
+            if opt not in UNITS:
+                raise ConfigError(f"{source}: sweep '{key}': unknown budget unit; use one of "
+                                  f"{list(UNITS)}")
+        elif head in m.methods:
+            for v in values:
+                method_config(m, head, source=source, override={opt: v})
+        else:
+            raise ConfigError(f"{source}: sweep '{key}' must start with 'budget.' or a method in "
+                              f"'methods' ({m.methods})")
+    return m
+
+
+def method_config(m: Matrix, name: str, *, source: str = "<matrix>",
+                  override: dict[str, Any] | None = None) -> Any:
+    cls = registry.resolve("methods", name).Config
+    data = {**m.method.get(name, {}), **(override or {})}
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_fmt_pydantic(err, f'method.{name}')}") from None
+
+
+def load(path_or_preset: str | Path) -> Matrix:
+    """A TOML file path, or the name of a built-in preset (see ``presets()``)."""
+    p = Path(path_or_preset)
+    if p.suffix != ".toml" and not p.exists():
+        if str(path_or_preset) not in presets():
+            raise ConfigError(f"no matrix file or preset named {str(path_or_preset)!r}; presets: "
+                              f"{', '.join(presets())}, or give a path to a .toml file")
+        text = resources.files("bench.presets").joinpath(f"{path_or_preset}.toml").read_text()
+        source = f"preset {path_or_preset}"
+    else:
+        if not p.is_file():
+            raise ConfigError(f"matrix file {str(p)!r} does not exist; check the path")
+        text, source = p.read_text(), str(p)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
+    return parse(data, source=source)
+
+
+def presets() -> list[str]:
+    return sorted(f.name[:-5] for f in resources.files("bench.presets").iterdir()
+                  if f.name.endswith(".toml"))
+
+
+def resolved(m: Matrix) -> dict[str, Any]:
+    """The fully resolved matrix (defaults filled in), as written to OUT/matrix.toml."""
+    d = m.model_dump(mode="json")
+    d["method"] = {n: method_config(m, n).model_dump(mode="json") for n in m.methods}
+    d["scenario"]["options"] = registry.resolve("scenarios", m.scenario.name).Options \
+        .model_validate(m.scenario.options).model_dump(mode="json")
+    return _drop_none(d)
+
+
+def _drop_none(x: Any) -> Any:  # TOML has no null
+    if isinstance(x, dict):
+        return {k: _drop_none(v) for k, v in x.items() if v is not None}
+    return x
+
+
+def sweep_points(m: Matrix) -> list[dict[str, Any]]:
+    """Cartesian product of the sweep, as a list of {"key": value} dicts ([{}] without one)."""
+    keys = sorted(m.sweep)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(m.sweep[k] for k in keys))]

@@ -1,0 +1,85 @@
+"""The one indirection in alignbench: names -> methods, evals and scenarios.
+
+Built-ins are lazy ``"module:attr"`` strings (importing a name costs nothing until it is used);
+external plugins register through the entry-point groups ``alignbench.methods``,
+``alignbench.evals`` and ``alignbench.scenarios``. Names come from configs, so a name is only
+ever looked up in these tables: a config can never make us import an arbitrary module path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+BUILTIN: dict[str, dict[str, str]] = {
+    "methods": {
+        "base": "methods.base:Base",
+        "sft": "methods.sft:SFT",
+        "ppo": "methods.ppo:PPO",
+        "dpo": "methods.dpo:DPO",
+        "rlaif": "methods.rlaif:RLAIF",
+    },
+    "evals": {
+        "truthfulqa": "evals.truthfulqa:TruthfulQA",
+        "toxicity": "evals.toxicity:Toxicity",
+        "win_rate": "evals.win_rate:WinRate",
+        "labeler_agreement": "evals.labeler_agreement:LabelerAgreement",
+        "kl": "evals.kl:KL",
+    },
+    "scenarios": {
+        "micro": "bench.scenarios.micro:Micro",
+    },
+}
+
+
+class UnknownName(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+class DuplicatePlugin(RuntimeError):
+    pass
+
+
+def _table(kind: str) -> dict[str, tuple[str, str]]:
+    """name -> (target "module:attr", who provides it). Duplicates are a hard error."""
+    table = {name: (target, "alignbench (built-in)") for name, target in BUILTIN[kind].items()}
+    for ep in entry_points(group=f"alignbench.{kind}"):
+        dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
+        if ep.name in table:
+            raise DuplicatePlugin(
+                f"two plugins register the {kind[:-1]} {ep.name!r}: {table[ep.name][1]} and "
+                f"{dist}; uninstall one or rename its entry point"
+            )
+        table[ep.name] = (ep.value, dist)
+    return table
+
+
+def names(kind: str) -> list[str]:
+    return sorted(_table(kind))
+
+
+def resolve(kind: str, name: str) -> Any:
+    """Return the plugin object (class or instance) registered as ``name``."""
+    table = _table(kind)
+    if name not in table:
+        hint = ""
+        if "." in name or ":" in name or "/" in name:
+            hint = " (names are looked up in the registry, never imported as module paths;" \
+                   " register a plugin through an entry point instead)"
+        close = difflib.get_close_matches(name, list(table), n=1)
+        did = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownName(
+            f"unknown {kind[:-1]} {name!r}{hint}{did} available: {', '.join(sorted(table))}"
+        )
+    module, _, attr = table[name][0].partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj() if isinstance(obj, type) else obj
+
+
+def provider(kind: str, name: str) -> str:
+    return _table(kind)[name][1]

@@ -1,0 +1,330 @@
+"""Expands a matrix into cells, runs them with shared cached stages, and resumes.
+
+Layout of an output folder (a stable contract):
+    OUT/matrix.toml                 the resolved matrix
+    OUT/cells/<key>/result.json     one cell: metrics, uncertainty, budget, provenance, status
+    OUT/results.jsonl               one line per cell of this matrix, regenerated from cells/
+    OUT/summary.csv, OUT/report.html, OUT/report.md
+    OUT/events.jsonl                start/end of every cell computation (an audit trail)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench import config as C
+from bench import registry, store
+from bench.api import EvalContext, NonFiniteError, Policy, TrainContext, TrainView, World
+from bench.budget import UNITS, BudgetExceeded, Ledger
+from bench.models import HFPolicy, resolve_device
+
+log = logging.getLogger("alignbench")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ALIGNBENCH_CACHE", Path.home() / ".cache" / "alignbench"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    seed: int
+    budget: dict[str, float | None]
+    method_config: dict[str, Any]
+    point: dict[str, Any]  # the swept values that define this cell (for the report)
+
+    @property
+    def label(self) -> str:
+        extra = "".join(f" {k}={v}" for k, v in sorted(self.point.items()))
+        return f"{self.method} seed={self.seed}{extra}"
+
+
+def expand(m: C.Matrix) -> list[Cell]:
+    """method x seed x sweep point; a method option sweep only multiplies that method's cells."""
+    cells, seen = [], set()
+    for point in C.sweep_points(m):
+        for method in m.methods:
+            relevant = {k: v for k, v in point.items()
+                        if k.startswith("budget.") or k.split(".", 1)[0] == method}
+            over = {k.split(".", 1)[1]: v for k, v in relevant.items()
+                    if not k.startswith("budget.")}
+            budget = m.budget.model_dump()
+            budget.update({k.split(".", 1)[1]: v for k, v in relevant.items()
+                           if k.startswith("budget.")})
+            cfg = C.method_config(m, method, override=over).model_dump(mode="json")
+            for seed in m.seeds:
+                sig = store.canonical([method, seed, budget, cfg])
+                if sig not in seen:
+                    seen.add(sig)
+                    cells.append(Cell(method, seed, budget, cfg, relevant))
+    return cells
+
+
+def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
+    """Hashes everything that can move a number; nothing cosmetic (names, paths, progress)."""
+    evals = {}
+    for name in m.evals:
+        ev = registry.resolve("evals", name)
+        evals[name] = {"version": ev.version, "options": m.eval.get(name, {}),
+                       "provider": registry.provider("evals", name)}
+    return store.content_key({
+        "method": cell.method, "method_provider": registry.provider("methods", cell.method),
+        "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
+        "evals": evals, "world": world.key, "world_identity": world.describe,
+        "code": store.code_version(), "device": device,
+        "torch": torch.__version__, "n_threads": torch.get_num_threads(),
+    })
+
+
+class Stages:
+    """Stages shared by the cells of a matrix, computed once and cached under content keys:
+    the SFT model (per seed and demonstration budget) and the labeled comparison set drawn
+    from it (per seed and comparison budget). A cell that uses a stage is charged the stage's
+    spend, so every result's budget shows what it really consumed."""
+
+    def __init__(self, world: World, m: C.Matrix, device: str, progress: bool):
+        self.world, self.m, self.device, self.progress = world, m, device, progress
+        self.root = cache_root() / "stages"
+        self._base: HFPolicy | None = None
+        self._mem: dict[str, Any] = {}
+
+    def base(self) -> HFPolicy:
+        if self._base is None:
+            self._base = self.world.load_policy(self.world.base_model)
+            self._base.model.to(self.device)
+        return self._base
+
+    def fresh_base(self) -> HFPolicy:
+        """A trainable copy of the base model (the cached one stays frozen)."""
+        p = self.world.load_policy(self.world.base_model)
+        p.model.to(self.device)
+        return p
+
+    def _sft_cfg(self):
+        return C.method_config(self.m, "sft") if "sft" in self.m.methods else \
+            registry.resolve("methods", "sft").Config()
+
+    def sft_key(self, seed: int, n_demos: int) -> str:
+        return store.content_key({"stage": "sft", "world": self.world.key, "seed": seed,
+                                  "demonstrations": n_demos, "code": store.code_version(),
+                                  "config": self._sft_cfg().model_dump(mode="json"),
+                                  "device": self.device})
+
+    def sft(self, ctx: TrainContext) -> HFPolicy:
+        """The shared SFT policy for this cell's seed and demonstration budget."""
+        n = int(ctx.ledger.caps.get("demonstrations") or 0)
+        key = self.sft_key(ctx.seed, n)
+        path = self.root / "sft" / key
+        if not (path / "stage.json").is_file():
+            stage_ledger = Ledger(caps={"demonstrations": n})
+            sub = TrainContext(scenario=ctx.scenario, ledger=stage_ledger, seed=ctx.seed,
+                               cell_dir=path, log=ctx.log, stages=self, progress=ctx.progress)
+            sft = registry.resolve("methods", "sft")
+            policy = sft.train_stage(self.fresh_base(), sub, self._sft_cfg())
+            tmp = path.with_name(f".{key}.tmp")
+            policy.model.save_pretrained(tmp, safe_serialization=True)
+            policy.tokenizer.save_pretrained(tmp)
+            store.atomic_write_json(tmp / "stage.json", {"spent": stage_ledger.spent})
+            if path.exists():
+                import shutil
+                shutil.rmtree(path)
+            tmp.rename(path)
+        spent = json.loads((path / "stage.json").read_text())["spent"]
+        ctx.ledger.absorb(spent)
+        if key not in self._mem:
+            pol = self.world.load_policy(path)
+            pol.model.to(self.device)
+            self._mem[key] = pol
+        ctx.artifacts["sft_key"] = key
+        return self._mem[key]
+
+    def reference_sft(self, seed: int) -> HFPolicy:
+        n = int(self.m.budget.demonstrations or 0)
+        ctx = TrainContext(scenario=view(self.world), ledger=Ledger(), seed=seed,
+                           cell_dir=self.root, log=log, stages=self, progress=self.progress)
+        return self.sft(ctx)
+
+    def cached_json(self, kind: str, key_parts: dict[str, Any], ledger: Ledger,
+                    compute: Callable[[Ledger], Any]) -> Any:
+        """Compute-once JSON stage (e.g. a labeled comparison set). ``compute`` gets a ledger
+        with this cell's caps; what it spent is charged to the cell on every use."""
+        key = store.content_key({"stage": kind, "world": self.world.key,
+                                 "code": store.code_version(), **key_parts})
+        path = self.root / kind / f"{key}.json"
+        rec = store.read_json(path)
+        if rec is None:
+            sub = Ledger(caps=dict(ledger.caps))
+            sub.spent.update({u: 0.0 for u in UNITS})
+            data = compute(sub)
+            rec = {"spent": sub.spent, "data": data}
+            store.atomic_write_json(path, rec)
+        ledger.absorb(rec["spent"])
+        return rec["data"]
+
+
+def view(world: World) -> TrainView:
+    return TrainView(train_prompts=world.train_prompts, demonstrations=world.demonstrations,
+                     make_panel=world.make_panel, make_ai_judge=world.make_ai_judge,
+                     load_policy=world.load_policy, describe=world.describe)
+
+
+def _event(out: Path, **kw: Any) -> None:
+    kw["time"] = datetime.now(timezone.utc).isoformat()
+    with open(out / "events.jsonl", "a") as f:
+        f.write(json.dumps(kw) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, out: Path,
+             device: str) -> dict[str, Any]:
+    cell_dir = out / "cells" / key
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat()
+    t0 = time.perf_counter()
+    ledger = Ledger(caps={u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None})
+    gold = world.gold_reward
+    ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
+                       log=log.getChild(cell.method), stages=stages, progress=m.progress,
+                       _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
+    record: dict[str, Any] = {
+        "key": key, "method": cell.method, "seed": cell.seed, "point": cell.point,
+        "method_config": cell.method_config, "scenario": m.scenario.name,
+        "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
+    }
+    status, error, step = "ok", None, None
+    try:
+        seed_everything(cell.seed)
+        method = registry.resolve("methods", cell.method)
+        cfg = method.Config.model_validate(cell.method_config)
+        policy = method.train(stages.fresh_base() if cell.method != "base" else stages.base(),
+                              ctx, cfg)
+        train_budget = ledger.snapshot()
+        refs = {"base": stages.base()}
+        if "sft" in m.methods or cell.method != "base":
+            refs["sft"] = stages.reference_sft(cell.seed)
+        eval_ledger = Ledger()
+        for name in m.evals:
+            seed_everything(cell.seed + 1)
+            ev = registry.resolve("evals", name)
+            ectx = EvalContext(world=world, seed=cell.seed, method=cell.method, references=refs,
+                               artifacts=ctx.artifacts, curves=ctx.curves,
+                               options=m.eval.get(name, {}), ledger=eval_ledger,
+                               progress=m.progress)
+            res = ev.evaluate(policy, ectx)
+            for k, v in res.metrics.items():
+                record["metrics"][f"{name}.{k}"] = v
+                if k in res.uncertainty:
+                    record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
+            record["n"][name] = res.n
+            record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
+                                     "rows": res.rows, "extra": res.extra}
+            bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
+            if bad:
+                raise NonFiniteError(f"metric {name}.{bad[0]}", -1)
+        record["budget"] = train_budget
+        record["eval_spend"] = eval_ledger.spent
+    except NonFiniteError as err:
+        status, error, step = "failed", str(err), err.step
+    except BudgetExceeded as err:
+        status, error = "failed", str(err)
+    except Exception as err:  # noqa: BLE001 - one bad cell must not sink the matrix
+        status, error = "failed", f"{type(err).__name__}: {err}"
+        record["traceback"] = traceback.format_exc()[-4000:]
+    record.setdefault("budget", ledger.snapshot())
+    record["curves"] = ctx.curves
+    record.update(status=status, error=error, failed_step=step, provenance={
+        **store.provenance(device), "started": started,
+        "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,
+        "seeds": {"cell": cell.seed, "world": world.describe.get("options", {}).get("seed")},
+        "world": world.describe, "matrix_name": m.name,
+    })
+    store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
+    return record
+
+
+def is_done(out: Path, key: str) -> bool:
+    rec = store.read_json(out / "cells" / key / "result.json")
+    return isinstance(rec, dict) and rec.get("key") == key and rec.get("status") == "ok"
+
+
+class OutputLocked(RuntimeError):
+    pass
+
+
+def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
+        only_cells: int | None = None) -> Path:
+    """Run (or resume) a matrix. Returns the output folder."""
+    out = Path(out or m.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputLocked(f"another alignbench run is writing to {out}; wait for it or use "
+                           f"another --out folder") from None
+    try:
+        if fresh and (out / "cells").exists():
+            import shutil
+            shutil.rmtree(out / "cells")
+        import tomli_w
+        store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(C.resolved(m)))
+        device = resolve_device(m.device)
+        scenario = registry.resolve("scenarios", m.scenario.name)
+        world = scenario.build(scenario.Options.model_validate(m.scenario.options),
+                               cache_root(), progress=m.progress)
+        stages = Stages(world, m, device, m.progress)
+        cells = expand(m)
+        keys = [cell_key(c, world, m, device) for c in cells]
+        todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
+        if only_cells is not None:
+            todo = todo[:only_cells]
+        bar = tqdm(todo, desc="cells", disable=not m.progress)
+        for cell, key in bar:
+            bar.set_postfix_str(cell.label)
+            _event(out, event="cell_start", key=key, cell=cell.label)
+            rec = run_cell(cell, key, world, stages, m, out, device)
+            _event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"])
+            if rec["status"] != "ok":
+                log.warning("cell %s failed: %s", cell.label, rec["error"])
+        write_index(out, keys, cells)
+        from reports.build import build_report
+        build_report(out)
+        return out
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def write_index(out: Path, keys: list[str], cells: list[Cell]) -> None:
+    """results.jsonl from the cell folders, in matrix order; a cell with no valid result is
+    listed as missing so that nothing disappears silently."""
+    lines = []
+    for key, cell in zip(keys, cells):
+        rec = store.read_json(out / "cells" / key / "result.json")
+        if not isinstance(rec, dict) or rec.get("key") != key:
+            rec = {"key": key, "method": cell.method, "seed": cell.seed, "point": cell.point,
+                   "status": "missing", "error": "no valid result.json (not run yet, or killed)",
+                   "metrics": {}, "uncertainty": {}}
+        lines.append(json.dumps(store.sanitize(rec), allow_nan=False))
+    store.atomic_write_text(out / "results.jsonl", "\n".join(lines) + "\n")

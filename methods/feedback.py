@@ -1,0 +1,89 @@
+"""Collecting preference data through the ledger, shared by ppo, dpo and rlaif so that the
+methods compared at equal budget also collect their labels the same way."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.api import Judge, Labeler, Policy, TrainContext
+from bench.budget import Ledger
+
+
+def pick_prompts(pool: list[str], n: int, seed: int) -> list[str]:
+    """``n`` prompts from the pool, without replacement while it lasts, seeded."""
+    rng = np.random.default_rng(seed)
+    reps = -(-n // len(pool))
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(reps)])[:n]
+    return [pool[i] for i in order]
+
+
+def sample_k(policy: Policy, prompts: list[str], k: int, ledger: Ledger, *, seed: int,
+             temperature: float, max_new_tokens: int) -> list[list[str]]:
+    """K samples per prompt, charged to ``rollouts`` before sampling."""
+    ledger.charge("rollouts", len(prompts) * k)
+    flat = policy.generate([p for p in prompts for _ in range(k)], max_new_tokens=max_new_tokens,
+                           temperature=temperature, seed=seed)
+    return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+
+def pairs_per_prompt(k: int) -> int:
+    return k * (k - 1) // 2
+
+
+def ranked_pairs(policy: Policy, pool: list[str], panel: Labeler, n_comparisons: int, k: int,
+                 ledger: Ledger, *, seed: int, temperature: float, max_new_tokens: int
+                 ) -> list[dict[str, str]]:
+    """InstructGPT-style: K responses per prompt, ranked by one labeler, expanded to all
+    K(K-1)/2 pairs (chosen ranked above rejected). Uses at most ``n_comparisons`` labels."""
+    n_prompts = n_comparisons // pairs_per_prompt(k)
+    if n_prompts == 0:
+        return []
+    prompts = pick_prompts(pool, n_prompts, seed)
+    samples = sample_k(policy, prompts, k, ledger, seed=seed, temperature=temperature,
+                       max_new_tokens=max_new_tokens)
+    pairs = []
+    for p, responses in zip(prompts, samples):
+        order = panel.rank(p, responses)
+        for i in range(k):
+            for j in range(i + 1, k):
+                pairs.append({"prompt": p, "chosen": responses[order[i]],
+                              "rejected": responses[order[j]]})
+    return pairs
+
+
+def judged_pairs(policy: Policy, pool: list[str], judge: Judge, n_comparisons: int, k: int,
+                 ledger: Ledger, *, seed: int, temperature: float, max_new_tokens: int
+                 ) -> list[dict[str, str | float]]:
+    """The same collection with a pairwise judge: every pair of the K samples is judged; the
+    judge's P(a) decides chosen/rejected and is kept (exact ties are dropped)."""
+    n_prompts = n_comparisons // pairs_per_prompt(k)
+    if n_prompts == 0:
+        return []
+    prompts = pick_prompts(pool, n_prompts, seed)
+    samples = sample_k(policy, prompts, k, ledger, seed=seed, temperature=temperature,
+                       max_new_tokens=max_new_tokens)
+    ps, a, b = [], [], []
+    for p, responses in zip(prompts, samples):
+        for i in range(k):
+            for j in range(i + 1, k):
+                ps.append(p)
+                a.append(responses[i])
+                b.append(responses[j])
+    prob = judge.prefer(ps, a, b)
+    return [{"prompt": p, "chosen": x if q > 0.5 else y, "rejected": y if q > 0.5 else x,
+             "p_judge": q} for p, x, y, q in zip(ps, a, b, prob) if q != 0.5]
+
+
+def shared_comparisons(ctx: TrainContext, sft: Policy, n: int, cfg) -> list[dict[str, str]]:
+    """The comparison set drawn from the SFT policy and ranked by the panel, computed once per
+    (SFT model, budget, K, sampling settings) and reused by every method that asks with the same
+    settings: PPO's reward model and DPO train on exactly the same labels."""
+    def compute(ledger: Ledger) -> list[dict[str, str]]:
+        panel = ctx.scenario.make_panel(ledger, ctx.seed)
+        return ranked_pairs(sft, ctx.scenario.train_prompts, panel, n, cfg.k, ledger,
+                            seed=ctx.seed, temperature=cfg.label_temperature,
+                            max_new_tokens=cfg.max_new_tokens)
+    return ctx.stages.cached_json(
+        "comparisons", {"sft": ctx.artifacts["sft_key"], "n": n, "k": cfg.k, "seed": ctx.seed,
+                        "temperature": cfg.label_temperature,
+                        "max_new_tokens": cfg.max_new_tokens}, ctx.ledger, compute)

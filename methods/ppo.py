@@ -1,0 +1,337 @@
+"""PPO-RLHF, written here because TRL removed its PPOTrainer in 2026.
+
+Pipeline (Ouyang et al. 2022): SFT model -> K samples per prompt ranked by the panel -> a
+Bradley-Terry reward model -> PPO against it with a per-token KL penalty to the frozen SFT
+reference (Ziegler et al. 2019), optionally iterated for several rounds. Implementation details
+follow Huang et al. 2024, "The N+ implementation details of RLHF with PPO" (cited as N+ below).
+
+The math is pure functions at the top of the file, each with known-answer tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from bench.api import NonFiniteError, TrainContext
+from bench.budget import Ledger
+from bench.models import HFPolicy, n_params, sample
+from methods.feedback import pick_prompts, ranked_pairs, shared_comparisons
+from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
+
+# --------------------------------------------------------------------------- pure math
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Normalize over the valid entries (N+ #"advantage whitening"); unbiased variance."""
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = ((x - mean) ** 2 * mask).sum() / (n - 1).clamp(min=1)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016) over response tokens.
+
+    rewards, values, mask: [B, T]; mask is 1 on valid tokens (a prefix of each row). The value
+    after the last valid token is 0 (the episode ends). Returns (advantages, returns)."""
+    values = values * mask
+    rewards = rewards * mask
+    b, t = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(b, dtype=rewards.dtype, device=rewards.device)
+    for i in reversed(range(t)):
+        next_v = values[:, i + 1] if i + 1 < t else torch.zeros_like(last)
+        delta = rewards[:, i] + gamma * next_v - values[:, i]
+        last = delta + gamma * lam * last
+        last = last * mask[:, i]
+        adv[:, i] = last
+    return adv, (adv + values) * mask
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
+                mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate (Schulman et al. 2017), token-level mean. Returns (loss,
+    fraction of tokens where the clip was active)."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    return loss, clipfrac
+
+
+def value_loss(v: torch.Tensor, old_v: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float) -> torch.Tensor:
+    """Clipped value loss (N+ #"value function loss clipping"): 0.5 * max of squared errors."""
+    v_clipped = old_v + torch.clamp(v - old_v, -clip, clip)
+    return 0.5 * masked_mean(torch.maximum((v - returns) ** 2, (v_clipped - returns) ** 2), mask)
+
+
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence KL estimate: sum over tokens of log pi - log pi_ref (unbiased, can be < 0)."""
+    return ((logp - ref_logp) * mask).sum(-1)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator per sequence: sum of (r - 1) - log r with r = pi_ref / pi; >= 0."""
+    log_r = ref_logp - logp
+    return ((torch.exp(log_r) - 1 - log_r) * mask).sum(-1)
+
+
+def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor,
+                         mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """Per-token reward: -kl_coef * (log pi - log pi_ref) on every token, plus the reward
+    model's score on the last valid token (Ziegler et al. 2019)."""
+    r = -kl_coef * (logp - ref_logp) * mask
+    last = (mask.sum(-1) - 1).clamp(min=0).long()
+    return r.scatter_add(1, last[:, None], score[:, None].to(r.dtype))
+
+
+@dataclass
+class AdaptiveKL:
+    """Ziegler et al. 2019's proportional controller: nudges the coefficient so the observed
+    KL tracks ``target``; the error is clipped to +-0.2 per update."""
+
+    value: float
+    target: float
+    horizon: float
+
+    def update(self, kl: float, n_steps: int) -> float:
+        error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+        self.value *= 1.0 + error * n_steps / self.horizon
+        return self.value
+
+
+# --------------------------------------------------------------------------- config
+
+
+class PPOConfig(RewardModelConfig):
+    rounds: int = Field(1, ge=1, description="RLHF rounds; labels and rollouts split evenly")
+    k: int = Field(5, ge=2, description="responses ranked per prompt (InstructGPT: 4-9)")
+    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
+    steps: int = Field(40, ge=1, description="PPO iterations per round")
+    batch_size: int = Field(64, description="rollouts per PPO iteration")
+    epochs: int = Field(4, description="passes over each batch (N+: 4)")
+    minibatches: int = Field(1, description="minibatches per epoch")
+    lr: float = Field(1e-4, description="policy learning rate (tiny models; ~1e-6 real LMs)")
+    value_lr: float = Field(1e-4, description="value model learning rate")
+    kl_coef: float = Field(0.05, ge=0, description="KL penalty to the reference (N+: 0.05)")
+    adaptive_kl: bool = Field(False, description="Ziegler et al.'s adaptive controller")
+    target_kl: float = Field(6.0, description="target KL for the adaptive controller")
+    kl_horizon: float = Field(10000.0, description="controller horizon, in rollouts")
+    gamma: float = Field(1.0, description="discount (N+: 1)")
+    lam: float = Field(0.95, description="GAE lambda (N+: 0.95)")
+    clip: float = Field(0.2, description="policy ratio clip")
+    value_clip: float = Field(0.2, description="value clip")
+    temperature: float = Field(0.7, description="rollout temperature (N+: 0.7)")
+    missing_eos_penalty: float = Field(1.0, description="subtracted when a response never ends")
+    max_new_tokens: int = Field(24, description="response length limit")
+    whiten_rewards: bool = Field(False, description="N+ whitens advantages, not rewards")
+    max_grad_norm: float = Field(1.0, description="gradient clipping")
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [B, P+T] left-padded prompt then response
+    attn: torch.Tensor  # [B, P+T]
+    pos: torch.Tensor  # [B, P+T]
+    mask: torch.Tensor  # [B, T] valid response tokens (EOS included)
+    ended: torch.Tensor  # [B] response produced EOS
+    p_len: int
+
+
+def make_batch(prompt_ids: list[list[int]], resp: torch.Tensor, pad_id: int, eos_id: int
+               ) -> Batch:
+    b, t = resp.shape
+    p_len = max(map(len, prompt_ids))
+    prompt = torch.full((b, p_len), pad_id, dtype=torch.long)
+    pattn = torch.zeros((b, p_len), dtype=torch.long)
+    for r, p in enumerate(prompt_ids):
+        prompt[r, p_len - len(p):] = torch.tensor(p)
+        pattn[r, p_len - len(p):] = 1
+    is_eos = resp == eos_id
+    ended = is_eos.any(-1)
+    first_eos = torch.where(ended, is_eos.float().argmax(-1), torch.full((b,), t))
+    mask = (torch.arange(t)[None] <= first_eos[:, None]).long()  # up to and including EOS
+    attn = torch.cat([pattn, mask], 1)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    return Batch(torch.cat([prompt, resp.masked_fill(mask == 0, pad_id)], 1), attn, pos,
+                 mask.float(), ended, p_len)
+
+
+def token_logprobs(model, batch: Batch, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities and entropies of the response tokens, logits divided by the sampling
+    temperature so they describe the distribution that was sampled (N+)."""
+    logits = model(input_ids=batch.ids, attention_mask=batch.attn, position_ids=batch.pos).logits
+    logits = logits[:, batch.p_len - 1:-1].float() / temperature
+    logp_all = torch.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, batch.ids[:, batch.p_len:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def token_values(value_model, batch: Batch) -> torch.Tensor:
+    """Per-token values from a sequence-classification model's backbone and head."""
+    h = value_model.model(input_ids=batch.ids, attention_mask=batch.attn,
+                          position_ids=batch.pos).last_hidden_state
+    return value_model.score(h[:, batch.p_len - 1:-1]).squeeze(-1).float()
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[str], list[str]],
+             list[float]], prompts: list[str], cfg: PPOConfig, ledger: Ledger, *, seed: int,
+             steps: int, on_step: Callable[[int, list[str], list[str], dict], None] | None = None,
+             progress: bool = False) -> list[dict[str, float]]:
+    """Run ``steps`` PPO iterations in place on ``policy.model`` and ``value_model``.
+
+    ``reward(prompts, completions)`` is the proxy reward (a reward model, or any function in
+    tests). Returns one stats dict per step."""
+    model, tok = policy.model, policy.tokenizer
+    dev = policy.device
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+    vopt = torch.optim.AdamW(value_model.parameters(), lr=cfg.value_lr, eps=1e-5)
+    kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+    gen = torch.Generator().manual_seed(seed)
+    ref_model.eval()
+    history = []
+    it = tqdm(range(steps), desc="ppo", disable=not progress, leave=False)
+    for step in it:
+        batch_prompts = pick_prompts(prompts, cfg.batch_size, seed * 100003 + step)
+        ledger.charge("rollouts", len(batch_prompts))
+        pids = [policy.context_ids(p) for p in batch_prompts]
+        with torch.no_grad():
+            model.eval()
+            width = max(map(len, pids))
+            x = torch.full((len(pids), width), tok.pad_token_id, dtype=torch.long)
+            am = torch.zeros_like(x)
+            for r, p in enumerate(pids):
+                x[r, width - len(p):] = torch.tensor(p)
+                am[r, width - len(p):] = 1
+            resp = sample(model, x.to(dev), am.to(dev), max_new_tokens=cfg.max_new_tokens,
+                          temperature=cfg.temperature, eos_id=tok.eos_token_id,
+                          pad_id=tok.pad_token_id, generator=gen).cpu()
+            b = make_batch(pids, resp, tok.pad_token_id, tok.eos_token_id)
+            b = Batch(b.ids.to(dev), b.attn.to(dev), b.pos.to(dev), b.mask.to(dev),
+                      b.ended.to(dev), b.p_len)
+            texts = [policy.completion_text(p, [t for t, m in zip(row, mrow) if m and
+                                                t != tok.eos_token_id])
+                     for p, row, mrow in zip(batch_prompts, resp.tolist(), b.mask.tolist())]
+            score = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
+            proxy = score.clone()
+            score = score - cfg.missing_eos_penalty * (~b.ended).float()
+            old_logp, _ = token_logprobs(model, b, cfg.temperature)
+            ref_logp, _ = token_logprobs(ref_model, b, cfg.temperature)
+            old_v = token_values(value_model, b)
+            kl_coef = kl_ctl.value
+            rewards = kl_penalized_rewards(score, old_logp, ref_logp, b.mask, kl_coef)
+            if cfg.whiten_rewards:
+                rewards = whiten(rewards, b.mask, shift_mean=False)
+            adv, returns = gae(rewards, old_v, b.mask, cfg.gamma, cfg.lam)
+            adv = whiten(adv, b.mask)
+            kl_seq = kl_k1(old_logp, ref_logp, b.mask)
+        model.train()
+        stats = {"pg_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "entropy": 0.0}
+        n_updates = 0
+        rng = np.random.default_rng(seed * 7 + step)
+        mb = max(1, len(batch_prompts) // cfg.minibatches)
+        for _ in range(cfg.epochs):
+            order = rng.permutation(len(batch_prompts))
+            for s in range(0, len(order), mb):
+                i = torch.tensor(order[s:s + mb], device=dev)
+                sub = Batch(b.ids[i], b.attn[i], b.pos[i], b.mask[i], b.ended[i], b.p_len)
+                logp, ent = token_logprobs(model, sub, cfg.temperature)
+                pl, cf = policy_loss(logp, old_logp[i], adv[i], sub.mask, cfg.clip)
+                v = token_values(value_model, sub)
+                vl = value_loss(v, old_v[i], returns[i], sub.mask, cfg.value_clip)
+                if not torch.isfinite(pl) or not torch.isfinite(vl):
+                    raise NonFiniteError("ppo loss", step)
+                opt.zero_grad(set_to_none=True)
+                vopt.zero_grad(set_to_none=True)
+                (pl + vl).backward()  # separate networks: the sum just runs both backwards
+                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+                if not torch.isfinite(gn):
+                    raise NonFiniteError("policy gradient", step)
+                opt.step()
+                vopt.step()
+                stats["pg_loss"] += float(pl)
+                stats["value_loss"] += float(vl)
+                stats["clipfrac"] += float(cf)
+                stats["entropy"] += float(masked_mean(ent.detach(), sub.mask))
+                n_updates += 1
+        model.eval()
+        stats = {k: v / n_updates for k, v in stats.items()}
+        kl_mean = float(kl_seq.mean())
+        if cfg.adaptive_kl:
+            kl_ctl.update(kl_mean, len(batch_prompts))
+        stats.update(proxy_reward=float(proxy.mean()), kl=kl_mean, kl_coef=kl_coef,
+                     response_length=float(b.mask.sum(-1).mean()),
+                     no_eos_frac=float((~b.ended).float().mean()))
+        n_tok = int(b.attn.sum())
+        ledger.record_inference(n_params(model), n_tok * 3)  # policy, reference, value
+        ledger.record_training(n_params(model) + n_params(value_model), n_tok * cfg.epochs)
+        history.append(stats)
+        if on_step is not None:
+            on_step(step, batch_prompts, texts, stats)
+        it.set_postfix(proxy=f"{stats['proxy_reward']:.2f}", kl=f"{kl_mean:.2f}")
+    return history
+
+
+class PPO:
+    name = "ppo"
+    description = "PPO-RLHF: reward model on ranked comparisons, then PPO with a KL penalty"
+    Config = PPOConfig
+
+    def train(self, base: HFPolicy, ctx: TrainContext, cfg: PPOConfig) -> HFPolicy:
+        sft = ctx.stages.sft(ctx)
+        sft_path = ctx.stages.root / "sft" / ctx.artifacts["sft_key"]
+        policy = ctx.scenario.load_policy(sft_path)
+        policy.model.to(sft.device)
+        ref = sft.model  # frozen: the cached SFT model is never trained
+        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+        n_cmp = int(ctx.ledger.remaining("comparisons"))
+        per_round = n_cmp // cfg.rounds
+        pairs: list[dict[str, str]] = []
+        offset = 0
+        for rnd in range(cfg.rounds):
+            if rnd == 0:  # the SFT comparison set is shared with DPO: same labels, same count
+                pairs += shared_comparisons(ctx, sft, per_round, cfg)
+            else:
+                pairs += ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, cfg.k,
+                                      ctx.ledger, seed=ctx.seed * 1000 + rnd,
+                                      temperature=cfg.label_temperature,
+                                      max_new_tokens=cfg.max_new_tokens)
+            rm = train_reward_model(sft_path, policy.tokenizer, pairs, ctx, cfg,
+                                    stage=f"reward_model_{rnd}")
+            value_model = copy.deepcopy(rm.model)  # value initialized from the RM (N+)
+            value_model.train()
+
+            def on_step(step, prompts, texts, stats, _off=offset):
+                ctx.monitor_gold("ppo", _off + step, prompts, texts, round=rnd, **stats)
+
+            ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, cfg,
+                     ctx.ledger, seed=ctx.seed * 1000 + rnd, steps=cfg.steps, on_step=on_step,
+                     progress=ctx.progress)
+            offset += cfg.steps
+        ctx.artifacts.update(reward_fn=rm.reward, comparisons=pairs)
+        return policy

@@ -1,0 +1,73 @@
+"""The Bradley-Terry reward model (TRL's RewardTrainer): a stage of PPO-RLHF, reported on its
+own through the labeler_agreement eval (accuracy against labelers and the gold judge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from pydantic import Field
+
+from bench.api import MethodConfig, TrainContext
+from bench.models import n_params
+from methods.common import FiniteGuard, count_tokens, trainer_args
+
+
+class RewardModelConfig(MethodConfig):
+    rm_epochs: float = Field(2.0, description="passes over the comparisons (InstructGPT: 1)")
+    rm_lr: float = Field(5e-4, description="peak learning rate (tiny models; ~9e-6 for real LMs)")
+    rm_batch_size: int = Field(32, description="comparisons per step")
+    rm_center_coef: float = Field(0.01, description="keeps rewards near zero (Eisenstein 2023)")
+
+
+class RewardModel:
+    """``reward(prompts, completions)``: the scalar score at the sequence's end (its EOS), as
+    RewardTrainer trained it. A RewardFn in the sense of bench.api."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    @torch.no_grad()
+    def reward(self, prompts: list[str], completions: list[str]) -> list[float]:
+        tok, out = self.tokenizer, []
+        texts = [p + c + tok.eos_token for p, c in zip(prompts, completions)]
+        side = tok.padding_side
+        tok.padding_side = "right"
+        try:
+            for i in range(0, len(texts), self.batch_size):
+                enc = tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True)
+                dev = next(self.model.parameters()).device
+                out += self.model(**{k: v.to(dev) for k, v in enc.items()}).logits[:, 0].tolist()
+        finally:
+            tok.padding_side = side
+        return out
+
+    __call__ = reward
+
+
+def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: TrainContext,
+                       cfg: RewardModelConfig, stage: str = "reward_model") -> RewardModel:
+    """Fresh scalar head on the SFT backbone (Ouyang et al. 2022), trained on ``pairs``."""
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
+                                                               use_safetensors=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(dev)
+    args = trainer_args(RewardConfig, ctx, stage, num_train_epochs=cfg.rm_epochs,
+                        learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size,
+                        center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type="cosine",
+                        warmup_ratio=0.05)
+    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    tok_side = tokenizer.padding_side
+    trainer = RewardTrainer(model=model, args=args, train_dataset=data,
+                            processing_class=tokenizer, callbacks=[FiniteGuard(model)])
+    trainer.train()
+    tokenizer.padding_side = tok_side
+    tokens = count_tokens(tokenizer, [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs])
+    ctx.ledger.record_training(n_params(model), int(tokens * cfg.rm_epochs))
+    model.eval()
+    return RewardModel(model, tokenizer)

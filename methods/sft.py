@@ -1,0 +1,53 @@
+"""Supervised fine-tuning on expert demonstrations (TRL's SFTTrainer).
+
+The SFT model is a *shared stage*: every other method starts from it, so it is trained once per
+seed and demonstration budget and cached (design/budgets.md). ``train`` returns that cached
+stage as the "SFT-only" row; ``train_stage`` is what builds it.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from pydantic import Field
+
+from bench.api import MethodConfig, TrainContext
+from bench.models import HFPolicy, n_params
+from methods.common import FiniteGuard, count_tokens, trainer_args
+
+
+class SFTConfig(MethodConfig):
+    epochs: float = Field(3.0, description="passes over the demonstrations")
+    lr: float = Field(1e-3, description="peak learning rate (tiny models; ~2e-5 for real LMs)")
+    batch_size: int = Field(32, description="demonstrations per step")
+    warmup_ratio: float = Field(0.05, description="linear warmup fraction")
+    max_length: int = Field(256, description="tokens per example, prompt included")
+    completion_only_loss: bool = Field(True, description="loss on the answer only (InstructGPT)")
+
+
+class SFT:
+    name = "sft"
+    description = "supervised fine-tuning on demonstrations (TRL SFTTrainer); the shared stage"
+    Config = SFTConfig
+
+    def train(self, base: HFPolicy, ctx: TrainContext, config: SFTConfig) -> HFPolicy:
+        return ctx.stages.sft(ctx)
+
+    def train_stage(self, base: HFPolicy, ctx: TrainContext, config: SFTConfig) -> HFPolicy:
+        from trl import SFTConfig as TRLSFTConfig
+        from trl import SFTTrainer
+
+        n = int(ctx.ledger.remaining("demonstrations"))
+        ctx.ledger.charge("demonstrations", n)
+        demos = ctx.scenario.demonstrations(n, ctx.seed)
+        args = trainer_args(
+            TRLSFTConfig, ctx, "sft", num_train_epochs=config.epochs, learning_rate=config.lr,
+            per_device_train_batch_size=config.batch_size, warmup_ratio=config.warmup_ratio,
+            max_length=config.max_length, completion_only_loss=config.completion_only_loss,
+            lr_scheduler_type="cosine")
+        trainer = SFTTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(demos),
+                             processing_class=base.tokenizer, callbacks=[FiniteGuard(base.model)])
+        trainer.train()
+        tokens = count_tokens(base.tokenizer, [d["prompt"] + d["completion"] for d in demos])
+        ctx.ledger.record_training(n_params(base.model), int(tokens * config.epochs))
+        base.model.eval()
+        return base
