@@ -158,9 +158,10 @@ class Stages:
         ctx.artifacts["sft_key"] = key
         return self._mem[key]
 
-    def reference_sft(self, seed: int) -> HFPolicy:
-        n = int(self.m.budget.demonstrations or 0)
-        ctx = TrainContext(scenario=view(self.world), ledger=Ledger(), seed=seed,
+    def reference_sft(self, seed: int, n_demos: int) -> HFPolicy:
+        """The SFT model a cell is compared with (its seed, its demonstration budget)."""
+        ctx = TrainContext(scenario=view(self.world), ledger=Ledger(caps={"demonstrations": n_demos}),
+                           seed=seed,
                            cell_dir=self.root, log=log, stages=self, progress=self.progress)
         return self.sft(ctx)
 
@@ -222,7 +223,7 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
         train_budget = ledger.snapshot()
         refs = {"base": stages.base()}
         if "sft" in m.methods or cell.method != "base":
-            refs["sft"] = stages.reference_sft(cell.seed)
+            refs["sft"] = stages.reference_sft(cell.seed, int(cell.budget.get("demonstrations") or 0))
         eval_ledger = Ledger()
         for name in m.evals:
             seed_everything(cell.seed + 1)

@@ -41,7 +41,7 @@ class SFT:
         demos = ctx.scenario.demonstrations(n, ctx.seed)
         args = trainer_args(
             TRLSFTConfig, ctx, "sft", num_train_epochs=config.epochs, learning_rate=config.lr,
-            per_device_train_batch_size=config.batch_size, warmup_ratio=config.warmup_ratio,
+            per_device_train_batch_size=config.batch_size, warmup_steps=config.warmup_ratio,
             max_length=config.max_length, completion_only_loss=config.completion_only_loss,
             lr_scheduler_type="cosine")
         trainer = SFTTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(demos),

@@ -1,0 +1,51 @@
+"""KL to the reference (the shared SFT model) and, for RL methods, the overoptimization view.
+
+KL: mean over responses sampled from the policy (temperature 1) of the summed per-token
+log pi - log pi_ref (the k1 estimator, design/metrics.md). RL curves (proxy reward, gold reward,
+KL per step) come from the training run; the peak-gold step and the drop after it are the
+Gao et al. (2022) overoptimization summary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.api import EvalContext, EvalResult, Policy
+from bench.stats import bootstrap_se
+
+
+def overoptimization(curve: list[dict[str, float]]) -> dict[str, float]:
+    """Peak gold reward, where it peaked, and how far gold and proxy moved after it."""
+    gold = np.array([p["gold_reward"] for p in curve])
+    proxy = np.array([p["proxy_reward"] for p in curve])
+    i = int(np.argmax(gold))
+    return {"gold_peak": float(gold[i]), "gold_peak_step": float(curve[i]["step"]),
+            "gold_final": float(gold[-1]), "gold_drop": float(gold[i] - gold[-1]),
+            "proxy_final": float(proxy[-1]), "proxy_gain_after_peak": float(proxy[-1] - proxy[i])}
+
+
+class KL:
+    name = "kl"
+    description = "KL to the SFT reference (k1) and RL overoptimization summary"
+    version = "1.0"
+    metrics = {"k1": False, "gold_peak": True, "gold_final": True, "gold_drop": False,
+               "proxy_final": True}
+
+    def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
+        ref = ctx.references.get("sft")
+        metrics, unc, extra = {}, {}, {}
+        if ref is not None:
+            prompts = ctx.world.eval_data.win_rate_prompts
+            flat = [p for p in prompts for _ in range(int(ctx.options.get("samples", 4)))]
+            outs = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 606)
+            lp = np.asarray(policy.logprob(flat, outs))
+            lr = np.asarray(ref.logprob(flat, outs))
+            k1 = lp - lr
+            metrics["k1"] = float(k1.mean())
+            unc["k1"] = bootstrap_se(k1, seed=ctx.seed)
+        for name, curve in ctx.curves.items():
+            if curve and "gold_reward" in curve[0] and "proxy_reward" in curve[0]:
+                metrics.update(overoptimization(curve))
+                extra["curve"] = name
+                break
+        return EvalResult(metrics=metrics, uncertainty=unc, n=len(metrics), extra=extra)

@@ -1,0 +1,161 @@
+"""Agreement among the labelers, and of the learned judges with them (design/metrics.md).
+
+Every labeler of the panel labels the same pairs (two samples of the policy under test per
+prompt). Reported: pairwise inter-labeler agreement, leave-one-out agreement with the majority
+of the others (AlpacaEval style), Fleiss' kappa (statsmodels) and Krippendorff's alpha (the
+krippendorff package), both nominal; the reward model's accuracy against labelers and the gold
+judge next to that labeler-labeler ceiling; and the AI judge's agreement with the panel majority,
+broken down by what the pair differs in. Ties and skips are excluded and counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from bench.api import EvalContext, EvalResult, Policy
+from bench.stats import bootstrap_se
+
+
+def binarize(labels: np.ndarray) -> np.ndarray:
+    """1.0 (a), 0.0 (b) kept; ties (0.5) and skips (nan) become nan."""
+    out = np.asarray(labels, dtype=float).copy()
+    out[(out != 0.0) & (out != 1.0)] = np.nan
+    return out
+
+
+def pairwise_agreement(labels: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """labels [items, raters] in {0, 1, nan}. Fraction of agreeing rater pairs over all items,
+    the number of compared pairs, and the rater x rater agreement matrix."""
+    x = binarize(labels)
+    r = x.shape[1]
+    agree = np.full((r, r), np.nan)
+    tot_a, tot_n = 0.0, 0
+    for i in range(r):
+        for j in range(r):
+            both = ~np.isnan(x[:, i]) & ~np.isnan(x[:, j])
+            if both.any():
+                agree[i, j] = float((x[both, i] == x[both, j]).mean())
+            if j > i:
+                tot_a += float((x[both, i] == x[both, j]).sum())
+                tot_n += int(both.sum())
+    return (tot_a / tot_n if tot_n else float("nan")), tot_n, agree
+
+
+def leave_one_out(labels: np.ndarray) -> float:
+    """Mean over raters of agreement with the majority of the other raters (majority ties and
+    the rater's own missing labels excluded)."""
+    x = binarize(labels)
+    hits, n = 0.0, 0
+    for j in range(x.shape[1]):
+        others = np.delete(x, j, axis=1)
+        ones, zeros = np.nansum(others == 1, 1), np.nansum(others == 0, 1)
+        ok = ~np.isnan(x[:, j]) & (ones != zeros)
+        maj = (ones > zeros).astype(float)
+        hits += float((x[ok, j] == maj[ok]).sum())
+        n += int(ok.sum())
+    return hits / n if n else float("nan")
+
+
+def fleiss(labels: np.ndarray) -> float:
+    """Fleiss' kappa over the items every rater labeled (statsmodels)."""
+    from statsmodels.stats.inter_rater import fleiss_kappa
+    x = binarize(labels)
+    full = x[~np.isnan(x).any(1)]
+    if len(full) == 0:
+        return float("nan")
+    table = np.stack([(full == 1).sum(1), (full == 0).sum(1)], 1)
+    return float(fleiss_kappa(table, method="fleiss"))
+
+
+def kalpha(labels: np.ndarray) -> float:
+    """Krippendorff's alpha, nominal (the krippendorff package); missing labels allowed."""
+    import krippendorff
+    x = binarize(labels)
+    if np.all(np.isnan(x)) or len(np.unique(x[~np.isnan(x)])) < 2:
+        return float("nan")
+    return float(krippendorff.alpha(reliability_data=x.T, level_of_measurement="nominal"))
+
+
+def majority(labels: np.ndarray) -> np.ndarray:
+    x = binarize(labels)
+    ones, zeros = np.nansum(x == 1, 1), np.nansum(x == 0, 1)
+    return np.where(ones > zeros, 1.0, np.where(zeros > ones, 0.0, np.nan))
+
+
+def differs_in(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if a["truth"] != b["truth"]:
+        return "truth"
+    if (a["toxicity"] > 0) != (b["toxicity"] > 0):
+        return "toxicity"
+    if a["length"] != b["length"]:
+        return "length"
+    return "nothing"
+
+
+class LabelerAgreement:
+    name = "labeler_agreement"
+    description = "panel agreement (pairwise, LOO, Fleiss, Krippendorff); RM and AI judge vs panel"
+    version = "1.0"
+    metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
+               "krippendorff_alpha": True, "rm_vs_labelers": True, "rm_vs_gold": True,
+               "ai_judge_vs_majority": True}
+
+    def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
+        o = ctx.options
+        prompts = ctx.world.eval_data.agreement_prompts
+        reps = int(o.get("pairs_per_prompt", 4))
+        flat = [p for p in prompts for _ in range(reps)]
+        a = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 303)
+        b = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 404)
+        panel = ctx.world.make_panel(ctx.ledger, ctx.seed + 505)
+        if not hasattr(panel, "label_matrix"):
+            raise ValueError("labeler_agreement needs a panel with label_matrix (several "
+                             "labelers on the same pairs)")
+        labels = panel.label_matrix(flat, a, b)
+        inter, n_pairs, matrix = pairwise_agreement(labels)
+        excluded = int(np.isnan(binarize(labels)).sum())
+        metrics = {"inter_labeler": inter, "loo": leave_one_out(labels),
+                   "fleiss_kappa": fleiss(labels), "krippendorff_alpha": kalpha(labels)}
+        unc = {}
+        extra: dict[str, Any] = {"labeler_matrix": matrix.tolist(), "rater_pairs": n_pairs,
+                                 "excluded_labels": excluded, "items": len(flat),
+                                 "labelers": labels.shape[1]}
+        maj = majority(labels)
+        gold = ctx.world.gold_judge
+        if "reward_fn" in ctx.artifacts:
+            ra = np.asarray(ctx.artifacts["reward_fn"](flat, a))
+            rb = np.asarray(ctx.artifacts["reward_fn"](flat, b))
+            rm = np.where(ra > rb, 1.0, np.where(rb > ra, 0.0, np.nan))
+            x = binarize(labels)
+            ok = ~np.isnan(x) & ~np.isnan(rm)[:, None]
+            hits = (x == rm[:, None])[ok]
+            metrics["rm_vs_labelers"] = float(hits.mean()) if hits.size else float("nan")
+            unc["rm_vs_labelers"] = bootstrap_se(hits.astype(float), seed=ctx.seed)
+            if gold is not None:
+                g = np.asarray(gold.prefer(flat, a, b))
+                okg = (g != 0.5) & ~np.isnan(rm)
+                metrics["rm_vs_gold"] = float((rm[okg] == g[okg]).mean()) if okg.any() \
+                    else float("nan")
+        make_judge = ctx.artifacts.get("make_ai_judge")
+        if make_judge is not None:
+            judge = make_judge(ctx.ledger)
+            pj = np.asarray(judge.prefer(flat, a, b))
+            jl = np.where(pj > 0.5, 1.0, np.where(pj < 0.5, 0.0, np.nan))
+            ok = ~np.isnan(jl) & ~np.isnan(maj)
+            hits = (jl[ok] == maj[ok]).astype(float)
+            metrics["ai_judge_vs_majority"] = float(hits.mean()) if hits.size else float("nan")
+            unc["ai_judge_vs_majority"] = bootstrap_se(hits, seed=ctx.seed)
+            if ctx.world.attributes is not None:
+                by = defaultdict(list)
+                for i in np.flatnonzero(ok):
+                    kind = differs_in(ctx.world.attributes(flat[i], a[i]),
+                                      ctx.world.attributes(flat[i], b[i]))
+                    by[kind].append(float(jl[i] == maj[i]))
+                for kind, v in by.items():
+                    metrics[f"ai_judge_vs_majority.{kind}"] = float(np.mean(v))
+                    unc[f"ai_judge_vs_majority.{kind}"] = bootstrap_se(v, seed=ctx.seed)
+                extra["ai_judge_counts"] = {k: len(v) for k, v in by.items()}
+        return EvalResult(metrics=metrics, uncertainty=unc, n=len(flat), extra=extra)

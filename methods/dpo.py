@@ -1,0 +1,76 @@
+"""Direct Preference Optimization (Rafailov et al. 2023) with TRL's DPOTrainer.
+
+DPO trains on exactly the comparisons PPO's reward model sees: the same SFT samples ranked by the
+same panel, the same count (design/budgets.md). ``rounds > 1`` gives iterative/online DPO: each
+round labels fresh samples from the current policy and continues training from it, with the SFT
+model as the fixed reference (Xu et al. 2023, "Some things are more CRINGE than others").
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from pydantic import Field
+
+from bench.api import MethodConfig, TrainContext
+from bench.models import HFPolicy, n_params
+from methods.common import FiniteGuard, count_tokens, trainer_args
+from methods.feedback import ranked_pairs, shared_comparisons
+
+
+class DPOConfig(MethodConfig):
+    rounds: int = Field(1, ge=1, description="online rounds; the label budget splits evenly")
+    k: int = Field(5, ge=2, description="responses ranked per prompt (same as ppo)")
+    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
+    max_new_tokens: int = Field(24, description="response length limit when sampling")
+    beta: float = Field(0.1, description="KL strength (Rafailov et al.: 0.1)")
+    lr: float = Field(2e-4, description="learning rate (tiny models; ~5e-7 for real LMs)")
+    epochs: float = Field(2.0, description="passes over the comparisons per round")
+    batch_size: int = Field(32, description="comparisons per step")
+    loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, ...")
+
+
+def dpo_train(policy: HFPolicy, ref: HFPolicy, pairs: list[dict], ctx: TrainContext,
+              cfg: DPOConfig, stage: str) -> None:
+    """One DPOTrainer run on ``pairs`` (prompt/chosen/rejected), in place on ``policy``."""
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    args = trainer_args(TRLDPOConfig, ctx, stage, beta=cfg.beta, learning_rate=cfg.lr,
+                        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                        loss_type=[cfg.loss_type], lr_scheduler_type="cosine", warmup_steps=0.05)
+    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    trainer = DPOTrainer(model=policy.model, ref_model=ref.model, args=args, train_dataset=data,
+                         processing_class=policy.tokenizer, callbacks=[FiniteGuard(policy.model)])
+    trainer.train()
+    policy.model.eval()
+    tokens = count_tokens(policy.tokenizer,
+                          [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs])
+    # policy forward+backward, plus the reference's forward on every token
+    ctx.ledger.record_training(n_params(policy.model), int(tokens * cfg.epochs))
+    ctx.ledger.record_inference(n_params(ref.model), int(tokens * cfg.epochs))
+
+
+class DPO:
+    name = "dpo"
+    description = "DPO on the same ranked comparisons as PPO's reward model (TRL DPOTrainer)"
+    Config = DPOConfig
+
+    def train(self, base: HFPolicy, ctx: TrainContext, cfg: DPOConfig) -> HFPolicy:
+        sft = ctx.stages.sft(ctx)
+        policy = ctx.scenario.load_policy(ctx.stages.root / "sft" / ctx.artifacts["sft_key"])
+        policy.model.to(sft.device)
+        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+        per_round = int(ctx.ledger.remaining("comparisons")) // cfg.rounds
+        all_pairs: list[dict] = []
+        for rnd in range(cfg.rounds):
+            if rnd == 0:
+                pairs = shared_comparisons(ctx, sft, per_round, cfg)
+            else:
+                pairs = ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, cfg.k,
+                                     ctx.ledger, seed=ctx.seed * 1000 + rnd,
+                                     temperature=cfg.label_temperature,
+                                     max_new_tokens=cfg.max_new_tokens)
+            all_pairs += pairs
+            dpo_train(policy, sft, pairs, ctx, cfg, stage=f"dpo_{rnd}")
+        ctx.artifacts["comparisons"] = all_pairs
+        return policy

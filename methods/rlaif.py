@@ -1,0 +1,73 @@
+"""RLAIF: preference labels from an AI judge guided by written principles (Bai et al. 2022,
+Constitutional AI; Lee et al. 2023, RLAIF), then DPO (default) or PPO on them.
+
+The judge is a language model (by default the pretrained base model, as in Constitutional AI's
+feedback model) asked under each principle which of two answers is better, in both orders to
+cancel position bias. Its labels are charged to ``ai_comparisons``; human comparisons stay at
+zero. Samples are drawn and paired exactly as for the human-feedback methods (K per prompt, all
+pairs), so the two kinds of feedback differ only in who labels.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+from pydantic import Field
+
+from bench.api import TrainContext
+from bench.models import HFPolicy
+from methods.dpo import DPOConfig, dpo_train
+from methods.feedback import judged_pairs
+from methods.ppo import PPOConfig, ppo_loop
+from methods.reward_model import train_reward_model
+
+DEFAULT_CONSTITUTION = ["be helpful", "be honest", "be harmless"]
+
+
+class RLAIFConfig(DPOConfig):
+    constitution: list[str] = Field(default_factory=lambda: list(DEFAULT_CONSTITUTION),
+                                    description="principles the judge is asked under")
+    judge: str = Field("base", description="'base' (the pretrained model) or 'sft'")
+    optimizer: Literal["dpo", "ppo"] = Field("dpo", description="what trains on the AI labels")
+    ppo_steps: int = Field(40, description="PPO iterations per round when optimizer = 'ppo'")
+    kl_coef: float = Field(0.05, description="KL coefficient when optimizer = 'ppo'")
+
+
+class RLAIF:
+    name = "rlaif"
+    description = "AI-judge labels under a constitution (both orders), then DPO or PPO"
+    Config = RLAIFConfig
+
+    def train(self, base: HFPolicy, ctx: TrainContext, cfg: RLAIFConfig) -> HFPolicy:
+        sft = ctx.stages.sft(ctx)
+        sft_path = ctx.stages.root / "sft" / ctx.artifacts["sft_key"]
+        policy = ctx.scenario.load_policy(sft_path)
+        policy.model.to(sft.device)
+        judge_model = ctx.stages.base() if cfg.judge == "base" else sft
+        judge = ctx.scenario.make_ai_judge(judge_model, cfg.constitution, ctx.ledger)
+        per_round = int(ctx.ledger.remaining("ai_comparisons")) // cfg.rounds
+        all_pairs: list[dict] = []
+        for rnd in range(cfg.rounds):
+            sampler = sft if rnd == 0 else policy
+            pairs = judged_pairs(sampler, ctx.scenario.train_prompts, judge, per_round, cfg.k,
+                                 ctx.ledger, seed=ctx.seed * 1000 + rnd + 17,
+                                 temperature=cfg.label_temperature,
+                                 max_new_tokens=cfg.max_new_tokens)
+            all_pairs += pairs
+            if cfg.optimizer == "dpo":
+                dpo_train(policy, sft, pairs, ctx, cfg, stage=f"rlaif_dpo_{rnd}")
+            else:
+                pcfg = PPOConfig(kl_coef=cfg.kl_coef, steps=cfg.ppo_steps, k=cfg.k,
+                                 max_new_tokens=cfg.max_new_tokens)
+                rm = train_reward_model(sft_path, policy.tokenizer, all_pairs, ctx, pcfg,
+                                        stage=f"rlaif_rm_{rnd}")
+                ppo_loop(policy, sft.model, copy.deepcopy(rm.model), rm.reward,
+                         ctx.scenario.train_prompts, pcfg, ctx.ledger, seed=ctx.seed * 1000 + rnd,
+                         steps=cfg.ppo_steps, progress=ctx.progress,
+                         on_step=lambda s, p, t, st: ctx.monitor_gold("rlaif_ppo", s, p, t, **st))
+                ctx.artifacts["reward_fn"] = rm.reward
+        # evals rebuild the judge on their own ledger, so evaluation never spends the budget
+        ctx.artifacts.update(comparisons=all_pairs, make_ai_judge=lambda ledger: (
+            ctx.scenario.make_ai_judge(judge_model, cfg.constitution, ledger)))
+        return policy

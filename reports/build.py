@@ -1,0 +1,392 @@
+"""Build report.html, report.md and summary.csv from an output folder's stored results alone.
+
+Nothing here imports a method or an eval: the records carry their metric directions and
+uncertainties. One function (:func:`collect`) turns the records into plain values; the template
+renders them with autoescaping, so model text is always shown as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import store
+from bench.stats import t_interval
+
+HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def read_records(out: Path) -> list[dict[str, Any]]:
+    """results.jsonl when present; otherwise every cells/*/result.json (a partial matrix)."""
+    out = Path(out)
+    recs = []
+    index = out / "results.jsonl"
+    if index.is_file():
+        for line in index.read_text(encoding="utf-8").splitlines():
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                continue
+        # cells finished after the index was written (a run still going, or killed)
+        known = {r["key"] for r in recs}
+    else:
+        known = set()
+    for f in sorted((out / "cells").glob("*/result.json")):
+        rec = store.read_json(f)
+        if rec is None:
+            recs.append({"key": f.parent.name, "method": "?", "seed": None, "point": {},
+                         "status": "invalid", "error": "result.json is unreadable (truncated?)",
+                         "metrics": {}})
+        elif rec.get("key") not in known:
+            recs.append(rec)
+    # an index line that says "missing" is superseded by a cell written since
+    by_key: dict[str, dict] = {}
+    for r in recs:
+        if r["key"] not in by_key or by_key[r["key"]].get("status") == "missing":
+            by_key[r["key"]] = r
+    return list(by_key.values())
+
+
+def group_label(r: dict[str, Any]) -> str:
+    pt = r.get("point") or {}
+    return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
+
+
+def neutralize(cell: Any) -> Any:
+    """CSV injection guard: a cell that a spreadsheet would run as a formula gets a leading
+    apostrophe (OWASP); numbers are left as numbers."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+def _fmt(x: float | None, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{nd}f}"
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """Everything the report shows, as plain values."""
+    recs = read_records(out)
+    ok = [r for r in recs if r.get("status") == "ok"]
+    bad = [r for r in recs if r.get("status") != "ok"]
+    directions: dict[str, bool] = {}
+    for r in ok:
+        for ev, info in (r.get("evals") or {}).items():
+            for m, hib in info.get("higher_is_better", {}).items():
+                directions[f"{ev}.{m}"] = hib
+    columns = [m for m in directions if any(m in r["metrics"] for r in ok)]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        groups[group_label(r)].append(r)
+    order = sorted(groups, key=lambda g: (["base", "sft", "ppo", "dpo", "rlaif"].index(
+        groups[g][0]["method"]) if groups[g][0]["method"] in ("base", "sft", "ppo", "dpo", "rlaif")
+        else 99, g))
+    sft_by_seed = {r["seed"]: r for r in ok if r["method"] == "sft" and not r.get("point")}
+    rows = []
+    for g in order:
+        rs = groups[g]
+        cells = {}
+        for m in columns:
+            vals = [r["metrics"].get(m) for r in rs]
+            vals = [v for v in vals if v is not None]
+            mean, lo, hi = t_interval(vals)
+            delta = None
+            if rs[0]["method"] != "sft" and sft_by_seed:
+                paired = [(r["metrics"].get(m), sft_by_seed[r["seed"]]["metrics"].get(m))
+                          for r in rs if r["seed"] in sft_by_seed]
+                paired = [(a, b) for a, b in paired if a is not None and b is not None]
+                if len(paired) >= 2:
+                    d, dlo, dhi = t_interval([a - b for a, b in paired])
+                    delta = {"mean": d, "lo": dlo, "hi": dhi,
+                             "significant": bool(dlo > 0 or dhi < 0)}
+            se = [r.get("uncertainty", {}).get(m) for r in rs]
+            cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(vals), "delta": delta,
+                        "se": se[0] if len(rs) == 1 else None}
+        spent = defaultdict(list)
+        for r in rs:
+            for u, v in (r.get("budget", {}).get("spent") or {}).items():
+                spent[u].append(v or 0.0)
+        budget = {u: (sum(v) / len(v)) for u, v in spent.items()}
+        rows.append({"label": g, "method": rs[0]["method"], "seeds": sorted(r["seed"] for r in rs),
+                     "cells": cells, "budget": budget})
+    for m in columns:  # mark the best per column
+        vals = [(row["cells"][m]["mean"], i) for i, row in enumerate(rows)
+                if row["cells"][m]["mean"] is not None and math.isfinite(row["cells"][m]["mean"])]
+        if vals:
+            best = (max if directions[m] else min)(vals)[1]
+            rows[best]["cells"][m]["best"] = True
+    first = ok[0] if ok else (recs[0] if recs else {})
+    prov = first.get("provenance", {})
+    world = prov.get("world", {})
+    sources = {}
+    for r in ok:
+        tq = (r.get("evals") or {}).get("truthfulqa", {}).get("extra", {}).get("source")
+        if tq:
+            sources["truthfulqa"] = tq
+        tox = (r.get("evals") or {}).get("toxicity", {}).get("extra")
+        if tox:
+            sources["toxicity"] = {k: tox.get(k) for k in ("scorer", "k", "paper_k")}
+    matrix_toml = (Path(out) / "matrix.toml").read_text() if (Path(out) / "matrix.toml").is_file() \
+        else ""
+    total_seconds = sum((r.get("provenance") or {}).get("seconds", 0.0) for r in recs)
+    return {
+        "title": prov.get("matrix_name") or Path(out).name, "records": recs, "ok": ok, "bad": bad,
+        "columns": columns, "directions": directions, "rows": rows, "world": world,
+        "provenance": prov, "sources": sources, "matrix_toml": matrix_toml,
+        "given": (first.get("budget") or {}).get("given", {}), "total_seconds": total_seconds,
+        "seeds": sorted({r["seed"] for r in ok if r.get("seed") is not None}),
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(d: dict[str, Any]) -> list[dict[str, str]]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    rows, cols = d["rows"], [c for c in d["columns"] if c.count(".") == 1]
+    if rows and cols:
+        n = len(cols)
+        ncol = 4
+        fig, axes = plt.subplots(math.ceil(n / ncol), ncol, figsize=(14, 2.6 * math.ceil(n / ncol)),
+                                 squeeze=False)
+        for ax, m in zip(axes.flat, cols):
+            means = [r["cells"][m]["mean"] for r in rows]
+            err = [[0 if not math.isfinite(r["cells"][m]["lo"] or math.nan) else
+                    r["cells"][m]["mean"] - r["cells"][m]["lo"] for r in rows],
+                   [0 if not math.isfinite(r["cells"][m]["hi"] or math.nan) else
+                    r["cells"][m]["hi"] - r["cells"][m]["mean"] for r in rows]]
+            means = [v if v is not None and math.isfinite(v) else 0 for v in means]
+            ax.bar(range(len(rows)), means, yerr=err, capsize=3, color="#4a7fb5")
+            ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, fontsize=7)
+            ax.set_title(f"{m} {'↑' if d['directions'][m] else '↓'}", fontsize=9)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.tight_layout()
+        out.append({"id": "plot-bars", "title": "Every metric by method (mean, 95% t-interval "
+                    "over seeds)", "src": _png(fig)})
+    # trade-off frontier
+    pairs = [("toxicity.emt", "win_rate.vs_sft"), ("kl.k1", "win_rate.vs_sft")]
+    avail = [(x, y) for x, y in pairs if x in d["columns"] and y in d["columns"]]
+    if avail:
+        fig, axes = plt.subplots(1, len(avail), figsize=(5.5 * len(avail), 3.8), squeeze=False)
+        for ax, (x, y) in zip(axes.flat, avail):
+            for r in d["ok"]:
+                if x in r["metrics"] and y in r["metrics"]:
+                    ax.scatter(r["metrics"][x], r["metrics"][y], s=25,
+                               label=group_label(r), color=_color(r["method"]))
+            h, lab = ax.get_legend_handles_labels()
+            uniq = dict(zip(lab, h))
+            ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+            ax.axhline(0.5, color="grey", lw=0.5)
+            ax.set_xlabel(x)
+            ax.set_ylabel(y)
+        fig.tight_layout()
+        out.append({"id": "plot-frontier", "title": "Trade-offs: win-rate against toxicity and "
+                    "against KL (one point per cell)", "src": _png(fig)})
+    # budget sweep
+    swept = sorted({k for r in d["ok"] for k in (r.get("point") or {}) if k.startswith("budget.")})
+    if swept and "win_rate.vs_sft" in d["columns"]:
+        k = swept[0]
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        by = defaultdict(lambda: defaultdict(list))
+        for r in d["ok"]:
+            if k in (r.get("point") or {}):
+                by[r["method"]][r["point"][k]].append(r["metrics"].get("win_rate.vs_sft"))
+        for meth, pts in by.items():
+            xs = sorted(pts)
+            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=meth,
+                    color=_color(meth))
+        ax.set_xlabel(k)
+        ax.set_ylabel("win_rate.vs_sft")
+        ax.legend(fontsize=7)
+        out.append({"id": "plot-budget", "title": f"Win-rate against {k}", "src": _png(fig)})
+    # RL curves and overoptimization
+    curves = [(r, name, c) for r in d["ok"] for name, c in (r.get("curves") or {}).items() if c]
+    if curves:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+        for r, name, c in curves:
+            steps = [p["step"] for p in c]
+            lab = f"{group_label(r)} s{r['seed']}"
+            axes[0].plot(steps, [p.get("proxy_reward") for p in c], label=lab, lw=1)
+            if "gold_reward" in c[0]:
+                axes[1].plot(steps, [p["gold_reward"] for p in c], label=lab, lw=1)
+                sk = [math.sqrt(max(p.get("kl", 0.0), 0.0)) for p in c]
+                g = [p["gold_reward"] for p in c]
+                line, = axes[2].plot(sk, g, lw=1, label=f"gold {lab}")
+                axes[2].plot(sk, [p.get("proxy_reward") for p in c], lw=1, ls="--",
+                             color=line.get_color())
+                i = max(range(len(g)), key=g.__getitem__)
+                axes[2].scatter([sk[i]], [g[i]], marker="*", s=80, color=line.get_color())
+        for ax, t in zip(axes, ("proxy reward (reward model) per step", "gold reward per step",
+                                "gold (solid) and proxy (dashed) vs sqrt(KL); * = peak gold")):
+            ax.set_title(t, fontsize=9)
+        axes[0].legend(fontsize=6)
+        fig.tight_layout()
+        out.append({"id": "plot-rl", "title": "RL training curves and the overoptimization view "
+                    "(Gao et al. 2022)", "src": _png(fig)})
+    # labeler agreement
+    la = [r for r in d["ok"] if "labeler_agreement" in (r.get("evals") or {})]
+    if la:
+        import numpy as np
+        ex = la[0]["evals"]["labeler_agreement"]["extra"]
+        mat = np.array(ex.get("labeler_matrix", [[math.nan]]), dtype=float)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        im = axes[0].imshow(mat, vmin=0.4, vmax=1.0, cmap="viridis")
+        fig.colorbar(im, ax=axes[0])
+        axes[0].set_title(f"labeler x labeler agreement ({la[0]['method']}, seed "
+                          f"{la[0]['seed']})", fontsize=9)
+        names, vals = [], []
+        for r in la:
+            m = r["metrics"]
+            for key, lab in (("labeler_agreement.rm_vs_labelers", "RM"),
+                             ("labeler_agreement.ai_judge_vs_majority", "AI judge")):
+                if key in m and m[key] is not None:
+                    names.append(f"{lab} ({r['method']} s{r['seed']})")
+                    vals.append(m[key])
+        ceiling = [r["metrics"].get("labeler_agreement.inter_labeler") for r in la]
+        ceiling = [c for c in ceiling if c is not None]
+        axes[1].barh(range(len(vals)), vals, color="#4a7fb5")
+        axes[1].set_yticks(range(len(vals)), names, fontsize=7)
+        if ceiling:
+            axes[1].axvline(sum(ceiling) / len(ceiling), color="red", ls="--",
+                            label="labeler-labeler ceiling")
+            axes[1].legend(fontsize=7)
+        axes[1].set_xlim(0, 1)
+        axes[1].set_title("learned judges against the panel", fontsize=9)
+        fig.tight_layout()
+        out.append({"id": "plot-agreement", "title": "Labeler agreement", "src": _png(fig)})
+    # truthfulqa by type / category
+    tq = [c for c in d["columns"] if c.startswith("truthfulqa.mc1")]
+    slices = sorted({m.split(".", 2)[2] for r in d["ok"] for m in r["metrics"]
+                     if m.startswith("truthfulqa.mc1.")})
+    if tq and slices and d["rows"]:
+        fig, ax = plt.subplots(figsize=(max(6, len(slices) * 0.9), 3.6))
+        w = 0.8 / len(d["rows"])
+        for i, row in enumerate(d["rows"]):
+            rs = [r for r in d["ok"] if group_label(r) == row["label"]]
+            vals = [sum(r["metrics"].get(f"truthfulqa.mc1.{s}", 0) for r in rs) / len(rs)
+                    for s in slices]
+            ax.bar([j + i * w for j in range(len(slices))], vals, w, label=row["label"],
+                   color=_color(row["method"]))
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(slices))], slices, rotation=30,
+                      fontsize=7)
+        ax.set_ylabel("MC1")
+        ax.legend(fontsize=7)
+        out.append({"id": "plot-truthfulqa", "title": "TruthfulQA MC1 by Type and category",
+                    "src": _png(fig)})
+    return out
+
+
+def _color(method: str) -> str:
+    return {"base": "#888888", "sft": "#1f77b4", "ppo": "#d62728", "dpo": "#2ca02c",
+            "rlaif": "#9467bd"}.get(method, "#8c564b")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def samples(d: dict[str, Any], n: int = 6) -> list[dict[str, Any]]:
+    """The same eval prompts, each method's answer side by side (first seed of each group)."""
+    by_prompt: dict[str, dict[str, Any]] = {}
+    for row in d["rows"]:
+        rs = [r for r in d["ok"] if group_label(r) == row["label"]]
+        wr = (rs[0].get("evals") or {}).get("win_rate", {}).get("rows", []) if rs else []
+        for s in wr[:n]:
+            entry = by_prompt.setdefault(s["prompt"], {"prompt": s["prompt"], "answers": []})
+            entry["answers"].append({"method": row["label"], "text": s["method"],
+                                     "p": s["p_method"], "attrs": s.get("method_attributes", {})})
+    return list(by_prompt.values())[:n]
+
+
+def json_for_html(obj: Any) -> str:
+    """JSON that is safe inside <script type="application/json">: no '<', '>', '&' or line
+    separators survive unescaped, so '</script>' in model text cannot close the element."""
+    s = json.dumps(store.sanitize(obj), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        s = s.replace(ch, esc)
+    return s
+
+
+def write_csv(d: dict[str, Any], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["key", "method", "seed", "point", "status", "error"] + d["columns"]
+               + [f"{c}.se" for c in d["columns"]] + [f"spent.{u}" for u in HEADLINE_BUDGET])
+    for r in d["records"]:
+        m, u = r.get("metrics", {}), r.get("uncertainty", {}) or {}
+        spent = (r.get("budget") or {}).get("spent", {})
+        w.writerow([neutralize(x) for x in
+                    [r["key"], r["method"], r.get("seed"), json.dumps(r.get("point") or {}),
+                     r.get("status"), r.get("error") or ""]
+                    + [m.get(c) for c in d["columns"]] + [u.get(c) for c in d["columns"]]
+                    + [spent.get(x) for x in HEADLINE_BUDGET]])
+    store.atomic_write_text(path, buf.getvalue())
+
+
+def write_markdown(d: dict[str, Any], path: Path) -> None:
+    cols = [c for c in d["columns"] if c.count(".") == 1]
+    lines = [f"# alignbench: {d['title']}", "",
+             f"Seeds: {d['seeds']}; mean with 95% t-interval over seeds.", "",
+             "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
+             + " | comparisons | ai_comparisons |",
+             "|---" * (len(cols) + 3) + "|"]
+    for row in d["rows"]:
+        vals = []
+        for c in cols:
+            cell = row["cells"][c]
+            s = _fmt(cell["mean"])
+            if cell["lo"] is not None and math.isfinite(cell["lo"]):
+                s += f" [{_fmt(cell['lo'])}, {_fmt(cell['hi'])}]"
+            if cell.get("best"):
+                s = f"**{s}**"
+            vals.append(s)
+        b = row["budget"]
+        lines.append(f"| {row['label']} | " + " | ".join(vals)
+                     + f" | {b.get('comparisons', 0):.0f} | {b.get('ai_comparisons', 0):.0f} |")
+    for r in d["bad"]:
+        lines.append(f"\n- {r['status'].upper()}: {group_label(r)} seed {r.get('seed')}: "
+                     f"{r.get('error')}")
+    store.atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def build_report(out: Path) -> Path:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    out = Path(out)
+    d = collect(out)
+    env = Environment(loader=PackageLoader("reports", "templates"),
+                      autoescape=select_autoescape(["html"], default=True))
+    env.filters["fmt"] = _fmt
+    html = env.get_template("report.html").render(
+        d=d, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
+        data_json=json_for_html({"rows": d["rows"], "failed": [
+            {"key": r["key"], "method": r["method"], "seed": r.get("seed"),
+             "status": r["status"], "error": r.get("error")} for r in d["bad"]]}))
+    store.atomic_write_text(out / "report.html", html)
+    write_csv(d, out / "summary.csv")
+    write_markdown(d, out / "report.md")
+    return out / "report.html"
