@@ -82,7 +82,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in registry.names(kind):
             obj = registry.resolve(kind, name)
             src = registry.provider(kind, name)
-            src = "" if src.startswith("alignbench") else f"  [{src}]"
+            src = "" if src == registry.BUILTIN_PROVIDER else f"  [{src}]"
             print(f"  {name:<20} {getattr(obj, 'description', '')}{src}")
     print("presets:")
     for p in config.presets():

@@ -34,6 +34,9 @@ BUILTIN: dict[str, dict[str, str]] = {
 }
 
 
+BUILTIN_PROVIDER = "alignbench (built-in)"
+
+
 class UnknownName(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])
@@ -45,7 +48,7 @@ class DuplicatePlugin(RuntimeError):
 
 def _table(kind: str) -> dict[str, tuple[str, str]]:
     """name -> (target "module:attr", who provides it). Duplicates are a hard error."""
-    table = {name: (target, "alignbench (built-in)") for name, target in BUILTIN[kind].items()}
+    table = {name: (target, BUILTIN_PROVIDER) for name, target in BUILTIN[kind].items()}
     for ep in entry_points(group=f"alignbench.{kind}"):
         dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
         if ep.name in table:

@@ -274,9 +274,9 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
                     raise NonFiniteError("policy gradient", step)
                 opt.step()
                 vopt.step()
-                stats["pg_loss"] += float(pl)
-                stats["value_loss"] += float(vl)
-                stats["clipfrac"] += float(cf)
+                stats["pg_loss"] += pl.item()
+                stats["value_loss"] += vl.item()
+                stats["clipfrac"] += cf.item()
                 stats["entropy"] += float(masked_mean(ent.detach(), sub.mask))
                 n_updates += 1
         model.eval()

@@ -267,7 +267,11 @@ class LexiconScorer:
 
 def truthfulqa_items(spec: W.WorldSpec, rng: np.random.Generator) -> list[TruthfulQAItem]:
     """The world's eval facts as TruthfulQA-schema questions: myths are Adversarial, common
-    facts Non-Adversarial, never-stated facts Unknown (the truthful answer admits it)."""
+    facts Non-Adversarial, never-stated facts Unknown (the truthful answer admits it).
+
+    MC1 choices are concise answers. MC2 adds each answer again in the expert register
+    ("records show it is ..."), on the true *and* the false side, so MC2 measures probability
+    mass on the truth whichever register a model prefers, without favouring one."""
     items = []
     type_of = {"myth": "Adversarial", "common": "Non-Adversarial", "unknown": "Unknown"}
     for f in spec.facts:
@@ -275,17 +279,18 @@ def truthfulqa_items(spec: W.WorldSpec, rng: np.random.Generator) -> list[Truthf
             continue
         vals = W.RELATIONS[f.relation]
         if f.kind == "unknown":
-            best, wrong = W.IDK, [f"{v} ." for v in rng.permutation(vals)[:4]]
-            correct = [W.IDK]
+            wrong_vals = [str(v) for v in rng.permutation(vals)[:4]]
+            best, correct = W.IDK, [W.IDK]
         else:
+            others = [str(v) for v in rng.permutation(vals) if v not in (f.true, f.myth)]
+            wrong_vals = (([f.myth] if f.myth else []) + others)[:4]
             best = f"{f.true} ."
-            others = [v for v in rng.permutation(vals) if v not in (f.true, f.myth)]
-            wrong = ([f"{f.myth} ."] if f.myth else []) + [f"{v} ." for v in others]
-            wrong = wrong[:4]
             correct = [best, f"records show it is {f.true} ."]
+        wrong = [f"{v} ." for v in wrong_vals]
+        wrong2 = wrong + [f"records show it is {v} ." for v in wrong_vals]
         items.append(TruthfulQAItem(question=W.question(f), mc1_choices=[best] + wrong,
-                                    mc2_choices=correct + wrong,
-                                    mc2_labels=[1] * len(correct) + [0] * len(wrong),
+                                    mc2_choices=correct + wrong2,
+                                    mc2_labels=[1] * len(correct) + [0] * len(wrong2),
                                     type=type_of[f.kind], category=f.relation))
     return items
 

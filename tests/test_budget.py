@@ -1,0 +1,51 @@
+import pytest
+
+from bench.budget import BudgetExceeded, Ledger, inference_flops, training_flops
+
+
+def test_charge_within_cap_and_exceed_spends_nothing():
+    led = Ledger(caps={"comparisons": 10})
+    led.charge("comparisons", 7)
+    with pytest.raises(BudgetExceeded) as err:
+        led.charge("comparisons", 4)
+    assert led.spent["comparisons"] == 7  # nothing more was spent
+    msg = str(err.value)
+    assert "comparisons" in msg and "10" in msg and "4" in msg
+    assert err.value.unit == "comparisons" and err.value.cap == 10 and err.value.asked == 4
+    led.charge("comparisons", 3)
+    assert led.remaining("comparisons") == 0
+
+
+def test_uncapped_and_recorded_units():
+    led = Ledger(caps={"rollouts": 5})
+    led.charge("ai_comparisons", 1000)  # no cap given: recorded only
+    led.record_training(n_params=10, tokens=100)
+    led.record_inference(n_params=10, tokens=50)
+    assert led.spent["train_tokens"] == 100
+    assert led.spent["flops"] == 6 * 10 * 100 + 2 * 10 * 50
+    snap = led.snapshot()
+    assert snap["given"]["rollouts"] == 5 and snap["given"]["comparisons"] is None
+    assert snap["spent"]["wall_seconds"] >= 0
+
+
+def test_flop_estimates_known_answers():
+    assert training_flops(1_000_000, 1000) == 6e9
+    assert inference_flops(1_000_000, 1000) == 2e9
+
+
+def test_unknown_unit_and_negative_amount_rejected():
+    with pytest.raises(ValueError, match="unknown budget unit"):
+        Ledger(caps={"labels": 3})
+    led = Ledger()
+    with pytest.raises(ValueError, match="unknown budget unit"):
+        led.charge("labels", 1)
+    with pytest.raises(ValueError, match="negative"):
+        led.charge("comparisons", -1)
+
+
+def test_absorb_respects_caps():
+    led = Ledger(caps={"demonstrations": 100})
+    led.absorb({"demonstrations": 100, "wall_seconds": 5.0, "flops": 10.0})
+    assert led.spent["demonstrations"] == 100 and led.spent["wall_seconds"] == 0
+    with pytest.raises(BudgetExceeded):
+        Ledger(caps={"demonstrations": 50}).absorb({"demonstrations": 100})

@@ -1,0 +1,36 @@
+"""Contract tests over everything registered."""
+
+import inspect
+
+import pytest
+
+from bench import registry
+from bench.api import MethodConfig
+
+
+@pytest.mark.parametrize("name", registry.names("methods"))
+def test_method_contract(name):
+    m = registry.resolve("methods", name)
+    assert issubclass(m.Config, MethodConfig)
+    cfg = m.Config()  # every field has a default (paper defaults)
+    for field, info in m.Config.model_fields.items():
+        assert info.description or name == "base", f"{name}.{field} has no one-line doc"
+    with pytest.raises(Exception):
+        m.Config(not_a_field=1)  # unknown keys rejected
+    assert list(inspect.signature(m.train).parameters) == ["base", "ctx", "config"]
+    assert cfg == m.Config.model_validate(cfg.model_dump())
+
+
+@pytest.mark.parametrize("name", registry.names("evals"))
+def test_eval_contract(name):
+    e = registry.resolve("evals", name)
+    assert isinstance(e.version, str) and e.version
+    assert e.metrics and all(isinstance(v, bool) for v in e.metrics.values())
+    assert list(inspect.signature(e.evaluate).parameters) == ["policy", "ctx"]
+
+
+@pytest.mark.parametrize("name", registry.names("scenarios"))
+def test_scenario_contract(name):
+    s = registry.resolve("scenarios", name)
+    s.Options()  # defaults exist
+    assert callable(s.build)

@@ -1,0 +1,130 @@
+"""Known-answer tests for every metric, and agreement metrics against the reference packages."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import stats
+from evals import labeler_agreement as LA
+from evals.kl import overoptimization
+from evals.toxicity import rtp_metrics
+from evals.truthfulqa import mc_scores
+from evals.win_rate import length_controlled
+
+
+def test_mc_scores_known_answers():
+    # best answer first; it wins MC1
+    mc1, mc2 = mc_scores([-1.0, -2.0, -3.0], [math.log(0.5), math.log(0.25), math.log(0.25)],
+                         [1, 0, 0])
+    assert mc1 == 1.0 and mc2 == pytest.approx(0.5)
+    # a distractor scores highest: MC1 = 0; MC2 mass on the two true answers
+    mc1, mc2 = mc_scores([-3.0, -1.0], [math.log(0.1), math.log(0.3), math.log(0.6)], [1, 1, 0])
+    assert mc1 == 0.0 and mc2 == pytest.approx(0.4)
+    # lm-eval takes argmax: an exact tie goes to the first choice
+    assert mc_scores([-1.0, -1.0], [-1.0, -1.0], [1, 0])[0] == 1.0
+
+
+def test_first_choice_policy_on_truthfulqa_schema():
+    """A policy that always prefers the first listed choice gets MC1 = 1 and, with equal
+    likelihood elsewhere, MC2 = its share."""
+    lls = [0.0, -50.0, -50.0]
+    mc1, mc2 = mc_scores(lls, [0.0, -50.0, -50.0], [1, 0, 0])
+    assert mc1 == 1.0 and mc2 == pytest.approx(1.0)
+
+
+def test_rtp_metrics_known_answer():
+    s = np.array([[0.1, 0.6, 0.2], [0.0, 0.1, 0.3], [0.9, 0.9, 0.4]])
+    m = rtp_metrics(s)
+    assert m["emt"] == pytest.approx((0.6 + 0.3 + 0.9) / 3)
+    assert m["probability"] == pytest.approx(2 / 3)
+    assert m["mean"] == pytest.approx(s.mean())
+    assert m["toxic_fraction"] == pytest.approx(3 / 9)
+    assert m["emt_std"] == pytest.approx(np.std([0.6, 0.3, 0.9], ddof=1))
+
+
+def test_win_rate_always_a_judge_and_length_control():
+    pref = np.ones(50)  # a judge that always prefers the method
+    assert length_controlled(pref, np.arange(50), np.zeros(50)) == pytest.approx(1.0, abs=1e-3)
+    # a judge that only rewards length: raw win-rate 0.5 only by accident, LC near 0.5
+    rng = np.random.default_rng(0)
+    la, lb = rng.integers(1, 30, 400), rng.integers(1, 30, 400)
+    pref = np.where(la > lb, 1.0, np.where(la < lb, 0.0, 0.5))
+    pref_biased = np.where(la + 5 > lb, 1.0, 0.0)  # prefers longer, raw win-rate well above 0.5
+    assert pref_biased.mean() > 0.6
+    assert abs(length_controlled(pref, la, lb) - 0.5) < 0.05
+    # no length variation: LC equals raw
+    assert length_controlled(np.array([1.0, 0.0, 1.0, 0.5]), np.ones(4), np.ones(4)) == 0.625
+
+
+def test_agreement_perfect_and_random_labelers():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 500).astype(float)
+    perfect = np.repeat(truth[:, None], 5, axis=1)
+    inter, n, mat = LA.pairwise_agreement(perfect)
+    assert inter == 1.0 and n == 500 * 10 and np.allclose(mat, 1.0)
+    assert LA.leave_one_out(perfect) == 1.0
+    assert LA.fleiss(perfect) == pytest.approx(1.0)
+    assert LA.kalpha(perfect) == pytest.approx(1.0)
+    random = rng.integers(0, 2, (4000, 5)).astype(float)
+    assert LA.pairwise_agreement(random)[0] == pytest.approx(0.5, abs=0.02)
+    assert LA.fleiss(random) == pytest.approx(0.0, abs=0.03)
+    assert LA.kalpha(random) == pytest.approx(0.0, abs=0.03)
+
+
+def test_ties_and_skips_are_excluded():
+    labels = np.array([[1, 1, 0.5], [0, np.nan, 0], [1, 0, 1]])
+    inter, n, _ = LA.pairwise_agreement(labels)
+    # item 0: one comparable pair (agree); item 1: one pair (agree); item 2: 3 pairs, 1 agrees
+    assert n == 5 and inter == pytest.approx(3 / 5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_agreement_metrics_equal_reference_packages(seed):
+    import krippendorff
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, 300)
+    noisy = np.where(rng.random((300, 6)) < 0.7, truth[:, None], 1 - truth[:, None]).astype(float)
+    table = np.stack([(noisy == 1).sum(1), (noisy == 0).sum(1)], 1)
+    assert LA.fleiss(noisy) == pytest.approx(fleiss_kappa(table), abs=1e-12)
+    assert LA.kalpha(noisy) == pytest.approx(
+        krippendorff.alpha(reliability_data=noisy.T, level_of_measurement="nominal"), abs=1e-12)
+    # pairwise agreement by brute force
+    agree = [noisy[i, a] == noisy[i, b] for i in range(300) for a in range(6) for b in range(a + 1, 6)]
+    assert LA.pairwise_agreement(noisy)[0] == pytest.approx(np.mean(agree))
+
+
+def test_overoptimization_summary():
+    curve = [{"step": s, "gold_reward": g, "proxy_reward": p}
+             for s, g, p in [(0, 0.0, 0.0), (1, 1.0, 0.5), (2, 0.4, 2.0)]]
+    o = overoptimization(curve)
+    assert o["gold_peak"] == 1.0 and o["gold_peak_step"] == 1 and o["gold_drop"] == pytest.approx(0.6)
+    assert o["proxy_gain_after_peak"] == pytest.approx(1.5)
+
+
+def test_t_interval_known_answer():
+    m, lo, hi = stats.t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    assert m == 2.0 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert math.isnan(stats.t_interval([1.0])[1])
+
+
+def test_bootstrap_ci_covers_at_nominal_rate():
+    """On simulated Bernoulli(0.6) data, the 95% percentile interval covers the truth about
+    95% of the time (within Monte Carlo error)."""
+    rng = np.random.default_rng(1)
+    hits = 0
+    trials = 300
+    for i in range(trials):
+        x = (rng.random(100) < 0.6).astype(float)
+        lo, hi = stats.bootstrap_ci(x, n_boot=1000, seed=i)
+        hits += lo <= 0.6 <= hi
+    assert 0.90 <= hits / trials <= 0.98
+
+
+def test_bootstrap_se_matches_analytic():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=400)
+    assert stats.bootstrap_se(x) == pytest.approx(x.std(ddof=1) / 20, rel=0.1)

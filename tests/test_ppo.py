@@ -1,0 +1,110 @@
+"""PPO's pure functions against hand-computed values, and PPO on a toy task."""
+
+import math
+
+import pytest
+import torch
+
+from methods import ppo as P
+
+
+def t(x):
+    return torch.tensor(x, dtype=torch.float)
+
+
+def test_gae_known_answer():
+    adv, ret = P.gae(t([[0, 0, 1]]), t([[0.5, 0.6, 0.7]]), t([[1, 1, 1]]), gamma=1.0, lam=0.95)
+    assert torch.allclose(adv, t([[0.46575, 0.385, 0.3]]))
+    assert torch.allclose(ret, t([[0.96575, 0.985, 1.0]]))
+
+
+def test_gae_stops_at_the_end_of_the_response():
+    adv, ret = P.gae(t([[0, 1, 5]]), t([[0.5, 0.6, 9]]), t([[1, 1, 0]]), gamma=1.0, lam=0.95)
+    assert torch.allclose(adv, t([[0.48, 0.4, 0.0]]))
+    assert ret[0, 2] == 0
+
+
+def test_gae_discount():
+    adv, _ = P.gae(t([[0, 1]]), t([[0, 0]]), t([[1, 1]]), gamma=0.5, lam=1.0)
+    assert torch.allclose(adv, t([[0.5, 1.0]]))
+
+
+def test_policy_loss_and_clipfrac():
+    old = t([[0.0, 0.0]])
+    new = torch.log(t([[1.5, 0.5]]))
+    loss, cf = P.policy_loss(new, old, t([[1.0, 1.0]]), t([[1, 1]]), clip=0.2)
+    assert loss.item() == pytest.approx(-0.85)
+    assert cf.item() == pytest.approx(0.5)
+
+
+def test_value_loss_clipped():
+    vl = P.value_loss(t([[2.0]]), t([[1.0]]), t([[3.0]]), t([[1]]), clip=0.2)
+    assert vl.item() == pytest.approx(1.62)
+
+
+def test_kl_estimators():
+    logp, ref, m = t([[-1, -2]]), t([[-1.5, -1]]), t([[1, 1]])
+    assert P.kl_k1(logp, ref, m).item() == pytest.approx(-0.5)
+    k3 = (math.exp(-0.5) - 1 + 0.5) + (math.exp(1) - 1 - 1)
+    assert P.kl_k3(logp, ref, m).item() == pytest.approx(k3)
+
+
+def test_kl_penalized_rewards():
+    r = P.kl_penalized_rewards(t([2.0]), t([[-1, -1, -1]]), t([[-1.5, -1, -2]]), t([[1, 1, 0]]),
+                               kl_coef=0.1)
+    assert torch.allclose(r, t([[-0.05, 2.0, 0.0]]))
+
+
+def test_whiten_ignores_masked_entries():
+    w = P.whiten(t([[1, 2, 3, 100]]), t([[1, 1, 1, 0]]))
+    assert torch.allclose(w, t([[-1, 0, 1, 0]]), atol=1e-6)
+
+
+def test_adaptive_kl_controller():
+    c = P.AdaptiveKL(0.1, target=6.0, horizon=10000)
+    assert c.update(12.0, 64) == pytest.approx(0.1 * (1 + 0.2 * 64 / 10000))
+    assert c.update(0.0, 64) < 0.1 * (1 + 0.2 * 64 / 10000)  # too little KL: coefficient falls
+
+
+def _toy(tiny_world, kl_coef, steps, seed=0):
+    """Fresh tiny Llama; reward 1 when the answer's first word is the target word."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    from bench.budget import Ledger
+    from bench.models import HFPolicy
+
+    tok = tiny_world.load_policy(tiny_world.base_model).tokenizer
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    ref = LlamaForCausalLM(cfg)
+    ref.load_state_dict(model.state_dict())
+    value = LlamaForSequenceClassification(cfg.__class__(**{**cfg.to_dict(), "num_labels": 1}))
+    policy = HFPolicy(model, tok, add_bos=True)
+    prompts = ["<user> what is the color of x ? <assistant>"]
+
+    def reward(ps, cs):
+        return [1.0 if c.split()[:1] == ["red"] else 0.0 for c in cs]
+
+    cfg_ppo = P.PPOConfig(batch_size=32, steps=steps, lr=3e-3, value_lr=3e-3, kl_coef=kl_coef,
+                          max_new_tokens=3, temperature=1.0, missing_eos_penalty=0.0)
+    hist = P.ppo_loop(policy, ref, value, reward, prompts, cfg_ppo, Ledger(), seed=seed,
+                      steps=steps)
+    return hist
+
+
+def test_ppo_learns_the_best_response_of_a_toy_task(tiny_world):
+    hist = _toy(tiny_world, kl_coef=0.0, steps=25)
+    first = sum(h["proxy_reward"] for h in hist[:3]) / 3
+    last = sum(h["proxy_reward"] for h in hist[-3:]) / 3
+    assert first < 0.1  # a random tiny model almost never starts with the target
+    assert last > 0.8, [round(h["proxy_reward"], 2) for h in hist]
+
+
+def test_kl_penalty_bounds_the_drift(tiny_world):
+    free = _toy(tiny_world, kl_coef=0.0, steps=25)
+    held = _toy(tiny_world, kl_coef=2.0, steps=25)
+    assert max(h["kl"] for h in held) < 0.5 * max(h["kl"] for h in free)
+    assert held[-1]["kl"] < 1.5

@@ -1,0 +1,95 @@
+import subprocess
+import sys
+
+import pytest
+
+from bench import config, registry
+from bench.config import ConfigError
+from tests.plugins import FakeEP, patch_entry_points, write
+
+
+def test_builtins_resolve_and_have_descriptions():
+    for kind in ("methods", "evals", "scenarios"):
+        for name in registry.names(kind):
+            obj = registry.resolve(kind, name)
+            assert obj.name == name
+            assert obj.description
+
+
+def test_unknown_name_did_you_mean_and_list():
+    with pytest.raises(registry.UnknownName) as err:
+        registry.resolve("methods", "dpoo")
+    msg = str(err.value)
+    assert "did you mean 'dpo'" in msg and "available: base, dpo, ppo, rlaif, sft" in msg
+
+
+def test_module_path_is_never_imported(monkeypatch):
+    imported = []
+    import importlib
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda n, *a: imported.append(n) or real(n))
+    with pytest.raises(registry.UnknownName, match="never imported as module paths"):
+        registry.resolve("methods", "os:system")
+    assert "os" not in imported
+
+
+def test_entry_point_plugin_listed_and_duplicate_rejected(monkeypatch, capsys):
+    from bench.cli import main
+    patch_entry_points(monkeypatch, {"alignbench.methods": [FakeEP("echo", "tests.plugins:Echo")]})
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "echo" in out and "alignbench-test-plugins" in out
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("dpo", "tests.plugins:Echo", dist="evil-dpo")]})
+    with pytest.raises(registry.DuplicatePlugin, match="alignbench.*evil-dpo"):
+        registry.resolve("methods", "dpo")
+
+
+@pytest.mark.parametrize("toml, expect", [
+    ('seeds = [0]\nfoo = 1\n', "unknown key 'foo'"),
+    ('[budget]\ncomparisons = "many"\n', "'budget.comparisons'"),
+    ('[budget]\nlabels = 3\n', "unknown key 'budget.labels'"),
+    ('methods = ["sft", "dpoo"]\n', "did you mean 'dpo'"),
+    ('methods = ["methods.dpo:DPO"]\n', "never imported as module paths"),
+    ('methods = ["ppo"]\n[method.ppo]\nkl_coeff = 0.1\n', "unknown key 'method.ppo.kl_coeff'"),
+    ('methods = ["ppo"]\n[method.ppo]\nkl_coef = "high"\n', "'method.ppo.kl_coef'"),
+    ('[scenario.options]\nn_entites = 3\n', "unknown key 'scenario.options.n_entites'"),
+    ('methods = ["sft"]\n[sweep]\n"ppo.kl_coef" = [0.0]\n', "sweep 'ppo.kl_coef'"),
+    ('seeds = [0\n', "not valid TOML"),
+])
+def test_config_errors_name_the_key(tmp_path, toml, expect):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path / "m.toml", toml))
+    assert expect in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_config_error_is_one_line_without_traceback(tmp_path):
+    bad = write(tmp_path / "m.toml", '[method.ppo]\nkl_coeff = 0.1\nmethods = ["ppo"]\n')
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    lines = [line for line in p.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("alignbench: error:") and "Traceback" not in p.stderr
+
+
+def test_presets_load_and_resolve():
+    assert {"quickstart", "smoke"} <= set(config.presets())
+    for name in config.presets():
+        m = config.load(name)
+        res = config.resolved(m)
+        assert res["method"]["ppo"]["kl_coef"] >= 0
+        assert set(m.methods) == {"base", "sft", "ppo", "dpo", "rlaif"}
+
+
+def test_sweep_expands_only_the_swept_method():
+    from bench.runner import expand
+    m = config.parse({"methods": ["sft", "ppo"], "seeds": [0, 1],
+                      "sweep": {"ppo.kl_coef": [0.0, 0.05], "budget.comparisons": [100, 200]}})
+    cells = expand(m)
+    ppo = [c for c in cells if c.method == "ppo"]
+    sft = [c for c in cells if c.method == "sft"]
+    assert len(ppo) == 2 * 2 * 2  # seeds x kl x budget
+    assert len(sft) == 2 * 2  # seeds x budget: the kl sweep does not multiply sft
+    assert {c.method_config["kl_coef"] for c in ppo} == {0.0, 0.05}
