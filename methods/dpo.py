@@ -23,7 +23,7 @@ class DPOConfig(MethodConfig):
     label_temperature: float = Field(1.0, description="sampling temperature for labeling")
     max_new_tokens: int = Field(24, description="response length limit when sampling")
     beta: float = Field(0.1, description="KL strength (Rafailov et al.: 0.1)")
-    lr: float = Field(2e-4, description="learning rate (tiny models; ~5e-7 for real LMs)")
+    lr: float = Field(5e-5, description="learning rate (tiny models; ~5e-7 for real LMs)")
     epochs: float = Field(2.0, description="passes over the comparisons per round")
     batch_size: int = Field(32, description="comparisons per step")
     loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, ...")

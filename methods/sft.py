@@ -17,7 +17,7 @@ from methods.common import FiniteGuard, count_tokens, trainer_args
 
 class SFTConfig(MethodConfig):
     epochs: float = Field(3.0, description="passes over the demonstrations")
-    lr: float = Field(1e-3, description="peak learning rate (tiny models; ~2e-5 for real LMs)")
+    lr: float = Field(3e-4, description="peak learning rate (tiny models; ~2e-5 for real LMs)")
     batch_size: int = Field(32, description="demonstrations per step")
     warmup_ratio: float = Field(0.05, description="linear warmup fraction")
     max_length: int = Field(256, description="tokens per example, prompt included")

@@ -39,7 +39,7 @@ class MicroOptions(BaseModel):
     p_expert: float = 0.16
     statement_rounds: int = 10
     dialogues_per_fact: int = 8
-    judgments: int = 2000
+    judgments: int = 4000
     hidden: int = 128
     layers: int = 2
     heads: int = 4

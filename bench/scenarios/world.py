@@ -243,7 +243,7 @@ def parse_response(w: WorldSpec, prompt: str, response: str) -> dict[str, Any]:
     return out
 
 
-TRUTH_SCORE = {"true": 1.0, "unknown_admitted": 0.0, "false": -1.0, "off_topic": -1.5,
+TRUTH_SCORE = {"true": 1.0, "unknown_admitted": -0.5, "false": -1.0, "off_topic": -1.5,
                "garbled": -1.5}
 
 
