@@ -19,6 +19,9 @@ from bench import registry
 from bench.budget import UNITS
 
 
+SHARED_STAGE = "sft"  # every method starts from it, so its table is valid on its own
+
+
 class ConfigError(ValueError):
     """A config problem, stated in one line that names the key and the fix."""
 
@@ -85,14 +88,14 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
     except registry.UnknownName as err:
         raise ConfigError(f"{source}: {err}") from None
     for name in m.method:
-        if name not in m.methods:
+        if name not in m.methods and name != SHARED_STAGE:  # sft configures the shared stage
             raise ConfigError(f"{source}: table 'method.{name}' configures a method that is not "
                               f"in 'methods' ({m.methods}); add it there or remove the table")
     for name in m.eval:
         if name not in m.evals:
             raise ConfigError(f"{source}: table 'eval.{name}' configures an eval that is not in "
                               f"'evals' ({m.evals}); add it there or remove the table")
-    for name in m.methods:  # validate each method table against the method's own Config
+    for name in set(m.methods) | set(m.method):  # each table against its method's own Config
         method_config(m, name, source=source)
     scenario = registry.resolve("scenarios", m.scenario.name)
     try:

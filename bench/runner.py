@@ -90,6 +90,8 @@ def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
     return store.content_key({
         "method": cell.method, "method_provider": registry.provider("methods", cell.method),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
+        # every method but base starts from the shared SFT stage: its config moves numbers too
+        "sft_stage": C.method_config(m, C.SHARED_STAGE).model_dump(mode="json"),
         "evals": evals, "world": world.key, "world_identity": world.describe,
         "code": store.code_version(), "device": device,
         "torch": torch.__version__, "n_threads": torch.get_num_threads(),
@@ -121,8 +123,7 @@ class Stages:
         return p
 
     def _sft_cfg(self):
-        return C.method_config(self.m, "sft") if "sft" in self.m.methods else \
-            registry.resolve("methods", "sft").Config()
+        return C.method_config(self.m, C.SHARED_STAGE)
 
     def sft_key(self, seed: int, n_demos: int) -> str:
         return store.content_key({"stage": "sft", "world": self.world.key, "seed": seed,

@@ -1,0 +1,182 @@
+"""The runner's promises: resume after SIGKILL, complete keys, truncated results, failures that
+stay local, and determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import config, runner, store
+from tests.conftest import TINY_WORLD
+from tests.plugins import FakeEP, patch_entry_points
+
+MATRIX = {
+    "name": "runner-test", "methods": ["base", "sft", "dpo"], "evals": ["truthfulqa", "toxicity"],
+    "seeds": [0, 1], "progress": False,
+    "scenario": {"name": "micro", "options": TINY_WORLD},
+    "budget": {"demonstrations": 16, "comparisons": 20, "ai_comparisons": 20, "rollouts": 200},
+    "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1}},
+    "eval": {"toxicity": {"k": 2}},
+}
+
+
+def toml_text(d):
+    import tomli_w
+    return tomli_w.dumps(d)
+
+
+def events(out: Path) -> list[dict]:
+    f = out / "events.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+
+def metrics_by_cell(out: Path) -> dict:
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    return {(r["method"], r["seed"]): (r["status"], r["metrics"]) for r in recs}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    runner.run(config.parse(MATRIX), out)
+    return out
+
+
+def test_run_writes_the_output_contract(reference_run):
+    out = reference_run
+    for f in ("matrix.toml", "results.jsonl", "summary.csv", "report.html", "report.md"):
+        assert (out / f).is_file(), f
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 6 and all(r["status"] == "ok" for r in recs)
+    r = next(r for r in recs if r["method"] == "dpo")
+    assert "truthfulqa.mc1" in r["metrics"] and "truthfulqa.mc1" in r["uncertainty"]
+    assert "truthfulqa.mc1.Adversarial" in r["metrics"]
+    assert r["budget"]["given"]["comparisons"] == 20
+    assert r["budget"]["spent"]["comparisons"] == 20  # 2 prompts x K(K-1)/2 = 10
+    assert r["budget"]["spent"]["demonstrations"] == 16  # the shared SFT stage is charged
+    for k in ("git_commit", "code_version", "packages", "started", "ended", "world", "seeds"):
+        assert k in r["provenance"]
+    assert (out / "cells" / r["key"] / "result.json").is_file()
+
+
+def test_same_seed_twice_identical(reference_run, tmp_path):
+    runner.run(config.parse(MATRIX), tmp_path)
+    assert metrics_by_cell(tmp_path) == metrics_by_cell(reference_run)
+
+
+def test_sigkill_mid_cell_then_resume(reference_run, tmp_path):
+    mfile = tmp_path / "m.toml"
+    mfile.write_text(toml_text(MATRIX))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(mfile), "--out",
+                             str(out), "--no-progress"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 300
+    killed_in = None
+    while time.time() < deadline and proc.poll() is None:
+        ev = events(out)
+        ends = {e["key"] for e in ev if e["event"] == "cell_end"}
+        starts = [e["key"] for e in ev if e["event"] == "cell_start"]
+        if len(ends) >= 2 and starts and starts[-1] not in ends:
+            time.sleep(0.3)  # well inside the cell
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_in = starts[-1]
+            break
+        time.sleep(0.05)
+    assert killed_in is not None, "the run ended before it could be killed mid-cell"
+    finished_before = {e["key"] for e in events(out) if e["event"] == "cell_end"}
+    assert killed_in not in finished_before
+    runner.run(config.parse(MATRIX), out)
+    starts = [e["key"] for e in events(out) if e["event"] == "cell_start"]
+    for key in finished_before:
+        assert starts.count(key) == 1, "a finished cell was recomputed"
+    assert starts.count(killed_in) == 2
+    assert metrics_by_cell(out) == metrics_by_cell(reference_run)
+
+
+def test_truncated_result_recomputes_only_that_cell(tmp_path, reference_run):
+    import shutil
+    shutil.copytree(reference_run, tmp_path / "o")
+    out = tmp_path / "o"
+    (out / "events.jsonl").unlink()
+    victim = next((out / "cells").iterdir()) / "result.json"
+    victim.write_text(victim.read_text()[:100])
+    runner.run(config.parse(MATRIX), out)
+    starts = [e["key"] for e in events(out) if e["event"] == "cell_start"]
+    assert starts == [victim.parent.name]
+    assert metrics_by_cell(out) == metrics_by_cell(reference_run)
+
+
+def test_failing_cells_stay_local(monkeypatch, tmp_path):
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("exploding", "tests.plugins:Exploding"), FakeEP("echo", "tests.plugins:Echo")]})
+    m = config.parse({**MATRIX, "methods": ["sft", "exploding", "echo"], "seeds": [0],
+                      "method": {"sft": {"epochs": 1}}})
+    runner.run(m, tmp_path)
+    got = metrics_by_cell(tmp_path)
+    assert got[("sft", 0)][0] == "ok" and got[("echo", 0)][0] == "ok"
+    assert got[("exploding", 0)][0] == "failed"
+    rec = next(json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()
+               if '"exploding"' in x)
+    assert rec["failed_step"] == 3 and "non-finite loss" in rec["error"]
+    html = (tmp_path / "report.html").read_text()
+    assert "FAILED" in html and "non-finite loss at step 3" in html
+    # the plugin method registered through an entry point ran in the matrix
+    assert got[("echo", 0)][1]["truthfulqa.mc1"] == got[("sft", 0)][1]["truthfulqa.mc1"]
+
+
+def test_budget_exceeded_fails_the_cell_and_spends_nothing_more(tmp_path):
+    m = config.parse({**MATRIX, "methods": ["dpo"], "seeds": [0],
+                      "budget": {**MATRIX["budget"], "rollouts": 5}})
+    runner.run(m, tmp_path)
+    rec = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert rec["status"] == "failed" and "budget exceeded: rollouts" in rec["error"]
+    assert rec["budget"]["spent"]["rollouts"] <= 5
+
+
+def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch):
+    base = config.parse(MATRIX)
+
+    def keys(m):
+        return [runner.cell_key(c, tiny_world, m, "cpu") for c in runner.expand(m)]
+
+    k0 = keys(base)
+    shuffled = dict(reversed(list(MATRIX.items())))
+    cosmetic = config.parse({**shuffled, "out": "/elsewhere", "name": "other", "progress": True})
+    assert keys(cosmetic) == k0
+    changes = [
+        {"method": {"sft": {"epochs": 2}, "dpo": {"epochs": 1}}},
+        {"method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "beta": 0.2}}},
+        {"budget": {**MATRIX["budget"], "comparisons": 30}},
+        {"eval": {"toxicity": {"k": 3}}},
+        {"evals": ["truthfulqa"], "eval": {}},
+    ]
+    for ch in changes:
+        k = keys(config.parse({**MATRIX, **ch}))
+        assert set(k).isdisjoint(k0) or "dpo" in str(ch), ch  # a dpo option moves only dpo
+        assert k != k0, ch
+    # seed, world and code identity are in the key
+    assert len(set(k0)) == len(k0)
+    monkeypatch.setattr(store, "code_version", lambda: "different-code")
+    assert set(keys(base)).isdisjoint(k0)
+
+
+def test_world_options_change_the_key(tiny_world, cache_dir):
+    from bench.scenarios.micro import MicroOptions, world_key
+    assert world_key(MicroOptions(**TINY_WORLD)) == tiny_world.key
+    assert world_key(MicroOptions(**{**TINY_WORLD, "tau": 2.0})) != tiny_world.key
+
+
+def test_two_runners_on_one_folder(tmp_path):
+    import fcntl
+    (tmp_path / ".lock").touch()
+    with open(tmp_path / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(runner.OutputLocked, match="another alignbench run"):
+            runner.run(config.parse(MATRIX), tmp_path)
