@@ -38,6 +38,7 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
         output_dir=str(ctx.cell_dir / "trainer" / stage), report_to="none",
         save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
         disable_tqdm=not ctx.progress, use_cpu=use_cpu, dataloader_num_workers=0,
+        gradient_checkpointing=False,  # TRL turns it on by default; tiny models only lose speed
         bf16=not use_cpu and torch.cuda.is_bf16_supported(), **kw)
 
 

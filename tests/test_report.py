@@ -1,0 +1,180 @@
+"""The report: real-browser rendering, hostile model text, CSV injection, failed/missing cells."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import store
+from reports.build import build_report, neutralize
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOSTILE = [
+    "<script>window.__pwned = 1</script>",
+    '<img src=x onerror="window.__pwned = 2">',
+    '" onmouseover="window.__pwned=3" x="',
+    "</script><script>window.__pwned = 4</script>",
+    "line\u2028separator\u2029para",
+    "=HYPERLINK(\"http://x\")",
+]
+
+
+def record(method, seed, hostile=False, **kw):
+    rng = np.random.default_rng(seed + len(method))
+    metrics = {"truthfulqa.mc1": float(rng.random()), "truthfulqa.mc1.Adversarial": 0.2,
+               "toxicity.emt": float(rng.random()), "win_rate.vs_sft": float(rng.random()),
+               "kl.k1": float(rng.random())}
+    text = HOSTILE[seed % len(HOSTILE)] if hostile else " records show it is red ."
+    rows = [{"prompt": f"<user> q{i} {HOSTILE[i % len(HOSTILE)] if hostile else ''} <assistant>",
+             "method": text, "reference": "x", "p_method": 0.5,
+             "method_attributes": {"truth": "true"}} for i in range(6)]
+    rec = {"key": f"{method}{seed}", "method": method, "seed": seed, "point": {}, "status": "ok",
+           "error": None, "metrics": metrics, "uncertainty": {k: 0.01 for k in metrics},
+           "evals": {"truthfulqa": {"higher_is_better": {"mc1": True}},
+                     "toxicity": {"higher_is_better": {"emt": False}},
+                     "win_rate": {"higher_is_better": {"vs_sft": True}, "rows": rows},
+                     "kl": {"higher_is_better": {"k1": False}},
+                     "labeler_agreement": {"higher_is_better": {}, "extra": {
+                         "labeler_matrix": [[1, 0.6], [0.6, 1]]}}},
+           "curves": {"ppo": [{"step": s, "proxy_reward": s / 10, "gold_reward": 1 - (s - 3) ** 2
+                               / 10, "kl": s / 5} for s in range(8)]} if method == "ppo" else {},
+           "budget": {"given": {"comparisons": 100}, "spent": {"comparisons": 100, "flops": 1e12}},
+           "provenance": {"seconds": 1.0, "started": "t", "matrix_name": "report-test",
+                          "world": {"scenario": "micro"}, "platform": "linux", "device": "cpu"}}
+    rec.update(kw)
+    return rec
+
+
+def make_out(tmp_path: Path, hostile=False, with_failures=False) -> Path:
+    recs = [record(m, s, hostile) for m in ("base", "sft", "ppo") for s in (0, 1, 2)]
+    if with_failures:
+        recs.append(record("dpo", 0, status="failed", error="non-finite loss at step 7",
+                           failed_step=7, metrics={}))
+        recs.append({"key": "missing1", "method": "rlaif", "seed": 0, "point": {},
+                     "status": "missing", "error": "no valid result.json (not run yet, or killed)",
+                     "metrics": {}, "uncertainty": {}})
+    if hostile:
+        recs[0]["error"] = HOSTILE[1]
+    out = tmp_path / "out"
+    for r in recs:
+        if r["status"] != "missing":
+            store.atomic_write_json(out / "cells" / r["key"] / "result.json", r)
+    store.atomic_write_text(out / "results.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
+    build_report(out)
+    return out
+
+
+def open_in_browser(html: Path, screenshot: Path | None = None):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = b.new_page(viewport={"width": 1300, "height": 1000})
+        console = []
+        page.on("console", lambda m: console.append((m.type, m.text)))
+        page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        info = page.evaluate("""() => ({
+            pwned: window.__pwned === undefined ? null : window.__pwned,
+            scripts: [...document.querySelectorAll('script')].map(s => s.type),
+            handlers: [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(
+                a => a.name.startsWith('on'))).length,
+            imgs: [...document.querySelectorAll('img')].map(i => i.src.slice(0, 22)),
+            text: document.body.innerText,
+            figures: [...document.querySelectorAll('figure')].map(f => f.id),
+            table: !!document.querySelector('#comparison-table tbody tr'),
+            data: JSON.parse(document.getElementById('report-data').textContent),
+        })""")
+        if screenshot:
+            page.screenshot(path=str(screenshot))
+        b.close()
+    return info, console
+
+
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
+
+
+@needs_browser
+@pytest.mark.browser
+def test_report_renders_in_a_real_browser(tmp_path):
+    from PIL import Image
+    out = make_out(tmp_path)
+    shot = tmp_path / "shot.png"
+    info, console = open_in_browser(out / "report.html", shot)
+    assert [c for c in console if c[0] in ("error", "pageerror")] == []
+    assert info["table"]
+    assert {"plot-bars", "plot-frontier", "plot-rl", "plot-agreement", "plot-truthfulqa"} <= \
+        set(info["figures"])
+    assert all(src.startswith("data:image/png;base64") for src in info["imgs"])
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.std() > 10  # not blank
+
+
+@needs_browser
+@pytest.mark.browser
+def test_hostile_generations_stay_text(tmp_path):
+    out = make_out(tmp_path, hostile=True)
+    html = (out / "report.html").read_text()
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    assert "\u2028" not in html.split('id="report-data">')[1].split("</script>")[0]
+    info, console = open_in_browser(out / "report.html")
+    assert info["pwned"] is None
+    assert info["scripts"] == ["application/json"]  # no foreign element
+    assert info["handlers"] == 0
+    assert all(src.startswith("data:image/png") for src in info["imgs"])
+    for h in HOSTILE[:4]:
+        assert h in info["text"]  # shown literally
+    assert [c for c in console if c[0] == "pageerror"] == []
+
+
+def test_csv_neutralizes_formulas_and_reads_back(tmp_path):
+    out = make_out(tmp_path, with_failures=True)
+    rec = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    rec["error"] = "=cmd|'/C calc'!A0"
+    rec["method"] = "@SUM(A1)"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    lines[0] = json.dumps(rec)
+    (out / "results.jsonl").write_text("\n".join(lines) + "\n")
+    build_report(out)
+    rows = list(csv.DictReader(open(out / "summary.csv", newline="")))
+    bad = next(r for r in rows if r["key"] == rec["key"])
+    assert bad["error"] == "'=cmd|'/C calc'!A0" and bad["method"] == "'@SUM(A1)"
+    assert bad["error"][1:] == rec["error"]  # still read back
+    for cell in ("+1", "-1+2", "\tx", "\rx"):
+        assert neutralize(cell).startswith("'")
+    assert neutralize(-1.5) == -1.5  # numbers stay numbers
+    for r in rows:
+        for v in r.values():
+            assert not (v or "").startswith(("=", "+", "@"))
+
+
+def test_failed_and_missing_cells_are_shown(tmp_path):
+    out = make_out(tmp_path, with_failures=True)
+    html = (out / "report.html").read_text()
+    assert 'id="failures-table"' in html
+    assert "FAILED" in html and "non-finite loss at step 7" in html and "(step 7)" in html
+    assert "MISSING" in html and "no valid result.json" in html
+    md = (out / "report.md").read_text()
+    assert "FAILED" in md and "MISSING" in md
+
+
+def test_partial_matrix_without_index(tmp_path):
+    out = make_out(tmp_path)
+    (out / "results.jsonl").unlink()
+    victim = next((out / "cells").iterdir()) / "result.json"
+    victim.write_text("{trunc")
+    build_report(out)
+    html = (out / "report.html").read_text()
+    assert "INVALID" in html and "unreadable" in html
+
+
+def test_report_never_imports_methods_or_evals():
+    import subprocess
+    import sys
+    code = ("import sys, reports.build; "
+            "bad=[m for m in sys.modules if m.split('.')[0] in ('methods','evals')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
