@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -76,8 +75,12 @@ def load_hf(spec: str | Path, *, revision: str | None = None, device: str = "cpu
         model = AutoModelForCausalLM.from_pretrained(
             spec_s, revision=revision, use_safetensors=None if allow_pickle else True, **kwargs)
     model.to(device).eval()
-    if add_bos is None:  # lm-eval's default for causal LMs: no BOS, unless the config says so
-        add_bos = bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
+    if add_bos is None:
+        # lm-evaluation-harness never adds BOS for causal LMs unless asked; a folder built by
+        # alignbench (the micro-world) says in alignbench.json that it was pretrained with BOS.
+        marker = Path(spec_s) / "alignbench.json"
+        add_bos = bool(json.loads(marker.read_text()).get("add_bos")) if marker.is_file() \
+            else False
     return HFPolicy(model, tok, name=name or p.name, add_bos=add_bos)
 
 
@@ -252,7 +255,3 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
                     position_ids=next_pos, past_key_values=out.past_key_values, use_cache=True)
         next_pos = next_pos + 1
     return torch.stack(new, 1) if new else input_ids.new_zeros((b, 0))
-
-
-def no_grad_if(flag: bool):
-    return torch.no_grad() if flag else nullcontext()

@@ -159,6 +159,16 @@ class Stages:
         ctx.artifacts["sft_key"] = key
         return self._mem[key]
 
+    def sft_start(self, ctx: TrainContext) -> tuple[HFPolicy, HFPolicy]:
+        """(frozen shared SFT policy, a trainable copy of it): where ppo, dpo and rlaif start."""
+        sft = self.sft(ctx)
+        policy = self.world.load_policy(self.sft_path(ctx))
+        policy.model.to(sft.device)
+        return sft, policy
+
+    def sft_path(self, ctx: TrainContext) -> Path:
+        return self.root / "sft" / ctx.artifacts["sft_key"]
+
     def reference_sft(self, seed: int, n_demos: int) -> HFPolicy:
         """The SFT model a cell is compared with (its seed, its demonstration budget)."""
         ctx = TrainContext(scenario=view(self.world), ledger=Ledger(caps={"demonstrations": n_demos}),
@@ -279,6 +289,11 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
     """Run (or resume) a matrix. Returns the output folder."""
     out = Path(out or m.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not m.progress:  # the libraries' own bars too, so logs stay readable
+        import datasets
+        import transformers
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     lock = open(out / ".lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -56,9 +56,7 @@ class DPO:
     Config = DPOConfig
 
     def train(self, base: HFPolicy, ctx: TrainContext, cfg: DPOConfig) -> HFPolicy:
-        sft = ctx.stages.sft(ctx)
-        policy = ctx.scenario.load_policy(ctx.stages.root / "sft" / ctx.artifacts["sft_key"])
-        policy.model.to(sft.device)
+        sft, policy = ctx.stages.sft_start(ctx)
         panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
         per_round = int(ctx.ledger.remaining("comparisons")) // cfg.rounds
         all_pairs: list[dict] = []

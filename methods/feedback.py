@@ -11,6 +11,8 @@ from bench.budget import Ledger
 
 def pick_prompts(pool: list[str], n: int, seed: int) -> list[str]:
     """``n`` prompts from the pool, without replacement while it lasts, seeded."""
+    if n <= 0:
+        return []
     rng = np.random.default_rng(seed)
     reps = -(-n // len(pool))
     order = np.concatenate([rng.permutation(len(pool)) for _ in range(reps)])[:n]
@@ -30,17 +32,24 @@ def pairs_per_prompt(k: int) -> int:
     return k * (k - 1) // 2
 
 
+def _samples_for_labels(policy: Policy, pool: list[str], n_comparisons: int, k: int,
+                        ledger: Ledger, seed: int, temperature: float, max_new_tokens: int
+                        ) -> tuple[list[str], list[list[str]]]:
+    """As many prompts as ``n_comparisons`` labels cover at K(K-1)/2 each, with K samples."""
+    prompts = pick_prompts(pool, n_comparisons // pairs_per_prompt(k), seed)
+    if not prompts:
+        return [], []
+    return prompts, sample_k(policy, prompts, k, ledger, seed=seed, temperature=temperature,
+                             max_new_tokens=max_new_tokens)
+
+
 def ranked_pairs(policy: Policy, pool: list[str], panel: Labeler, n_comparisons: int, k: int,
                  ledger: Ledger, *, seed: int, temperature: float, max_new_tokens: int
                  ) -> list[dict[str, str]]:
     """InstructGPT-style: K responses per prompt, ranked by one labeler, expanded to all
     K(K-1)/2 pairs (chosen ranked above rejected). Uses at most ``n_comparisons`` labels."""
-    n_prompts = n_comparisons // pairs_per_prompt(k)
-    if n_prompts == 0:
-        return []
-    prompts = pick_prompts(pool, n_prompts, seed)
-    samples = sample_k(policy, prompts, k, ledger, seed=seed, temperature=temperature,
-                       max_new_tokens=max_new_tokens)
+    prompts, samples = _samples_for_labels(policy, pool, n_comparisons, k, ledger, seed,
+                                           temperature, max_new_tokens)
     pairs = []
     for p, responses in zip(prompts, samples):
         order = panel.rank(p, responses)
@@ -56,12 +65,8 @@ def judged_pairs(policy: Policy, pool: list[str], judge: Judge, n_comparisons: i
                  ) -> list[dict[str, str | float]]:
     """The same collection with a pairwise judge: every pair of the K samples is judged; the
     judge's P(a) decides chosen/rejected and is kept (exact ties are dropped)."""
-    n_prompts = n_comparisons // pairs_per_prompt(k)
-    if n_prompts == 0:
-        return []
-    prompts = pick_prompts(pool, n_prompts, seed)
-    samples = sample_k(policy, prompts, k, ledger, seed=seed, temperature=temperature,
-                       max_new_tokens=max_new_tokens)
+    prompts, samples = _samples_for_labels(policy, pool, n_comparisons, k, ledger, seed,
+                                           temperature, max_new_tokens)
     ps, a, b = [], [], []
     for p, responses in zip(prompts, samples):
         for i in range(k):

@@ -303,10 +303,8 @@ class PPO:
     Config = PPOConfig
 
     def train(self, base: HFPolicy, ctx: TrainContext, cfg: PPOConfig) -> HFPolicy:
-        sft = ctx.stages.sft(ctx)
-        sft_path = ctx.stages.root / "sft" / ctx.artifacts["sft_key"]
-        policy = ctx.scenario.load_policy(sft_path)
-        policy.model.to(sft.device)
+        sft, policy = ctx.stages.sft_start(ctx)
+        sft_path = ctx.stages.sft_path(ctx)
         ref = sft.model  # frozen: the cached SFT model is never trained
         panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
         n_cmp = int(ctx.ledger.remaining("comparisons"))

@@ -40,10 +40,8 @@ class RLAIF:
     Config = RLAIFConfig
 
     def train(self, base: HFPolicy, ctx: TrainContext, cfg: RLAIFConfig) -> HFPolicy:
-        sft = ctx.stages.sft(ctx)
-        sft_path = ctx.stages.root / "sft" / ctx.artifacts["sft_key"]
-        policy = ctx.scenario.load_policy(sft_path)
-        policy.model.to(sft.device)
+        sft, policy = ctx.stages.sft_start(ctx)
+        sft_path = ctx.stages.sft_path(ctx)
         judge_model = ctx.stages.base() if cfg.judge == "base" else sft
         judge = ctx.scenario.make_ai_judge(judge_model, cfg.constitution, ctx.ledger)
         per_round = int(ctx.ledger.remaining("ai_comparisons")) // cfg.rounds

@@ -55,3 +55,16 @@ def patch_entry_points(monkeypatch, extra: dict[str, list[FakeEP]]) -> None:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+class Raising:
+    """A method with a bug."""
+
+    name = "raising"
+    description = "test plugin: raises"
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, base, ctx, config):
+        raise KeyError("oops")

@@ -115,16 +115,20 @@ def test_truncated_result_recomputes_only_that_cell(tmp_path, reference_run):
 
 def test_failing_cells_stay_local(monkeypatch, tmp_path):
     patch_entry_points(monkeypatch, {"alignbench.methods": [
-        FakeEP("exploding", "tests.plugins:Exploding"), FakeEP("echo", "tests.plugins:Echo")]})
-    m = config.parse({**MATRIX, "methods": ["sft", "exploding", "echo"], "seeds": [0],
+        FakeEP("exploding", "tests.plugins:Exploding"), FakeEP("echo", "tests.plugins:Echo"),
+        FakeEP("raising", "tests.plugins:Raising")]})
+    m = config.parse({**MATRIX, "methods": ["sft", "exploding", "raising", "echo"], "seeds": [0],
                       "method": {"sft": {"epochs": 1}}})
     runner.run(m, tmp_path)
     got = metrics_by_cell(tmp_path)
     assert got[("sft", 0)][0] == "ok" and got[("echo", 0)][0] == "ok"
-    assert got[("exploding", 0)][0] == "failed"
+    assert got[("exploding", 0)][0] == "failed" and got[("raising", 0)][0] == "failed"
     rec = next(json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()
                if '"exploding"' in x)
     assert rec["failed_step"] == 3 and "non-finite loss" in rec["error"]
+    rec = next(json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()
+               if '"raising"' in x)
+    assert "KeyError" in rec["error"] and "oops" in rec["traceback"]
     html = (tmp_path / "report.html").read_text()
     assert "FAILED" in html and "non-finite loss at step 3" in html
     # the plugin method registered through an entry point ran in the matrix

@@ -151,7 +151,7 @@ def test_w2_base_toxicity(default_world):
 def test_w3_panel_agreement(default_world):
     from evals.labeler_agreement import pairwise_agreement
     pol = default_world.load_policy(default_world.base_model)
-    prompts = (default_world.train_prompts * 8)[:2000]
+    prompts = (default_world.train_prompts * 20)[:2000]
     a = pol.generate(prompts, max_new_tokens=24, temperature=1.0, seed=1)
     b = pol.generate(prompts, max_new_tokens=24, temperature=1.0, seed=2)
     labels = default_world.make_panel(Ledger(), 0).label_matrix(prompts, a, b)

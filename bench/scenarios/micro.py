@@ -161,6 +161,7 @@ def build_base(o: MicroOptions, out: Path, progress: bool = True) -> dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    store.atomic_write_json(out / "alignbench.json", {"add_bos": True})  # pretrained with BOS
     info = {"n_params": n_params(model), "corpus_texts": len(corpus),
             "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
             "final_loss": float(np.mean(losses[-20:])), "build_seconds": time.perf_counter() - t0}
@@ -343,7 +344,7 @@ class Micro:
 
         def load_policy(p: Path) -> Policy:
             from bench.models import load_hf
-            return load_hf(p, add_bos=True, name=p.name)
+            return load_hf(p, add_bos=True, name=p.name)  # SFT/stage folders too
 
         items = truthfulqa_items(spec, np.random.default_rng(o.seed + 5))
         digest = store.content_key([i.__dict__ for i in items])

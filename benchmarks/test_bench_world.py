@@ -1,0 +1,30 @@
+"""Speed targets (pytest-benchmark). In the normal suite these run once, as correctness smoke
+(benchmarking is disabled by default); `pytest benchmarks --benchmark-enable` measures them and
+checks the targets.
+
+W6: building the world and pretraining the base takes at most 3 minutes on 2 CPU cores; a cached
+rebuild at most 2 seconds."""
+
+import pytest
+
+from bench.scenarios.micro import Micro, MicroOptions
+
+
+def _target(benchmark, seconds: float) -> None:
+    if benchmark.enabled:
+        assert benchmark.stats.stats.mean <= seconds, (benchmark.stats.stats.mean, seconds)
+
+
+def test_w6_cached_rebuild(benchmark, default_world, cache_dir):
+    world = benchmark(lambda: Micro().build(MicroOptions(), cache_dir, progress=False))
+    assert world.key == default_world.key
+    _target(benchmark, 2.0)
+
+
+@pytest.mark.slow
+def test_w6_build_from_empty_cache(benchmark, tmp_path_factory):
+    def build():
+        return Micro().build(MicroOptions(), tmp_path_factory.mktemp("w6"), progress=False)
+    world = benchmark.pedantic(build, rounds=1, iterations=1)
+    assert world.describe["build_seconds"] <= 180, world.describe["build_seconds"]
+    _target(benchmark, 180.0)

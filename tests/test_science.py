@@ -1,0 +1,44 @@
+"""The methods on the micro-world: shared budgets, and the overoptimization effect the literature
+reports (Gao et al. 2022), measured with the gold judge that only the micro-world has."""
+
+import json
+
+import pytest
+
+from bench import config, runner
+
+
+
+def test_budgets_are_equal_and_recorded(tmp_path):
+    """Every method gets the same budget; ppo's reward model and dpo spend the same human
+    comparisons, rlaif spends AI comparisons instead; nothing exceeds its cap."""
+    m = config.load("smoke").model_copy(update={"progress": False})
+    runner.run(m, tmp_path)
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    spent = {r["method"]: r["budget"]["spent"] for r in recs}
+    for r in recs:
+        for unit in ("demonstrations", "comparisons", "ai_comparisons", "rollouts"):
+            assert r["budget"]["spent"][unit] <= r["budget"]["given"][unit]
+    assert spent["ppo"]["comparisons"] == spent["dpo"]["comparisons"] == m.budget.comparisons
+    assert spent["rlaif"]["comparisons"] == 0
+    assert spent["rlaif"]["ai_comparisons"] == m.budget.ai_comparisons
+    assert spent["base"]["demonstrations"] == 0
+    assert all(spent[k]["demonstrations"] == m.budget.demonstrations
+               for k in ("sft", "ppo", "dpo", "rlaif"))
+
+
+@pytest.mark.slow
+def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
+    """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising while the gold
+    reward falls from its peak. The default coefficient holds gold near its peak."""
+    m = config.load("quickstart").model_copy(update={"progress": False})
+    m = config.parse({**m.model_dump(mode="json"), "methods": ["ppo"], "evals": ["kl"], "eval": {},
+                      "seeds": [0], "budget": {**m.budget.model_dump(), "comparisons": 200},
+                      "sweep": {"ppo.kl_coef": [0.0, 0.1]}})
+    runner.run(m, tmp_path)
+    recs = {r["method_config"]["kl_coef"]: r for r in
+            map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+    free, held = recs[0.0]["metrics"], recs[0.1]["metrics"]
+    assert free["kl.proxy_gain_after_peak"] > 0 and free["kl.gold_drop"] > 0.5, free
+    assert held["kl.gold_drop"] < free["kl.gold_drop"] / 2, (held, free)
