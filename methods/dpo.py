@@ -55,20 +55,20 @@ class DPO:
     description = "DPO on the same ranked comparisons as PPO's reward model (TRL DPOTrainer)"
     Config = DPOConfig
 
-    def train(self, base: HFPolicy, ctx: TrainContext, cfg: DPOConfig) -> HFPolicy:
+    def train(self, base: HFPolicy, ctx: TrainContext, config: DPOConfig) -> HFPolicy:
         sft, policy = ctx.stages.sft_start(ctx)
         panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
-        per_round = int(ctx.ledger.remaining("comparisons")) // cfg.rounds
+        per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
         all_pairs: list[dict] = []
-        for rnd in range(cfg.rounds):
+        for rnd in range(config.rounds):
             if rnd == 0:
-                pairs = shared_comparisons(ctx, sft, per_round, cfg)
+                pairs = shared_comparisons(ctx, sft, per_round, config)
             else:
-                pairs = ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, cfg.k,
+                pairs = ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, config.k,
                                      ctx.ledger, seed=ctx.seed * 1000 + rnd,
-                                     temperature=cfg.label_temperature,
-                                     max_new_tokens=cfg.max_new_tokens)
+                                     temperature=config.label_temperature,
+                                     max_new_tokens=config.max_new_tokens)
             all_pairs += pairs
-            dpo_train(policy, sft, pairs, ctx, cfg, stage=f"dpo_{rnd}")
+            dpo_train(policy, sft, pairs, ctx, config, stage=f"dpo_{rnd}")
         ctx.artifacts["comparisons"] = all_pairs
         return policy

@@ -302,24 +302,24 @@ class PPO:
     description = "PPO-RLHF: reward model on ranked comparisons, then PPO with a KL penalty"
     Config = PPOConfig
 
-    def train(self, base: HFPolicy, ctx: TrainContext, cfg: PPOConfig) -> HFPolicy:
+    def train(self, base: HFPolicy, ctx: TrainContext, config: PPOConfig) -> HFPolicy:
         sft, policy = ctx.stages.sft_start(ctx)
         sft_path = ctx.stages.sft_path(ctx)
         ref = sft.model  # frozen: the cached SFT model is never trained
         panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
         n_cmp = int(ctx.ledger.remaining("comparisons"))
-        per_round = n_cmp // cfg.rounds
+        per_round = n_cmp // config.rounds
         pairs: list[dict[str, str]] = []
         offset = 0
-        for rnd in range(cfg.rounds):
+        for rnd in range(config.rounds):
             if rnd == 0:  # the SFT comparison set is shared with DPO: same labels, same count
-                pairs += shared_comparisons(ctx, sft, per_round, cfg)
+                pairs += shared_comparisons(ctx, sft, per_round, config)
             else:
-                pairs += ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, cfg.k,
+                pairs += ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, config.k,
                                       ctx.ledger, seed=ctx.seed * 1000 + rnd,
-                                      temperature=cfg.label_temperature,
-                                      max_new_tokens=cfg.max_new_tokens)
-            rm = train_reward_model(sft_path, policy.tokenizer, pairs, ctx, cfg,
+                                      temperature=config.label_temperature,
+                                      max_new_tokens=config.max_new_tokens)
+            rm = train_reward_model(sft_path, policy.tokenizer, pairs, ctx, config,
                                     stage=f"reward_model_{rnd}")
             value_model = copy.deepcopy(rm.model)  # value initialized from the RM (N+)
             value_model.train()
@@ -327,9 +327,9 @@ class PPO:
             def on_step(step, prompts, texts, stats, _off=offset):
                 ctx.monitor_gold("ppo", _off + step, prompts, texts, round=rnd, **stats)
 
-            ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, cfg,
-                     ctx.ledger, seed=ctx.seed * 1000 + rnd, steps=cfg.steps, on_step=on_step,
+            ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, config,
+                     ctx.ledger, seed=ctx.seed * 1000 + rnd, steps=config.steps, on_step=on_step,
                      progress=ctx.progress)
-            offset += cfg.steps
+            offset += config.steps
         ctx.artifacts.update(reward_fn=rm.reward, comparisons=pairs)
         return policy

@@ -39,33 +39,33 @@ class RLAIF:
     description = "AI-judge labels under a constitution (both orders), then DPO or PPO"
     Config = RLAIFConfig
 
-    def train(self, base: HFPolicy, ctx: TrainContext, cfg: RLAIFConfig) -> HFPolicy:
+    def train(self, base: HFPolicy, ctx: TrainContext, config: RLAIFConfig) -> HFPolicy:
         sft, policy = ctx.stages.sft_start(ctx)
         sft_path = ctx.stages.sft_path(ctx)
-        judge_model = ctx.stages.base() if cfg.judge == "base" else sft
-        judge = ctx.scenario.make_ai_judge(judge_model, cfg.constitution, ctx.ledger)
-        per_round = int(ctx.ledger.remaining("ai_comparisons")) // cfg.rounds
+        judge_model = ctx.stages.base() if config.judge == "base" else sft
+        judge = ctx.scenario.make_ai_judge(judge_model, config.constitution, ctx.ledger)
+        per_round = int(ctx.ledger.remaining("ai_comparisons")) // config.rounds
         all_pairs: list[dict] = []
-        for rnd in range(cfg.rounds):
+        for rnd in range(config.rounds):
             sampler = sft if rnd == 0 else policy
-            pairs = judged_pairs(sampler, ctx.scenario.train_prompts, judge, per_round, cfg.k,
+            pairs = judged_pairs(sampler, ctx.scenario.train_prompts, judge, per_round, config.k,
                                  ctx.ledger, seed=ctx.seed * 1000 + rnd + 17,
-                                 temperature=cfg.label_temperature,
-                                 max_new_tokens=cfg.max_new_tokens)
+                                 temperature=config.label_temperature,
+                                 max_new_tokens=config.max_new_tokens)
             all_pairs += pairs
-            if cfg.optimizer == "dpo":
-                dpo_train(policy, sft, pairs, ctx, cfg, stage=f"rlaif_dpo_{rnd}")
+            if config.optimizer == "dpo":
+                dpo_train(policy, sft, pairs, ctx, config, stage=f"rlaif_dpo_{rnd}")
             else:
-                pcfg = PPOConfig(kl_coef=cfg.kl_coef, steps=cfg.ppo_steps, k=cfg.k,
-                                 max_new_tokens=cfg.max_new_tokens)
+                pcfg = PPOConfig(kl_coef=config.kl_coef, steps=config.ppo_steps, k=config.k,
+                                 max_new_tokens=config.max_new_tokens)
                 rm = train_reward_model(sft_path, policy.tokenizer, all_pairs, ctx, pcfg,
                                         stage=f"rlaif_rm_{rnd}")
                 ppo_loop(policy, sft.model, copy.deepcopy(rm.model), rm.reward,
                          ctx.scenario.train_prompts, pcfg, ctx.ledger, seed=ctx.seed * 1000 + rnd,
-                         steps=cfg.ppo_steps, progress=ctx.progress,
+                         steps=config.ppo_steps, progress=ctx.progress,
                          on_step=lambda s, p, t, st: ctx.monitor_gold("rlaif_ppo", s, p, t, **st))
                 ctx.artifacts["reward_fn"] = rm.reward
         # evals rebuild the judge on their own ledger, so evaluation never spends the budget
         ctx.artifacts.update(comparisons=all_pairs, make_ai_judge=lambda ledger: (
-            ctx.scenario.make_ai_judge(judge_model, cfg.constitution, ledger)))
+            ctx.scenario.make_ai_judge(judge_model, config.constitution, ledger)))
         return policy

@@ -108,7 +108,8 @@ def collect(out: Path) -> dict[str, Any]:
                 if len(paired) >= 2:
                     d, dlo, dhi = t_interval([a - b for a, b in paired])
                     delta = {"mean": d, "lo": dlo, "hi": dhi,
-                             "significant": bool(dlo > 0 or dhi < 0)}
+                             "significant": bool(dlo > 0 or dhi < 0),
+                             "better": bool((d > 0) == directions[m])}
             se = [r.get("uncertainty", {}).get(m) for r in rs]
             cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(vals), "delta": delta,
                         "se": se[0] if len(rs) == 1 else None}

@@ -81,12 +81,13 @@ def test_sigkill_mid_cell_then_resume(reference_run, tmp_path):
     while time.time() < deadline and proc.poll() is None:
         ev = events(out)
         ends = {e["key"] for e in ev if e["event"] == "cell_end"}
-        starts = [e["key"] for e in ev if e["event"] == "cell_start"]
-        if len(ends) >= 2 and starts and starts[-1] not in ends:
-            time.sleep(0.3)  # well inside the cell
+        started = [e for e in ev if e["event"] == "cell_start"]
+        # a dpo cell takes seconds (sampling, labeling, training): kill as soon as one starts
+        if len(ends) >= 2 and started and started[-1]["key"] not in ends \
+                and started[-1]["cell"].startswith("dpo"):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            killed_in = starts[-1]
+            killed_in = started[-1]["key"]
             break
         time.sleep(0.05)
     assert killed_in is not None, "the run ended before it could be killed mid-cell"
