@@ -37,6 +37,12 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EvalOptions(BaseModel):
+    """Base for an eval's options (the matrix's ``[eval.NAME]`` table), validated like configs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 # --------------------------------------------------------------------------- policies
 
 
@@ -248,5 +254,6 @@ class Eval(Protocol):
     description: str
     version: str
     metrics: ClassVar[dict[str, bool]]  # headline metric -> higher_is_better
+    Options: ClassVar[type[EvalOptions]]  # read ctx.options through it
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult: ...

@@ -37,6 +37,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bench import registry
     from bench.api import EvalContext
     from bench.budget import Ledger
+    from bench.config import ConfigError
     from bench.models import load_hf
     from bench.runner import cache_root
 
@@ -47,8 +48,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.eval != "truthfulqa" or not (args.data or args.source):
         scen = registry.resolve("scenarios", args.scenario)
         world = scen.build(scen.Options(), cache_root(), progress=not args.json)
-    options = {k: v for k, v in {"data": args.data, "limit": args.limit,
-                                 "source": args.source}.items() if v}
+    given = {"data": args.data, "limit": args.limit, "source": args.source}
+    unusable = [k for k, v in given.items() if v and k not in ev.Options.model_fields]
+    if unusable:
+        raise ConfigError(f"eval {ev.name} takes no --{unusable[0]}; its options: "
+                          f"{', '.join(ev.Options.model_fields)}")
+    options = {k: v for k, v in given.items() if v}
     ctx = EvalContext(world=world, seed=args.seed, method="external", references={},
                       artifacts={}, curves={}, options=options, ledger=Ledger(),
                       progress=not args.json)

@@ -97,6 +97,11 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
                               f"'evals' ({m.evals}); add it there or remove the table")
     for name in set(m.methods) | set(m.method):  # each table against its method's own Config
         method_config(m, name, source=source)
+    for name in m.evals:
+        try:
+            registry.resolve("evals", name).Options.model_validate(m.eval.get(name, {}))
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_fmt_pydantic(err, f'eval.{name}')}") from None
     scenario = registry.resolve("scenarios", m.scenario.name)
     try:
         scenario.Options.model_validate(m.scenario.options)

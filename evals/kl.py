@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.api import EvalContext, EvalResult, Policy
+from pydantic import Field
+
+from bench.api import EvalContext, EvalOptions, EvalResult, Policy
 from bench.stats import bootstrap_se
 
 
@@ -24,8 +26,13 @@ def overoptimization(curve: list[dict[str, float]]) -> dict[str, float]:
             "proxy_final": float(proxy[-1]), "proxy_gain_after_peak": float(proxy[-1] - proxy[i])}
 
 
+class KLOptions(EvalOptions):
+    samples: int = Field(4, ge=1, description="responses sampled per prompt")
+
+
 class KL:
     name = "kl"
+    Options = KLOptions
     description = "KL to the SFT reference (k1) and RL overoptimization summary"
     version = "1.0"
     metrics = {"k1": False, "gold_peak": True, "gold_final": True, "gold_drop": False,
@@ -36,7 +43,8 @@ class KL:
         metrics, unc, extra = {}, {}, {}
         if ref is not None:
             prompts = ctx.world.eval_data.win_rate_prompts
-            flat = [p for p in prompts for _ in range(int(ctx.options.get("samples", 4)))]
+            n = self.Options.model_validate(ctx.options).samples
+            flat = [p for p in prompts for _ in range(n)]
             outs = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 606)
             lp = np.asarray(policy.logprob(flat, outs))
             lr = np.asarray(ref.logprob(flat, outs))

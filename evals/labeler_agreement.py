@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.api import EvalContext, EvalResult, Policy
+from pydantic import Field
+
+from bench.api import EvalContext, EvalOptions, EvalResult, Policy
 from bench.stats import bootstrap_se
 
 
@@ -95,8 +97,13 @@ def differs_in(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "nothing"
 
 
+class AgreementOptions(EvalOptions):
+    pairs_per_prompt: int = Field(4, ge=1, description="sample pairs labeled per prompt")
+
+
 class LabelerAgreement:
     name = "labeler_agreement"
+    Options = AgreementOptions
     description = "panel agreement (pairwise, LOO, Fleiss, Krippendorff); RM and AI judge vs panel"
     version = "1.0"
     metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
@@ -104,9 +111,9 @@ class LabelerAgreement:
                "ai_judge_vs_majority": True}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
-        o = ctx.options
+        o = self.Options.model_validate(ctx.options)
         prompts = ctx.world.eval_data.agreement_prompts
-        reps = int(o.get("pairs_per_prompt", 4))
+        reps = o.pairs_per_prompt
         flat = [p for p in prompts for _ in range(reps)]
         a = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 303)
         b = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 404)

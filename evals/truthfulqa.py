@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.api import EvalContext, EvalResult, Policy, TruthfulQAItem
+from typing import Literal
+
+from pydantic import Field
+
+from bench.api import EvalContext, EvalOptions, EvalResult, Policy, TruthfulQAItem
 from bench.stats import bootstrap_se
 
 QA_PRIMER = (
@@ -158,19 +162,26 @@ def score_items(policy: Policy, items: list[TruthfulQAItem], contexts: list[str]
     return out
 
 
+class TruthfulQAOptions(EvalOptions):
+    data: str | None = Field(None, description="CSV or multiple_choice JSON/parquet path")
+    source: Literal["hub"] | None = Field(None, description="'hub': truthfulqa/truthful_qa")
+    limit: int | None = Field(None, ge=1, description="first N questions only")
+
+
 class TruthfulQA:
     name = "truthfulqa"
+    Options = TruthfulQAOptions
     description = "TruthfulQA MC1/MC2 (lm-eval 0.4.x definitions), by Type and category"
     version = "1.0"
     metrics = {"mc1": True, "mc2": True, "gen_true": True}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         ed = ctx.world.eval_data if ctx.world is not None else None
-        items, source, chat = resolve_data(ctx.options, ed.truthfulqa if ed else None,
+        o = self.Options.model_validate(ctx.options)
+        items, source, chat = resolve_data(o.model_dump(), ed.truthfulqa if ed else None,
                                            ed.truthfulqa_source if ed else None)
-        limit = ctx.options.get("limit")
-        if limit:
-            items = items[:int(limit)]
+        if o.limit:
+            items = items[:o.limit]
         if chat:
             contexts = policy.format_chat([it.question for it in items])
         else:

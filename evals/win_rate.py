@@ -13,7 +13,9 @@ import warnings
 
 import numpy as np
 
-from bench.api import EvalContext, EvalResult, Judge, Policy
+from pydantic import Field
+
+from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Policy
 from bench.stats import bootstrap_ci, bootstrap_se
 
 
@@ -45,8 +47,15 @@ class _RewardJudge:
         return [1.0 if x > y else 0.0 if y > x else 0.5 for x, y in zip(ra, rb)]
 
 
+class WinRateOptions(EvalOptions):
+    samples_per_prompt: int = Field(4, ge=1, description="method/reference pairs per prompt")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature of both sides")
+    max_new_tokens: int = Field(24, ge=1, description="sample length limit")
+
+
 class WinRate:
     name = "win_rate"
+    Options = WinRateOptions
     description = "win-rate vs the SFT and base models (gold judge in the micro-world), raw + LC"
     version = "1.0"
     metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True}
@@ -57,13 +66,11 @@ class WinRate:
         if "reward_fn" in ctx.artifacts:
             return _RewardJudge(ctx.artifacts["reward_fn"]), "reward_model"
         raise ValueError("win_rate needs a judge: this scenario has no gold judge and the method "
-                         "trained no reward model; set eval.win_rate.judge")
+                         "trained no reward model")
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
-        o = ctx.options
-        n_samples = int(o.get("samples_per_prompt", 4))
-        temperature = float(o.get("temperature", 0.7))
-        max_new = int(o.get("max_new_tokens", 24))
+        o = self.Options.model_validate(ctx.options)
+        n_samples, temperature, max_new = o.samples_per_prompt, o.temperature, o.max_new_tokens
         prompts = ctx.world.eval_data.win_rate_prompts
         flat = [p for p in prompts for _ in range(n_samples)]
         judge, judge_name = self.judge(ctx)

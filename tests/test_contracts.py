@@ -5,7 +5,7 @@ import inspect
 import pytest
 
 from bench import registry
-from bench.api import MethodConfig
+from bench.api import EvalOptions, MethodConfig
 
 
 @pytest.mark.parametrize("name", registry.names("methods"))
@@ -27,6 +27,12 @@ def test_eval_contract(name):
     assert isinstance(e.version, str) and e.version
     assert e.metrics and all(isinstance(v, bool) for v in e.metrics.values())
     assert list(inspect.signature(e.evaluate).parameters) == ["policy", "ctx"]
+    assert issubclass(e.Options, EvalOptions)
+    e.Options()  # every option has a default
+    for field, info in e.Options.model_fields.items():
+        assert info.description, f"{name}.{field} has no one-line doc"
+    with pytest.raises(Exception):
+        e.Options(not_an_option=1)
 
 
 @pytest.mark.parametrize("name", registry.names("scenarios"))

@@ -56,6 +56,8 @@ def test_entry_point_plugin_listed_and_duplicate_rejected(monkeypatch, capsys):
     ('[scenario.options]\nn_entites = 3\n', "unknown key 'scenario.options.n_entites'"),
     ('methods = ["sft"]\n[sweep]\n"ppo.kl_coef" = [0.0]\n', "sweep 'ppo.kl_coef'"),
     ('seeds = [0\n', "not valid TOML"),
+    ('[eval.toxicity]\nkk = 3\n', "unknown key 'eval.toxicity.kk'"),
+    ('[eval.toxicity]\nk = 0\n', "'eval.toxicity.k'"),
 ])
 def test_config_errors_name_the_key(tmp_path, toml, expect):
     with pytest.raises(ConfigError) as err:
