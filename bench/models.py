@@ -36,14 +36,14 @@ def check_local_folder(path: Path, *, trust_remote_code: bool, allow_pickle: boo
         if cfg.get("auto_map") and not trust_remote_code:
             raise ModelLoadError(
                 f"{path} asks for remote code (config.json has 'auto_map'); loading it would run "
-                f"Python from that folder. Pass trust_remote_code=True (CLI: --trust-remote-code) "
+                f"Python from that folder. Opt in with trust_remote_code (CLI: --trust-remote-code) "
                 f"only if you trust its author")
     has_st = any(path.glob("*.safetensors"))
     has_bin = any(path.glob("*.bin")) or any(path.glob("*.pt"))
     if not has_st and has_bin and not allow_pickle:
         raise ModelLoadError(
             f"{path} holds only pickle-based weights (.bin/.pt), which can run code when loaded. "
-            f"Convert them to safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if "
+            f"Convert them to safetensors, or opt in with allow_pickle (CLI: --allow-pickle) if "
             f"you trust the file")
 
 

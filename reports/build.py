@@ -379,8 +379,8 @@ def build_report(out: Path) -> Path:
 
     out = Path(out)
     d = collect(out)
-    env = Environment(loader=PackageLoader("reports", "templates"),
-                      autoescape=select_autoescape(["html"], default=True))
+    env = Environment(autoescape=select_autoescape(["html"], default=True),
+                      loader=PackageLoader("reports", "templates"))
     env.filters["fmt"] = _fmt
     html = env.get_template("report.html").render(
         d=d, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
