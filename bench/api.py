@@ -21,7 +21,6 @@ Text crosses every boundary in one shape: a *prompt* is the full text given to t
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
@@ -160,12 +159,6 @@ class NonFiniteError(RuntimeError):
     def __init__(self, what: str, step: int):
         super().__init__(f"non-finite {what} at step {step}")
         self.what, self.step = what, step
-
-
-def check_finite(value: float, what: str, step: int) -> float:
-    if not math.isfinite(value):
-        raise NonFiniteError(what, step)
-    return value
 
 
 @dataclass

@@ -284,8 +284,7 @@ class OutputLocked(RuntimeError):
     pass
 
 
-def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
-        only_cells: int | None = None) -> Path:
+def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     """Run (or resume) a matrix. Returns the output folder."""
     out = Path(out or m.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,8 +313,6 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
         cells = expand(m)
         keys = [cell_key(c, world, m, device) for c in cells]
         todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
-        if only_cells is not None:
-            todo = todo[:only_cells]
         bar = tqdm(todo, desc="cells", disable=not m.progress)
         for cell, key in bar:
             bar.set_postfix_str(cell.label)

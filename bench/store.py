@@ -39,15 +39,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def sha256_dir(path: Path) -> str:
-    """Hash of every file's relative name and bytes under ``path`` (order-independent)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
-
-
 @cache
 def code_version() -> str:
     """Hash of the source that can move a number (bench, methods, evals; not reports)."""

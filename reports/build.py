@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
-from bench.stats import t_interval
+from bench.stats import paired_delta, t_interval
 
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -106,7 +106,7 @@ def collect(out: Path) -> dict[str, Any]:
                           for r in rs if r["seed"] in sft_by_seed]
                 paired = [(a, b) for a, b in paired if a is not None and b is not None]
                 if len(paired) >= 2:
-                    d, dlo, dhi = t_interval([a - b for a, b in paired])
+                    d, dlo, dhi = paired_delta(*zip(*paired))
                     delta = {"mean": d, "lo": dlo, "hi": dhi,
                              "significant": bool(dlo > 0 or dhi < 0),
                              "better": bool((d > 0) == directions[m])}

@@ -128,3 +128,10 @@ def test_bootstrap_se_matches_analytic():
     rng = np.random.default_rng(2)
     x = rng.normal(size=400)
     assert stats.bootstrap_se(x) == pytest.approx(x.std(ddof=1) / 20, rel=0.1)
+
+
+def test_paired_delta_is_the_t_interval_of_differences():
+    d = stats.paired_delta([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
+    assert d == stats.t_interval([1.0, 1.0, 2.0])
+    with pytest.raises(ValueError):
+        stats.paired_delta([1.0, 2.0], [1.0])
