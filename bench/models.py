@@ -175,12 +175,7 @@ class HFPolicy:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         for start in range(0, len(prompt_ids), self.batch_size):
             batch = prompt_ids[start:start + self.batch_size]
-            width = max(len(p) for p in batch)
-            x = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(x)
-            for r, p in enumerate(batch):
-                x[r, width - len(p):] = torch.tensor(p)
-                mask[r, width - len(p):] = 1
+            x, mask = left_pad(batch, tok.pad_token_id)
             ids = sample(self.model, x.to(self.device), mask.to(self.device),
                          max_new_tokens=max_new_tokens, temperature=temperature,
                          eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, generator=gen,
@@ -206,6 +201,17 @@ class HFPolicy:
             if self.split_pair(prompt, spaced)[1] == ids:
                 return spaced
         return text
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask [B, max len]: prompts end where generation starts."""
+    width = max(map(len, seqs))
+    x = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(x)
+    for r, s in enumerate(seqs):
+        x[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[r, width - len(s):] = 1
+    return x, mask
 
 
 def strip_after_eos(ids: list[int], eos_id: int | None) -> list[int]:

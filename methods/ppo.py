@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from bench.api import NonFiniteError, TrainContext
 from bench.budget import Ledger
-from bench.models import HFPolicy, n_params, sample
+from bench.models import HFPolicy, left_pad, n_params, sample
 from methods.feedback import pick_prompts, ranked_pairs, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
@@ -158,15 +158,11 @@ class Batch:
     p_len: int
 
 
-def make_batch(prompt_ids: list[list[int]], resp: torch.Tensor, pad_id: int, eos_id: int
-               ) -> Batch:
+def make_batch(prompt: torch.Tensor, pattn: torch.Tensor, resp: torch.Tensor, pad_id: int,
+               eos_id: int) -> Batch:
+    """Join left-padded prompts [B, P] (with their mask) and sampled responses [B, T]."""
     b, t = resp.shape
-    p_len = max(map(len, prompt_ids))
-    prompt = torch.full((b, p_len), pad_id, dtype=torch.long)
-    pattn = torch.zeros((b, p_len), dtype=torch.long)
-    for r, p in enumerate(prompt_ids):
-        prompt[r, p_len - len(p):] = torch.tensor(p)
-        pattn[r, p_len - len(p):] = 1
+    p_len = prompt.shape[1]
     is_eos = resp == eos_id
     ended = is_eos.any(-1)
     first_eos = torch.where(ended, is_eos.float().argmax(-1), torch.full((b,), t))
@@ -221,16 +217,11 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
         pids = [policy.context_ids(p) for p in batch_prompts]
         with torch.no_grad():
             model.eval()
-            width = max(map(len, pids))
-            x = torch.full((len(pids), width), tok.pad_token_id, dtype=torch.long)
-            am = torch.zeros_like(x)
-            for r, p in enumerate(pids):
-                x[r, width - len(p):] = torch.tensor(p)
-                am[r, width - len(p):] = 1
+            x, am = left_pad(pids, tok.pad_token_id)
             resp = sample(model, x.to(dev), am.to(dev), max_new_tokens=cfg.max_new_tokens,
                           temperature=cfg.temperature, eos_id=tok.eos_token_id,
                           pad_id=tok.pad_token_id, generator=gen).cpu()
-            b = make_batch(pids, resp, tok.pad_token_id, tok.eos_token_id)
+            b = make_batch(x, am, resp, tok.pad_token_id, tok.eos_token_id)
             b = Batch(b.ids.to(dev), b.attn.to(dev), b.pos.to(dev), b.mask.to(dev),
                       b.ended.to(dev), b.p_len)
             texts = [policy.completion_text(p, [t for t, m in zip(row, mrow) if m and
