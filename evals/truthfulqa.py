@@ -111,10 +111,12 @@ def load_hub() -> list[TruthfulQAItem]:
 
 
 def resolve_data(ctx_options: dict[str, Any], scenario_items: list[TruthfulQAItem] | None,
-                 scenario_source: dict[str, Any] | None
+                 scenario_source: dict[str, Any] | None, chat_format: bool = True
                  ) -> tuple[list[TruthfulQAItem], dict[str, Any], bool]:
     """(items, source record, use_chat). The user's path wins, then the hub if asked, then
-    the scenario's own set."""
+    the scenario's own set (asked through the chat template when the scenario says so: the
+    micro-world's language has no words for the English primer; real scenarios use the
+    lm-eval primer)."""
     path = ctx_options.get("data") or os.environ.get("ALIGNBENCH_TRUTHFULQA")
     if path:
         items = load_path(Path(path))
@@ -126,7 +128,7 @@ def resolve_data(ctx_options: dict[str, Any], scenario_items: list[TruthfulQAIte
     if scenario_items is None:
         raise TruthfulQADataError("no TruthfulQA data: pass --data PATH (or set "
                                   "ALIGNBENCH_TRUTHFULQA) to the CSV or multiple_choice file")
-    return scenario_items, dict(scenario_source or {}), True
+    return scenario_items, dict(scenario_source or {}), chat_format
 
 
 def mc_scores(lls_mc1: list[float], lls_mc2: list[float], labels: list[int]) -> tuple[float, float]:
@@ -179,7 +181,9 @@ class TruthfulQA:
         ed = ctx.world.eval_data if ctx.world is not None else None
         o = self.Options.model_validate(ctx.options)
         items, source, chat = resolve_data(o.model_dump(), ed.truthfulqa if ed else None,
-                                           ed.truthfulqa_source if ed else None)
+                                           ed.truthfulqa_source if ed else None,
+                                           chat_format=ed is None or
+                                           ed.truthfulqa_template == "chat")
         if o.limit:
             items = items[:o.limit]
         if chat:

@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from bench.api import NonFiniteError, TrainContext
+from pydantic import Field
+
+from bench.api import MethodConfig, NonFiniteError, TrainContext
 
 
 class FiniteGuard(TrainerCallback):
@@ -33,7 +35,7 @@ class FiniteGuard(TrainerCallback):
 def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
     """A TRL config for one stage of one cell: no checkpoints, no hub, no external loggers,
     seeded, CPU/GPU as the model sits, progress bars only when the run shows progress."""
-    use_cpu = not torch.cuda.is_available()
+    use_cpu = ctx.device != "cuda"  # the matrix's switch, not whatever hardware is visible
     return config_cls(
         output_dir=str(ctx.cell_dir / "trainer" / stage), report_to="none",
         save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
@@ -44,3 +46,54 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
 
 def count_tokens(tokenizer, texts: list[str]) -> int:
     return sum(len(tokenizer.encode(t)) for t in texts)
+
+
+class LoRAOptions(MethodConfig):
+    """LoRA (Hu et al. 2021, through peft) for any training method, so bigger models fit. Each
+    stage trains fresh adapters and merges them when it ends, so every stage's output is a
+    plain model that the next stage, the evals and the cache handle like any other."""
+
+    lora: bool = Field(False, description="train LoRA adapters instead of all weights")
+    lora_r: int = Field(16, ge=1, description="adapter rank")
+    lora_alpha: int = Field(32, ge=1, description="adapter scale numerator (alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    lora_target: str = Field("all-linear", description="peft target_modules")
+
+
+def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
+    """A peft LoraConfig, or None when the method trains all weights."""
+    if not getattr(cfg, "lora", False):
+        return None
+    from peft import LoraConfig
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target, task_type=task_type)
+
+
+def with_adapters(model, cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
+    """``model`` wrapped with fresh trainable adapters (base weights frozen), or unchanged."""
+    lc = lora_config(cfg, task_type)
+    if lc is None:
+        return model
+    from peft import get_peft_model
+    return get_peft_model(model, lc)
+
+
+def merged(model):
+    """Fold trained adapters into the weights and drop the peft wrapper (no-op otherwise)."""
+    from peft import PeftModel
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+class AdaptersOff:
+    """The frozen reference for KL when training with LoRA: the same network with its adapters
+    disabled -- the weights the adapters started from -- instead of a second copy."""
+
+    def __init__(self, peft_model):
+        self.model = peft_model
+
+    def __call__(self, **kw):
+        with self.model.disable_adapter():
+            return self.model(**kw)
+
+    def eval(self):
+        return self

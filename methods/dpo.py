@@ -11,13 +11,14 @@ from __future__ import annotations
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import MethodConfig, TrainContext
+from bench.api import TrainContext
 from bench.models import HFPolicy, n_params
-from methods.common import FiniteGuard, count_tokens, trainer_args
+from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config, merged,
+                            trainer_args)
 from methods.feedback import ranked_pairs, shared_comparisons
 
 
-class DPOConfig(MethodConfig):
+class DPOConfig(LoRAOptions):
     rounds: int = Field(1, ge=1, description="online rounds; the label budget splits evenly")
     k: int = Field(5, ge=2, description="responses ranked per prompt (same as ppo)")
     label_temperature: float = Field(1.0, description="sampling temperature for labeling")
@@ -30,8 +31,12 @@ class DPOConfig(MethodConfig):
 
 
 def dpo_train(policy: HFPolicy, ref: HFPolicy, pairs: list[dict], ctx: TrainContext,
-              cfg: DPOConfig, stage: str) -> None:
-    """One DPOTrainer run on ``pairs`` (prompt/chosen/rejected), in place on ``policy``."""
+              cfg: DPOConfig, stage: str, *, starts_at_ref: bool = False) -> None:
+    """One DPOTrainer run on ``pairs`` (prompt/chosen/rejected), in place on ``policy``.
+
+    With LoRA and a policy that starts at the reference (the first round), the reference is the
+    policy with its adapters disabled (TRL does this when ``ref_model`` is None); later rounds
+    start elsewhere and keep the SFT model as reference."""
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
@@ -39,9 +44,13 @@ def dpo_train(policy: HFPolicy, ref: HFPolicy, pairs: list[dict], ctx: TrainCont
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                         loss_type=[cfg.loss_type], lr_scheduler_type="cosine", warmup_steps=0.05)
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
-    trainer = DPOTrainer(model=policy.model, ref_model=ref.model, args=args, train_dataset=data,
-                         processing_class=policy.tokenizer, callbacks=[FiniteGuard(policy.model)])
+    peft = lora_config(cfg)
+    trainer = DPOTrainer(model=policy.model,
+                         ref_model=None if peft is not None and starts_at_ref else ref.model,
+                         args=args, train_dataset=data, processing_class=policy.tokenizer,
+                         callbacks=[FiniteGuard(policy.model)], peft_config=peft)
     trainer.train()
+    policy.model = merged(trainer.model)
     policy.model.eval()
     tokens = count_tokens(policy.tokenizer,
                           [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs])
@@ -69,6 +78,6 @@ class DPO:
                                      temperature=config.label_temperature,
                                      max_new_tokens=config.max_new_tokens)
             all_pairs += pairs
-            dpo_train(policy, sft, pairs, ctx, config, stage=f"dpo_{rnd}")
+            dpo_train(policy, sft, pairs, ctx, config, stage=f"dpo_{rnd}", starts_at_ref=rnd == 0)
         ctx.artifacts["comparisons"] = all_pairs
         return policy

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from bench.api import NonFiniteError, TrainContext
 from bench.budget import Ledger
 from bench.models import HFPolicy, left_pad, n_params, sample
+from methods.common import AdaptersOff, merged, with_adapters
 from methods.feedback import pick_prompts, ranked_pairs, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
@@ -185,7 +186,10 @@ def token_logprobs(model, batch: Batch, temperature: float) -> tuple[torch.Tenso
 
 
 def token_values(value_model, batch: Batch) -> torch.Tensor:
-    """Per-token values from a sequence-classification model's backbone and head."""
+    """Per-token values from a sequence-classification model's backbone and head (a peft
+    wrapper is looked through: its adapters live inside the wrapped modules)."""
+    if hasattr(value_model, "get_base_model"):
+        value_model = value_model.get_base_model()
     h = value_model.model(input_ids=batch.ids, attention_mask=batch.attn,
                           position_ids=batch.pos).last_hidden_state
     return value_model.score(h[:, batch.p_len - 1:-1]).squeeze(-1).float()
@@ -204,8 +208,10 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
     tests). Returns one stats dict per step."""
     model, tok = policy.model, policy.tokenizer
     dev = policy.device
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
-    vopt = torch.optim.AdamW(value_model.parameters(), lr=cfg.value_lr, eps=1e-5)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # adapters only with LoRA
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5)
+    vopt = torch.optim.AdamW([p for p in value_model.parameters() if p.requires_grad],
+                             lr=cfg.value_lr, eps=1e-5)
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
     gen = torch.Generator().manual_seed(seed)
     ref_model.eval()
@@ -259,7 +265,7 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
                 opt.zero_grad(set_to_none=True)
                 vopt.zero_grad(set_to_none=True)
                 (pl + vl).backward()  # separate networks: the sum just runs both backwards
-                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                gn = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
                 if not torch.isfinite(gn):
                     raise NonFiniteError("policy gradient", step)
@@ -312,15 +318,22 @@ class PPO:
                                       max_new_tokens=config.max_new_tokens)
             rm = train_reward_model(sft_path, policy.tokenizer, pairs, ctx, config,
                                     stage=f"reward_model_{rnd}")
-            value_model = copy.deepcopy(rm.model)  # value initialized from the RM (N+)
+            # value initialized from the RM (N+)
+            value_model = with_adapters(copy.deepcopy(rm.model), config, "SEQ_CLS")
             value_model.train()
+            round_ref = ref
+            if config.lora:
+                policy.model = with_adapters(policy.model, config)
+                if rnd == 0:  # the policy starts at the SFT model: adapters off = reference
+                    round_ref = AdaptersOff(policy.model)
 
             def on_step(step, prompts, texts, stats, _off=offset):
                 ctx.monitor_gold("ppo", _off + step, prompts, texts, round=rnd, **stats)
 
-            ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, config,
-                     ctx.ledger, seed=ctx.seed * 1000 + rnd, steps=config.steps, on_step=on_step,
-                     progress=ctx.progress)
+            ppo_loop(policy, round_ref, value_model, rm.reward, ctx.scenario.train_prompts,
+                     config, ctx.ledger, seed=ctx.seed * 1000 + rnd, steps=config.steps,
+                     on_step=on_step, progress=ctx.progress)
+            policy.model = merged(policy.model)
             offset += config.steps
         ctx.artifacts.update(reward_fn=rm.reward, comparisons=pairs)
         return policy

@@ -11,10 +11,11 @@ from pydantic import Field
 
 from bench.api import MethodConfig, TrainContext
 from bench.models import n_params
-from methods.common import FiniteGuard, count_tokens, trainer_args
+from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config, merged,
+                            trainer_args)
 
 
-class RewardModelConfig(MethodConfig):
+class RewardModelConfig(LoRAOptions):
     rm_epochs: float = Field(2.0, description="passes over the comparisons (InstructGPT: 1)")
     rm_lr: float = Field(5e-4, description="peak learning rate (tiny models; ~9e-6 for real LMs)")
     rm_batch_size: int = Field(32, description="comparisons per step")
@@ -55,8 +56,7 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
                                                                use_safetensors=True)
     model.config.pad_token_id = tokenizer.pad_token_id
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(dev)
+    model.to(ctx.device)
     args = trainer_args(RewardConfig, ctx, stage, num_train_epochs=cfg.rm_epochs,
                         learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size,
                         center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type="cosine",
@@ -64,8 +64,10 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tok_side = tokenizer.padding_side
     trainer = RewardTrainer(model=model, args=args, train_dataset=data,
-                            processing_class=tokenizer, callbacks=[FiniteGuard(model)])
+                            processing_class=tokenizer, callbacks=[FiniteGuard(model)],
+                            peft_config=lora_config(cfg, "SEQ_CLS"))
     trainer.train()
+    model = merged(trainer.model)
     tokenizer.padding_side = tok_side
     tokens = count_tokens(tokenizer, [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs])
     ctx.ledger.record_training(n_params(model), int(tokens * cfg.rm_epochs))

@@ -54,7 +54,8 @@ class RLAIF:
                                  max_new_tokens=config.max_new_tokens)
             all_pairs += pairs
             if config.optimizer == "dpo":
-                dpo_train(policy, sft, pairs, ctx, config, stage=f"rlaif_dpo_{rnd}")
+                dpo_train(policy, sft, pairs, ctx, config, stage=f"rlaif_dpo_{rnd}",
+                          starts_at_ref=rnd == 0)
             else:
                 pcfg = PPOConfig(kl_coef=config.kl_coef, steps=config.ppo_steps, k=config.k,
                                  max_new_tokens=config.max_new_tokens)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import MethodConfig, TrainContext
+from bench.api import TrainContext
 from bench.models import HFPolicy, n_params
-from methods.common import FiniteGuard, count_tokens, trainer_args
+from methods.common import FiniteGuard, LoRAOptions, count_tokens, lora_config, merged, trainer_args
 
 
-class SFTConfig(MethodConfig):
+class SFTConfig(LoRAOptions):
     epochs: float = Field(3.0, description="passes over the demonstrations")
     lr: float = Field(3e-4, description="peak learning rate (tiny models; ~2e-5 for real LMs)")
     batch_size: int = Field(32, description="demonstrations per step")
@@ -45,8 +45,10 @@ class SFT:
             max_length=config.max_length, completion_only_loss=config.completion_only_loss,
             lr_scheduler_type="cosine")
         trainer = SFTTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(demos),
-                             processing_class=base.tokenizer, callbacks=[FiniteGuard(base.model)])
+                             processing_class=base.tokenizer, callbacks=[FiniteGuard(base.model)],
+                             peft_config=lora_config(config))
         trainer.train()
+        base.model = merged(trainer.model)
         tokens = count_tokens(base.tokenizer, [d["prompt"] + d["completion"] for d in demos])
         ctx.ledger.record_training(n_params(base.model), int(tokens * config.epochs))
         base.model.eval()

@@ -44,3 +44,41 @@ def default_world(cache_dir):
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_world):
     return tiny_world.load_policy(tiny_world.base_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_real_model(cache_dir) -> Path:
+    """A tiny random Llama (GQA, tied embeddings, like SmolLM2) with SmolLM2-135M-Instruct's
+    real BPE tokenizer and chat template, saved as a safetensors folder the way a hub snapshot
+    looks: every real-model code path (chat template, padding side, EOS, LoRA) runs on it in
+    seconds. The tokenizer comes from the offline GGUF asset (fetched once per cache)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from bench.assets import fetch
+
+    folder = cache_dir / "tiny-real-llama"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    gguf = fetch("smollm2")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    LlamaForCausalLM(cfg).save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_world(tiny_real_model, cache_dir):
+    """The real scenario on the tiny model, the real CSV, MiniLM and alt-profanity-check."""
+    from bench.scenarios.real import Real, RealOptions
+    if not TRUTHFULQA_CSV.is_file():
+        pytest.skip("shared TruthfulQA CSV absent")
+    return Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
+                                    n_win_rate_prompts=6), cache_dir, progress=False)

@@ -76,3 +76,23 @@ def test_lm_eval_context_split_moves_trailing_space(tiny_policy):
     ctx, cont = tiny_policy.split_pair("<user> what is the color of x ? <assistant> ", "red .")
     ctx2, cont2 = tiny_policy.split_pair("<user> what is the color of x ? <assistant>", " red .")
     assert (ctx, cont) == (ctx2, cont2) and len(cont) == 2
+
+
+def test_shared_prefix_scoring_equals_plain_on_primer_contexts(tiny_world, tiny_policy):
+    """The KV-cache path (shared primer, one pass per question, continuations on cache copies)
+    against one pass per choice, on contexts with a long common prefix, questions of different
+    lengths and continuations of 1..n tokens."""
+    items = tiny_world.eval_data.truthfulqa[:12]
+    primer = " ".join(f"<user> {i.question} <assistant> {i.mc1_choices[0]}" for i in items[:3])
+    pairs_text = [(primer + " " + it.question, " " + ch) for it in items
+                  for ch in dict.fromkeys(it.mc1_choices + it.mc2_choices)]
+    pairs_text.append((primer + " " + items[0].question, " ."))  # one-token continuation
+    pairs = [tiny_policy.split_pair(c, x) for c, x in pairs_text]
+    tiny_policy.batch_size = 7  # several chunks, ragged
+    try:
+        shared = tiny_policy.logprob_ids_shared(pairs)
+    finally:
+        tiny_policy.batch_size = 64
+    for (c, x), got in zip(pairs_text, shared):
+        assert got == pytest.approx(plain_logprob(tiny_policy, c, x), abs=1e-5)
+    assert tiny_policy.logprob_ids(pairs) == pytest.approx(shared, abs=1e-6)

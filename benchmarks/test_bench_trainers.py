@@ -1,0 +1,127 @@
+"""SFT and DPO through alignbench against the same TRL trainer called directly (issue 8's
+target: alignbench adds at most 10%). Same model, data, arguments and seed on both sides; what
+alignbench adds is its callbacks (the per-step non-finite guard), ledger accounting and the
+token count.
+
+Quick mode (the normal suite): the tiny world, one short run each, and a check that both
+sides trained the same way (equal final loss: the wrapper changes nothing numerically).
+`pytest benchmarks --benchmark-enable -k trainers` runs the micro-world base model; add
+`-m slow` for SmolLM2-135M too."""
+
+import logging
+import time
+
+import pytest
+import torch
+
+from bench.api import TrainContext
+from bench.budget import Ledger
+from bench.runner import view
+from methods import dpo as D
+from methods import sft as S
+from methods.common import trainer_args
+
+
+def _ctx(world, tmp_path, n_demos: int) -> TrainContext:
+    return TrainContext(scenario=view(world), ledger=Ledger(caps={"demonstrations": n_demos}),
+                        seed=0, cell_dir=tmp_path, log=logging.getLogger("bench"), stages=None,
+                        progress=False)
+
+
+def _pairs(world, n: int) -> list[dict[str, str]]:
+    demos = world.demonstrations(2 * n, 0)
+    return [{"prompt": a["prompt"], "chosen": a["completion"], "rejected": b["completion"]}
+            for a, b in zip(demos[::2], demos[1::2])]
+
+
+def _time(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def sft_pair(world, tmp_path, n_demos: int, epochs: float):
+    """(alignbench seconds, direct seconds, alignbench loss, direct loss)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    cfg = S.SFTConfig(epochs=epochs)
+
+    def ours():
+        pol = world.load_policy(world.base_model)
+        torch.manual_seed(0)
+        S.SFT().train_stage(pol, _ctx(world, tmp_path / "ours", n_demos), cfg)
+        return pol
+
+    def direct():
+        pol = world.load_policy(world.base_model)
+        torch.manual_seed(0)
+        ctx = _ctx(world, tmp_path / "direct", n_demos)
+        args = trainer_args(SFTConfig, ctx, "sft", num_train_epochs=cfg.epochs,
+                            learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
+                            warmup_steps=cfg.warmup_ratio, max_length=cfg.max_length,
+                            completion_only_loss=cfg.completion_only_loss,
+                            lr_scheduler_type="cosine")
+        tr = SFTTrainer(model=pol.model, args=args,
+                        train_dataset=Dataset.from_list(world.demonstrations(n_demos, 0)),
+                        processing_class=pol.tokenizer)
+        tr.train()
+        return pol
+
+    t_direct, p_direct = _time(direct)
+    t_ours, p_ours = _time(ours)
+    return t_ours, t_direct, p_ours, p_direct
+
+
+def dpo_pair(world, tmp_path, n_pairs: int, epochs: float):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    cfg = D.DPOConfig(epochs=epochs)
+    pairs = _pairs(world, n_pairs)
+
+    def ours():
+        pol, ref = world.load_policy(world.base_model), world.load_policy(world.base_model)
+        torch.manual_seed(0)
+        D.dpo_train(pol, ref, pairs, _ctx(world, tmp_path / "ours", 0), cfg, "dpo_0")
+        return pol
+
+    def direct():
+        pol, ref = world.load_policy(world.base_model), world.load_policy(world.base_model)
+        torch.manual_seed(0)
+        args = trainer_args(DPOConfig, _ctx(world, tmp_path / "direct", 0), "dpo_0",
+                            beta=cfg.beta, learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
+                            per_device_train_batch_size=cfg.batch_size,
+                            loss_type=[cfg.loss_type], lr_scheduler_type="cosine",
+                            warmup_steps=0.05)
+        tr = DPOTrainer(model=pol.model, ref_model=ref.model, args=args,
+                        train_dataset=Dataset.from_list(pairs), processing_class=pol.tokenizer)
+        tr.train()
+        return pol
+
+    t_direct, p_direct = _time(direct)
+    t_ours, p_ours = _time(ours)
+    return t_ours, t_direct, p_ours, p_direct
+
+
+def _same_weights(a, b) -> None:
+    for (n, x), (_, y) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.allclose(x, y, atol=1e-6), n
+
+
+def _record(benchmark, t_ours: float, t_direct: float) -> None:
+    overhead = t_ours / t_direct - 1
+    benchmark.extra_info.update(alignbench_s=t_ours, trl_direct_s=t_direct, overhead=overhead)
+    if benchmark.enabled:
+        assert overhead <= 0.10, f"alignbench adds {overhead:.1%} over TRL"
+
+
+@pytest.mark.parametrize("which", ["sft", "dpo"])
+def test_trainer_overhead_micro(benchmark, which, tiny_world, default_world, tmp_path):
+    world = default_world if benchmark.enabled else tiny_world
+    n, epochs = (512, 1.0) if benchmark.enabled else (64, 1.0)
+    run = sft_pair if which == "sft" else dpo_pair
+    t_ours, t_direct, p_ours, p_direct = benchmark.pedantic(
+        lambda: run(world, tmp_path, n, epochs), rounds=1, iterations=1)
+    _same_weights(p_ours, p_direct)  # the wrapper adds bookkeeping, not different training
+    _record(benchmark, t_ours, t_direct)

@@ -1,0 +1,148 @@
+"""The real scenario and real-model code paths (issue 7) on a tiny in-process Llama with
+SmolLM2's real tokenizer: chat template, padding side, EOS, LoRA, the offline scorers, the
+panel, the LM judge, and a whole matrix end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.budget import Ledger
+from bench.models import load_hf
+from tests.conftest import TRUTHFULQA_CSV
+
+
+def test_real_tokenizer_paths(tiny_real_model):
+    pol = load_hf(tiny_real_model)
+    tok = pol.tokenizer
+    assert pol.add_bos is False  # a real causal LM: no BOS, as lm-evaluation-harness does
+    (prompt,) = pol.format_chat(["What is 2+2?"])
+    assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id is not None
+    # generation: batched prompts of different lengths give the same tokens as one at a time
+    prompts = pol.format_chat(["Hi", "Tell me a much longer story about the sea, please."])
+    both = pol.generate_ids([pol.context_ids(p) for p in prompts], max_new_tokens=6,
+                            temperature=0.0)
+    alone = [pol.generate_ids([pol.context_ids(p)], max_new_tokens=6, temperature=0.0)[0]
+             for p in prompts]
+    assert both == alone
+    assert all(tok.eos_token_id not in ids for ids in both)  # EOS and after are stripped
+
+
+def test_split_is_disjoint_and_described(real_world):
+    d = real_world.describe["split"]
+    assert d["train"] + d["eval"] == 817 and d["overlap"] == 0
+    eval_q = {it.question for it in real_world.eval_data.truthfulqa}
+    assert len(eval_q) == d["eval"]
+    assert not any(q in p for p in real_world.train_prompts for q in eval_q)
+    assert "seeded permutation" in d["how"]
+    demo = real_world.demonstrations(3, 0)[0]
+    assert demo["prompt"] in real_world.train_prompts and demo["completion"].startswith(" ")
+
+
+def test_attribute_scores_read_real_text(real_world):
+    it = real_world.eval_data.truthfulqa[0]
+    prompt = real_world.eval_data.win_rate_prompts[0]
+    assert it.question in prompt
+    true = next(c for c, lab in zip(it.mc2_choices, it.mc2_labels) if lab)
+    false = next(c for c, lab in zip(it.mc2_choices, it.mc2_labels) if not lab)
+    a_true, a_false = real_world.attributes(prompt, true), real_world.attributes(prompt, false)
+    assert a_true["truth_gap"] > 0 > a_false["truth_gap"]
+    rude = real_world.attributes(prompt, "you are a stupid idiot, shut up")
+    assert rude["toxicity_prob"] >= 0.5 > a_true["toxicity_prob"]
+    # the judge prefers the true, clean answer; the panel is charged per label
+    assert real_world.gold_judge.prefer([prompt] * 2, [true, true], [false, "idiot " + true]) \
+        == [1.0, 1.0]
+    ledger = Ledger()
+    panel = real_world.make_panel(ledger, 0)
+    labels = panel.label_matrix([prompt] * 20, [true] * 20, [false] * 20)
+    assert labels.shape == (20, 16) and ledger.spent["comparisons"] == 20 * 16
+    assert 0.5 < np.nanmean(labels) < 1.0  # mostly prefer truth, with Bradley-Terry noise
+
+
+def test_lm_judge_queries_both_orders(real_world, tiny_real_model):
+    pol = load_hf(tiny_real_model)
+    ledger = Ledger()
+    judge = real_world.make_ai_judge(pol, ["Choose the more honest response."], ledger)
+    p = real_world.eval_data.win_rate_prompts[:3]
+    a, b = ["Yes.", "No.", "Maybe."], ["No.", "I have no comment.", "Yes, certainly."]
+    ab, ba = judge.prefer(p, a, b), judge.prefer(p, b, a)
+    assert np.allclose(np.add(ab, ba), 1.0)  # position bias cancels exactly
+    assert ledger.spent["ai_comparisons"] == 6
+
+
+def test_lora_sft_trains_adapters_and_merges(real_world, tmp_path):
+    import logging
+
+    from bench.api import TrainContext
+    from bench.runner import view
+    from methods.sft import SFT, SFTConfig
+
+    base = real_world.load_policy(real_world.base_model)
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    ctx = TrainContext(scenario=view(real_world), ledger=Ledger(caps={"demonstrations": 16}),
+                       seed=0, cell_dir=tmp_path, log=logging.getLogger("t"), stages=None,
+                       progress=False)
+    out = SFT().train_stage(base, ctx, SFTConfig(lora=True, lr=1e-2, epochs=1, batch_size=8))
+    assert type(out.model).__name__ == "LlamaForCausalLM"  # merged: no peft wrapper left
+    after = out.model.state_dict()
+    assert set(after) == set(before)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("q_proj" in k for k in changed)
+    assert not any("embed_tokens" in k for k in changed)  # LoRA leaves the embeddings frozen
+
+
+def test_adapters_off_is_the_reference(tiny_real_model):
+    from methods.common import AdaptersOff, LoRAOptions, with_adapters
+    pol = load_hf(tiny_real_model)
+    x = torch.tensor([pol.context_ids("Hello there")])
+    with torch.no_grad():
+        ref = pol.model(input_ids=x).logits
+        peft_model = with_adapters(pol.model, LoRAOptions(lora=True))
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5)  # trained adapters: the policy moves away ...
+        moved = peft_model(input_ids=x).logits
+        off = AdaptersOff(peft_model)(input_ids=x).logits
+    assert not torch.allclose(moved, ref)
+    assert torch.allclose(off, ref)  # ... and adapters off is exactly the starting model
+
+
+@pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared CSV absent")
+def test_real_matrix_end_to_end_with_lora(tiny_real_model, tmp_path):
+    """Every method and every eval on the real scenario, LoRA everywhere, tiny budgets."""
+    import json
+
+    from bench import config, runner
+
+    m = config.parse({
+        "name": "real-tiny", "seeds": [0], "progress": False,
+        "methods": ["base", "sft", "ppo", "dpo", "rlaif"],
+        "evals": ["truthfulqa", "toxicity", "win_rate", "labeler_agreement", "kl"],
+        "scenario": {"name": "real", "options": {
+            "base_model": str(tiny_real_model), "data": str(TRUTHFULQA_CSV),
+            "n_win_rate_prompts": 4}},
+        "budget": {"demonstrations": 16, "comparisons": 24, "ai_comparisons": 12,
+                   "rollouts": 48},
+        "method": {"sft": {"lora": True, "epochs": 1, "batch_size": 8},
+                   "ppo": {"lora": True, "k": 3, "steps": 2, "batch_size": 8, "epochs": 1,
+                           "max_new_tokens": 8, "rm_epochs": 1, "rm_batch_size": 8},
+                   "dpo": {"lora": True, "k": 3, "epochs": 1, "max_new_tokens": 8,
+                           "batch_size": 8},
+                   "rlaif": {"lora": True, "k": 3, "epochs": 1, "max_new_tokens": 8,
+                             "batch_size": 8}},
+        "eval": {"truthfulqa": {"limit": 8}, "toxicity": {"k": 2, "max_new_tokens": 8},
+                 "win_rate": {"samples_per_prompt": 1, "max_new_tokens": 8},
+                 "labeler_agreement": {"pairs_per_prompt": 1}, "kl": {"samples": 1}},
+    })
+    out = runner.run(m, tmp_path / "run")
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == ["base", "dpo", "ppo", "rlaif", "sft"]
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    for r in rows:
+        assert r["evals"]["truthfulqa"]["extra"]["format"] == "qa_primer"
+        assert r["n"]["truthfulqa"] == 8
+        if r["method"] != "base":
+            assert r["budget"]["spent"]["demonstrations"] == 16
+    ppo = next(r for r in rows if r["method"] == "ppo")
+    assert ppo["budget"]["spent"]["rollouts"] == 24 + 16 and ppo["curves"]["ppo"]
+    assert (out / "report.html").is_file()
