@@ -441,8 +441,9 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     device = input_ids.device
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
+    # logits_to_keep=1: only the last position's logits are ever read
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                cache=cache, use_cache=True)
+                cache=cache, use_cache=True, logits_to_keep=1)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     new = []
     next_pos = position_ids[:, -1:] + 1
@@ -465,6 +466,6 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
         out = model(input_ids=tok[:, None], attention_mask=attention_mask,
-                    position_ids=next_pos, cache=cache, use_cache=True)
+                    position_ids=next_pos, cache=cache, use_cache=True, logits_to_keep=1)
         next_pos = next_pos + 1
     return torch.stack(new, 1) if new else input_ids.new_zeros((b, 0))

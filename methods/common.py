@@ -57,7 +57,8 @@ class LoRAOptions(MethodConfig):
     lora_r: int = Field(16, ge=1, description="adapter rank")
     lora_alpha: int = Field(32, ge=1, description="adapter scale numerator (alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
-    lora_target: str = Field("all-linear", description="peft target_modules")
+    lora_target: str | list[str] = Field("all-linear", description="peft target_modules: "
+                                         "module names, a regex, or 'all-linear'")
 
 
 def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):

@@ -177,8 +177,11 @@ def make_batch(prompt: torch.Tensor, pattn: torch.Tensor, resp: torch.Tensor, pa
 def token_logprobs(model, batch: Batch, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities and entropies of the response tokens, logits divided by the sampling
     temperature so they describe the distribution that was sampled (N+)."""
-    logits = model(input_ids=batch.ids, attention_mask=batch.attn, position_ids=batch.pos).logits
-    logits = logits[:, batch.p_len - 1:-1].float() / temperature
+    n_resp = batch.ids.shape[1] - batch.p_len
+    # only the positions that predict response tokens go through the output projection
+    logits = model(input_ids=batch.ids, attention_mask=batch.attn, position_ids=batch.pos,
+                   logits_to_keep=n_resp + 1).logits
+    logits = logits[:, :-1].float() / temperature
     logp_all = torch.log_softmax(logits, -1)
     logp = logp_all.gather(-1, batch.ids[:, batch.p_len:, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -198,6 +201,14 @@ def token_values(value_model, batch: Batch) -> torch.Tensor:
 # --------------------------------------------------------------------------- the loop
 
 
+def has_dropout(model) -> bool:
+    """Whether train mode is stochastic (dropout layers, attention dropout, LoRA dropout)."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and float(getattr(cfg, "attention_dropout", 0) or 0) > 0:
+        return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
 def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[str], list[str]],
              list[float]], prompts: list[str], cfg: PPOConfig, ledger: Ledger, *, seed: int,
              steps: int, on_step: Callable[[int, list[str], list[str], dict], None] | None = None,
@@ -215,6 +226,8 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
     gen = torch.Generator().manual_seed(seed)
     ref_model.eval()
+    reuse_first_pass = cfg.minibatches == 1 and not has_dropout(model) and \
+        not has_dropout(value_model)
     history = []
     it = tqdm(range(steps), desc="ppo", disable=not progress, leave=False)
     for step in it:
@@ -236,9 +249,19 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
             score = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
             proxy = score.clone()
             score = score - cfg.missing_eos_penalty * (~b.ended).float()
-            old_logp, _ = token_logprobs(model, b, cfg.temperature)
             ref_logp, _ = token_logprobs(ref_model, b, cfg.temperature)
-            old_v = token_values(value_model, b)
+        if reuse_first_pass:
+            # One minibatch and no dropout: the first update's forward pass *is* the rollout
+            # policy's and value's forward on this batch, so its detached outputs serve as the
+            # old log-probs and values (two forward passes fewer per step, same numbers).
+            model.train()
+            first = token_logprobs(model, b, cfg.temperature), token_values(value_model, b)
+            old_logp, old_v = first[0][0].detach(), first[1].detach()
+        else:
+            with torch.no_grad():
+                old_logp, _ = token_logprobs(model, b, cfg.temperature)
+                old_v = token_values(value_model, b)
+        with torch.no_grad():
             kl_coef = kl_ctl.value
             rewards = kl_penalized_rewards(score, old_logp, ref_logp, b.mask, kl_coef)
             if cfg.whiten_rewards:
@@ -251,14 +274,19 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
         n_updates = 0
         rng = np.random.default_rng(seed * 7 + step)
         mb = max(1, len(batch_prompts) // cfg.minibatches)
-        for _ in range(cfg.epochs):
-            order = rng.permutation(len(batch_prompts))
+        for epoch in range(cfg.epochs):
+            # a single minibatch's loss is a mean over the whole batch: order is irrelevant
+            order = rng.permutation(len(batch_prompts)) if mb < len(batch_prompts) else \
+                np.arange(len(batch_prompts))
             for s in range(0, len(order), mb):
                 i = torch.tensor(order[s:s + mb], device=dev)
                 sub = Batch(b.ids[i], b.attn[i], b.pos[i], b.mask[i], b.ended[i], b.p_len)
-                logp, ent = token_logprobs(model, sub, cfg.temperature)
+                if reuse_first_pass and epoch == 0:
+                    (logp, ent), v = first
+                else:
+                    logp, ent = token_logprobs(model, sub, cfg.temperature)
+                    v = token_values(value_model, sub)
                 pl, cf = policy_loss(logp, old_logp[i], adv[i], sub.mask, cfg.clip)
-                v = token_values(value_model, sub)
                 vl = value_loss(v, old_v[i], returns[i], sub.mask, cfg.value_clip)
                 if not torch.isfinite(pl) or not torch.isfinite(vl):
                     raise NonFiniteError("ppo loss", step)

@@ -108,3 +108,27 @@ def test_kl_penalty_bounds_the_drift(tiny_world):
     held = _toy(tiny_world, kl_coef=2.0, steps=25)
     assert max(h["kl"] for h in held) < 0.5 * max(h["kl"] for h in free)
     assert held[-1]["kl"] < 1.5
+
+
+def test_first_pass_reuse_equals_separate_rollout_forward(tiny_world, monkeypatch):
+    """The speed path (old log-probs and values taken from the first update's forward pass)
+    against the plain one (a separate no-grad forward): same training, to float noise."""
+    fast = _toy(tiny_world, kl_coef=0.1, steps=4)
+    monkeypatch.setattr(P, "has_dropout", lambda model: True)  # forces the plain path
+    plain = _toy(tiny_world, kl_coef=0.1, steps=4)
+    for a, b in zip(fast, plain):
+        for k in ("proxy_reward", "kl", "pg_loss", "value_loss", "entropy"):
+            assert a[k] == pytest.approx(b[k], abs=1e-4), k
+
+
+def test_has_dropout_sees_lora_and_attention_dropout():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from methods.common import LoRAOptions, with_adapters
+    cfg = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2)
+    assert not P.has_dropout(LlamaForCausalLM(cfg))
+    assert P.has_dropout(LlamaForCausalLM(LlamaConfig(**{**cfg.to_dict(),
+                                                         "attention_dropout": 0.1})))
+    assert P.has_dropout(with_adapters(LlamaForCausalLM(cfg),
+                                       LoRAOptions(lora=True, lora_target=["q_proj"])))
