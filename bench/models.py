@@ -378,8 +378,9 @@ class PackedRow:
             ids += c[:-1]
             positions += range(offset + s, offset + s + len(c) - 1)
             spans.append((o, len(ids)))
-            # token 0 is predicted by the context's last position, token j by input j-1
-            targets.append(([s - 1] + list(range(o, o + len(c) - 1)), list(c)))
+            # token 0 is predicted by the context's last position, token j by input j-1; an
+            # empty continuation (a response that ended at once) has log-probability 0
+            targets.append(([s - 1] + list(range(o, o + len(c) - 1)) if c else [], list(c)))
         n = len(ids)
         mask = torch.ones(n, n, dtype=torch.bool).tril()
         for o, e in spans:  # a continuation sees the context and itself, not its siblings

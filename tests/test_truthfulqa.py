@@ -87,6 +87,7 @@ def test_shared_prefix_scoring_equals_plain_on_primer_contexts(tiny_world, tiny_
     pairs_text = [(primer + " " + it.question, " " + ch) for it in items
                   for ch in dict.fromkeys(it.mc1_choices + it.mc2_choices)]
     pairs_text.append((primer + " " + items[0].question, " ."))  # one-token continuation
+    pairs_text.append((primer + " " + items[1].question, ""))  # empty: a response that ended
     pairs = [tiny_policy.split_pair(c, x) for c, x in pairs_text]
     tiny_policy.batch_size = 7  # several chunks, ragged
     try:
