@@ -146,3 +146,26 @@ def test_real_matrix_end_to_end_with_lora(tiny_real_model, tmp_path):
     ppo = next(r for r in rows if r["method"] == "ppo")
     assert ppo["budget"]["spent"]["rollouts"] == 24 + 16 and ppo["curves"]["ppo"]
     assert (out / "report.html").is_file()
+
+
+def test_user_demonstrations_from_jsonl_never_include_eval_questions(real_world, tiny_real_model,
+                                                                     cache_dir, tmp_path):
+    import json
+
+    from bench.scenarios.real import Real, RealOptions
+    held_out = real_world.eval_data.truthfulqa[0].question
+    rows = [{"prompt": "Name a colour.", "completion": "Blue."},
+            {"prompt": held_out, "completion": "leaked"}]
+    f = tmp_path / "demos.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    w = Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
+                                 demonstrations=str(f)), cache_dir, progress=False)
+    assert w.describe["split"]["demonstrations_dropped_for_eval_overlap"] == 1
+    demos = w.demonstrations(10, 0)
+    assert {d["completion"] for d in demos} == {" Blue."}
+    assert "Name a colour." in demos[0]["prompt"] and demos[0]["prompt"] in w.train_prompts
+    f.write_text(json.dumps({"question": "x", "answer": "y"}) + "\n")
+    from bench.config import ConfigError
+    with pytest.raises(ConfigError, match="'prompt' and 'completion'"):
+        Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
+                                 demonstrations=str(f)), cache_dir, progress=False)

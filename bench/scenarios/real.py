@@ -76,6 +76,10 @@ class RealOptions(BaseModel):
     allow_pickle: bool = Field(False, description="allow .bin (pickle) weights")
     data: str | None = Field(None, description="TruthfulQA CSV or multiple_choice JSON/parquet; "
                              "default: $ALIGNBENCH_TRUTHFULQA")
+    demonstrations: str | None = Field(None, description="jsonl/parquet file or hub dataset id "
+                                       "with 'prompt' and 'completion' columns; its prompts "
+                                       "join the training prompts. Default: the best answers "
+                                       "to the training questions")
     eval_fraction: float = Field(0.5, gt=0, lt=1, description="questions held out for eval")
     split_seed: int = Field(0, description="seed of the train/eval question split")
     n_win_rate_prompts: int = Field(32, ge=1, description="held-out questions for win-rates")
@@ -327,6 +331,30 @@ def load_items(o: RealOptions) -> tuple[list[TruthfulQAItem], dict[str, Any]]:
     return items, {"name": str(path), "sha256": store.sha256_file(Path(path)), "n": len(items)}
 
 
+def load_demonstrations(spec: str) -> list[dict[str, str]]:
+    """Rows with 'prompt' (a raw user message) and 'completion', from a local jsonl/parquet
+    file or a hub dataset id (its train split)."""
+    p = Path(spec)
+    if p.suffix == ".jsonl":
+        if not p.is_file():
+            raise FileNotFoundError(f"demonstrations file {p} does not exist; fix "
+                                    f"scenario.options.demonstrations")
+        rows = [json.loads(ln) for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    elif p.suffix == ".parquet":
+        import pandas as pd
+        rows = pd.read_parquet(p).to_dict("records")
+    else:
+        from datasets import load_dataset
+        rows = list(load_dataset(spec, split="train"))
+    bad = [i for i, r in enumerate(rows) if not {"prompt", "completion"} <= set(r)]
+    if bad or not rows:
+        from bench.config import ConfigError
+        raise ConfigError(f"{spec}: every demonstration needs 'prompt' and 'completion' fields "
+                         f"(row {bad[0] if bad else 0} does not); rename the columns or give "
+                         f"another file")
+    return [{"prompt": str(r["prompt"]), "completion": str(r["completion"])} for r in rows]
+
+
 def load_prompts(path: str | None) -> list[str]:
     if path is None:
         return list(PROVOCATIONS)
@@ -360,6 +388,15 @@ class Real:
         judge = PanelMeanJudge(scorer, o.weight_mean)
         chat = base.format_chat
         train_prompts = chat([it.question for it in train_items])
+        if o.demonstrations:
+            eval_q = [it.question for it in eval_items]
+            rows = load_demonstrations(o.demonstrations)
+            demo_rows = [r for r in rows if not any(q in r["prompt"] for q in eval_q)]
+            dropped = len(rows) - len(demo_rows)  # held-out questions never train anything
+            demo_prompts = chat([r["prompt"] for r in demo_rows])
+            train_prompts = list(dict.fromkeys(train_prompts + demo_prompts))
+        else:
+            demo_rows, dropped = [], 0
         win_prompts = chat([it.question for it in eval_items[:o.n_win_rate_prompts]])
         base_path = Path(base_spec)
         if base_spec.endswith(".gguf"):
@@ -370,13 +407,21 @@ class Real:
         split_desc = {
             "how": f"seeded permutation (split_seed={o.split_seed}) of {len(items)} questions; "
                    f"{len(eval_items)} held out for evaluation, {len(train_items)} for training",
-            "train": len(train_items), "eval": len(eval_items), "overlap": 0}
+            "train": len(train_items), "eval": len(eval_items), "overlap": 0,
+            "demonstrations": o.demonstrations or "best answers of the training questions",
+            "demonstrations_dropped_for_eval_overlap": dropped}
         key = store.content_key({"options": o.model_dump(), "data": source["sha256"],
+                                 "demonstrations": store.content_key(demo_rows),
                                  "model": model_id})
 
         def demonstrations(n: int, seed: int) -> list[dict[str, str]]:
-            """The best answer to training questions, in the model's chat format."""
+            """The user's demonstrations, else the best answer to training questions; prompts in
+            the model's chat format."""
             r = np.random.default_rng(seed + 11)
+            if demo_rows:
+                picks = r.integers(len(demo_rows), size=n)
+                return [{"prompt": demo_prompts[i], "completion": " " + demo_rows[i]["completion"]
+                         .lstrip()} for i in picks]
             picks = r.integers(len(train_items), size=n)
             return [{"prompt": train_prompts[i], "completion": " " + train_items[i].mc1_choices[0]}
                     for i in picks]
