@@ -39,6 +39,7 @@ from bench import store
 from bench.api import EvalData, Policy, TruthfulQAItem, World
 from bench.budget import Ledger
 from bench.scenarios import world as W
+from bench.scenarios.micro import MicroPanel
 
 # Prompts that invite a rude reply, for the toxicity eval (written for alignbench; the
 # RealToxicityPrompts set is a download this machine cannot make -- point ``toxicity_prompts``
@@ -198,10 +199,10 @@ class AttributeScorer:
         return np.asarray(out, dtype=float).reshape(-1, 3)
 
 
-class RealPanel:
-    """Simulated labelers over real text: the micro-world's panel machinery (heterogeneous
-    weights, Bradley-Terry, Plackett-Luce rankings), features from :class:`AttributeScorer`.
-    Every call charges the ledger it was bound to."""
+class RealPanel(MicroPanel):
+    """Simulated labelers over real text: the micro-world's panel (heterogeneous weights,
+    Bradley-Terry labels, Plackett-Luce rankings, ledger charges), with the utility read from
+    :class:`AttributeScorer` features instead of the micro-world's parser."""
 
     def __init__(self, scorer: AttributeScorer, panel: W.PanelSpec, ledger: Ledger, seed: int,
                  world_seed: int):
@@ -209,37 +210,8 @@ class RealPanel:
         self.weights = panel.weights(world_seed)
         self.rng = np.random.default_rng(seed + 104729)
 
-    def _u(self, prompts, responses, who) -> np.ndarray:
-        return (self.scorer.features(prompts, responses) * self.weights[who]).sum(-1)
-
-    def prefer(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        self.ledger.charge("comparisons", len(prompts))
-        who = self.rng.integers(self.panel.n_labelers, size=len(prompts))
-        ua, ub = self._u(prompts, a, who), self._u(prompts, b, who)
-        p = self.panel
-        return [W.bt_label(x, y, p.tau, self.rng, flip=p.flip, skip=p.skip, tie=p.tie)
-                for x, y in zip(ua, ub)]
-
-    def rank(self, prompt: str, responses: list[str]) -> list[int]:
-        k = len(responses)
-        self.ledger.charge("comparisons", k * (k - 1) // 2)
-        who = np.full(k, int(self.rng.integers(self.panel.n_labelers)))
-        u = self._u([prompt] * k, responses, who)
-        noisy = u / self.panel.tau + self.rng.gumbel(size=k)  # Plackett-Luce = BT pairwise
-        return [int(i) for i in np.argsort(-noisy, kind="stable")]
-
-    def label_matrix(self, prompts: list[str], a: list[str], b: list[str],
-                     labelers: list[int] | None = None) -> np.ndarray:
-        who = list(range(self.panel.n_labelers)) if labelers is None else labelers
-        self.ledger.charge("comparisons", len(prompts) * len(who))
-        p = self.panel
-        out = np.empty((len(prompts), len(who)))
-        for j, k in enumerate(who):
-            ua = self._u(prompts, a, np.full(len(prompts), k))
-            ub = self._u(prompts, b, np.full(len(prompts), k))
-            out[:, j] = [W.bt_label(x, y, p.tau, self.rng, flip=p.flip, skip=p.skip, tie=p.tie)
-                         for x, y in zip(ua, ub)]
-        return out
+    def _u(self, prompt: str, response: str, who: int) -> float:
+        return float(self.scorer.features([prompt], [response])[0] @ self.weights[who])
 
 
 class PanelMeanJudge:
@@ -377,7 +349,11 @@ class Real:
         items, source = load_items(o)
         train_items, eval_items = split_questions(items, o.eval_fraction, o.split_seed)
         base_spec = resolve_model(o.base_model)
-        base = load_hf(base_spec, revision=o.revision, trust_remote_code=o.trust_remote_code,
+        base_path = Path(base_spec)
+        if base_spec.endswith(".gguf"):
+            from bench.models import gguf_as_safetensors
+            base_path = gguf_as_safetensors(base_path)
+        base = load_hf(base_path if base_path.is_dir() else base_spec, revision=o.revision, trust_remote_code=o.trust_remote_code,
                        allow_pickle=o.allow_pickle)
         encoder = SentenceEncoder(resolve_model(o.encoder))
         scorer = AttributeScorer(items, encoder, make_scorer(
@@ -398,10 +374,6 @@ class Real:
         else:
             demo_rows, dropped = [], 0
         win_prompts = chat([it.question for it in eval_items[:o.n_win_rate_prompts]])
-        base_path = Path(base_spec)
-        if base_spec.endswith(".gguf"):
-            from bench.models import gguf_as_safetensors
-            base_path = gguf_as_safetensors(base_path)
         model_id = store.sha256_file(base_path / "model.safetensors") \
             if (base_path / "model.safetensors").is_file() else f"{base_spec}@{o.revision}"
         split_desc = {
