@@ -44,7 +44,7 @@ class MicroOptions(BaseModel):
     layers: int = 2
     heads: int = 4
     ffn: int = 512
-    pretrain_epochs: float = 5.0
+    pretrain_epochs: float = 8.0
     batch_size: int = 32
     lr: float = 1e-3
     panel_size: int = 16
