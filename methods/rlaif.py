@@ -32,6 +32,8 @@ class RLAIFConfig(DPOConfig):
     optimizer: Literal["dpo", "ppo"] = Field("dpo", description="what trains on the AI labels")
     ppo_steps: int = Field(40, description="PPO iterations per round when optimizer = 'ppo'")
     kl_coef: float = Field(0.05, description="KL coefficient when optimizer = 'ppo'")
+    min_margin: float = Field(0.1, ge=0, lt=0.5, description="train only on pairs the judge "
+                              "prefers by more than this: |P(a) - 0.5| > min_margin")
 
 
 class RLAIF:
@@ -52,6 +54,18 @@ class RLAIF:
                                  ctx.ledger, seed=ctx.seed * 1000 + rnd + 17,
                                  temperature=config.label_temperature,
                                  max_new_tokens=config.max_new_tokens)
+            # A hard label turns a judge's 0.46 into a certain preference: a faint bias the
+            # judge has on every pair (in the micro-world, for one answer register) would
+            # become the strongest signal DPO sees. Pairs the judge barely separates in both
+            # orders are dropped; they were labeled, so the budget still counts them.
+            judged = len(pairs)
+            pairs = [p for p in pairs if abs(p["p_judge"] - 0.5) > config.min_margin]
+            ctx.log.info("rlaif round %d: %d judged pairs, %d past min_margin=%g", rnd, judged,
+                         len(pairs), config.min_margin)
+            if not pairs:
+                raise ValueError(f"rlaif round {rnd}: no judged pair passed min_margin="
+                                 f"{config.min_margin}; lower min_margin or raise "
+                                 "ai_comparisons")
             all_pairs += pairs
             if config.optimizer == "dpo":
                 dpo_train(policy, sft, pairs, ctx, config, stage=f"rlaif_dpo_{rnd}",

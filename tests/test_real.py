@@ -129,7 +129,7 @@ def test_real_matrix_end_to_end_with_lora(tiny_real_model, tmp_path):
                    "dpo": {"lora": True, "k": 3, "epochs": 1, "max_new_tokens": 8,
                            "batch_size": 8},
                    "rlaif": {"lora": True, "k": 3, "epochs": 1, "max_new_tokens": 8,
-                             "batch_size": 8}},
+                             "batch_size": 8, "min_margin": 0.0}},
         "eval": {"truthfulqa": {"limit": 8}, "toxicity": {"k": 2, "max_new_tokens": 8},
                  "win_rate": {"samples_per_prompt": 1, "max_new_tokens": 8},
                  "labeler_agreement": {"pairs_per_prompt": 1}, "kl": {"samples": 1}},
