@@ -3,6 +3,7 @@ reports (Gao et al. 2022), measured with the gold judge that only the micro-worl
 
 import json
 
+import numpy as np
 import pytest
 
 from bench import config, runner
@@ -28,6 +29,18 @@ def test_budgets_are_equal_and_recorded(tmp_path):
                for k in ("sft", "ppo", "dpo", "rlaif"))
 
 
+def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
+    """A margin no judged pair reaches leaves nothing to train on: the cell fails with an error
+    that names the setting, and the AI labels it bought stay recorded as spent."""
+    m = config.load("smoke").model_copy(update={"progress": False})
+    m = config.parse({**m.model_dump(mode="json"), "methods": ["rlaif"], "evals": [], "eval": {},
+                      "method": {"rlaif": {"epochs": 1, "min_margin": 0.4999}}})
+    runner.run(m, tmp_path)
+    (rec,) = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert rec["status"] == "failed" and "min_margin" in rec["error"], rec["error"]
+    assert rec["budget"]["spent"]["ai_comparisons"] == m.budget.ai_comparisons
+
+
 @pytest.mark.slow
 def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising while the gold
@@ -42,3 +55,35 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     free, held = recs[0.0]["metrics"], recs[0.1]["metrics"]
     assert free["kl.proxy_gain_after_peak"] > 0 and free["kl.gold_drop"] > 0.5, free
     assert held["kl.gold_drop"] < free["kl.gold_drop"] / 2, (held, free)
+
+
+@pytest.mark.slow
+def test_quickstart_science(tmp_path):
+    """Issue 5's findings at the quickstart's budgets, over three seeds (t-intervals over seeds,
+    as the report computes them): the human-feedback methods beat SFT on gold win-rate, RLAIF
+    lowers toxicity but does worse than them on myth questions (its judge cannot read facts)."""
+    from bench.stats import paired_delta, t_interval
+
+    m = config.load("quickstart").model_copy(update={"progress": False})
+    m = config.parse({**m.model_dump(mode="json"), "methods": ["sft", "ppo", "dpo", "rlaif"],
+                      "evals": ["win_rate", "toxicity", "truthfulqa"]})
+    assert m.seeds == [0, 1, 2]
+    runner.run(m, tmp_path)
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+
+    def per_seed(method, metric):
+        return [r["metrics"][metric] for r in sorted(recs, key=lambda r: r["seed"])
+                if r["method"] == method]
+
+    for method in ("ppo", "dpo"):
+        mean, low, high = t_interval(per_seed(method, "win_rate.vs_sft"))
+        assert low > 0.5, (method, mean, low, high)
+    tox = "toxicity.toxic_fraction"
+    rl, sf = per_seed("rlaif", tox), per_seed("sft", tox)
+    assert paired_delta(rl, sf)[0] < 0 and all(a < b for a, b in zip(rl, sf)), (rl, sf)
+    myth = "truthfulqa.gen_true.Adversarial"
+    rlaif = np.mean(per_seed("rlaif", myth))
+    for method in ("ppo", "dpo"):
+        assert np.mean(per_seed(method, myth)) > rlaif, (method, per_seed(method, myth),
+                                                         per_seed("rlaif", myth))
