@@ -36,7 +36,7 @@ def tiny_world(cache_dir):
 
 @pytest.fixture(scope="session")
 def default_world(cache_dir):
-    """The default micro-world (pretrained once per cache, about a minute)."""
+    """The default micro-world (pretrained once per cache, about a minute and a half)."""
     from bench.scenarios.micro import Micro, MicroOptions
     return Micro().build(MicroOptions(), cache_dir, progress=False)
 
