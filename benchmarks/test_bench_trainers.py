@@ -40,7 +40,7 @@ def _time(fn) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def sft_pair(world, tmp_path, n_demos: int, epochs: float):
+def sft_pair(world, tmp_path, n_demos: int, epochs: float, repeats: int = 2):
     """(alignbench seconds, direct seconds, alignbench loss, direct loss)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -68,10 +68,10 @@ def sft_pair(world, tmp_path, n_demos: int, epochs: float):
         tr.train()
         return pol
 
-    return _interleaved(ours, direct)
+    return _interleaved(ours, direct, repeats)
 
 
-def dpo_pair(world, tmp_path, n_pairs: int, epochs: float):
+def dpo_pair(world, tmp_path, n_pairs: int, epochs: float, repeats: int = 2):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -97,7 +97,7 @@ def dpo_pair(world, tmp_path, n_pairs: int, epochs: float):
         tr.train()
         return pol
 
-    return _interleaved(ours, direct)
+    return _interleaved(ours, direct, repeats)
 
 
 def _interleaved(ours, direct, repeats: int = 2):
@@ -132,4 +132,43 @@ def test_trainer_overhead_micro(benchmark, which, tiny_world, default_world, tmp
     t_ours, t_direct, p_ours, p_direct = benchmark.pedantic(
         lambda: run(world, tmp_path, n, epochs), rounds=1, iterations=1)
     _same_weights(p_ours, p_direct)  # the wrapper adds bookkeeping, not different training
+    _record(benchmark, t_ours, t_direct)
+
+
+@pytest.fixture(scope="module")
+def smollm2_world():
+    """What the trainers need of a world, on SmolLM2-135M-Instruct (the offline GGUF, as
+    float32 safetensors): its chat-formatted TruthfulQA questions with their best answers as
+    demonstrations, the way the real scenario builds them."""
+    from types import SimpleNamespace
+
+    from bench.assets import fetch
+    from bench.models import gguf_as_safetensors, load_hf
+    from evals.truthfulqa import load_csv
+    from tests.conftest import TRUTHFULQA_CSV
+
+    if not TRUTHFULQA_CSV.is_file():
+        pytest.skip("shared TruthfulQA CSV absent")
+    path = gguf_as_safetensors(fetch("smollm2"))
+    pol = load_hf(path)
+    items = load_csv(TRUTHFULQA_CSV)
+    prompts = pol.format_chat([it.question for it in items])
+
+    def demonstrations(n: int, seed: int) -> list[dict[str, str]]:
+        return [{"prompt": prompts[i], "completion": " " + items[i].mc1_choices[0]}
+                for i in range(n)]
+
+    return SimpleNamespace(base_model=path, load_policy=load_hf, demonstrations=demonstrations,
+                           train_prompts=prompts, make_panel=None, make_ai_judge=None,
+                           describe={})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["sft", "dpo"])
+def test_trainer_overhead_smollm2(benchmark, which, smollm2_world, tmp_path):
+    n, repeats = (64, 2) if benchmark.enabled else (4, 1)  # quick mode: equal weights only
+    run = sft_pair if which == "sft" else dpo_pair
+    t_ours, t_direct, p_ours, p_direct = benchmark.pedantic(
+        lambda: run(smollm2_world, tmp_path, n, 1.0, repeats), rounds=1, iterations=1)
+    _same_weights(p_ours, p_direct)
     _record(benchmark, t_ours, t_direct)

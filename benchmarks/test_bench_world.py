@@ -23,8 +23,16 @@ def test_w6_cached_rebuild(benchmark, default_world, cache_dir):
 
 @pytest.mark.slow
 def test_w6_build_from_empty_cache(benchmark, tmp_path_factory):
+    """Measured on the default world; the normal suite builds the tiny one (the default takes
+    a minute and a half, and only its duration is the target)."""
+    from tests.conftest import TINY_WORLD
+
+    options = MicroOptions() if benchmark.enabled else MicroOptions(**TINY_WORLD)
+
     def build():
-        return Micro().build(MicroOptions(), tmp_path_factory.mktemp("w6"), progress=False)
+        return Micro().build(options, tmp_path_factory.mktemp("w6"), progress=False)
     world = benchmark.pedantic(build, rounds=1, iterations=1)
-    assert world.describe["build_seconds"] <= 180, world.describe["build_seconds"]
+    assert (world.base_model / "model.safetensors").is_file()
+    if benchmark.enabled:
+        assert world.describe["build_seconds"] <= 180, world.describe["build_seconds"]
     _target(benchmark, 180.0)

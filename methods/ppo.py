@@ -184,7 +184,8 @@ def token_logprobs(model, batch: Batch, temperature: float) -> tuple[torch.Tenso
     logits = logits[:, :-1].float() / temperature
     logp_all = torch.log_softmax(logits, -1)
     logp = logp_all.gather(-1, batch.ids[:, batch.p_len:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    with torch.no_grad():  # a statistic, never a loss term here: no graph to record
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
 
 

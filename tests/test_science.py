@@ -44,17 +44,26 @@ def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
 @pytest.mark.slow
 def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising while the gold
-    reward falls from its peak. The default coefficient holds gold near its peak."""
+    reward falls from its peak. The default coefficient holds gold near its peak.
+
+    Two seeds, compared on their means: one PPO trajectory is chaotic (the same cell gave a gold
+    drop of 1.53 in a fresh process and 0.375 late in a long test session), so a single run is
+    too noisy an estimate of how far gold falls."""
     m = config.load("quickstart").model_copy(update={"progress": False})
     m = config.parse({**m.model_dump(mode="json"), "methods": ["ppo"], "evals": ["kl"], "eval": {},
-                      "seeds": [0], "budget": {**m.budget.model_dump(), "comparisons": 200},
+                      "seeds": [0, 1], "budget": {**m.budget.model_dump(), "comparisons": 200},
                       "sweep": {"ppo.kl_coef": [0.0, 0.1]}})
     runner.run(m, tmp_path)
-    recs = {r["method_config"]["kl_coef"]: r for r in
-            map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
-    free, held = recs[0.0]["metrics"], recs[0.1]["metrics"]
-    assert free["kl.proxy_gain_after_peak"] > 0 and free["kl.gold_drop"] > 0.5, free
-    assert held["kl.gold_drop"] < free["kl.gold_drop"] / 2, (held, free)
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+
+    def mean(kl_coef, metric):
+        return np.mean([r["metrics"][metric] for r in recs
+                        if r["method_config"]["kl_coef"] == kl_coef])
+
+    free_drop, held_drop = mean(0.0, "kl.gold_drop"), mean(0.1, "kl.gold_drop")
+    assert mean(0.0, "kl.proxy_gain_after_peak") > 0 and free_drop > 0.5, recs
+    assert held_drop < free_drop / 2, (held_drop, free_drop)
 
 
 @pytest.mark.slow
