@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import numpy as np
 
@@ -51,6 +52,9 @@ class WinRateOptions(EvalOptions):
     samples_per_prompt: int = Field(4, ge=1, description="method/reference pairs per prompt")
     temperature: float = Field(0.7, gt=0, description="sampling temperature of both sides")
     max_new_tokens: int = Field(24, ge=1, description="sample length limit")
+    references: list[Literal["sft", "base"]] = Field(
+        default_factory=lambda: ["sft", "base"], min_length=1,
+        description="which references to compare against (each costs one set of samples)")
 
 
 class WinRate:
@@ -80,6 +84,8 @@ class WinRate:
                                              "samples_per_prompt": n_samples,
                                              "temperature": temperature}, []
         for ref_name, ref in ctx.references.items():
+            if ref_name not in o.references:
+                continue
             theirs = ref.generate(flat, max_new_tokens=max_new, temperature=temperature,
                                   seed=ctx.seed + 202)
             pref = np.asarray(judge.prefer(flat, mine, theirs), dtype=float)

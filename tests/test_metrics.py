@@ -135,3 +135,23 @@ def test_paired_delta_is_the_t_interval_of_differences():
     assert d == stats.t_interval([1.0, 1.0, 2.0])
     with pytest.raises(ValueError):
         stats.paired_delta([1.0, 2.0], [1.0])
+
+
+def test_win_rate_compares_only_the_references_asked_for(tiny_world, tiny_policy):
+    from bench.api import EvalContext
+    from bench.budget import Ledger
+    from evals.win_rate import WinRate
+
+    def ctx(options):
+        return EvalContext(world=tiny_world, seed=0, method="x", artifacts={}, curves={},
+                           references={"sft": tiny_policy, "base": tiny_policy},
+                           options={"samples_per_prompt": 1, **options}, ledger=Ledger(),
+                           progress=False)
+
+    both = WinRate().evaluate(tiny_policy, ctx({}))
+    only = WinRate().evaluate(tiny_policy, ctx({"references": ["sft"]}))
+    assert set(both.metrics) == {"vs_sft", "vs_base", "lc_vs_sft", "lc_vs_base"}
+    assert set(only.metrics) == {"vs_sft", "lc_vs_sft"}
+    assert only.metrics["vs_sft"] == both.metrics["vs_sft"]  # same samples, same judge
+    with pytest.raises(Exception, match="references"):
+        WinRate.Options(references=["gold"])
