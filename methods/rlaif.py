@@ -5,7 +5,9 @@ The judge is a language model (by default the pretrained base model, as in Const
 feedback model) asked under each principle which of two answers is better, in both orders to
 cancel position bias. Its labels are charged to ``ai_comparisons``; human comparisons stay at
 zero. Samples are drawn and paired exactly as for the human-feedback methods (K per prompt, all
-pairs), so the two kinds of feedback differ only in who labels.
+pairs), so the two kinds of feedback differ only in who labels. Pairs the judge barely separates
+(``min_margin``) are paid for but not trained on, so that a judge's faint bias does not become a
+certain label.
 """
 
 from __future__ import annotations
