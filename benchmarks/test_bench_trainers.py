@@ -40,7 +40,7 @@ def _time(fn) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def sft_pair(world, tmp_path, n_demos: int, epochs: float, repeats: int = 2):
+def sft_pair(world, tmp_path, n_demos: int, epochs: float):
     """(alignbench seconds, direct seconds, alignbench loss, direct loss)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -68,10 +68,10 @@ def sft_pair(world, tmp_path, n_demos: int, epochs: float, repeats: int = 2):
         tr.train()
         return pol
 
-    return _interleaved(ours, direct, repeats)
+    return _interleaved(ours, direct)
 
 
-def dpo_pair(world, tmp_path, n_pairs: int, epochs: float, repeats: int = 2):
+def dpo_pair(world, tmp_path, n_pairs: int, epochs: float):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -97,7 +97,7 @@ def dpo_pair(world, tmp_path, n_pairs: int, epochs: float, repeats: int = 2):
         tr.train()
         return pol
 
-    return _interleaved(ours, direct, repeats)
+    return _interleaved(ours, direct)
 
 
 def _interleaved(ours, direct, repeats: int = 2):
@@ -168,9 +168,8 @@ def smollm2_world():
 def test_trainer_overhead_smollm2(benchmark, which, smollm2_world, tmp_path):
     if not benchmark.enabled:  # equal weights are the micro test's check; this one is timing
         pytest.skip("SmolLM2 trainer overhead is measured with --benchmark-enable -m slow")
-    n, repeats = 64, 2
     run = sft_pair if which == "sft" else dpo_pair
     t_ours, t_direct, p_ours, p_direct = benchmark.pedantic(
-        lambda: run(smollm2_world, tmp_path, n, 1.0, repeats), rounds=1, iterations=1)
+        lambda: run(smollm2_world, tmp_path, 64, 1.0), rounds=1, iterations=1)
     _same_weights(p_ours, p_direct)
     _record(benchmark, t_ours, t_direct)

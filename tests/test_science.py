@@ -9,14 +9,19 @@ import pytest
 from bench import config, runner
 
 
+def _run(tmp_path, m) -> list[dict]:
+    """Run a matrix and return its result records, every cell required to have finished."""
+    runner.run(m, tmp_path)
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    return recs
+
 
 def test_budgets_are_equal_and_recorded(tmp_path):
     """Every method gets the same budget; ppo's reward model and dpo spend the same human
     comparisons, rlaif spends AI comparisons instead; nothing exceeds its cap."""
     m = config.load("smoke").model_copy(update={"progress": False})
-    runner.run(m, tmp_path)
-    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    recs = _run(tmp_path, m)
     spent = {r["method"]: r["budget"]["spent"] for r in recs}
     for r in recs:
         for unit in ("demonstrations", "comparisons", "ai_comparisons", "rollouts"):
@@ -53,9 +58,7 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     m = config.parse({**m.model_dump(mode="json"), "methods": ["ppo"], "evals": ["kl"], "eval": {},
                       "seeds": [0, 1], "budget": {**m.budget.model_dump(), "comparisons": 200},
                       "sweep": {"ppo.kl_coef": [0.0, 0.1]}})
-    runner.run(m, tmp_path)
-    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    recs = _run(tmp_path, m)
 
     def mean(kl_coef, metric):
         return np.mean([r["metrics"][metric] for r in recs
@@ -79,9 +82,7 @@ def test_quickstart_science(tmp_path):
     m = config.parse({**dump, "methods": ["sft", "ppo", "dpo", "rlaif"],
                       "evals": ["win_rate", "toxicity", "truthfulqa"]})
     assert m.seeds == [0, 1, 2]
-    runner.run(m, tmp_path)
-    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    recs = _run(tmp_path, m)
 
     def per_seed(method, metric):
         return [r["metrics"][metric] for r in sorted(recs, key=lambda r: r["seed"])
