@@ -109,6 +109,7 @@ class Stages:
         self.root = cache_root() / "stages"
         self._base: HFPolicy | None = None
         self._mem: dict[str, Any] = {}
+        self._refs: dict[int, FrozenReference] = {}
 
     def base(self) -> HFPolicy:
         if self._base is None:
@@ -178,6 +179,12 @@ class Stages:
                            device=self.device)
         return self.sft(ctx)
 
+    def as_reference(self, policy: HFPolicy) -> FrozenReference:
+        """The one :class:`FrozenReference` of a cached, frozen policy (``base()``, ``sft()``)."""
+        if id(policy) not in self._refs:
+            self._refs[id(policy)] = FrozenReference(policy)
+        return self._refs[id(policy)]
+
     def cached_json(self, kind: str, key_parts: dict[str, Any], ledger: Ledger,
                     compute: Callable[[Ledger], Any]) -> Any:
         """Compute-once JSON stage (e.g. a labeled comparison set). ``compute`` gets a ledger
@@ -194,6 +201,29 @@ class Stages:
             store.atomic_write_json(path, rec)
         ledger.absorb(rec["spent"])
         return rec["data"]
+
+
+class FrozenReference:
+    """A reference policy that every cell of a matrix compares with (the base model, a seed's
+    SFT model) and that nothing trains. Sampling is seeded per call, so the same prompts, options
+    and seed give the same completions in every cell: they are drawn once per matrix process and
+    reused (the win-rate's reference side was about a third of an evaluated cell's time).
+    Everything else is the wrapped policy's."""
+
+    def __init__(self, policy: HFPolicy):
+        self.policy = policy
+        self._samples: dict[tuple, list[str]] = {}
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 seed: int = 0) -> list[str]:
+        key = (tuple(prompts), max_new_tokens, float(temperature), seed)
+        if key not in self._samples:
+            self._samples[key] = self.policy.generate(
+                prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        return list(self._samples[key])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
 
 
 def view(world: World) -> TrainView:
@@ -235,9 +265,10 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
         policy = method.train(stages.fresh_base() if cell.method != "base" else stages.base(),
                               ctx, cfg)
         train_budget = ledger.snapshot()
-        refs = {"base": stages.base()}
+        refs = {"base": stages.as_reference(stages.base())}
         if "sft" in m.methods or cell.method != "base":
-            refs["sft"] = stages.reference_sft(cell.seed, int(cell.budget.get("demonstrations") or 0))
+            refs["sft"] = stages.as_reference(stages.reference_sft(
+                cell.seed, int(cell.budget.get("demonstrations") or 0)))
         eval_ledger = Ledger()
         for name in m.evals:
             seed_everything(cell.seed + 1)

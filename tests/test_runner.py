@@ -185,3 +185,33 @@ def test_two_runners_on_one_folder(tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX)
         with pytest.raises(runner.OutputLocked, match="another alignbench run"):
             runner.run(config.parse(MATRIX), tmp_path)
+
+
+def test_reference_samples_are_drawn_once_and_change_no_score(tmp_path, tiny_policy):
+    """The frozen references' win-rate samples are reused across cells: the wrapper returns what
+    the policy itself samples, samples once per argument set, and a cell's win-rate is the same
+    whether the reference samples were drawn in its own cell or reused from an earlier one."""
+    calls = []
+    ref = runner.FrozenReference(tiny_policy)
+    real = tiny_policy.generate
+
+    def counting(*a, **kw):
+        calls.append(kw["seed"])
+        return real(*a, **kw)
+
+    ref.policy = type("P", (), {"generate": staticmethod(counting)})()
+    prompts = ["q a", "q b", "q c"]
+    first = ref.generate(prompts, max_new_tokens=6, temperature=0.7, seed=3)
+    assert first == real(prompts, max_new_tokens=6, temperature=0.7, seed=3)
+    first.append("caller's mutation")
+    assert ref.generate(prompts, max_new_tokens=6, temperature=0.7, seed=3) == first[:-1]
+    ref.generate(prompts, max_new_tokens=6, temperature=0.7, seed=4)
+    assert calls == [3, 4]
+
+    m = {**MATRIX, "methods": ["sft", "dpo"], "evals": ["win_rate"], "seeds": [0],
+         "eval": {"win_rate": {"samples_per_prompt": 2}}}
+    runner.run(config.parse(m), tmp_path / "both")  # dpo reuses the sft cell's reference samples
+    runner.run(config.parse({**m, "methods": ["dpo"]}), tmp_path / "alone")
+    both, alone = metrics_by_cell(tmp_path / "both"), metrics_by_cell(tmp_path / "alone")
+    assert both[("dpo", 0)] == alone[("dpo", 0)]
+    assert both[("dpo", 0)][0] == "ok" and "win_rate.vs_sft" in both[("dpo", 0)][1]
