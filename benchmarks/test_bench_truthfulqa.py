@@ -2,9 +2,9 @@
 padded forward pass per batch of (context, choice) pairs.
 
 Quick mode (the normal suite): the tiny in-process world model, both paths, equal scores.
-`pytest benchmarks --benchmark-enable -m slow -k truthfulqa` adds SmolLM2-135M on the real CSV
-(issue 8's target: all 817 questions in at most 4.5 minutes, i.e. >= 21.8 choices/s over the
-5,882 distinct choices)."""
+`pytest benchmarks --benchmark-enable -m slow -k truthfulqa` adds SmolLM2-135M on all 817
+questions of the real CSV (issue 8's target: at most 4.5 minutes, scores unchanged; 5,882
+distinct choices, so >= 21.8 choices/s)."""
 
 import pytest
 
@@ -42,21 +42,38 @@ def test_truthfulqa_choices_per_second_tiny(benchmark, tiny_policy, tiny_request
     assert got == pytest.approx(ref, abs=1e-5)
 
 
+# alignbench's scores on all 817 questions (session of issue 7), which agree with lm-eval 0.4.13
+# per question on the first 40 (mc2 to 7e-6) and on every 20th (tests/test_smollm2.py)
+FULL_SET_MC1, FULL_SET_MC2 = 0.2497, 0.4485
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared CSV absent")
-def test_truthfulqa_choices_per_second_smollm2(benchmark):
+def test_truthfulqa_817_questions_smollm2(benchmark):
+    """Issue 8's target as it is worded: the whole CSV through the eval in at most 4.5 minutes,
+    with the scores unchanged (within 0.005). Quick mode runs the same path on 4 questions."""
+    from bench.api import EvalContext
     from bench.assets import fetch
+    from bench.budget import Ledger
     from bench.models import load_hf
 
     policy = load_hf(fetch("smollm2"))
     items = TQ.load_csv(TRUTHFULQA_CSV)
     n_distinct = sum(len(set(it.mc1_choices + it.mc2_choices)) for it in items)
     assert n_distinct == N_DISTINCT_CHOICES_817
-    # every 20th question: the set's mix of question and answer lengths (the first 40 are
-    # longer than average and would understate the full-set rate)
-    items = items[::20] if benchmark.enabled else items[:4]
-    pairs = _requests(policy, items, [TQ.QA_PRIMER + "\n\nQ: " + it.question + "\nA:"
-                                      for it in items])
-    _bench(benchmark, policy, pairs, "shared")
-    if benchmark.enabled:
-        assert benchmark.extra_info["choices_per_second"] >= N_DISTINCT_CHOICES_817 / 270
+    limit = None if benchmark.enabled else 4  # quick mode: the same path on 4 questions
+    ctx = EvalContext(world=None, seed=0, method="smollm2", references={}, artifacts={},
+                      curves={}, options={"data": str(TRUTHFULQA_CSV), "limit": limit},
+                      ledger=Ledger(), progress=False)
+    res = benchmark.pedantic(lambda: TQ.TruthfulQA().evaluate(policy, ctx), rounds=1,
+                             iterations=1)
+    if not benchmark.enabled:
+        assert res.n == 4 and 0 < res.metrics["mc2"] < 1
+        return
+    seconds = benchmark.stats.stats.mean
+    benchmark.extra_info.update(seconds=seconds, choices_per_second=n_distinct / seconds,
+                                mc1=res.metrics["mc1"], mc2=res.metrics["mc2"])
+    assert res.n == 817
+    assert res.metrics["mc1"] == pytest.approx(FULL_SET_MC1, abs=0.005)
+    assert res.metrics["mc2"] == pytest.approx(FULL_SET_MC2, abs=0.005)
+    assert seconds <= 270, f"{seconds:.0f} s > 4.5 minutes"

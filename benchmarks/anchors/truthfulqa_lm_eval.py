@@ -4,7 +4,7 @@ Not part of the suite (lm-eval is not a dependency). Install it into a side envi
 (`python3 -m venv --system-site-packages /tmp/lmeval && /tmp/lmeval/bin/pip install
 lm_eval==0.4.13`) and run
 
-    /tmp/lmeval/bin/python benchmarks/anchors/truthfulqa_lm_eval.py MODEL.gguf CSV [--limit N]
+    /tmp/lmeval/bin/python benchmarks/anchors/truthfulqa_lm_eval.py MODEL.gguf CSV [--limit N] [--stride N]
 
 It converts the CSV to the Hugging Face ``multiple_choice`` schema exactly as alignbench's loader
 reads it, registers lm-eval's own truthfulqa_mc1/mc2 task definitions on that local file (the
@@ -46,11 +46,13 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("csv")
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--stride", type=int, default=1, help="every Nth question (the suite's "
+                    "SmolLM2 test pins lm-eval's scores on every 20th)")
     a = ap.parse_args()
     import lm_eval
     from evals import truthfulqa as TQ
 
-    items = TQ.load_csv(Path(a.csv))[:a.limit]
+    items = TQ.load_csv(Path(a.csv))[::a.stride][:a.limit]
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "tq.jsonl"
     data.write_text("".join(json.dumps({
