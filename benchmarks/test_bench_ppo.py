@@ -1,5 +1,7 @@
-"""PPO-RLHF throughput on the shape issue 8 fixes (the anchor: TRL 1.9.2's experimental
-PPOTrainer does about 32 episodes/s on it on this 2-core machine; target >= 48).
+"""PPO-RLHF throughput on the shape issue 8 fixes (target >= 48 episodes/s). The issue puts
+TRL 1.9.2's experimental PPOTrainer at about 32 episodes/s here; `benchmarks/anchors/
+ppo_trl192.py` runs it on these exact models next to this loop (2026-11-28, this 2-core machine:
+TRL 15.8, alignbench 29.4 episodes/s).
 
 Shape: Llama hidden 128, 4 layers, 4 heads, ffn 512, vocab 800; prompts of 8 tokens, responses
 of 16 (a random model samples EOS about once in 800 tokens, so nearly every episode is full
