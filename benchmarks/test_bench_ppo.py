@@ -8,7 +8,14 @@ of 16 (a random model samples EOS about once in 800 tokens, so nearly every epis
 length); 32 rollouts per batch;
 4 PPO epochs; 1 minibatch; policy, reference, value and reward models all that size, the reward
 model read through text like the real one. An episode = one prompt rolled out, scored and
-trained on."""
+trained on.
+
+Where a step's time goes (torch.profiler, 2026-11-28): matrix multiplications are 50-60% of it
+at 85-100 GFLOPS, about what MKL reaches on these matrix sizes on two cores; the four policy +
+value updates take 4 x 177 ms (114 ms of it matmuls), sampling 16 tokens 150 ms, the reward
+model and the reference 75 ms. At 48 episodes/s a step has 667 ms, and the matmuls of the
+float32 computation alone need about 500 ms, so the target needs fused kernels or lower
+precision, which change the numbers; the loop keeps float32 and its exactness tests."""
 
 import time
 
