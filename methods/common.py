@@ -3,6 +3,7 @@ benchmark cell, and a guard that stops a run on the first non-finite tensor."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -36,12 +37,16 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
     """A TRL config for one stage of one cell: no checkpoints, no hub, no external loggers,
     seeded, CPU/GPU as the model sits, progress bars only when the run shows progress."""
     use_cpu = ctx.device != "cuda"  # the matrix's switch, not whatever hardware is visible
+    # TRL turns checkpointing on by default; tiny models only lose speed. transformers 5 renamed
+    # the field (the old name still works, with a FutureWarning in every stage's log)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
+        "gradient_checkpointing"
     return config_cls(
         output_dir=str(ctx.cell_dir / "trainer" / stage), report_to="none",
         save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
         disable_tqdm=not ctx.progress, use_cpu=use_cpu, dataloader_num_workers=0,
-        gradient_checkpointing=False,  # TRL turns it on by default; tiny models only lose speed
-        bf16=not use_cpu and torch.cuda.is_bf16_supported(), **kw)
+        bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: False}, **kw)
 
 
 def count_tokens(tokenizer, texts: list[str]) -> int:
