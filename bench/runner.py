@@ -207,8 +207,8 @@ class FrozenReference:
     """A reference policy that every cell of a matrix compares with (the base model, a seed's
     SFT model) and that nothing trains. Sampling is seeded per call, so the same prompts, options
     and seed give the same completions in every cell: they are drawn once per matrix process and
-    reused (the win-rate's reference side was about a third of an evaluated cell's time).
-    Everything else is the wrapped policy's."""
+    reused (in the quickstart they were two of the three sample sets the win-rate drew in every
+    cell). Everything else is the wrapped policy's."""
 
     def __init__(self, policy: HFPolicy):
         self.policy = policy
