@@ -431,25 +431,45 @@ def strip_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
 @torch.no_grad()
 def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
            temperature: float, eos_id: int | None, pad_id: int, generator: torch.Generator,
-           top_k: int = 0) -> torch.Tensor:
+           top_k: int = 0, share_prefill: bool = True) -> torch.Tensor:
     """Autoregressive sampling with the KV cache. Returns new tokens [B, <=max_new_tokens],
     pad after EOS. Written here (rather than ``model.generate``) so that sampling draws from an
     explicit generator (reproducible regardless of global RNG) and so PPO sees exactly the
-    distribution it differentiates: plain softmax(logits / T), no hidden processors."""
+    distribution it differentiates: plain softmax(logits / T), no hidden processors.
+
+    Evals sample several completions per prompt (win-rate, toxicity's k), so a batch repeats
+    rows: with ``share_prefill`` each distinct prompt runs through the model once and its cache
+    rows are copied to its repeats before decoding (the same numbers; a chat-templated prompt
+    on SmolLM2 costs more than its completion)."""
     from transformers import DynamicCache
 
     b = input_ids.shape[0]
     device = input_ids.device
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
+    rows = None
+    if share_prefill and b > 1:
+        w = input_ids.shape[1]
+        distinct, rows = torch.unique(torch.cat([input_ids, attention_mask], 1), dim=0,
+                                      return_inverse=True)
+        if len(distinct) == b:
+            rows = None
     # logits_to_keep=1: only the last position's logits are ever read
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                cache=cache, use_cache=True, logits_to_keep=1)
+    if rows is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                       position_ids=position_ids, cache=cache, use_cache=True,
+                       logits_to_keep=1).logits
+    else:  # each distinct prompt once, then row r decodes from distinct prompt rows[r]
+        d_mask = distinct[:, w:]
+        logits = model(input_ids=distinct[:, :w], attention_mask=d_mask,
+                       position_ids=(d_mask.cumsum(-1) - 1).clamp(min=0), cache=cache,
+                       use_cache=True, logits_to_keep=1).logits[rows]
+        cache = expand_cache(cache, rows, model.config)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     new = []
     next_pos = position_ids[:, -1:] + 1
     for _ in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float()
+        logits = logits[:, -1, :].float()
         if temperature <= 0:
             tok = logits.argmax(-1)
         else:
@@ -466,7 +486,8 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
         if bool(done.all()):
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
-        out = model(input_ids=tok[:, None], attention_mask=attention_mask,
-                    position_ids=next_pos, cache=cache, use_cache=True, logits_to_keep=1)
+        logits = model(input_ids=tok[:, None], attention_mask=attention_mask,
+                       position_ids=next_pos, cache=cache, use_cache=True,
+                       logits_to_keep=1).logits
         next_pos = next_pos + 1
     return torch.stack(new, 1) if new else input_ids.new_zeros((b, 0))

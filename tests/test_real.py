@@ -28,6 +28,35 @@ def test_real_tokenizer_paths(tiny_real_model):
     assert all(tok.eos_token_id not in ids for ids in both)  # EOS and after are stripped
 
 
+@pytest.mark.parametrize("which", ["micro", "real"])
+def test_shared_prefill_samples_what_one_prefill_per_row_samples(which, tiny_policy,
+                                                                 tiny_real_model):
+    """Repeated prompts (k samples each) prefill once per distinct prompt; greedy and seeded
+    sampled tokens are the ones a prefill per row gives."""
+    from bench.models import left_pad, sample
+
+    pol = tiny_policy if which == "micro" else load_hf(tiny_real_model)  # GQA, tied embeddings
+    base = pol.format_chat(["Hi", "Tell me a much longer story about the sea, please.", "Why?"])
+    prompts = [base[i] for i in (0, 1, 1, 2, 0, 1, 2, 2)]
+    x, mask = left_pad([pol.context_ids(p) for p in prompts], pol.tokenizer.pad_token_id)
+    tok = pol.tokenizer
+    widths = []
+    hook = pol.model.register_forward_pre_hook(
+        lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    for temperature in (0.0, 1.0):
+        got = [sample(pol.model, x, mask, max_new_tokens=8, temperature=temperature,
+                      eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                      generator=torch.Generator().manual_seed(3), share_prefill=share)
+               for share in (True, False)]
+        assert torch.equal(got[0], got[1]), temperature
+    hook.remove()
+    n_distinct = len({tuple(pol.context_ids(p)) for p in prompts})
+    assert n_distinct < len(prompts)
+    assert widths[0] == (n_distinct, x.shape[1])  # one prefill row per distinct prompt ...
+    assert (len(prompts), 1) in widths  # ... then every row decodes
+    assert len({tuple(r) for r in got[0].tolist()}) > 3  # sampled rows of one prompt differ
+
+
 def test_split_is_disjoint_and_described(real_world):
     d = real_world.describe["split"]
     assert d["train"] + d["eval"] == 817 and d["overlap"] == 0
