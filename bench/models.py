@@ -447,24 +447,19 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     device = input_ids.device
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    rows = None
+    prefill_ids, prefill_mask, rows = input_ids, attention_mask, None
     if share_prefill and b > 1:
         w = input_ids.shape[1]
-        distinct, rows = torch.unique(torch.cat([input_ids, attention_mask], 1), dim=0,
-                                      return_inverse=True)
-        if len(distinct) == b:
-            rows = None
+        distinct, inverse = torch.unique(torch.cat([input_ids, attention_mask], 1), dim=0,
+                                         return_inverse=True)
+        if len(distinct) < b:  # each distinct prompt once; row r decodes from rows[r]
+            prefill_ids, prefill_mask, rows = distinct[:, :w], distinct[:, w:], inverse
     # logits_to_keep=1: only the last position's logits are ever read
-    if rows is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids, cache=cache, use_cache=True,
-                       logits_to_keep=1).logits
-    else:  # each distinct prompt once, then row r decodes from distinct prompt rows[r]
-        d_mask = distinct[:, w:]
-        logits = model(input_ids=distinct[:, :w], attention_mask=d_mask,
-                       position_ids=(d_mask.cumsum(-1) - 1).clamp(min=0), cache=cache,
-                       use_cache=True, logits_to_keep=1).logits[rows]
-        cache = expand_cache(cache, rows, model.config)
+    logits = model(input_ids=prefill_ids, attention_mask=prefill_mask,
+                   position_ids=(prefill_mask.cumsum(-1) - 1).clamp(min=0), cache=cache,
+                   use_cache=True, logits_to_keep=1).logits
+    if rows is not None:
+        logits, cache = logits[rows], expand_cache(cache, rows, model.config)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     new = []
     next_pos = position_ids[:, -1:] + 1
