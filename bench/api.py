@@ -35,6 +35,15 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def planned_spend(self, budget: dict[str, float | None]) -> dict[str, tuple[float, str]]:
+        """What training will charge each hard-capped unit under ``budget`` (the matrix's
+        ``[budget]`` table, None = uncapped), with a short account of where it goes. The runner
+        refuses a matrix whose cells would overspend before it starts any of them, instead of
+        failing a cell after hours of work; the ledger still enforces every charge as it
+        happens. Raise ValueError, naming the fix, for a budget this config cannot run under.
+        The default declares nothing."""
+        return {}
+
 
 class EvalOptions(BaseModel):
     """Base for an eval's options (the matrix's ``[eval.NAME]`` table), validated like configs."""

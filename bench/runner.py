@@ -80,6 +80,30 @@ def expand(m: C.Matrix) -> list[Cell]:
     return cells
 
 
+def check_budgets(cells: list[Cell]) -> None:
+    """Refuse a matrix whose cells cannot run under their budget, before anything is built or
+    trained: each method's ``Config.planned_spend`` says what it will charge, so a PPO whose
+    steps need more rollouts than the budget gives fails here in a second, not as a failed
+    cell an hour into the run."""
+    problems: dict[str, None] = {}  # ordered, and one line for all seeds of a cell
+    for cell in cells:
+        cfg = registry.resolve("methods", cell.method).Config.model_validate(cell.method_config)
+        where = cell.method + "".join(f" {k}={v}" for k, v in sorted(cell.point.items()))
+        try:
+            plan = cfg.planned_spend(cell.budget)
+        except ValueError as err:
+            problems[f"{where}: {err}"] = None
+            continue
+        for unit, (need, why) in plan.items():
+            cap = cell.budget.get(unit)
+            if cap is not None and need > cap + 1e-9:
+                problems[f"{where} needs {need:g} {unit} ({why}) but budget.{unit} is {cap:g}; "
+                         f"raise budget.{unit} to at least {need:g} or configure {cell.method} "
+                         f"to spend less"] = None
+    if problems:
+        raise C.ConfigError("the matrix does not fit its budget: " + "; ".join(problems))
+
+
 def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
     """Hashes everything that can move a number; nothing cosmetic (names, paths, progress)."""
     evals = {}
@@ -320,6 +344,8 @@ class OutputLocked(RuntimeError):
 
 def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     """Run (or resume) a matrix. Returns the output folder."""
+    cells = expand(m)
+    check_budgets(cells)  # before --fresh deletes anything
     out = Path(out or m.out)
     out.mkdir(parents=True, exist_ok=True)
     if not m.progress:  # the libraries' own bars too, so logs stay readable
@@ -344,7 +370,6 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         world = scenario.build(scenario.Options.model_validate(m.scenario.options),
                                cache_root(), progress=m.progress)
         stages = Stages(world, m, device, m.progress)
-        cells = expand(m)
         keys = [cell_key(c, world, m, device) for c in cells]
         todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
         bar = tqdm(todo, desc="cells", disable=not m.progress)

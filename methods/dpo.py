@@ -15,7 +15,7 @@ from bench.api import TrainContext
 from bench.models import HFPolicy, n_params
 from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config, merged,
                             trainer_args)
-from methods.feedback import ranked_pairs, shared_comparisons
+from methods.feedback import capped, label_rollouts, ranked_pairs, shared_comparisons
 
 
 class DPOConfig(LoRAOptions):
@@ -28,6 +28,11 @@ class DPOConfig(LoRAOptions):
     epochs: float = Field(2.0, description="passes over the comparisons per round")
     batch_size: int = Field(32, description="comparisons per step")
     loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, ...")
+
+    def planned_spend(self, budget):
+        n = capped(budget, "comparisons")
+        label = label_rollouts(n, self.k, self.rounds)
+        return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
 
 
 def dpo_train(policy: HFPolicy, ref: HFPolicy, pairs: list[dict], ctx: TrainContext,

@@ -23,7 +23,8 @@ from bench.api import NonFiniteError, TrainContext
 from bench.budget import Ledger
 from bench.models import HFPolicy, left_pad, n_params, sample
 from methods.common import AdaptersOff, merged, with_adapters
-from methods.feedback import pick_prompts, ranked_pairs, shared_comparisons
+from methods.feedback import (capped, label_rollouts, pick_prompts, ranked_pairs,
+                              shared_comparisons)
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
 # --------------------------------------------------------------------------- pure math
@@ -144,6 +145,14 @@ class PPOConfig(RewardModelConfig):
     max_new_tokens: int = Field(24, description="response length limit")
     whiten_rewards: bool = Field(False, description="N+ whitens advantages, not rewards")
     max_grad_norm: float = Field(1.0, description="gradient clipping")
+
+    def planned_spend(self, budget):
+        n = capped(budget, "comparisons")
+        label = label_rollouts(n, self.k, self.rounds)
+        train = self.rounds * self.steps * self.batch_size
+        return {"rollouts": (label + train, f"{label} sampled to rank {n} comparisons at "
+                             f"k={self.k}, {train} for {self.rounds} round(s) x {self.steps} "
+                             f"steps x batch_size {self.batch_size}")}
 
 
 # --------------------------------------------------------------------------- rollouts

@@ -20,7 +20,7 @@ from pydantic import Field
 from bench.api import TrainContext
 from bench.models import HFPolicy
 from methods.dpo import DPOConfig, dpo_train
-from methods.feedback import judged_pairs
+from methods.feedback import capped, judged_pairs, label_rollouts
 from methods.ppo import PPOConfig, ppo_loop
 from methods.reward_model import train_reward_model
 
@@ -36,6 +36,22 @@ class RLAIFConfig(DPOConfig):
     kl_coef: float = Field(0.05, description="KL coefficient when optimizer = 'ppo'")
     min_margin: float = Field(0.1, ge=0, lt=0.5, description="train only on pairs the judge "
                               "prefers by more than this: |P(a) - 0.5| > min_margin")
+
+    def ppo_config(self) -> PPOConfig:
+        """PPO's settings when it trains on the AI labels (its defaults, but these fields)."""
+        return PPOConfig(kl_coef=self.kl_coef, steps=self.ppo_steps, k=self.k,
+                         max_new_tokens=self.max_new_tokens)
+
+    def planned_spend(self, budget):
+        n = capped(budget, "ai_comparisons")
+        label = label_rollouts(n, self.k, self.rounds)
+        why = f"{label} sampled for {n} AI comparisons at k={self.k}"
+        if self.optimizer == "ppo":
+            p = self.ppo_config()
+            train = self.rounds * p.steps * p.batch_size
+            label, why = label + train, (f"{why}, {train} for {self.rounds} round(s) x "
+                                         f"{p.steps} ppo_steps x batch_size {p.batch_size}")
+        return {"rollouts": (label, why)}
 
 
 class RLAIF:
@@ -73,13 +89,12 @@ class RLAIF:
                 dpo_train(policy, sft, pairs, ctx, config, stage=f"rlaif_dpo_{rnd}",
                           starts_at_ref=rnd == 0)
             else:
-                pcfg = PPOConfig(kl_coef=config.kl_coef, steps=config.ppo_steps, k=config.k,
-                                 max_new_tokens=config.max_new_tokens)
+                pcfg = config.ppo_config()
                 rm = train_reward_model(sft_path, policy.tokenizer, all_pairs, ctx, pcfg,
                                         stage=f"rlaif_rm_{rnd}")
                 ppo_loop(policy, sft.model, copy.deepcopy(rm.model), rm.reward,
                          ctx.scenario.train_prompts, pcfg, ctx.ledger, seed=ctx.seed * 1000 + rnd,
-                         steps=config.ppo_steps, progress=ctx.progress,
+                         steps=pcfg.steps, progress=ctx.progress,
                          on_step=lambda s, p, t, st: ctx.monitor_gold("rlaif_ppo", s, p, t, **st))
                 ctx.artifacts["reward_fn"] = rm.reward
         # evals rebuild the judge on their own ledger, so evaluation never spends the budget

@@ -13,6 +13,7 @@ from pydantic import Field
 from bench.api import TrainContext
 from bench.models import HFPolicy, n_params
 from methods.common import FiniteGuard, LoRAOptions, count_tokens, lora_config, merged, trainer_args
+from methods.feedback import capped
 
 
 class SFTConfig(LoRAOptions):
@@ -22,6 +23,10 @@ class SFTConfig(LoRAOptions):
     warmup_ratio: float = Field(0.05, description="linear warmup fraction")
     max_length: int = Field(256, description="tokens per example, prompt included")
     completion_only_loss: bool = Field(True, description="loss on the answer only (InstructGPT)")
+
+    def planned_spend(self, budget):
+        n = capped(budget, "demonstrations")
+        return {"demonstrations": (n, "the shared SFT stage trains on all of them")}
 
 
 class SFT:

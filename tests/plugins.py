@@ -68,3 +68,17 @@ class Raising:
 
     def train(self, base, ctx, config):
         raise KeyError("oops")
+
+
+class Overspending:
+    """A method that declares no plan and asks the ledger for more rollouts than it has."""
+
+    name = "overspending"
+    description = "test plugin: samples 3 rollouts at a time until the ledger refuses"
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, base, ctx, config):
+        while True:
+            ctx.ledger.charge("rollouts", 3)

@@ -6,6 +6,8 @@ import pytest
 
 from bench import registry
 from bench.api import EvalOptions, MethodConfig
+from bench.budget import HARD_UNITS
+from bench.config import Budget
 
 
 @pytest.mark.parametrize("name", registry.names("methods"))
@@ -19,6 +21,11 @@ def test_method_contract(name):
         m.Config(not_a_field=1)  # unknown keys rejected
     assert list(inspect.signature(m.train).parameters) == ["base", "ctx", "config"]
     assert cfg == m.Config.model_validate(cfg.model_dump())
+    # the preflight's declaration: hard units only, each an amount with its account
+    plan = cfg.planned_spend(Budget().model_dump())
+    assert set(plan) <= set(HARD_UNITS)
+    for amount, why in plan.values():
+        assert amount >= 0 and isinstance(why, str) and why
 
 
 @pytest.mark.parametrize("name", registry.names("evals"))

@@ -1,9 +1,10 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from bench import config, registry
+from bench import config, registry, runner
 from bench.config import ConfigError
 from tests.plugins import FakeEP, patch_entry_points, write
 
@@ -83,6 +84,22 @@ def test_presets_load_and_resolve():
         res = config.resolved(m)
         assert res["method"]["ppo"]["kl_coef"] >= 0
         assert set(m.methods) == {"base", "sft", "ppo", "dpo", "rlaif"}
+        runner.check_budgets(runner.expand(m))  # every shipped preset fits its own budget
+
+
+def test_readme_matrix_is_valid_and_fits_its_budget():
+    """The README's example matrix is what users copy: it parses and passes the preflight."""
+    import re
+    import tomllib
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", readme, re.S)]
+    matrices = [b for b in blocks if "methods" in b]
+    assert matrices, "the README shows no matrix"
+    for b in matrices:
+        m = config.parse(b)
+        cells = runner.expand(m)
+        runner.check_budgets(cells)
+        assert len(cells) == len(m.seeds) * (2 * 2 + 2 + 2)  # ppo x 4 points, sft and dpo x 2
 
 
 def test_sweep_expands_only_the_swept_method():

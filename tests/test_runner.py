@@ -136,13 +136,83 @@ def test_failing_cells_stay_local(monkeypatch, tmp_path):
     assert got[("echo", 0)][1]["truthfulqa.mc1"] == got[("sft", 0)][1]["truthfulqa.mc1"]
 
 
-def test_budget_exceeded_fails_the_cell_and_spends_nothing_more(tmp_path):
-    m = config.parse({**MATRIX, "methods": ["dpo"], "seeds": [0],
-                      "budget": {**MATRIX["budget"], "rollouts": 5}})
+def test_budget_exceeded_fails_the_cell_and_spends_nothing_more(monkeypatch, tmp_path):
+    """The ledger refuses at run time whatever the preflight did not foresee (a plugin that
+    declares no plan): the cell fails with the unit named, the rest of the matrix runs."""
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("overspending", "tests.plugins:Overspending")]})
+    m = config.parse({**MATRIX, "methods": ["overspending", "sft"], "seeds": [0],
+                      "method": {"sft": {"epochs": 1}}, "budget": {**MATRIX["budget"],
+                                                                  "rollouts": 5}})
     runner.run(m, tmp_path)
-    rec = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
-    assert rec["status"] == "failed" and "budget exceeded: rollouts" in rec["error"]
-    assert rec["budget"]["spent"]["rollouts"] <= 5
+    recs = {r["method"]: r for r in map(json.loads,
+                                        (tmp_path / "results.jsonl").read_text().splitlines())}
+    rec = recs["overspending"]
+    assert rec["status"] == "failed" and "budget exceeded: rollouts asked for 3" in rec["error"]
+    assert rec["budget"]["spent"]["rollouts"] == 3  # the refused charge spent nothing
+    assert recs["sft"]["status"] == "ok"
+
+
+def test_a_matrix_that_cannot_fit_its_budget_is_refused_before_anything_runs(tmp_path):
+    """DPO at 20 comparisons and K=5 samples 2 prompts x 5 = 10 rollouts: a 5-rollout budget is
+    refused at once, one line for both seeds, naming the amount and the fix, and --fresh has
+    deleted nothing."""
+    m = config.parse({**MATRIX, "budget": {**MATRIX["budget"], "rollouts": 5}})
+    (tmp_path / "cells" / "earlier").mkdir(parents=True)
+    with pytest.raises(config.ConfigError) as err:
+        runner.run(m, tmp_path, fresh=True)
+    msg = str(err.value)
+    assert msg.count("dpo needs 10 rollouts (10 sampled to rank 20 comparisons at k=5) but "
+                     "budget.rollouts is 5; raise budget.rollouts to at least 10") == 1
+    assert "sft" not in msg.replace("dpo", "")  # sft fits: only dpo is named
+    assert (tmp_path / "cells" / "earlier").is_dir() and not (tmp_path / "results.jsonl").exists()
+    # a budget sweep names the point that does not fit, and only that one
+    swept = config.parse({**MATRIX, "methods": ["ppo"], "method": {"ppo": {"steps": 3,
+                          "batch_size": 4}}, "sweep": {"budget.rollouts": [22, 21]}})
+    with pytest.raises(config.ConfigError, match=r"ppo budget.rollouts=21 needs 22 rollouts "
+                       r"\(10 sampled to rank 20 comparisons at k=5, 12 for 1 round\(s\) x 3 "
+                       r"steps x batch_size 4\)") as err:
+        runner.run(swept, tmp_path)
+    assert "rollouts=22" not in str(err.value)
+    uncapped = config.parse({**MATRIX, "budget": {**MATRIX["budget"], "comparisons": None}})
+    with pytest.raises(config.ConfigError, match="dpo: spends the whole comparisons budget, which "
+                       "is uncapped; set budget.comparisons"):
+        runner.run(uncapped, tmp_path)
+
+
+def test_every_method_spends_what_it_plans(tmp_path):
+    """The preflight's arithmetic against the ledger: every registered method that declares a
+    plan spends exactly that, over rounds and both RLAIF optimizers. K=4 (6 pairs a prompt)
+    makes the rounds matter: 20 comparisons in one round rank 3 prompts (12 rollouts), in two
+    rounds of 10 one prompt each (8)."""
+    from bench import registry
+    m = config.parse({
+        **MATRIX, "methods": ["base", "sft", "ppo", "dpo", "rlaif"], "seeds": [0],
+        "evals": ["truthfulqa"], "eval": {},
+        "budget": {**MATRIX["budget"], "rollouts": 200},
+        "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "rounds": 2, "k": 4},
+                   "ppo": {"steps": 2, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4},
+                   "rlaif": {"epochs": 1, "ppo_steps": 1, "min_margin": 0.0}},
+        "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"]}})
+    runner.run(m, tmp_path)
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 7 and all(r["status"] == "ok" for r in recs), \
+        [r["error"] for r in recs if r["status"] != "ok"]
+    planned = 0
+    for r in recs:
+        cfg = registry.resolve("methods", r["method"]).Config.model_validate(r["method_config"])
+        plan = cfg.planned_spend(r["budget"]["given"])
+        assert plan or r["method"] == "base"
+        for unit, (need, _) in plan.items():
+            assert r["budget"]["spent"][unit] == need, (r["method"], r["point"], unit)
+            planned += 1
+    assert planned == 6
+    spent = {(r["method"], tuple(sorted(r["point"].items()))): r["budget"]["spent"]["rollouts"]
+             for r in recs}
+    assert spent[("dpo", ())] == 8
+    assert spent[("ppo", (("ppo.rounds", 1),))] == 12 + 2 * 4
+    assert spent[("ppo", (("ppo.rounds", 2),))] == 8 + 2 * 2 * 4
+    assert spent[("rlaif", (("rlaif.optimizer", "ppo"),))] == 10 + 64  # one step of PPO's 64
 
 
 def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch):
