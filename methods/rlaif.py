@@ -44,14 +44,15 @@ class RLAIFConfig(DPOConfig):
 
     def planned_spend(self, budget):
         n = capped(budget, "ai_comparisons")
-        label = label_rollouts(n, self.k, self.rounds)
-        why = f"{label} sampled for {n} AI comparisons at k={self.k}"
+        total = label_rollouts(n, self.k, self.rounds)
+        why = f"{total} sampled for {n} AI comparisons at k={self.k}"
         if self.optimizer == "ppo":
             p = self.ppo_config()
             train = self.rounds * p.steps * p.batch_size
-            label, why = label + train, (f"{why}, {train} for {self.rounds} round(s) x "
-                                         f"{p.steps} ppo_steps x batch_size {p.batch_size}")
-        return {"rollouts": (label, why)}
+            total += train
+            why += f", {train} for {self.rounds} round(s) x {p.steps} ppo_steps x batch_size " \
+                   f"{p.batch_size}"
+        return {"rollouts": (total, why)}
 
 
 class RLAIF:
