@@ -24,6 +24,14 @@ class BudgetExceeded(RuntimeError):
         self.unit, self.cap, self.spent, self.asked = unit, cap, spent, asked
 
 
+def capped(budget: dict[str, float | None], unit: str) -> int:
+    """The cap on a unit a method spends in full; an uncapped one has no amount to spend."""
+    cap = budget.get(unit)
+    if cap is None:
+        raise ValueError(f"spends the whole {unit} budget, which is uncapped; set budget.{unit}")
+    return int(cap)
+
+
 def training_flops(n_params: int, tokens: int) -> float:
     """Kaplan et al. (2020) estimate: 6 N per training token (forward + backward)."""
     return 6.0 * n_params * tokens

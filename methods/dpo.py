@@ -12,10 +12,11 @@ from datasets import Dataset
 from pydantic import Field
 
 from bench.api import TrainContext
+from bench.budget import capped
 from bench.models import HFPolicy, n_params
 from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config, merged,
                             trainer_args)
-from methods.feedback import capped, label_rollouts, ranked_pairs, shared_comparisons
+from methods.feedback import label_rollouts, ranked_pairs, shared_comparisons
 
 
 class DPOConfig(LoRAOptions):

@@ -32,14 +32,6 @@ def pairs_per_prompt(k: int) -> int:
     return k * (k - 1) // 2
 
 
-def capped(budget: dict[str, float | None], unit: str) -> int:
-    """The cap on a unit a method spends in full; an uncapped one has no amount to spend."""
-    cap = budget.get(unit)
-    if cap is None:
-        raise ValueError(f"spends the whole {unit} budget, which is uncapped; set budget.{unit}")
-    return int(cap)
-
-
 def label_rollouts(n_comparisons: int, k: int, rounds: int) -> int:
     """Responses sampled to collect ``n_comparisons`` labels split evenly over ``rounds``, K per
     prompt (what ranked_pairs and judged_pairs charge to ``rollouts``)."""

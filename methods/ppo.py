@@ -20,11 +20,10 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from bench.api import NonFiniteError, TrainContext
-from bench.budget import Ledger
+from bench.budget import Ledger, capped
 from bench.models import HFPolicy, left_pad, n_params, sample
 from methods.common import AdaptersOff, merged, with_adapters
-from methods.feedback import (capped, label_rollouts, pick_prompts, ranked_pairs,
-                              shared_comparisons)
+from methods.feedback import label_rollouts, pick_prompts, ranked_pairs, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
 # --------------------------------------------------------------------------- pure math
@@ -146,13 +145,19 @@ class PPOConfig(RewardModelConfig):
     whiten_rewards: bool = Field(False, description="N+ whitens advantages, not rewards")
     max_grad_norm: float = Field(1.0, description="gradient clipping")
 
+    def training_rollouts(self, rounds: int, steps_key: str = "steps") -> tuple[int, str]:
+        """Rollouts ppo_loop charges over ``rounds`` rounds of ``steps`` batches, and why (naming
+        the caller's own config key for the steps)."""
+        n = rounds * self.steps * self.batch_size
+        return n, (f"{n} for {rounds} round(s) x {self.steps} {steps_key} x batch_size "
+                   f"{self.batch_size}")
+
     def planned_spend(self, budget):
         n = capped(budget, "comparisons")
         label = label_rollouts(n, self.k, self.rounds)
-        train = self.rounds * self.steps * self.batch_size
+        train, why = self.training_rollouts(self.rounds)
         return {"rollouts": (label + train, f"{label} sampled to rank {n} comparisons at "
-                             f"k={self.k}, {train} for {self.rounds} round(s) x {self.steps} "
-                             f"steps x batch_size {self.batch_size}")}
+                             f"k={self.k}, {why}")}
 
 
 # --------------------------------------------------------------------------- rollouts

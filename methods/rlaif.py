@@ -18,9 +18,10 @@ from typing import Literal
 from pydantic import Field
 
 from bench.api import TrainContext
+from bench.budget import capped
 from bench.models import HFPolicy
 from methods.dpo import DPOConfig, dpo_train
-from methods.feedback import capped, judged_pairs, label_rollouts
+from methods.feedback import judged_pairs, label_rollouts
 from methods.ppo import PPOConfig, ppo_loop
 from methods.reward_model import train_reward_model
 
@@ -47,11 +48,9 @@ class RLAIFConfig(DPOConfig):
         total = label_rollouts(n, self.k, self.rounds)
         why = f"{total} sampled for {n} AI comparisons at k={self.k}"
         if self.optimizer == "ppo":
-            p = self.ppo_config()
-            train = self.rounds * p.steps * p.batch_size
-            total += train
-            why += f", {train} for {self.rounds} round(s) x {p.steps} ppo_steps x batch_size " \
-                   f"{p.batch_size}"
+            train, train_why = self.ppo_config().training_rollouts(self.rounds,
+                                                                         "ppo_steps")
+            total, why = total + train, f"{why}, {train_why}"
         return {"rollouts": (total, why)}
 
 

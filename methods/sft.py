@@ -11,9 +11,9 @@ from datasets import Dataset
 from pydantic import Field
 
 from bench.api import TrainContext
+from bench.budget import capped
 from bench.models import HFPolicy, n_params
 from methods.common import FiniteGuard, LoRAOptions, count_tokens, lora_config, merged, trainer_args
-from methods.feedback import capped
 
 
 class SFTConfig(LoRAOptions):
