@@ -22,6 +22,11 @@ from typing import Any
 KEY_LEN = 16
 
 
+class OutputFolderError(ValueError):
+    """An output folder alignbench must not write into (not its own, a file, /, home,
+    unwritable): stated in one line that names the folder and the fix."""
+
+
 def canonical(obj: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, floats by repr. Key order cannot leak."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
