@@ -27,8 +27,9 @@ class ProfanityCheckScorer:
     name = "alt-profanity-check"
 
     def __init__(self) -> None:
-        from profanity_check import predict_prob
-        self._predict = predict_prob
+        from bench.extras import require
+        self._predict = require("profanity_check", "the alt-profanity-check toxicity scorer") \
+            .predict_prob
 
     def score(self, texts: list[str]) -> list[float]:
         return [float(x) for x in self._predict(list(texts))] if texts else []

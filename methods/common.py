@@ -4,6 +4,7 @@ benchmark cell, and a guard that stops a run on the first non-finite tensor."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from transformers import TrainerCallback
 from pydantic import Field
 
 from bench.api import MethodConfig, NonFiniteError, TrainContext
+from bench.extras import require
 
 
 class FiniteGuard(TrainerCallback):
@@ -70,9 +72,10 @@ def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
     """A peft LoraConfig, or None when the method trains all weights."""
     if not getattr(cfg, "lora", False):
         return None
-    from peft import LoraConfig
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target, task_type=task_type)
+    peft = require("peft", "lora = true")
+    return peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                           lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target,
+                           task_type=task_type)
 
 
 def with_adapters(model, cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
@@ -80,14 +83,15 @@ def with_adapters(model, cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
     lc = lora_config(cfg, task_type)
     if lc is None:
         return model
-    from peft import get_peft_model
-    return get_peft_model(model, lc)
+    return require("peft", "lora = true").get_peft_model(model, lc)
 
 
 def merged(model):
-    """Fold trained adapters into the weights and drop the peft wrapper (no-op otherwise)."""
-    from peft import PeftModel
-    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+    """Fold trained adapters into the weights and drop the peft wrapper (no-op otherwise).
+    A model can only carry adapters if peft was imported to put them there, so without peft
+    loaded this is a no-op and peft stays optional."""
+    peft = sys.modules.get("peft")
+    return model.merge_and_unload() if peft and isinstance(model, peft.PeftModel) else model
 
 
 class AdaptersOff:
