@@ -9,8 +9,12 @@ ever looked up in these tables: a config can never make us import an arbitrary m
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import sys
+from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 BUILTIN: dict[str, dict[str, str]] = {
@@ -52,6 +56,7 @@ def _table(kind: str) -> dict[str, tuple[str, str]]:
     table = {name: (target, BUILTIN_PROVIDER) for name, target in BUILTIN[kind].items()}
     for ep in entry_points(group=f"alignbench.{kind}"):
         dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
+        _versions[dist] = getattr(ep.dist, "version", None)
         if ep.name in table:
             raise DuplicatePlugin(
                 f"two plugins register the {kind[:-1]} {ep.name!r}: {table[ep.name][1]} and "
@@ -87,3 +92,36 @@ def resolve(kind: str, name: str) -> Any:
 
 def provider(kind: str, name: str) -> str:
     return _table(kind)[name][1]
+
+
+_versions: dict[str, str | None] = {}
+
+
+def identity(kind: str, name: str) -> dict[str, Any]:
+    """What a cell key must know of a plugin: its distribution, that distribution's version,
+    and a hash of its source. The hash matters for a plugin installed from a local or editable
+    source, whose code changes without a new version; built-ins are covered by
+    ``store.code_version`` instead."""
+    target, dist = _table(kind)[name]
+    if dist == BUILTIN_PROVIDER:
+        return {"distribution": dist}
+    resolve(kind, name)  # imported, so its module's file is known
+    return {"distribution": dist, "version": _versions.get(dist),
+            "source_sha256": source_hash(target.partition(":")[0])}
+
+
+@cache
+def source_hash(module: str) -> str | None:
+    """sha256 over the .py files of the top-level package that holds ``module`` (or the module's
+    own file when it is not in a package): a plugin's helpers move its numbers too."""
+    top = sys.modules[module.split(".")[0]]
+    root = Path(getattr(top, "__file__", "") or "")
+    files = sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+    files = [f for f in files if f.is_file() and "__pycache__" not in f.parts]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from filelock import FileLock
+
+log = logging.getLogger("alignbench")
 
 KEY_LEN = 16
 
@@ -70,25 +76,52 @@ def sanitize(obj: Any) -> Any:
     return obj
 
 
+@cache
+def _file_mode() -> int:
+    """What a plain ``open(path, "w")`` would give: 0666 less the umask (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+TEMP_SUFFIX = ".tmp"  # atomic writes' temp files: ".NAME.XXXXXXXX.tmp" beside NAME
+
+
+def fsync_dir(folder: Path) -> None:
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Temp file in the same folder, fsync, rename over, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files that atomic writes killed half way left in ``folder`` (they are
+    alignbench's own: ``.NAME.XXXXXXXX.tmp``); returns what was removed."""
+    gone = []
+    for f in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if f.is_file():
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -105,6 +138,84 @@ def read_json(path: Path) -> Any | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------- cache folders
+
+MANIFEST = ".alignbench-manifest.json"
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and sha256 of every file in ``folder``, to verify it on every load."""
+    folder = Path(folder)
+    files = {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    atomic_write_json(folder / MANIFEST, {"files": files})
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None when every file recorded at build time is there with its size and hash; else what
+    is wrong, in a few words."""
+    rec = read_json(Path(folder) / MANIFEST)
+    if not isinstance(rec, dict) or not isinstance(rec.get("files"), dict):
+        return "no valid manifest"
+    for name, want in rec["files"].items():
+        f = Path(folder) / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != want.get("size"):
+            return f"{name} has {f.stat().st_size} bytes, {want.get('size')} when built"
+        if sha256_file(f) != want.get("sha256"):
+            return f"{name} does not match its sha256 from build time"
+    return None
+
+
+def build_once(path: Path, build: Callable[[Path], None]) -> Path:
+    """The cache folder ``path``, built by ``build(tmp)`` when it is missing or fails
+    verification (with a warning), then returned.
+
+    One process builds a key at a time: a file lock beside the folder makes a second process
+    wait for the first and then read its result. A build goes into a fresh temp folder that is
+    renamed into place when complete, so a killed build leaves only its temp folder, which the
+    next builder of that key deletes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        for stale in path.parent.glob(f".{path.name}.building-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if path.exists():
+            problem = verify_manifest(path)
+            if problem is None:
+                return path
+            log.warning("cached %s is damaged (%s); rebuilding it", path, problem)
+            shutil.rmtree(path)
+        log.info("building %s", path)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.building-"))
+        try:
+            build(tmp)
+            write_manifest(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(path.parent)
+    return path
+
+
+def once_json(path: Path, compute: Callable[[], Any]) -> Any:
+    """A cached JSON value: read if valid, else computed under a lock and written atomically
+    (a truncated or corrupt file is recomputed, never half-read)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = read_json(path)
+    if isinstance(rec, dict) and "value" in rec:
+        return rec["value"]
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        rec = read_json(path)  # another process may have written it while we waited
+        if not (isinstance(rec, dict) and "value" in rec):
+            atomic_write_json(path, {"value": compute()})
+            rec = read_json(path)  # the value as stored (NaN as None) on first use too
+    return rec["value"]
 
 
 PROVENANCE_PACKAGES = ("torch", "transformers", "trl", "datasets", "tokenizers", "numpy",

@@ -39,9 +39,9 @@ class Exploding:
 
 
 class FakeEP:
-    def __init__(self, name, value, dist="alignbench-test-plugins"):
+    def __init__(self, name, value, dist="alignbench-test-plugins", version="0.1"):
         self.name, self.value = name, value
-        self.dist = type("D", (), {"name": dist})()
+        self.dist = type("D", (), {"name": dist, "version": version})()
 
 
 def patch_entry_points(monkeypatch, extra: dict[str, list[FakeEP]]) -> None:

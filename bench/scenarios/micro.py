@@ -304,16 +304,10 @@ class Micro:
     def build(self, options: MicroOptions | dict, cache_dir: Path, progress: bool = True) -> World:
         o = options if isinstance(options, MicroOptions) else MicroOptions.model_validate(options)
         key = world_key(o)
-        path = Path(cache_dir) / "micro" / key
-        if not (path / "world.json").is_file():
-            tmp = path.with_name(f".{key}.building")
-            if tmp.exists():
-                import shutil
-                shutil.rmtree(tmp)
-            info = build_base(o, tmp, progress)
-            tmp.rename(path)  # a killed build leaves only the temp folder, never a half cache
-        else:
-            info = json.loads((path / "world.json").read_text())["info"]
+        # verified on load, rebuilt when damaged, built by one process at a time
+        path = store.build_once(Path(cache_dir) / "micro" / key,
+                                lambda tmp: build_base(o, tmp, progress))
+        info = json.loads((path / "world.json").read_text())["info"]
         spec = load_spec(path)
         panel = W.PanelSpec(weight_sd=(0.6, 0.5, o.length_sd), tau=o.tau,
                             n_labelers=o.panel_size, flip=o.flip, skip=o.skip, tie=o.tie)
@@ -353,7 +347,8 @@ class Micro:
             key=key, base_model=path,
             describe={"scenario": "micro", "options": o.model_dump(), "world_key": key,
                       "base_model_sha256": store.sha256_file(path / "model.safetensors"),
-                      "facts": counts, **info},
+                      "facts": counts, **{k: v for k, v in info.items() if k != "build_seconds"},
+                      "timing": {"build_seconds": info.get("build_seconds")}},
             train_prompts=train_prompts,
             demonstrations=demonstrations,
             make_panel=lambda ledger, seed: MicroPanel(spec, panel, ledger, seed),
