@@ -6,11 +6,12 @@ Layout of an output folder (a stable contract):
     OUT/results.jsonl               one line per cell of this matrix, regenerated from cells/
     OUT/summary.csv, OUT/report.html, OUT/report.md
     OUT/events.jsonl                start/end of every cell computation (an audit trail)
+    OUT/.alignbench/                the marker that alignbench owns the folder: its lock and
+                                    the plan (the current matrix's cells; see bench/output.py)
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -27,10 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import registry, store
+from bench import output, registry, store
 from bench.api import EvalContext, NonFiniteError, Policy, TrainContext, TrainView, World
 from bench.budget import UNITS, BudgetExceeded, Ledger
 from bench.models import HFPolicy, resolve_device
+from bench.output import OutputLocked  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger("alignbench")
 
@@ -110,16 +112,23 @@ def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
     for name in m.evals:
         ev = registry.resolve("evals", name)
         evals[name] = {"version": ev.version, "options": m.eval.get(name, {}),
-                       "provider": registry.provider("evals", name)}
+                       "provider": registry.identity("evals", name)}
     return store.content_key({
-        "method": cell.method, "method_provider": registry.provider("methods", cell.method),
+        "method": cell.method, "method_provider": registry.identity("methods", cell.method),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
         # every method but base starts from the shared SFT stage: its config moves numbers too
         "sft_stage": C.method_config(m, C.SHARED_STAGE).model_dump(mode="json"),
-        "evals": evals, "world": world.key, "world_identity": world.describe,
+        "evals": evals, "world": world.key, "world_identity": identity(world.describe),
         "code": store.code_version(), "device": device,
         "torch": torch.__version__, "n_threads": torch.get_num_threads(),
     })
+
+
+def identity(describe: dict[str, Any]) -> dict[str, Any]:
+    """A world's description without its cosmetic part (``describe["timing"]``: how long the
+    build took), which must never enter a key: a rebuilt world with the same weights is the
+    same world."""
+    return {k: v for k, v in describe.items() if k != "timing"}
 
 
 class Stages:
@@ -160,22 +169,19 @@ class Stages:
         """The shared SFT policy for this cell's seed and demonstration budget."""
         n = int(ctx.ledger.caps.get("demonstrations") or 0)
         key = self.sft_key(ctx.seed, n)
-        path = self.root / "sft" / key
-        if not (path / "stage.json").is_file():
+
+        def build(tmp: Path) -> None:
             stage_ledger = Ledger(caps={"demonstrations": n})
             sub = TrainContext(scenario=ctx.scenario, ledger=stage_ledger, seed=ctx.seed,
-                               cell_dir=path, log=ctx.log, stages=self, progress=ctx.progress,
+                               cell_dir=tmp, log=ctx.log, stages=self, progress=ctx.progress,
                                device=self.device)
             sft = registry.resolve("methods", "sft")
             policy = sft.train_stage(self.fresh_base(), sub, self._sft_cfg())
-            tmp = path.with_name(f".{key}.tmp")
             policy.model.save_pretrained(tmp, safe_serialization=True)
             policy.tokenizer.save_pretrained(tmp)
             store.atomic_write_json(tmp / "stage.json", {"spent": stage_ledger.spent})
-            if path.exists():
-                import shutil
-                shutil.rmtree(path)
-            tmp.rename(path)
+
+        path = store.build_once(self.root / "sft" / key, build)
         spent = json.loads((path / "stage.json").read_text())["spent"]
         ctx.ledger.absorb(spent)
         if key not in self._mem:
@@ -215,14 +221,14 @@ class Stages:
         with this cell's caps; what it spent is charged to the cell on every use."""
         key = store.content_key({"stage": kind, "world": self.world.key,
                                  "code": store.code_version(), **key_parts})
-        path = self.root / kind / f"{key}.json"
-        rec = store.read_json(path)
-        if rec is None:
+
+        def fill() -> dict[str, Any]:
             sub = Ledger(caps=dict(ledger.caps))
             sub.spent.update({u: 0.0 for u in UNITS})
             data = compute(sub)
-            rec = {"spent": sub.spent, "data": data}
-            store.atomic_write_json(path, rec)
+            return {"spent": sub.spent, "data": data}
+
+        rec = store.once_json(self.root / kind / f"{key}.json", fill)
         ledger.absorb(rec["spent"])
         return rec["data"]
 
@@ -266,8 +272,7 @@ def _event(out: Path, **kw: Any) -> None:
 
 def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, out: Path,
              device: str) -> dict[str, Any]:
-    cell_dir = out / "cells" / key
-    cell_dir.mkdir(parents=True, exist_ok=True)
+    cell_dir = output.make_cell_dir(out, key)
     started = datetime.now(timezone.utc).isoformat()
     t0 = time.perf_counter()
     ledger = Ledger(caps={u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None})
@@ -282,6 +287,7 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
         "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
     }
     status, error, step = "ok", None, None
+    phase = "training"  # or "eval NAME": a failure names where it happened
     try:
         seed_everything(cell.seed)
         method = registry.resolve("methods", cell.method)
@@ -295,6 +301,7 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
                 cell.seed, int(cell.budget.get("demonstrations") or 0)))
         eval_ledger = Ledger()
         for name in m.evals:
+            phase = f"eval {name}"
             seed_everything(cell.seed + 1)
             ev = registry.resolve("evals", name)
             ectx = EvalContext(world=world, seed=cell.seed, method=cell.method, references=refs,
@@ -311,15 +318,15 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
                                      "rows": res.rows, "extra": res.extra}
             bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
             if bad:
-                raise NonFiniteError(f"metric {name}.{bad[0]}", -1)
+                raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")
         record["budget"] = train_budget
         record["eval_spend"] = eval_ledger.spent
     except NonFiniteError as err:
-        status, error, step = "failed", str(err), err.step
+        status, error, step = "failed", f"{phase}: {err}", err.step
     except BudgetExceeded as err:
-        status, error = "failed", str(err)
+        status, error = "failed", f"{phase}: {err}"
     except Exception as err:  # noqa: BLE001 - one bad cell must not sink the matrix
-        status, error = "failed", f"{type(err).__name__}: {err}"
+        status, error = "failed", f"{phase}: {type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc()[-4000:]
     record.setdefault("budget", ledger.snapshot())
     record["curves"] = ctx.curves
@@ -338,39 +345,32 @@ def is_done(out: Path, key: str) -> bool:
     return isinstance(rec, dict) and rec.get("key") == key and rec.get("status") == "ok"
 
 
-class OutputLocked(RuntimeError):
-    pass
-
-
 def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     """Run (or resume) a matrix. Returns the output folder."""
     cells = expand(m)
     check_budgets(cells)  # before --fresh deletes anything
-    out = Path(out or m.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output.claim(Path(out or m.out))  # refuses a folder that is not alignbench's
     if not m.progress:  # the libraries' own bars too, so logs stay readable
         import datasets
         import transformers
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    lock = open(out / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise OutputLocked(f"another alignbench run is writing to {out}; wait for it or use "
-                           f"another --out folder") from None
-    try:
-        if fresh and (out / "cells").exists():
-            import shutil
-            shutil.rmtree(out / "cells")
+    with output.locked(out):
+        if fresh:
+            output.clear(out)
+        output.remove_stale_temp_files(out)
         import tomli_w
-        store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(C.resolved(m)))
+        resolved = {**C.resolved(m), "out": str(out)}  # the folder actually written
+        store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(resolved))
         device = resolve_device(m.device)
         scenario = registry.resolve("scenarios", m.scenario.name)
         world = scenario.build(scenario.Options.model_validate(m.scenario.options),
                                cache_root(), progress=m.progress)
         stages = Stages(world, m, device, m.progress)
         keys = [cell_key(c, world, m, device) for c in cells]
+        output.write_plan(out, m.name, [
+            {"key": k, "method": c.method, "seed": c.seed, "point": c.point}
+            for c, k in zip(cells, keys)])
         todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
         bar = tqdm(todo, desc="cells", disable=not m.progress)
         for cell, key in bar:
@@ -380,24 +380,6 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
             _event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"])
             if rec["status"] != "ok":
                 log.warning("cell %s failed: %s", cell.label, rec["error"])
-        write_index(out, keys, cells)
         from reports.build import build_report
-        build_report(out)
+        build_report(out)  # regenerates results.jsonl from cells/ first
         return out
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-
-
-def write_index(out: Path, keys: list[str], cells: list[Cell]) -> None:
-    """results.jsonl from the cell folders, in matrix order; a cell with no valid result is
-    listed as missing so that nothing disappears silently."""
-    lines = []
-    for key, cell in zip(keys, cells):
-        rec = store.read_json(out / "cells" / key / "result.json")
-        if not isinstance(rec, dict) or rec.get("key") != key:
-            rec = {"key": key, "method": cell.method, "seed": cell.seed, "point": cell.point,
-                   "status": "missing", "error": "no valid result.json (not run yet, or killed)",
-                   "metrics": {}, "uncertainty": {}}
-        lines.append(json.dumps(store.sanitize(rec), allow_nan=False))
-    store.atomic_write_text(out / "results.jsonl", "\n".join(lines) + "\n")

@@ -17,42 +17,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import output, store
 from bench.stats import paired_delta, t_interval
 
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def read_records(out: Path) -> list[dict[str, Any]]:
-    """results.jsonl when present; otherwise every cells/*/result.json (a partial matrix)."""
-    out = Path(out)
-    recs = []
-    index = out / "results.jsonl"
-    if index.is_file():
-        for line in index.read_text(encoding="utf-8").splitlines():
-            try:
-                recs.append(json.loads(line))
-            except ValueError:
-                continue
-        # cells finished after the index was written (a run still going, or killed)
-        known = {r["key"] for r in recs}
-    else:
-        known = set()
-    for f in sorted((out / "cells").glob("*/result.json")):
-        rec = store.read_json(f)
-        if rec is None:
-            recs.append({"key": f.parent.name, "method": "?", "seed": None, "point": {},
-                         "status": "invalid", "error": "result.json is unreadable (truncated?)",
-                         "metrics": {}})
-        elif rec.get("key") not in known:
-            recs.append(rec)
-    # an index line that says "missing" is superseded by a cell written since
-    by_key: dict[str, dict] = {}
-    for r in recs:
-        if r["key"] not in by_key or by_key[r["key"]].get("status") == "missing":
-            by_key[r["key"]] = r
-    return list(by_key.values())
+class ReportError(ValueError):
+    """The stored results cannot make an honest report (stated in one line with the fix)."""
+
+
+def read_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the current matrix's cells in matrix order, cells in the folder from another
+    configuration): see :func:`bench.output.records`. Only the first are ever averaged."""
+    return output.records(out)
 
 
 def group_label(r: dict[str, Any]) -> str:
@@ -74,11 +53,18 @@ def _fmt(x: float | None, nd: int = 3) -> str:
     return f"{x:.{nd}f}"
 
 
+def _budget_point(r: dict[str, Any]) -> str:
+    """The budget part of a cell's sweep point: the SFT cell a row is paired with shares it."""
+    return store.canonical({k: v for k, v in (r.get("point") or {}).items()
+                            if k.startswith("budget.")})
+
+
 def collect(out: Path) -> dict[str, Any]:
     """Everything the report shows, as plain values."""
-    recs = read_records(out)
+    recs, other = read_records(out)
     ok = [r for r in recs if r.get("status") == "ok"]
-    bad = [r for r in recs if r.get("status") != "ok"]
+    pending = [r for r in recs if r.get("status") == "pending"]
+    bad = [r for r in recs if r.get("status") not in ("ok", "pending")]
     directions: dict[str, bool] = {}
     for r in ok:
         for ev, info in (r.get("evals") or {}).items():
@@ -88,10 +74,15 @@ def collect(out: Path) -> dict[str, Any]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
         groups[group_label(r)].append(r)
-    order = sorted(groups, key=lambda g: (["base", "sft", "ppo", "dpo", "rlaif"].index(
-        groups[g][0]["method"]) if groups[g][0]["method"] in ("base", "sft", "ppo", "dpo", "rlaif")
-        else 99, g))
-    sft_by_seed = {r["seed"]: r for r in ok if r["method"] == "sft" and not r.get("point")}
+    for g, rs in groups.items():
+        seeds = [r["seed"] for r in rs]
+        if len(set(seeds)) != len(seeds):
+            raise ReportError(f"{out}: row {g!r} holds seed {max(seeds, key=seeds.count)} twice "
+                              f"(two configurations under one label); rerun into a new --out "
+                              f"folder")
+    methods = list(dict.fromkeys(r["method"] for r in recs))  # the matrix's order
+    order = sorted(groups, key=lambda g: (methods.index(groups[g][0]["method"]), g))
+    sft_by = {(r["seed"], _budget_point(r)): r for r in ok if r["method"] == "sft"}
     rows = []
     for g in order:
         rs = groups[g]
@@ -101,9 +92,10 @@ def collect(out: Path) -> dict[str, Any]:
             vals = [v for v in vals if v is not None]
             mean, lo, hi = t_interval(vals)
             delta = None
-            if rs[0]["method"] != "sft" and sft_by_seed:
-                paired = [(r["metrics"].get(m), sft_by_seed[r["seed"]]["metrics"].get(m))
-                          for r in rs if r["seed"] in sft_by_seed]
+            if rs[0]["method"] != "sft":
+                paired = [(r["metrics"].get(m), sft_by[(r["seed"], _budget_point(r))]
+                           ["metrics"].get(m)) for r in rs
+                          if (r["seed"], _budget_point(r)) in sft_by]
                 paired = [(a, b) for a, b in paired if a is not None and b is not None]
                 if len(paired) >= 2:
                     d, dlo, dhi = paired_delta(*zip(*paired))
@@ -142,6 +134,7 @@ def collect(out: Path) -> dict[str, Any]:
     total_seconds = sum((r.get("provenance") or {}).get("seconds", 0.0) for r in recs)
     return {
         "title": prov.get("matrix_name") or Path(out).name, "records": recs, "ok": ok, "bad": bad,
+        "pending": pending, "other": other,
         "columns": columns, "directions": directions, "rows": rows, "world": world,
         "provenance": prov, "sources": sources, "matrix_toml": matrix_toml,
         "given": (first.get("budget") or {}).get("given", {}), "total_seconds": total_seconds,
@@ -164,6 +157,13 @@ def _png(fig) -> str:
 def plots(d: dict[str, Any]) -> list[dict[str, str]]:
     import matplotlib
     matplotlib.use("Agg")
+    # labels are method names and sweep values, drawn as plain text: a "$" in one must not be
+    # parsed as mathtext (which raised and left no report)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _plots(d)
+
+
+def _plots(d: dict[str, Any]) -> list[dict[str, str]]:
     import matplotlib.pyplot as plt
 
     out = []
@@ -368,9 +368,14 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
         b = row["budget"]
         lines.append(f"| {row['label']} | " + " | ".join(vals)
                      + f" | {b.get('comparisons', 0):.0f} | {b.get('ai_comparisons', 0):.0f} |")
-    for r in d["bad"]:
-        lines.append(f"\n- {r['status'].upper()}: {group_label(r)} seed {r.get('seed')}: "
-                     f"{r.get('error')}")
+    for title, recs in (("Failed cells", d["bad"]), ("Pending cells (planned, no result)",
+                                                      d["pending"]),
+                        ("Not in this matrix (other configurations; never averaged)",
+                         d["other"])):
+        if recs:
+            lines += ["", f"## {title}", ""]
+            lines += [f"- {r['status'].upper()}: {group_label(r)} seed {r.get('seed')} "
+                      f"(cell {r['key']}): {r.get('error') or ''}" for r in recs]
     store.atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -378,15 +383,17 @@ def build_report(out: Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     out = Path(out)
+    output.write_index(out)  # results.jsonl: exactly the current matrix, from cells/
     d = collect(out)
     env = Environment(autoescape=select_autoescape(["html"], default=True),
                       loader=PackageLoader("reports", "templates"))
     env.filters["fmt"] = _fmt
     html = env.get_template("report.html").render(
         d=d, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
-        data_json=json_for_html({"rows": d["rows"], "failed": [
-            {"key": r["key"], "method": r["method"], "seed": r.get("seed"),
-             "status": r["status"], "error": r.get("error")} for r in d["bad"]]}))
+        data_json=json_for_html({"rows": d["rows"], **{
+            part: [{"key": r["key"], "method": r["method"], "seed": r.get("seed"),
+                    "status": r["status"], "error": r.get("error")} for r in d[src]]
+            for part, src in (("failed", "bad"), ("pending", "pending"), ("other", "other"))}}))
     store.atomic_write_text(out / "report.html", html)
     write_csv(d, out / "summary.csv")
     write_markdown(d, out / "report.md")

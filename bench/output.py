@@ -1,0 +1,215 @@
+"""The output folder: which folders alignbench may write into, what it may delete, and the
+plan that says which cells belong to the current matrix.
+
+A folder alignbench creates (or adopts while empty) carries ``.alignbench/``: the lock, the
+plan of the current matrix, and a marker. alignbench writes into no other non-empty folder,
+refuses ``/``, the home folder and files, and ``--fresh`` removes only what it wrote itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from bench import store
+from bench.store import OutputFolderError
+
+MARKER = ".alignbench"
+CELL_MARKER = ".alignbench-cell"  # in every cell folder alignbench creates
+# the files alignbench writes at the top of an output folder (the layout in bench/runner.py)
+OWN_FILES = ("matrix.toml", "results.jsonl", "summary.csv", "report.html", "report.md",
+             "events.jsonl")
+KEY = re.compile(r"[0-9a-f]{%d}" % store.KEY_LEN)
+
+
+def _is_key_dir(d: Path) -> bool:
+    return d.is_dir() and bool(KEY.fullmatch(d.name))
+
+
+def _made_by_alignbench(out: Path) -> bool:
+    """A folder written before markers existed: nothing in it but alignbench's own files and
+    cell folders, so it can be adopted (and resumed) safely."""
+    for f in out.iterdir():
+        if f.name in OWN_FILES or f.name == ".lock":
+            continue
+        if f.name == "cells" and f.is_dir() and all(_is_key_dir(d) for d in f.iterdir()):
+            continue
+        return False
+    return True
+
+
+def claim(out: Path) -> Path:
+    """Make ``out`` an alignbench output folder, or refuse it with an OutputFolderError."""
+    out = Path(out).expanduser()
+    where = out.resolve()
+    home = Path.home().resolve()
+    if where == Path(where.anchor) or where == home or where in home.parents:
+        what = "your home folder" if where == home else (
+            "the root folder" if where == Path(where.anchor) else "a folder above your home")
+        raise OutputFolderError(f"output folder {out} is {what}; alignbench writes many files "
+                                f"into its output folder: give a new one, e.g. --out runs/NAME")
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"output folder {out} is a file, not a folder; give a new "
+                                f"folder with --out")
+    if (out / MARKER).is_dir():
+        return out
+    if out.is_dir() and any(out.iterdir()) and not _made_by_alignbench(out):
+        raise OutputFolderError(
+            f"output folder {out} is not empty and was not created by alignbench (no {MARKER}/ "
+            f"inside); alignbench never writes into a folder it does not own: give a new or "
+            f"empty folder with --out")
+    try:
+        (out / MARKER).mkdir(parents=True, exist_ok=True)
+        store.atomic_write_json(out / MARKER / "marker.json", {"created_by": "alignbench"})
+    except OSError as err:
+        raise OutputFolderError(f"cannot write to output folder {out} ({err.strerror}); give a "
+                                f"folder you can write to with --out") from None
+    return out
+
+
+class OutputLocked(RuntimeError):
+    pass
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """One alignbench run writes into one output folder at a time (flock; released by the
+    kernel if the process dies)."""
+    with open(out / MARKER / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLocked(f"another alignbench run is writing to {out}; wait for it or use "
+                               f"another --out folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def own_cell_dirs(out: Path) -> list[Path]:
+    """Cell folders alignbench created: marked, or (written before markers) named by a key."""
+    cells = out / "cells"
+    if not cells.is_dir():
+        return []
+    return [d for d in sorted(cells.iterdir())
+            if d.is_dir() and ((d / CELL_MARKER).is_file() or _is_key_dir(d))]
+
+
+def clear(out: Path) -> None:
+    """``--fresh``: remove every result and report alignbench wrote here, and nothing else (a
+    user's file under ``cells/`` or beside the reports stays)."""
+    for d in own_cell_dirs(out):
+        shutil.rmtree(d)
+    for name in (*OWN_FILES, ".lock"):
+        (out / name).unlink(missing_ok=True)
+    if (out / "cells").is_dir() and not any((out / "cells").iterdir()):
+        (out / "cells").rmdir()
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    """Temp files of atomic writes that a killed run left behind (they are all alignbench's)."""
+    for folder in [out, out / MARKER, *own_cell_dirs(out)]:
+        store.remove_stale_temp_files(folder)
+
+
+def make_cell_dir(out: Path, key: str) -> Path:
+    d = out / "cells" / key
+    d.mkdir(parents=True, exist_ok=True)
+    (d / CELL_MARKER).touch()
+    return d
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def write_plan(out: Path, name: str, cells: list[dict[str, Any]]) -> None:
+    """The current matrix's cells, in matrix order: ``[{"key", "method", "seed", "point"}]``.
+    The index and the report show exactly these."""
+    store.atomic_write_json(out / MARKER / "plan.json", {"matrix": name, "cells": cells})
+
+
+def read_plan(out: Path) -> list[dict[str, Any]] | None:
+    """The planned cells, or None for a folder with no plan (made by hand, or by an older
+    version): then results.jsonl, if any, says which cells the matrix had."""
+    rec = store.read_json(Path(out) / MARKER / "plan.json")
+    if isinstance(rec, dict) and isinstance(rec.get("cells"), list):
+        return rec["cells"]
+    index = Path(out) / "results.jsonl"
+    if not index.is_file():
+        return None
+    planned = []
+    for line in index.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("key"), str):
+            planned.append({k: r.get(k) for k in ("key", "method", "seed", "point")})
+    return planned
+
+
+def is_record(rec: Any) -> bool:
+    """The shape of a cell's result.json that the index and the report can read."""
+    return (isinstance(rec, dict) and isinstance(rec.get("key"), str)
+            and isinstance(rec.get("method"), str) and isinstance(rec.get("status"), str)
+            and isinstance(rec.get("metrics", {}), dict))
+
+
+def pending(cell: dict[str, Any], why: str = "planned; no result yet (not run, or killed)"
+            ) -> dict[str, Any]:
+    return {**cell, "status": "pending", "error": why, "metrics": {}, "uncertainty": {}}
+
+
+def records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the current matrix's records in plan order, every other cell found in the folder).
+
+    A planned cell without a valid result is "pending" (or "invalid" when its result.json is
+    unreadable). Cells from another configuration are returned apart, never mixed in; a
+    result.json that is not a cell record at all is listed there as "unreadable"."""
+    out = Path(out)
+    plan = read_plan(out)
+    found: dict[str, dict[str, Any]] = {}
+    cells = out / "cells"
+    for d in sorted(d for d in cells.iterdir() if d.is_dir()) if cells.is_dir() else []:
+        f = d / "result.json"
+        if not f.exists():
+            continue
+        rec = store.read_json(f)
+        if is_record(rec) and rec["key"] == d.name:
+            found[d.name] = rec
+        else:
+            found[d.name] = {"key": d.name, "method": "?", "seed": None, "point": {},
+                             "status": "unreadable", "metrics": {}, "uncertainty": {},
+                             "error": f"cells/{d.name}/result.json is not a cell record "
+                                      f"(truncated, or not written by alignbench)"}
+    if plan is None:  # no plan: every readable record is the matrix
+        return [r for r in found.values() if r["status"] != "unreadable"], \
+            [r for r in found.values() if r["status"] == "unreadable"]
+    current = []
+    planned_keys = set()
+    for cell in plan:
+        planned_keys.add(cell["key"])
+        rec = found.get(cell["key"])
+        if rec is None:
+            current.append(pending(cell))
+        elif rec["status"] == "unreadable":
+            current.append({**pending(cell, rec["error"]), "status": "invalid"})
+        else:
+            current.append(rec)
+    other = [r for k, r in found.items() if k not in planned_keys]
+    return current, other
+
+
+def write_index(out: Path) -> list[dict[str, Any]]:
+    """results.jsonl: one line per cell of the current matrix, in matrix order, regenerated
+    from cells/ (a cell with no valid result is listed as pending, so nothing disappears)."""
+    current, _ = records(out)
+    lines = [json.dumps(store.sanitize(r), allow_nan=False) for r in current]
+    store.atomic_write_text(out / "results.jsonl", "".join(x + "\n" for x in lines))
+    return current
