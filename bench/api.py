@@ -33,7 +33,7 @@ from bench.budget import Ledger
 class MethodConfig(BaseModel):
     """Base for a method's flat config: unknown keys are rejected, every field has a default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     def planned_spend(self, budget: dict[str, float | None]) -> dict[str, tuple[float, str]]:
         """What training will charge each hard-capped unit under ``budget`` (the matrix's
@@ -48,7 +48,7 @@ class MethodConfig(BaseModel):
 class EvalOptions(BaseModel):
     """Base for an eval's options (the matrix's ``[eval.NAME]`` table), validated like configs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --------------------------------------------------------------------------- policies

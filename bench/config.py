@@ -8,12 +8,14 @@ method's own ``Config``.
 from __future__ import annotations
 
 import itertools
+import json
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from bench import registry
 from bench.budget import UNITS
@@ -26,8 +28,19 @@ class ConfigError(ValueError):
     """A config problem, stated in one line that names the key and the fix."""
 
 
+SEEDS = range(2**32)  # what numpy's and torch's seeding accept
+
+
+def _in_seed_range(seed: int) -> int:
+    if seed not in SEEDS:
+        raise PydanticCustomError("seed_range", "a seed must be in [0, 2**32), i.e. 0 to "
+                                  f"{SEEDS[-1]}")
+    return seed
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no coercion, so "2" or true is refused for a number and "no" for a boolean
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Budget(_Strict):
@@ -55,7 +68,8 @@ class Matrix(_Strict):
     evals: list[str] = Field(
         default_factory=lambda: ["truthfulqa", "toxicity", "win_rate", "labeler_agreement", "kl"])
     eval: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-eval options")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, AfterValidator(_in_seed_range)]] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1)
     budget: Budget = Field(default_factory=Budget)
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
@@ -70,6 +84,8 @@ def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
     if e["type"] == "extra_forbidden":
         return f"unknown key '{path}'; remove it or check its spelling"
     inp = e.get("input")
+    if isinstance(inp, str) and e["type"] in ("int_type", "float_type", "bool_type"):
+        return f"'{path}': {e['msg']} (got the string {inp!r}); write it without quotes"
     return f"'{path}': {e['msg']} (got {inp!r}); fix the value in the matrix file"
 
 
@@ -104,7 +120,13 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
             raise ConfigError(f"{source}: {_fmt_pydantic(err, f'eval.{name}')}") from None
     scenario = registry.resolve("scenarios", m.scenario.name)
     try:
-        scenario.Options.model_validate(m.scenario.options)
+        # checked as JSON: as strict as the rest, but a TOML array fills a tuple option
+        options = json.dumps(m.scenario.options)
+    except TypeError:  # only TOML dates and times get here
+        raise ConfigError(f"{source}: 'scenario.options' holds a TOML date or time, which no "
+                          "option takes; quote it as a string") from None
+    try:
+        scenario.Options.model_validate_json(options, strict=True)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_fmt_pydantic(err, 'scenario.options')}") from None
     for key, values in m.sweep.items():
@@ -115,6 +137,12 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
             if opt not in UNITS:
                 raise ConfigError(f"{source}: sweep '{key}': unknown budget unit; use one of "
                                   f"{list(UNITS)}")
+            for v in values:
+                try:
+                    Budget.model_validate({opt: v})
+                except ValidationError as err:
+                    raise ConfigError(f"{source}: sweep {_fmt_pydantic(err, 'budget')}") \
+                        from None
         elif head in m.methods:
             for v in values:
                 method_config(m, head, source=source, override={opt: v})
@@ -144,14 +172,32 @@ def load(path_or_preset: str | Path) -> Matrix:
         text = resources.files("bench.presets").joinpath(f"{path_or_preset}.toml").read_text()
         source = f"preset {path_or_preset}"
     else:
-        if not p.is_file():
-            raise ConfigError(f"matrix file {str(p)!r} does not exist; check the path")
-        text, source = p.read_text(), str(p)
+        text, source = _read_matrix_file(p), str(p)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
+    if not data:  # an empty file would silently run the whole default matrix
+        raise ConfigError(f"{source}: the matrix file sets nothing; give at least 'methods' (e.g. "
+                          f"methods = [\"sft\", \"dpo\"]) or use a preset: "
+                          f"{', '.join(presets())}")
     return parse(data, source=source)
+
+
+def _read_matrix_file(p: Path) -> str:
+    if p.is_dir():
+        raise ConfigError(f"matrix path {str(p)!r} is a directory; give a .toml file (or a "
+                          f"preset: {', '.join(presets())})")
+    if not p.is_file():
+        raise ConfigError(f"matrix file {str(p)!r} does not exist; check the path")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}); save the file as UTF-8, as TOML requires") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read matrix file {str(p)!r} ({err.strerror}); check its "
+                          f"permissions") from None
 
 
 def presets() -> list[str]:

@@ -23,11 +23,11 @@ class DPOConfig(LoRAOptions):
     rounds: int = Field(1, ge=1, description="online rounds; the label budget splits evenly")
     k: int = Field(5, ge=2, description="responses ranked per prompt (same as ppo)")
     label_temperature: float = Field(1.0, description="sampling temperature for labeling")
-    max_new_tokens: int = Field(24, description="response length limit when sampling")
+    max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
     beta: float = Field(0.1, description="KL strength (Rafailov et al.: 0.1)")
-    lr: float = Field(5e-5, description="learning rate (tiny models; ~5e-7 for real LMs)")
-    epochs: float = Field(2.0, description="passes over the comparisons per round")
-    batch_size: int = Field(32, description="comparisons per step")
+    lr: float = Field(5e-5, gt=0, description="learning rate (tiny models; ~5e-7 for real LMs)")
+    epochs: float = Field(2.0, gt=0, description="passes over the comparisons per round")
+    batch_size: int = Field(32, ge=1, description="comparisons per step")
     loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, ...")
 
     def planned_spend(self, budget):

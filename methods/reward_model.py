@@ -16,9 +16,10 @@ from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config,
 
 
 class RewardModelConfig(LoRAOptions):
-    rm_epochs: float = Field(2.0, description="passes over the comparisons (InstructGPT: 1)")
-    rm_lr: float = Field(5e-4, description="peak learning rate (tiny models; ~9e-6 for real LMs)")
-    rm_batch_size: int = Field(32, description="comparisons per step")
+    rm_epochs: float = Field(2.0, gt=0, description="passes over the comparisons (InstructGPT: 1)")
+    rm_lr: float = Field(5e-4, gt=0,
+                         description="peak learning rate (tiny models; ~9e-6 for real LMs)")
+    rm_batch_size: int = Field(32, ge=1, description="comparisons per step")
     rm_center_coef: float = Field(0.01, description="keeps rewards near zero (Eisenstein 2023)")
 
 

@@ -33,7 +33,7 @@ class RLAIFConfig(DPOConfig):
                                     description="principles the judge is asked under")
     judge: str = Field("base", description="'base' (the pretrained model) or 'sft'")
     optimizer: Literal["dpo", "ppo"] = Field("dpo", description="what trains on the AI labels")
-    ppo_steps: int = Field(40, description="PPO iterations per round when optimizer = 'ppo'")
+    ppo_steps: int = Field(40, ge=1, description="PPO iterations per round when optimizer = 'ppo'")
     kl_coef: float = Field(0.05, description="KL coefficient when optimizer = 'ppo'")
     min_margin: float = Field(0.1, ge=0, lt=0.5, description="train only on pairs the judge "
                               "prefers by more than this: |P(a) - 0.5| > min_margin")

@@ -17,11 +17,12 @@ from methods.common import FiniteGuard, LoRAOptions, count_tokens, lora_config, 
 
 
 class SFTConfig(LoRAOptions):
-    epochs: float = Field(3.0, description="passes over the demonstrations")
-    lr: float = Field(3e-4, description="peak learning rate (tiny models; ~2e-5 for real LMs)")
-    batch_size: int = Field(32, description="demonstrations per step")
-    warmup_ratio: float = Field(0.05, description="linear warmup fraction")
-    max_length: int = Field(256, description="tokens per example, prompt included")
+    epochs: float = Field(3.0, gt=0, description="passes over the demonstrations")
+    lr: float = Field(3e-4, gt=0,
+                      description="peak learning rate (tiny models; ~2e-5 for real LMs)")
+    batch_size: int = Field(32, ge=1, description="demonstrations per step")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="linear warmup fraction")
+    max_length: int = Field(256, ge=1, description="tokens per example, prompt included")
     completion_only_loss: bool = Field(True, description="loss on the answer only (InstructGPT)")
 
     def planned_spend(self, budget):
