@@ -93,6 +93,8 @@ class WinRate:
             la = np.array([len(t.split()) for t in mine])
             lb = np.array([len(t.split()) for t in theirs])
             name = f"vs_{ref_name}"
+            if getattr(ref, "policy", ref) is policy:  # the reference itself: an A/A check
+                extra.setdefault("null", {})[name] = 0.5
             metrics[name] = float(pref.mean())
             unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
             extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import output, store
-from bench.stats import paired_delta, t_interval
+from bench.stats import paired_seed_delta, seed_interval
 
+INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
+             "mean squared per-seed standard error) / n, so never narrower than the evaluation "
+             "noise each seed carries (a floored random-effects interval).")
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -59,6 +62,17 @@ def _budget_point(r: dict[str, Any]) -> str:
                             if k.startswith("budget.")})
 
 
+def _se(r: dict[str, Any], metric: str) -> float | None:
+    return (r.get("uncertainty") or {}).get(metric)
+
+
+def _null(r: dict[str, Any], metric: str) -> float | None:
+    """The value an eval says this metric must take in expectation (an A/A comparison: a
+    model against itself), from ``extra["null"]`` of its record; None for most metrics."""
+    ev, _, name = metric.partition(".")
+    return (((r.get("evals") or {}).get(ev) or {}).get("extra") or {}).get("null", {}).get(name)
+
+
 def collect(out: Path) -> dict[str, Any]:
     """Everything the report shows, as plain values."""
     recs, other = read_records(out)
@@ -83,28 +97,35 @@ def collect(out: Path) -> dict[str, Any]:
     methods = list(dict.fromkeys(r["method"] for r in recs))  # the matrix's order
     order = sorted(groups, key=lambda g: (methods.index(groups[g][0]["method"]), g))
     sft_by = {(r["seed"], _budget_point(r)): r for r in ok if r["method"] == "sft"}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    aa_checks: list[dict[str, Any]] = []
     for g in order:
         rs = groups[g]
         cells = {}
         for m in columns:
-            vals = [r["metrics"].get(m) for r in rs]
-            vals = [v for v in vals if v is not None]
-            mean, lo, hi = t_interval(vals)
+            have = [r for r in rs if r["metrics"].get(m) is not None]
+            mean, lo, hi = seed_interval([r["metrics"][m] for r in have],
+                                         [_se(r, m) for r in have])
             delta = None
             if rs[0]["method"] != "sft":
-                paired = [(r["metrics"].get(m), sft_by[(r["seed"], _budget_point(r))]
-                           ["metrics"].get(m)) for r in rs
+                paired = [(r, sft_by[(r["seed"], _budget_point(r))]) for r in have
                           if (r["seed"], _budget_point(r)) in sft_by]
-                paired = [(a, b) for a, b in paired if a is not None and b is not None]
+                paired = [(a, b) for a, b in paired if b["metrics"].get(m) is not None]
                 if len(paired) >= 2:
-                    d, dlo, dhi = paired_delta(*zip(*paired))
+                    d, dlo, dhi = paired_seed_delta(
+                        [a["metrics"][m] for a, _ in paired], [b["metrics"][m] for _, b in paired],
+                        [_se(a, m) for a, _ in paired], [_se(b, m) for _, b in paired])
                     delta = {"mean": d, "lo": dlo, "hi": dhi,
                              "significant": bool(dlo > 0 or dhi < 0),
                              "better": bool((d > 0) == directions[m])}
-            se = [r.get("uncertainty", {}).get(m) for r in rs]
-            cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(vals), "delta": delta,
-                        "se": se[0] if len(rs) == 1 else None}
+            cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(have), "delta": delta,
+                        "se": _se(rs[0], m) if len(rs) == 1 else None}
+            null = {_null(r, m) for r in have}
+            if len(null) == 1 and None not in null and math.isfinite(lo):
+                value = null.pop()
+                cells[m]["null"] = value
+                aa_checks.append({"row": g, "metric": m, "null": value, "mean": mean, "lo": lo,
+                                  "hi": hi, "ok": bool(lo <= value <= hi)})
         spent = defaultdict(list)
         for r in rs:
             for u, v in (r.get("budget", {}).get("spent") or {}).items():
@@ -134,7 +155,7 @@ def collect(out: Path) -> dict[str, Any]:
     total_seconds = sum((r.get("provenance") or {}).get("seconds", 0.0) for r in recs)
     return {
         "title": prov.get("matrix_name") or Path(out).name, "records": recs, "ok": ok, "bad": bad,
-        "pending": pending, "other": other,
+        "pending": pending, "other": other, "aa_checks": aa_checks,
         "columns": columns, "directions": directions, "rows": rows, "world": world,
         "provenance": prov, "sources": sources, "matrix_toml": matrix_toml,
         "given": (first.get("budget") or {}).get("given", {}), "total_seconds": total_seconds,
@@ -186,7 +207,7 @@ def _plots(d: dict[str, Any]) -> list[dict[str, str]]:
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
         fig.tight_layout()
-        out.append({"id": "plot-bars", "title": "Every metric by method (mean, 95% t-interval "
+        out.append({"id": "plot-bars", "title": "Every metric by method (mean, 95% interval "
                     "over seeds)", "src": _png(fig)})
     # trade-off frontier
     pairs = [("toxicity.emt", "win_rate.vs_sft"), ("kl.k1", "win_rate.vs_sft")]
@@ -351,7 +372,7 @@ def write_csv(d: dict[str, Any], path: Path) -> None:
 def write_markdown(d: dict[str, Any], path: Path) -> None:
     cols = [c for c in d["columns"] if c.count(".") == 1]
     lines = [f"# alignbench: {d['title']}", "",
-             f"Seeds: {d['seeds']}; mean with 95% t-interval over seeds.", "",
+             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}", "",
              "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
              + " | comparisons | ai_comparisons |",
              "|---" * (len(cols) + 3) + "|"]
@@ -368,6 +389,11 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
         b = row["budget"]
         lines.append(f"| {row['label']} | " + " | ".join(vals)
                      + f" | {b.get('comparisons', 0):.0f} | {b.get('ai_comparisons', 0):.0f} |")
+    for c in d["aa_checks"]:
+        if not c["ok"]:
+            lines.append(f"\n- A/A CHECK FAILED: {c['row']} {c['metric']} = {_fmt(c['mean'])} "
+                         f"[{_fmt(c['lo'])}, {_fmt(c['hi'])}] excludes {c['null']}, the value a "
+                         f"model compared with itself must give")
     for title, recs in (("Failed cells", d["bad"]), ("Pending cells (planned, no result)",
                                                       d["pending"]),
                         ("Not in this matrix (other configurations; never averaged)",
@@ -389,7 +415,7 @@ def build_report(out: Path) -> Path:
                       loader=PackageLoader("reports", "templates"))
     env.filters["fmt"] = _fmt
     html = env.get_template("report.html").render(
-        d=d, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
+        d=d, intervals=INTERVALS, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
         data_json=json_for_html({"rows": d["rows"], **{
             part: [{"key": r["key"], "method": r["method"], "seed": r.get("seed"),
                     "status": r["status"], "error": r.get("error")} for r in d[src]]
