@@ -137,8 +137,10 @@ def collect(out: Path) -> dict[str, Any]:
         vals = [(row["cells"][m]["mean"], i) for i, row in enumerate(rows)
                 if row["cells"][m]["mean"] is not None and math.isfinite(row["cells"][m]["mean"])]
         if vals:
-            best = (max if directions[m] else min)(vals)[1]
-            rows[best]["cells"][m]["best"] = True
+            top = (max if directions[m] else min)(v for v, _ in vals)
+            winners = [i for v, i in vals if v == top]
+            if len(winners) == 1:  # no award on an exact tie
+                rows[winners[0]]["cells"][m]["best"] = True
     first = ok[0] if ok else (recs[0] if recs else {})
     prov = first.get("provenance", {})
     world = prov.get("world", {})
@@ -372,7 +374,9 @@ def write_csv(d: dict[str, Any], path: Path) -> None:
 def write_markdown(d: dict[str, Any], path: Path) -> None:
     cols = [c for c in d["columns"] if c.count(".") == 1]
     lines = [f"# alignbench: {d['title']}", "",
-             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}", "",
+             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS} "
+             f"Δ: paired difference against sft at the same seed and budget point; * when "
+             f"its 95% interval excludes 0.", "",
              "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
              + " | comparisons | ai_comparisons |",
              "|---" * (len(cols) + 3) + "|"]
@@ -385,6 +389,8 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
                 s += f" [{_fmt(cell['lo'])}, {_fmt(cell['hi'])}]"
             if cell.get("best"):
                 s = f"**{s}**"
+            if cell["delta"]:  # the paired difference against sft; * = resolved
+                s += f" Δ {cell['delta']['mean']:+.3f}{'*' if cell['delta']['significant'] else ''}"
             vals.append(s)
         b = row["budget"]
         lines.append(f"| {row['label']} | " + " | ".join(vals)

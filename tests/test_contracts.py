@@ -42,8 +42,32 @@ def test_eval_contract(name):
         e.Options(not_an_option=1)
 
 
+# a tiny build of every registered scenario: a scenario missing here fails the contract test
+TINY_SCENARIO_FIXTURES = {"micro": "tiny_world", "real": "real_world"}
+
+
 @pytest.mark.parametrize("name", registry.names("scenarios"))
-def test_scenario_contract(name):
+def test_scenario_contract(name, request):
+    """Build every registered scenario small, and use each part of the World it hands over."""
+    from bench.api import World
+    from bench.budget import Ledger
     s = registry.resolve("scenarios", name)
     s.Options()  # defaults exist
-    assert callable(s.build)
+    assert name in TINY_SCENARIO_FIXTURES, f"add a tiny build of scenario {name!r} here"
+    w = request.getfixturevalue(TINY_SCENARIO_FIXTURES[name])
+    assert isinstance(w, World) and w.key and w.describe
+    policy = w.load_policy(w.base_model)
+    assert policy.generate(w.train_prompts[:2], max_new_tokens=3, temperature=0.0) \
+        == policy.generate(w.train_prompts[:2], max_new_tokens=3, temperature=0.0)
+    demos = w.demonstrations(3, 0)
+    assert len(demos) == 3 and all(set(d) == {"prompt", "completion"} for d in demos)
+    assert demos == w.demonstrations(3, 0)  # seeded
+    ledger = Ledger(caps={"comparisons": 3})
+    order = w.make_panel(ledger, 0).rank(w.train_prompts[0], [" a", " b", " c"])
+    assert sorted(order) == [0, 1, 2] and ledger.spent["comparisons"] == 3  # K(K-1)/2, charged
+    ev = w.eval_data
+    assert ev.truthfulqa and ev.win_rate_prompts and ev.toxicity_prompts
+    assert all(0 <= x <= 1 for x in w.toxicity_scorer.score(["hello", "you idiot"]))
+    judge = w.make_ai_judge(policy, ["be honest"], Ledger(caps={"ai_comparisons": 1}))
+    p = judge.prefer([w.train_prompts[0]], [" yes"], [" no"])
+    assert len(p) == 1 and 0 <= p[0] <= 1

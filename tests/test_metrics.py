@@ -46,13 +46,19 @@ def test_rtp_metrics_known_answer():
 def test_win_rate_always_a_judge_and_length_control():
     pref = np.ones(50)  # a judge that always prefers the method
     assert length_controlled(pref, np.arange(50), np.zeros(50)) == pytest.approx(1.0, abs=1e-3)
-    # a judge that only rewards length: raw win-rate 0.5 only by accident, LC near 0.5
+    # judges whose preference follows the GLM the length control fits: logit P(method wins) =
+    # quality + 3 * tanh(d / sd(d)), d = method length - reference length. The method writes
+    # longer answers, so its raw win-rate is inflated; LC must recover sigmoid(quality)
     rng = np.random.default_rng(0)
-    la, lb = rng.integers(1, 30, 400), rng.integers(1, 30, 400)
-    pref = np.where(la > lb, 1.0, np.where(la < lb, 0.0, 0.5))
-    pref_biased = np.where(la + 5 > lb, 1.0, 0.0)  # prefers longer, raw win-rate well above 0.5
-    assert pref_biased.mean() > 0.6
-    assert abs(length_controlled(pref, la, lb) - 0.5) < 0.05
+    lb = rng.integers(5, 25, 4000)
+    la = lb + rng.normal(4, 5, 4000).round().astype(int)
+    d = (la - lb).astype(float)
+    for quality in (0.0, 1.0):
+        p = 1 / (1 + np.exp(-(quality + 3 * np.tanh(d / d.std()))))
+        pref = (rng.random(4000) < p).astype(float)
+        target = 1 / (1 + np.exp(-quality))
+        assert pref.mean() > target + 0.08  # raw: length buys a win
+        assert length_controlled(pref, la, lb) == pytest.approx(target, abs=0.03)
     # no length variation: LC equals raw
     assert length_controlled(np.array([1.0, 0.0, 1.0, 0.5]), np.ones(4), np.ones(4)) == 0.625
 

@@ -1,5 +1,11 @@
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
 
 from bench import store
 
@@ -14,6 +20,40 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     store.atomic_write_json(p, {"v": 1.5, "bad": math.nan})
     assert json.loads(p.read_text()) == {"v": 1.5, "bad": None}  # never NaN in JSON
     assert [f.name for f in p.parent.iterdir()] == ["result.json"]
+
+
+def test_a_write_that_fails_before_the_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "result.json"
+    store.atomic_write_json(p, {"status": "ok", "v": 1})
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        store.atomic_write_json(p, {"status": "ok", "v": 2})
+    assert json.loads(p.read_text()) == {"status": "ok", "v": 1}
+    assert [f.name for f in tmp_path.iterdir()] == ["result.json"]
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from bench import store
+real_fsync = os.fsync
+def die(fd):
+    real_fsync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed after the data, before the rename
+os.fsync = die
+store.atomic_write_json(sys.argv[1], {"status": "ok", "v": 2})
+"""
+
+
+def test_a_process_killed_mid_write_leaves_the_old_file_and_a_temp_the_next_run_cleans(tmp_path):
+    p = tmp_path / "result.json"
+    store.atomic_write_json(p, {"status": "ok", "v": 1})
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(p)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads(p.read_text()) == {"status": "ok", "v": 1}  # the old file, whole
+    temps = [f for f in tmp_path.iterdir() if f.name != "result.json"]
+    assert len(temps) == 1 and temps[0].name.startswith(".result.json.")
+    assert store.remove_stale_temp_files(tmp_path) == temps
+    assert [f.name for f in tmp_path.iterdir()] == ["result.json"]
 
 
 def test_read_json_detects_truncation(tmp_path):

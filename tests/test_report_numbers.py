@@ -1,0 +1,119 @@
+"""Known answers for the numbers the report prints: hand-written records (two methods, three
+seeds, a budget sweep) whose means, intervals, paired differences and markings are computed
+here by hand and checked in report.md, summary.csv and the HTML's embedded data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bench import output, store
+from reports.build import build_report
+
+WIN = {("sft", 100): [0.50, 0.52, 0.48], ("dpo", 100): [0.55, 0.60, 0.58],
+       ("sft", 200): [0.49, 0.51, 0.50], ("dpo", 200): [0.62, 0.66, 0.61]}
+TOX = {("sft", 100): [0.10, 0.12, 0.11], ("dpo", 100): [0.05, 0.06, 0.04],
+       ("sft", 200): [0.10, 0.10, 0.13], ("dpo", 200): [0.02, 0.03, 0.03]}
+SE = {"win_rate.vs_sft": 0.01, "toxicity.emt": 0.001}
+T975_2 = 4.302652729911275  # Student t, 97.5%, 2 degrees of freedom (tables)
+
+
+def by_hand(values, se):
+    """mean, low, high: t(2) on max(sample variance, se^2) / 3."""
+    x = np.array(values)
+    var = max(((x - x.mean()) ** 2).sum() / 2, se * se) / 3
+    return x.mean(), x.mean() - T975_2 * math.sqrt(var), x.mean() + T975_2 * math.sqrt(var)
+
+
+@pytest.fixture
+def out(tmp_path):
+    out = output.claim(tmp_path / "out")
+    plan = []
+    for (method, n), wins in WIN.items():
+        for seed, (w, t) in enumerate(zip(wins, TOX[(method, n)])):
+            key = f"{method[0]}{n}{seed}".ljust(store.KEY_LEN, "0")
+            point = {"budget.comparisons": n}
+            rec = {"key": key, "method": method, "seed": seed, "point": point, "status": "ok",
+                   "metrics": {"win_rate.vs_sft": w, "toxicity.emt": t},
+                   "uncertainty": dict(SE),
+                   "evals": {"win_rate": {"higher_is_better": {"vs_sft": True}},
+                             "toxicity": {"higher_is_better": {"emt": False}}},
+                   "budget": {"given": {"comparisons": n}, "spent": {"comparisons": n}},
+                   "provenance": {"seconds": 1.0, "matrix_name": "known-answers"}}
+            store.atomic_write_json(out / "cells" / key / "result.json", rec)
+            plan.append({"key": key, "method": method, "seed": seed, "point": point})
+    output.write_plan(out, "known-answers", plan)
+    build_report(out)
+    return out
+
+
+def test_means_intervals_differences_and_markings(out):
+    assert 4.3026 < sps.t.ppf(0.975, 2) < 4.3027  # the table value above
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)'
+                                r'</script>', (out / "report.html").read_text(), re.S).group(1))
+    rows = {r["label"]: r for r in data["rows"]}
+    md = (out / "report.md").read_text()
+    assert list(rows) == ["sft [budget.comparisons=100]", "sft [budget.comparisons=200]",
+                          "dpo [budget.comparisons=100]", "dpo [budget.comparisons=200]"]
+    for (method, n), wins in WIN.items():
+        row = rows[f"{method} [budget.comparisons={n}]"]
+        assert row["seeds"] == [0, 1, 2]
+        for metric, table in (("win_rate.vs_sft", WIN), ("toxicity.emt", TOX)):
+            mean, lo, hi = by_hand(table[(method, n)], SE[metric])
+            cell = row["cells"][metric]
+            assert (cell["mean"], cell["lo"], cell["hi"]) == pytest.approx((mean, lo, hi))
+            assert f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" in md
+            if method == "sft":
+                assert cell["delta"] is None
+                continue
+            # paired with the sft cell of the same seed at the same budget point
+            diffs = np.subtract(table[(method, n)], table[("sft", n)])
+            d, dlo, dhi = by_hand(diffs, math.sqrt(2) * SE[metric])
+            assert (cell["delta"]["mean"], cell["delta"]["lo"], cell["delta"]["hi"]) \
+                == pytest.approx((d, dlo, dhi))
+            assert cell["delta"]["significant"] == (dlo > 0 or dhi < 0)
+            assert cell["delta"]["better"] == ((d > 0) == (metric == "win_rate.vs_sft"))
+    # by hand: dpo at 100 comparisons, win-rate differences 0.05, 0.08, 0.10: resolved, better;
+    # toxicity differences -0.05, -0.06, -0.07: resolved, better (lower is better)
+    win = rows["dpo [budget.comparisons=100]"]["cells"]["win_rate.vs_sft"]["delta"]
+    assert win["mean"] == pytest.approx(0.07667, abs=1e-5) and win["lo"] > 0 and win["better"]
+    tox = rows["dpo [budget.comparisons=100]"]["cells"]["toxicity.emt"]["delta"]
+    assert tox["mean"] == pytest.approx(-0.06) and tox["hi"] < 0 and tox["better"]
+    # best in column: the highest win-rate, the lowest toxicity, both dpo at 200
+    best = {m: [label for label, r in rows.items() if r["cells"][m].get("best")]
+            for m in ("win_rate.vs_sft", "toxicity.emt")}
+    assert best == {"win_rate.vs_sft": ["dpo [budget.comparisons=200]"],
+                    "toxicity.emt": ["dpo [budget.comparisons=200]"]}
+    assert "Δ +0.077*" in md and "Δ -0.060*" in md
+
+
+def test_summary_csv_holds_every_cell_value(out):
+    rows = list(csv.DictReader(open(out / "summary.csv", newline="")))
+    assert len(rows) == 12
+    for r in rows:
+        method, n = r["method"], json.loads(r["point"])["budget.comparisons"]
+        seed = int(r["seed"])
+        assert float(r["win_rate.vs_sft"]) == WIN[(method, n)][seed]
+        assert float(r["toxicity.emt"]) == TOX[(method, n)][seed]
+        assert float(r["win_rate.vs_sft.se"]) == SE["win_rate.vs_sft"]
+
+
+def test_an_exact_tie_awards_no_best(tmp_path):
+    out = output.claim(tmp_path / "out")
+    for i, method in enumerate(("sft", "dpo")):
+        for seed in range(2):
+            key = f"{method}{seed}".ljust(store.KEY_LEN, "0")
+            store.atomic_write_json(out / "cells" / key / "result.json", {
+                "key": key, "method": method, "seed": seed, "point": {}, "status": "ok",
+                "metrics": {"kl.k1": 0.0}, "evals": {"kl": {"higher_is_better": {"k1": False}}},
+                "budget": {"spent": {}}, "provenance": {}})
+    build_report(out)
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>',
+                                (out / "report.html").read_text(), re.S).group(1))
+    assert not any(r["cells"]["kl.k1"].get("best") for r in data["rows"])
