@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import struct
 from pathlib import Path
 
 import torch
@@ -19,6 +21,38 @@ from torch.nn.utils.rnn import pad_sequence
 
 class ModelLoadError(ValueError):
     pass
+
+
+# What transformers and the gguf reader raise for a file or folder they cannot load: OSError for
+# missing or unreadable files, ValueError for contents they do not understand, struct.error for
+# a GGUF header cut short.
+LOAD_FAILURES = (OSError, ValueError, struct.error)
+
+# huggingface_hub's rule for repo ids: "name" or "namespace/name"
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__
+
+
+def looks_like_path(spec: str) -> bool:
+    """True when ``spec`` cannot be a hub id, so it must name a local file or folder."""
+    return (spec.startswith((".", "~", os.sep)) or spec.endswith(".gguf")
+            or not HUB_ID.fullmatch(spec))
+
+
+def read_json_object(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ModelLoadError(f"{file} is not valid JSON ({first_line(err)}); repair it or "
+                             f"download the model again") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{file} holds a JSON {type(data).__name__}, not an object; repair "
+                             f"it or download the model again")
+    return data
 
 
 def resolve_device(device: str) -> str:
@@ -33,13 +67,16 @@ def resolve_device(device: str) -> str:
 def check_local_folder(path: Path, *, trust_remote_code: bool, allow_pickle: bool) -> None:
     """Refuse folders that would run foreign code or unpickle weights, unless opted in."""
     cfg_file = path / "config.json"
-    if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("auto_map") and not trust_remote_code:
-            raise ModelLoadError(
-                f"{path} asks for remote code (config.json has 'auto_map'); loading it would run "
-                f"Python from that folder. Opt in with trust_remote_code (CLI: --trust-remote-code) "
-                f"only if you trust its author")
+    if not cfg_file.is_file():
+        raise ModelLoadError(f"{path} has no config.json, so it is not a transformers model "
+                             f"folder; give the folder save_pretrained wrote, a hub id or a "
+                             f".gguf file")
+    cfg = read_json_object(cfg_file)
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"{path} asks for remote code (config.json has 'auto_map'); loading it would run "
+            f"Python from that folder. Opt in with trust_remote_code (CLI: --trust-remote-code) "
+            f"only if you trust its author")
     has_st = any(path.glob("*.safetensors"))
     has_bin = any(path.glob("*.bin")) or any(path.glob("*.pt"))
     if not has_st and has_bin and not allow_pickle:
@@ -62,28 +99,32 @@ def load_hf(spec: str | Path, *, revision: str | None = None, device: str = "cpu
             else torch.float32
     spec_s = str(spec)
     kwargs = dict(trust_remote_code=trust_remote_code, dtype=dtype)
+    p = Path(spec_s)
     if spec_s.endswith(".gguf"):
-        p = Path(spec_s)
         if not p.is_file():
-            raise ModelLoadError(f"GGUF file {p} does not exist")
-        folder = gguf_as_safetensors(p)
-        tok = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **kwargs)
-    else:
-        p = Path(spec_s)
-        if p.is_dir():
-            check_local_folder(p, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            raise ModelLoadError(f"GGUF file {p} does not exist; check the path")
+        spec_s, revision = str(gguf_as_safetensors(p)), None
+    elif p.is_dir():
+        check_local_folder(p, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    elif looks_like_path(spec_s):
+        raise ModelLoadError(f"no model folder or file at {spec_s}; check the path (a hub id "
+                             f"looks like 'namespace/name')")
+    try:
         tok = AutoTokenizer.from_pretrained(spec_s, revision=revision,
                                             trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             spec_s, revision=revision, use_safetensors=None if allow_pickle else True, **kwargs)
+    except LOAD_FAILURES as err:
+        fix = f"check that {spec_s} holds what save_pretrained writes (config.json, tokenizer " \
+              f"files, *.safetensors)" if Path(spec_s).is_dir() else \
+              "check the hub id and revision, and that the hub or its local cache has the model"
+        raise ModelLoadError(f"cannot load model {spec}: {first_line(err)}; {fix}") from None
     model.to(device).eval()
     if add_bos is None:
         # lm-evaluation-harness never adds BOS for causal LMs unless asked; a folder built by
         # alignbench (the micro-world) says in alignbench.json that it was pretrained with BOS.
         marker = Path(spec_s) / "alignbench.json"
-        add_bos = bool(json.loads(marker.read_text()).get("add_bos")) if marker.is_file() \
-            else False
+        add_bos = bool(read_json_object(marker).get("add_bos")) if marker.is_file() else False
     return HFPolicy(model, tok, name=name or p.name, add_bos=add_bos)
 
 
@@ -100,14 +141,25 @@ def gguf_as_safetensors(path: Path) -> Path:
     from bench import store
     from bench.runner import cache_root
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelLoadError(f"cannot read GGUF file {path} ({err.strerror}); check its "
+                             f"permissions") from None
+    if not data:
+        raise ModelLoadError(f"GGUF file {path} is empty (0 bytes); download it again")
+    digest = hashlib.sha256(data).hexdigest()
     key = store.content_key({"gguf_sha256": digest, "transformers": transformers.__version__})
     folder = cache_root() / "gguf" / f"{path.stem}-{key[:16]}"
     if (folder / "alignbench.json").is_file():
         return folder
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 dtype=torch.float32)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32)
+    except LOAD_FAILURES as err:  # truncated, not GGUF, or an architecture transformers lacks
+        raise ModelLoadError(f"cannot read GGUF file {path} ({first_line(err)}); download it "
+                             f"again, or give a complete .gguf file") from None
     # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights
     # are plain float32 after dequantization, so move them into an unmarked model of the same
     # config

@@ -1,6 +1,7 @@
 """Bad input gets one line on stderr, `alignbench: error: <what>; <fix>`, and exit status 2:
 never a traceback, never a silent default."""
 
+import json
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import pytest
 
 from bench import config
 from bench.config import ConfigError
+from tests.conftest import ROOT, TINY_WORLD
+from tests.plugins import FakeEP, patch_entry_points
 
 
 def cli(*args, timeout=300):
@@ -130,3 +133,149 @@ def test_largest_seed_is_accepted(tmp_path):
 def test_non_positive_counts_and_rates(tmp_path, method, key, value):
     msg = load_error(tmp_path, f'methods = ["{method}"]\n[method.{method}]\n{key} = {value}\n')
     assert f"'method.{method}.{key}'" in msg and "Input should be" in msg
+
+
+# --------------------------------------------------------------------------- eval --model
+
+
+def eval_model(model, *extra):
+    return cli("eval", "truthfulqa", "--model", str(model), "--json", *extra)
+
+
+@pytest.mark.parametrize("model", ["./no-such-model", "/no/such/model", "~/no-such-model",
+                                   "no-such-model.gguf"])
+def test_eval_on_a_missing_path(model):
+    assert_one_line_error(eval_model(model), model, "check the path")
+
+
+def test_eval_on_a_folder_with_a_broken_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama",')
+    assert_one_line_error(eval_model(tmp_path), str(tmp_path / "config.json"),
+                          "not valid JSON", "download the model again")
+
+
+def test_eval_on_a_folder_without_config(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert_one_line_error(eval_model(tmp_path), str(tmp_path), "has no config.json",
+                          "save_pretrained")
+
+
+def test_eval_on_a_folder_transformers_cannot_load(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert_one_line_error(eval_model(tmp_path), f"cannot load model {tmp_path}",
+                          "tokenizer files")
+
+
+@pytest.mark.parametrize("content, expect", [
+    (b"", "is empty (0 bytes)"),
+    (b"GGUF\x03\x00\x00\x00", "cannot read GGUF file"),  # the header cut short
+    (b"PK\x03\x04 not a gguf at all " * 8, "cannot read GGUF file"),
+])
+def test_eval_on_a_broken_gguf(tmp_path, content, expect):
+    f = tmp_path / "model.gguf"
+    f.write_bytes(content)
+    assert_one_line_error(eval_model(f), str(f), expect)
+
+
+def test_eval_on_a_truncated_real_gguf(tmp_path):
+    """The real SmolLM2 file cut in half: header intact, tensor data missing."""
+    from bench.assets import AssetError, fetch
+    try:
+        real = fetch("smollm2")
+    except AssetError as err:
+        pytest.skip(str(err))
+    f = tmp_path / "half.gguf"
+    with open(real, "rb") as src:
+        f.write_bytes(src.read(real.stat().st_size // 2))
+    assert_one_line_error(eval_model(f), str(f), "cannot read GGUF file", "download it again")
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--limit", "0"], "--limit 0: Input should be greater than or equal to 1"),
+    (["--limit", "-1"], "--limit -1"),
+    (["--seed", "-1"], "--seed -1 is outside [0, 2**32)"),
+    (["--seed", str(2**32)], f"--seed {2**32} is outside"),
+])
+def test_eval_bad_options_are_refused_before_the_model_loads(args, expect):
+    # the model does not exist: the option is checked first
+    assert_one_line_error(eval_model("./no-such-model", *args), expect)
+
+
+def test_eval_empty_data_and_unknown_scenario_are_refused_before_the_model_loads():
+    assert_one_line_error(eval_model("./no-such-model", "--data", ""), "--data is empty")
+    p = cli("eval", "toxicity", "--model", "./no-such-model", "--scenario", "mikro")
+    assert p.returncode == 2 and "unknown scenario 'mikro'" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def test_run_into_a_file_is_refused(tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text('methods = ["base"]\nevals = ["truthfulqa"]\nseeds = [0]\n')
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    assert_one_line_error(cli("run", str(f), "--out", str(taken)), str(taken), "is a file")
+    assert taken.read_text() == "mine"
+
+
+def test_report_refuses_a_folder_alignbench_did_not_write(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_one_line_error(cli("report", str(tmp_path)), "not an alignbench output folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------- output
+
+
+LONG_LIST = """
+import sys
+import bench.registry as reg
+from tests.plugins import FakeEP
+
+class Wordy:
+    name = "wordy"
+    description = "x" * 300_000  # more than a pipe holds, so the writer is still writing
+
+reg.entry_points = lambda group: ([FakeEP("wordy", "__main__:Wordy")]
+                                  if group == "alignbench.methods" else [])
+from bench.cli import main
+sys.exit(main(["list"]))
+"""
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    """`alignbench list | head -1`: the reader leaves after one line."""
+    proc = subprocess.Popen([sys.executable, "-c", LONG_LIST], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout.readline() == b"methods:\n"
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert stderr == "" and proc.returncode == 1
+
+
+def test_run_exit_status_counts_failed_cells(monkeypatch, tmp_path, capsys):
+    import tomli_w
+
+    from bench.cli import main
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("exploding", "tests.plugins:Exploding")]})
+    matrix = {"name": "exit-status", "methods": ["sft", "exploding"], "evals": ["truthfulqa"],
+              "seeds": [0], "progress": False, "scenario": {"name": "micro", "options": TINY_WORLD},
+              "budget": {"demonstrations": 16, "comparisons": 20, "ai_comparisons": 20,
+                         "rollouts": 200},
+              "method": {"sft": {"epochs": 1}}}
+    failing = tmp_path / "failing.toml"
+    failing.write_text(tomli_w.dumps(matrix))
+    out = tmp_path / "out-failing"
+    assert main(["run", str(failing), "--out", str(out), "--no-progress"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"alignbench: 1 of 2 cells failed; see {out / 'report.html'}#failed"
+
+    passing = tmp_path / "passing.toml"
+    passing.write_text(tomli_w.dumps({**matrix, "methods": ["sft"]}))
+    assert main(["run", str(passing), "--out", str(tmp_path / "out-ok"), "--no-progress"]) == 0
+    assert "failed" not in capsys.readouterr().err
