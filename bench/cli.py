@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-
-
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -19,9 +18,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.models import ModelLoadError
     from bench.registry import DuplicatePlugin, UnknownName
     from bench.runner import OutputLocked
+    from bench.store import OutputFolderError
     from evals.truthfulqa import TruthfulQADataError
     return (ConfigError, UnknownName, DuplicatePlugin, ModelLoadError, OutputLocked,
-            BudgetExceeded, TruthfulQADataError, FileNotFoundError, AssetError)
+            BudgetExceeded, TruthfulQADataError, FileNotFoundError, AssetError, OutputFolderError)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -31,30 +31,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         m = m.model_copy(update={"progress": False})
     out = runner.run(m, Path(args.out) if args.out else None, fresh=args.fresh)
     print(f"report: {out / 'report.html'}")
+    lines = (out / "results.jsonl").read_text().splitlines()
+    statuses = [json.loads(line)["status"] for line in lines if line.strip()]
+    failed = sum(s != "ok" for s in statuses)
+    if failed:  # the last line a script or CI log shows
+        print(f"alignbench: {failed} of {len(statuses)} cells failed; see "
+              f"{out / 'report.html'}#failed", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from bench import registry
     from bench.api import EvalContext
     from bench.budget import Ledger
-    from bench.config import ConfigError
+    from bench.config import SEEDS, ConfigError
     from bench.models import load_hf
     from bench.runner import cache_root
 
     ev = registry.resolve("evals", args.eval)
-    policy = load_hf(args.model, revision=args.revision, device=args.device,
-                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-    world = None
-    if args.eval != "truthfulqa" or not (args.data or args.source):
-        scen = registry.resolve("scenarios", args.scenario)
-        world = scen.build(scen.Options(), cache_root(), progress=not args.json)
+    if args.seed not in SEEDS:
+        raise ConfigError(f"--seed {args.seed} is outside [0, 2**32); give a seed from 0 to "
+                          f"{SEEDS[-1]}")
+    if args.data == "":
+        raise ConfigError("--data is empty; give the path of a TruthfulQA file or leave it out")
     given = {"data": args.data, "limit": args.limit, "source": args.source}
-    unusable = [k for k, v in given.items() if v and k not in ev.Options.model_fields]
+    options = {k: v for k, v in given.items() if v is not None}
+    unusable = [k for k in options if k not in ev.Options.model_fields]
     if unusable:
         raise ConfigError(f"eval {ev.name} takes no --{unusable[0]}; its options: "
                           f"{', '.join(ev.Options.model_fields)}")
-    options = {k: v for k, v in given.items() if v}
+    try:  # before the model loads, so a bad option costs nothing
+        ev.Options.model_validate(options)
+    except ValidationError as err:
+        e = err.errors()[0]
+        what = f"--{e['loc'][0]} {e['input']}" if e["loc"] else f"eval {ev.name}'s options"
+        raise ConfigError(f"{what}: {e['msg']}; change the value or leave the option out") \
+            from None
+    scen = None
+    if args.eval != "truthfulqa" or not (args.data or args.source):
+        scen = registry.resolve("scenarios", args.scenario)
+    policy = load_hf(args.model, revision=args.revision, device=args.device,
+                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    world = scen.build(scen.Options(), cache_root(), progress=not args.json) if scen else None
     ctx = EvalContext(world=world, seed=args.seed, method="external", references={},
                       artifacts={}, curves={}, options=options, ledger=Ledger(),
                       progress=not args.json)
@@ -73,10 +94,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.output import MARKER
     from reports.build import build_report
     out = Path(args.out)
     if not out.is_dir():
         raise FileNotFoundError(f"no output folder {out}; give the folder 'alignbench run' wrote")
+    if not ((out / MARKER).is_dir() or (out / "cells").is_dir()):
+        raise FileNotFoundError(f"{out} is not an alignbench output folder (no {MARKER}/ or "
+                                f"cells/ in it); give the folder 'alignbench run' wrote")
     print(f"report: {build_report(out)}")
     return 0
 
@@ -141,10 +166,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="alignbench: %(message)s")
-    for noisy in ("transformers", "datasets", "trl", "accelerate"):
+    for noisy in ("transformers", "datasets", "trl", "accelerate", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # so that a reader gone away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `alignbench list | head -1`: what the Python docs recommend
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except _user_errors() as err:
         print(f"alignbench: error: {err}", file=sys.stderr)
         return 2
