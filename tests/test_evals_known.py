@@ -1,0 +1,56 @@
+"""Known answers for eval outputs the report prints: KL of a model to itself, and the reward
+model's agreement with the panel and with gold for hand-built reward functions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.api import EvalContext
+from bench.budget import Ledger
+from bench.runner import FrozenReference
+from evals.kl import KL
+from evals.labeler_agreement import LabelerAgreement
+
+
+def ctx(world, refs=None, artifacts=None, options=None):
+    return EvalContext(world=world, seed=0, method="t", references=refs or {},
+                       artifacts=artifacts or {}, curves={}, options=options or {},
+                       ledger=Ledger(), progress=False)
+
+
+def test_kl_of_a_model_to_itself_is_zero_and_to_another_is_positive(tiny_world, tiny_policy):
+    same = KL().evaluate(tiny_policy, ctx(tiny_world, {"sft": FrozenReference(tiny_policy)}))
+    assert same.metrics["k1"] == 0.0 and same.uncertainty["k1"] == 0.0
+    other = tiny_world.load_policy(tiny_world.base_model)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in other.model.parameters():
+            if p.dim() > 1:  # matrices only: the model stays a working model, just another one
+                p.add_(torch.randn_like(p) * 0.3)
+    moved = KL().evaluate(other, ctx(tiny_world, {"sft": FrozenReference(tiny_policy)}))
+    assert moved.metrics["k1"] > 3 * moved.uncertainty["k1"] > 0
+
+
+def agreement(world, policy, reward):
+    return LabelerAgreement().evaluate(policy, ctx(world, artifacts={"reward_fn": reward}))
+
+
+def test_reward_model_agreement_for_hand_built_rewards(tiny_world, tiny_policy):
+    gold = tiny_world.gold_reward
+    res = agreement(tiny_world, tiny_policy, gold)
+    # the gold reward as the reward model agrees with the gold judge on every untied pair
+    assert res.metrics["rm_vs_gold"] == 1.0
+    flipped = agreement(tiny_world, tiny_policy, lambda p, c: [-x for x in gold(p, c)])
+    assert flipped.metrics["rm_vs_gold"] == 0.0
+    # on the same labels (same seeds), a reward and its negation split every decided pair
+    assert res.metrics["rm_vs_labelers"] + flipped.metrics["rm_vs_labelers"] == pytest.approx(1)
+    # the labelers are noisy readers of gold: they agree with it more often than chance
+    assert 0.5 < res.metrics["rm_vs_labelers"] < 1.0
+    # a constant reward decides no pair: there is nothing to agree with
+    flat = agreement(tiny_world, tiny_policy, lambda p, c: [0.0] * len(c))
+    assert math.isnan(flat.metrics["rm_vs_labelers"])
+    assert np.isclose(res.metrics["inter_labeler"], flat.metrics["inter_labeler"])
