@@ -116,13 +116,26 @@ def test_report_renders_in_a_real_browser(tmp_path):
     assert px.std() > 10  # not blank
 
 
+def test_hostile_generations_are_escaped_in_the_file(tmp_path):
+    """The static half: checked on the file itself, so it runs with or without a browser."""
+    from markupsafe import escape  # what the template's autoescape writes
+    out = make_out(tmp_path, hostile=True)
+    html = (out / "report.html").read_text()
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    data = html.split('id="report-data">')[1].split("</script>")[0]
+    assert "\u2028" not in data and "<" not in data and ">" not in data
+    assert html.count("<script") == 1  # only the JSON data block
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    for h in HOSTILE[:4]:
+        assert str(escape(h)) in html
+    for fig in ("plot-bars", "plot-frontier", "plot-rl", "plot-agreement", "plot-truthfulqa"):
+        assert f'id="{fig}"' in html
+
+
 @needs_browser
 @pytest.mark.browser
 def test_hostile_generations_stay_text(tmp_path):
     out = make_out(tmp_path, hostile=True)
-    html = (out / "report.html").read_text()
-    assert "<script>window.__pwned" not in html and "<img src=x" not in html
-    assert "\u2028" not in html.split('id="report-data">')[1].split("</script>")[0]
     info, console = open_in_browser(out / "report.html")
     assert info["pwned"] is None
     assert info["scripts"] == ["application/json"]  # no foreign element
