@@ -138,7 +138,9 @@ class World:
 
     key: str  # content hash: changes whenever anything that can move a number changes
     base_model: Path
-    describe: dict[str, Any]  # knobs and identities, recorded in every result
+    # knobs and identities, recorded in every result and hashed into cell keys; anything
+    # cosmetic (timings) goes under describe["timing"], which keys leave out
+    describe: dict[str, Any]
     train_prompts: list[str]
     demonstrations: Callable[[int, int], list[dict[str, str]]]  # (n, seed) -> prompt/completion
     make_panel: Callable[[Ledger, int], Labeler]  # (ledger, seed) -> labeler bound to ledger
