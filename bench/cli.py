@@ -15,13 +15,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.assets import AssetError
     from bench.budget import BudgetExceeded
     from bench.config import ConfigError
+    from bench.extras import MissingExtra
     from bench.models import ModelLoadError
     from bench.registry import DuplicatePlugin, UnknownName
     from bench.runner import OutputLocked
     from bench.store import OutputFolderError
     from evals.truthfulqa import TruthfulQADataError
     return (ConfigError, UnknownName, DuplicatePlugin, ModelLoadError, OutputLocked,
-            BudgetExceeded, TruthfulQADataError, FileNotFoundError, AssetError, OutputFolderError)
+            BudgetExceeded, TruthfulQADataError, FileNotFoundError, AssetError, OutputFolderError,
+            MissingExtra)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

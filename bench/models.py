@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import shutil
 import struct
 from pathlib import Path
 
@@ -139,6 +138,7 @@ def gguf_as_safetensors(path: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bench import store
+    from bench.extras import require
     from bench.runner import cache_root
 
     try:
@@ -150,36 +150,33 @@ def gguf_as_safetensors(path: Path) -> Path:
         raise ModelLoadError(f"GGUF file {path} is empty (0 bytes); download it again")
     digest = hashlib.sha256(data).hexdigest()
     key = store.content_key({"gguf_sha256": digest, "transformers": transformers.__version__})
-    folder = cache_root() / "gguf" / f"{path.stem}-{key[:16]}"
-    if (folder / "alignbench.json").is_file():
-        return folder
-    try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     dtype=torch.float32)
-    except LOAD_FAILURES as err:  # truncated, not GGUF, or an architecture transformers lacks
-        raise ModelLoadError(f"cannot read GGUF file {path} ({first_line(err)}); download it "
-                             f"again, or give a complete .gguf file") from None
-    # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights
-    # are plain float32 after dequantization, so move them into an unmarked model of the same
-    # config
-    cfg = model.config
-    if hasattr(cfg, "quantization_config"):
-        del cfg.quantization_config
-    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict())
-    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    # add_bos False: lm-evaluation-harness adds none for causal LMs (see load_hf)
-    (tmp / "alignbench.json").write_text(json.dumps(
-        {"source": str(path), "gguf_sha256": digest, "add_bos": False,
-         "dequantized_by": f"transformers {transformers.__version__}"}))
-    try:
-        os.replace(tmp, folder)  # atomic; a concurrent converter's result is equally good
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    require("gguf", f"loading {path.name}")  # transformers reads GGUF through it
+
+    def convert(tmp: Path) -> None:
+        try:
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                         dtype=torch.float32)
+        except LOAD_FAILURES as err:  # truncated, not GGUF, or an architecture it lacks
+            raise ModelLoadError(f"cannot read GGUF file {path} ({first_line(err)}); download "
+                                 f"it again, or give a complete .gguf file") from None
+        # transformers marks a GGUF-loaded model as quantized and refuses to save it; the
+        # weights are plain float32 after dequantization, so move them into an unmarked model
+        # of the same config
+        cfg = model.config
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        # add_bos False: lm-evaluation-harness adds none for causal LMs (see load_hf)
+        (tmp / "alignbench.json").write_text(json.dumps(
+            {"source": str(path), "gguf_sha256": digest, "add_bos": False,
+             "dequantized_by": f"transformers {transformers.__version__}"}))
+
+    # verified on load, rebuilt when damaged, converted by one process at a time
+    return store.build_once(cache_root() / "gguf" / f"{path.stem}-{key[:16]}", convert)
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -79,7 +79,7 @@ def resolve(kind: str, name: str) -> Any:
             hint = " (names are looked up in the registry, never imported as module paths;" \
                    " register a plugin through an entry point instead)"
         close = difflib.get_close_matches(name, list(table), n=1)
-        did = f"; did you mean {close[0]!r}?" if close else ""
+        did = f"; did you mean {close[0]!r}?" if close else ";"
         raise UnknownName(
             f"unknown {kind[:-1]} {name!r}{hint}{did} available: {', '.join(sorted(table))}"
         )
