@@ -75,9 +75,22 @@ class Ledger:
             raise BudgetExceeded(unit, cap, self.spent[unit], amount)
         self.spent[unit] += amount
 
-    def record_training(self, n_params: int, tokens: int) -> None:
-        self.charge("train_tokens", tokens)
-        self.charge("flops", training_flops(n_params, tokens))
+    def charge_all(self, amounts: dict[str, float]) -> None:
+        """Spend several units at once: all of them, or (BudgetExceeded) none."""
+        for unit, amount in amounts.items():
+            cap = self.caps.get(unit)
+            if cap is not None and self.spent[unit] + amount > cap + 1e-9:
+                raise BudgetExceeded(unit, cap, self.spent[unit], amount)
+        for unit, amount in amounts.items():
+            self.charge(unit, amount)
+
+    def record_training(self, n_params: int, tokens: int, *, reference_params: int = 0) -> None:
+        """Charge a training step's tokens and FLOPs (6 N per token, plus 2 N per token for a
+        frozen reference that reads the same tokens) before the step runs: a compute cap then
+        stops training at the cap, never after it."""
+        self.charge_all({"train_tokens": tokens,
+                         "flops": training_flops(n_params, tokens)
+                         + inference_flops(reference_params, tokens)})
 
     def record_inference(self, n_params: int, tokens: int) -> None:
         self.charge("flops", inference_flops(n_params, tokens))

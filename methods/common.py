@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from pydantic import Field
 
 from bench.api import MethodConfig, NonFiniteError, TrainContext
+from bench.budget import Ledger
 from bench.extras import require
 
 
@@ -51,8 +52,22 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
         bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: False}, **kw)
 
 
-def count_tokens(tokenizer, texts: list[str]) -> int:
-    return sum(len(tokenizer.encode(t)) for t in texts)
+def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0):
+    """``trainer`` (a transformers/TRL Trainer) with every training step charged to the ledger
+    *before* it runs: the batch's non-padding tokens (its attention mask; SFT, DPO and reward
+    batches all carry one, DPO's holding chosen and rejected rows) as train_tokens, and their
+    FLOPs. A cap on either unit stops the trainer with BudgetExceeded before the step that
+    would cross it. Trainer offers no pre-step hook that sees the batch (callbacks get no
+    inputs), so this wraps ``training_step`` on the instance."""
+    step = trainer.training_step
+
+    def charged(model, inputs, *args, **kwargs):
+        ledger.record_training(n_params, int(inputs["attention_mask"].sum()),
+                               reference_params=reference_params)
+        return step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = charged
+    return trainer
 
 
 class LoRAOptions(MethodConfig):

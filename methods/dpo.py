@@ -14,7 +14,7 @@ from pydantic import Field
 from bench.api import TrainContext
 from bench.budget import capped
 from bench.models import HFPolicy, n_params
-from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config, merged,
+from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args)
 from methods.feedback import label_rollouts, ranked_pairs, shared_comparisons
 
@@ -55,14 +55,11 @@ def dpo_train(policy: HFPolicy, ref: HFPolicy, pairs: list[dict], ctx: TrainCont
                          ref_model=None if peft is not None and starts_at_ref else ref.model,
                          args=args, train_dataset=data, processing_class=policy.tokenizer,
                          callbacks=[FiniteGuard(policy.model)], peft_config=peft)
-    trainer.train()
+    # per step, before it runs: policy forward+backward, plus the reference's forward
+    metered(trainer, ctx.ledger, n_params(policy.model),
+            reference_params=n_params(ref.model)).train()
     policy.model = merged(trainer.model)
     policy.model.eval()
-    tokens = count_tokens(policy.tokenizer,
-                          [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs])
-    # policy forward+backward, plus the reference's forward on every token
-    ctx.ledger.record_training(n_params(policy.model), int(tokens * cfg.epochs))
-    ctx.ledger.record_inference(n_params(ref.model), int(tokens * cfg.epochs))
 
 
 class DPO:

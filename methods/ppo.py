@@ -20,7 +20,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from bench.api import NonFiniteError, TrainContext
-from bench.budget import Ledger, capped
+from bench.budget import Ledger, capped, inference_flops, training_flops
 from bench.models import HFPolicy, left_pad, n_params, sample
 from methods.common import AdaptersOff, merged, with_adapters
 from methods.feedback import label_rollouts, pick_prompts, ranked_pairs, shared_comparisons
@@ -264,6 +264,12 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
             score = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
             proxy = score.clone()
             score = score - cfg.missing_eos_penalty * (~b.ended).float()
+            # this step's compute, charged before it runs: the policy, reference and value
+            # forwards on the batch, and the update's forward+backward passes
+            n_tok = int(b.attn.sum())
+            ledger.charge_all({"train_tokens": n_tok * cfg.epochs, "flops": inference_flops(
+                n_params(model), n_tok * 3) + training_flops(
+                n_params(model) + n_params(value_model), n_tok * cfg.epochs)})
             ref_logp, _ = token_logprobs(ref_model, b, cfg.temperature)
         if reuse_first_pass:
             # One minibatch and no dropout: the first update's forward pass *is* the rollout
@@ -327,9 +333,6 @@ def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[st
         stats.update(proxy_reward=float(proxy.mean()), kl=kl_mean, kl_coef=kl_coef,
                      response_length=float(b.mask.sum(-1).mean()),
                      no_eos_frac=float((~b.ended).float().mean()))
-        n_tok = int(b.attn.sum())
-        ledger.record_inference(n_params(model), n_tok * 3)  # policy, reference, value
-        ledger.record_training(n_params(model) + n_params(value_model), n_tok * cfg.epochs)
         history.append(stats)
         if on_step is not None:
             on_step(step, batch_prompts, texts, stats)

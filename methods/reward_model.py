@@ -11,7 +11,7 @@ from pydantic import Field
 
 from bench.api import MethodConfig, TrainContext
 from bench.models import n_params
-from methods.common import (FiniteGuard, LoRAOptions, count_tokens, lora_config, merged,
+from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args)
 
 
@@ -67,10 +67,8 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     trainer = RewardTrainer(model=model, args=args, train_dataset=data,
                             processing_class=tokenizer, callbacks=[FiniteGuard(model)],
                             peft_config=lora_config(cfg, "SEQ_CLS"))
-    trainer.train()
+    metered(trainer, ctx.ledger, n_params(model)).train()  # compute charged per step
     model = merged(trainer.model)
     tokenizer.padding_side = tok_side
-    tokens = count_tokens(tokenizer, [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs])
-    ctx.ledger.record_training(n_params(model), int(tokens * cfg.rm_epochs))
     model.eval()
     return RewardModel(model, tokenizer)

@@ -13,7 +13,7 @@ from pydantic import Field
 from bench.api import TrainContext
 from bench.budget import capped
 from bench.models import HFPolicy, n_params
-from methods.common import FiniteGuard, LoRAOptions, count_tokens, lora_config, merged, trainer_args
+from methods.common import FiniteGuard, LoRAOptions, lora_config, merged, metered, trainer_args
 
 
 class SFTConfig(LoRAOptions):
@@ -53,9 +53,7 @@ class SFT:
         trainer = SFTTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(demos),
                              processing_class=base.tokenizer, callbacks=[FiniteGuard(base.model)],
                              peft_config=lora_config(config))
-        trainer.train()
+        metered(trainer, ctx.ledger, n_params(base.model)).train()  # compute charged per step
         base.model = merged(trainer.model)
-        tokens = count_tokens(base.tokenizer, [d["prompt"] + d["completion"] for d in demos])
-        ctx.ledger.record_training(n_params(base.model), int(tokens * config.epochs))
         base.model.eval()
         return base

@@ -1,0 +1,59 @@
+"""Caps on compute (train_tokens, flops) are enforced as training runs, not noticed after it:
+each method, given a FLOPs cap below what it needs, stops before crossing it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import config, runner
+from bench.config import ConfigError
+from tests.test_runner import MATRIX
+
+METHODS = {"sft": {"epochs": 1}, "dpo": {"epochs": 2},
+           "ppo": {"steps": 3, "batch_size": 4, "epochs": 1, "rm_epochs": 2},
+           "rlaif": {"epochs": 1, "ppo_steps": 2, "min_margin": 0.0, "optimizer": "ppo"}}
+
+
+def run(tmp_path, methods, budget=None):
+    m = config.parse({**MATRIX, "methods": methods, "seeds": [0], "evals": [], "eval": {},
+                      "method": {k: METHODS[k] for k in {"sft", *methods}},
+                      "budget": {**MATRIX["budget"], **(budget or {})}})
+    runner.run(m, tmp_path)
+    return {r["method"]: r for r in map(json.loads,
+                                        (tmp_path / "results.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def needs(tmp_path_factory):
+    recs = run(tmp_path_factory.mktemp("uncapped"), ["sft", "dpo", "ppo", "rlaif"])
+    assert all(r["status"] == "ok" for r in recs.values()), recs
+    return {k: r["budget"]["spent"] for k, r in recs.items()}
+
+
+@pytest.mark.parametrize("method", ["dpo", "ppo", "rlaif"])
+def test_a_flops_cap_stops_training_before_it_is_crossed(method, needs, tmp_path):
+    sft, full = needs["sft"]["flops"], needs[method]["flops"]
+    assert full > sft > 0
+    cap = sft + 0.5 * (full - sft)  # the SFT stage fits, the method's own training does not
+    rec = run(tmp_path, [method], {"flops": cap})[method]
+    assert rec["status"] == "failed" and "budget exceeded: flops" in rec["error"], rec["error"]
+    spent = rec["budget"]["spent"]
+    assert sft < spent["flops"] <= cap  # it trained, and stopped at the step before the cap
+    assert spent["train_tokens"] < needs[method]["train_tokens"]
+
+
+def test_a_train_tokens_cap_stops_the_sft_stage(needs, tmp_path):
+    """SFT's stage, run through the dpo cell with a cap between the preflight's lower bound
+    and its real need, stops inside the trainer."""
+    cap = int(needs["sft"]["train_tokens"]) - 1
+    rec = run(tmp_path, ["dpo"], {"train_tokens": cap})["dpo"]
+    assert rec["status"] == "failed" and "train_tokens" in rec["error"], rec["error"]
+    assert rec["budget"]["spent"]["train_tokens"] <= cap
+
+
+def test_a_cap_below_the_sft_stage_is_refused_before_anything_trains(needs, tmp_path):
+    with pytest.raises(ConfigError, match="shared SFT stage alone needs at least"):
+        run(tmp_path, ["dpo"], {"flops": needs["sft"]["flops"] / 10})
+    assert not (tmp_path / "cells").exists()
