@@ -18,10 +18,11 @@ import os
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from bench import config as C
 from bench import output, registry, store
-from bench.api import EvalContext, NonFiniteError, Policy, TrainContext, TrainView, World
+from bench.api import EvalContext, NonFiniteError, TrainContext, TrainView, World
 from bench.budget import UNITS, BudgetExceeded, Ledger
 from bench.models import HFPolicy, resolve_device
 from bench.output import OutputLocked  # noqa: F401 - part of this module's interface
@@ -45,6 +46,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def rng_neutral() -> Iterator[None]:
+    """Run a shared stage without touching the cell's global random state (python, numpy,
+    torch, CUDA). A stage is built inside whichever cell first needs it and found cached by
+    the rest; TRL's trainers reseed every global generator when created, so a stage built
+    in-cell used to leave the cell's generators elsewhere than a cached one did, and e.g. the
+    reward model's fresh score head, drawn from torch's global generator, differed between a
+    fresh process and a long one (a kl_coef = 0 PPO cell: gold drop 1.94 against 1.80)."""
+    py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,37 @@ def check_budgets(cells: list[Cell]) -> None:
                          f"to spend less"] = None
     if problems:
         raise C.ConfigError("the matrix does not fit its budget: " + "; ".join(problems))
+
+
+def check_compute(cells: list[Cell], world: World, m: C.Matrix) -> None:
+    """The compute caps' preflight, once the world is built. Every method but base is charged
+    the shared SFT stage, whose tokens are known before anything trains: its demonstrations'
+    tokens times its epochs (a lower bound: the trainer adds special tokens). A cap below that
+    is refused here; every other overrun is stopped by the ledger before the step that would
+    cross the cap (each trainer step and PPO step is charged before it runs)."""
+    capped_cells = [c for c in cells if c.method != "base" and (
+        c.budget.get("train_tokens") is not None or c.budget.get("flops") is not None)]
+    if not capped_cells:
+        return
+    from bench.budget import training_flops
+    from bench.models import n_params
+    base = world.load_policy(world.base_model)
+    epochs = C.method_config(m, C.SHARED_STAGE).epochs
+    problems: dict[str, None] = {}
+    for cell in capped_cells:
+        demos = world.demonstrations(int(cell.budget.get("demonstrations") or 0), cell.seed)
+        tokens = int(sum(len(base.tokenizer.encode(d["prompt"] + d["completion"]))
+                         for d in demos) * epochs)
+        need = {"train_tokens": tokens, "flops": training_flops(n_params(base.model), tokens)}
+        for unit, amount in need.items():
+            cap = cell.budget.get(unit)
+            if cap is not None and amount > cap:
+                problems[f"{cell.method}: the shared SFT stage alone needs at least "
+                         f"{amount:.4g} {unit} ({len(demos)} demonstrations x {epochs:g} "
+                         f"epochs) but budget.{unit} is {cap:.4g}; raise budget.{unit} or "
+                         f"lower budget.demonstrations"] = None
+    if problems:
+        raise C.ConfigError("the matrix does not fit its compute budget: " + "; ".join(problems))
 
 
 def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
@@ -171,6 +223,10 @@ class Stages:
         key = self.sft_key(ctx.seed, n)
 
         def build(tmp: Path) -> None:
+            with rng_neutral():
+                train(tmp)
+
+        def train(tmp: Path) -> None:
             stage_ledger = Ledger(caps={"demonstrations": n})
             sub = TrainContext(scenario=ctx.scenario, ledger=stage_ledger, seed=ctx.seed,
                                cell_dir=tmp, log=ctx.log, stages=self, progress=ctx.progress,
@@ -225,7 +281,8 @@ class Stages:
         def fill() -> dict[str, Any]:
             sub = Ledger(caps=dict(ledger.caps))
             sub.spent.update({u: 0.0 for u in UNITS})
-            data = compute(sub)
+            with rng_neutral():
+                data = compute(sub)
             return {"spent": sub.spent, "data": data}
 
         rec = store.once_json(self.root / kind / f"{key}.json", fill)
@@ -366,6 +423,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         scenario = registry.resolve("scenarios", m.scenario.name)
         world = scenario.build(scenario.Options.model_validate(m.scenario.options),
                                cache_root(), progress=m.progress)
+        check_compute(cells, world, m)
         stages = Stages(world, m, device, m.progress)
         keys = [cell_key(c, world, m, device) for c in cells]
         output.write_plan(out, m.name, [
