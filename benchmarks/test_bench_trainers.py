@@ -19,7 +19,6 @@ from bench.budget import Ledger
 from bench.runner import view
 from methods import dpo as D
 from methods import sft as S
-from methods.common import trainer_args
 
 
 def _ctx(world, tmp_path, n_demos: int) -> TrainContext:
@@ -32,6 +31,24 @@ def _pairs(world, n: int) -> list[dict[str, str]]:
     demos = world.demonstrations(2 * n, 0)
     return [{"prompt": a["prompt"], "chosen": a["completion"], "rejected": b["completion"]}
             for a, b in zip(demos[::2], demos[1::2])]
+
+
+def _trl_documented(out) -> dict:
+    """The direct side's run settings, written from TRL's and transformers' documented
+    TrainingArguments (not from alignbench's trainer_args, so an argument bug there shows up as
+    different weights): CPU, float32, seed 0, no checkpoints, loggers or activation
+    checkpointing. Written this way, the test caught that TRL defaults to bf16 on CPU too."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
+        "gradient_checkpointing"  # the field's name before transformers 5
+    return {"output_dir": str(out), "seed": 0, "data_seed": 0, "use_cpu": True,
+            "report_to": "none", "save_strategy": "no", "logging_steps": 5,
+            "disable_tqdm": True, "dataloader_num_workers": 0, ckpt: False,
+            # TRL's configs default to bf16 = True, CPU or not; both sides train in float32
+            "bf16": False}
 
 
 def _time(fn) -> tuple[float, object]:
@@ -57,12 +74,11 @@ def sft_pair(world, tmp_path, n_demos: int, repeats: int):
     def direct():
         pol = world.load_policy(world.base_model)
         torch.manual_seed(0)
-        ctx = _ctx(world, tmp_path / "direct", n_demos)
-        args = trainer_args(SFTConfig, ctx, "sft", num_train_epochs=cfg.epochs,
-                            learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
-                            warmup_steps=cfg.warmup_ratio, max_length=cfg.max_length,
-                            completion_only_loss=cfg.completion_only_loss,
-                            lr_scheduler_type="cosine")
+        args = SFTConfig(**_trl_documented(tmp_path / "direct"), num_train_epochs=cfg.epochs,
+                         learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
+                         warmup_steps=cfg.warmup_ratio, max_length=cfg.max_length,
+                         completion_only_loss=cfg.completion_only_loss,
+                         lr_scheduler_type="cosine")
         tr = SFTTrainer(model=pol.model, args=args,
                         train_dataset=Dataset.from_list(world.demonstrations(n_demos, 0)),
                         processing_class=pol.tokenizer)
@@ -89,11 +105,10 @@ def dpo_pair(world, tmp_path, n_pairs: int, repeats: int):
     def direct():
         pol, ref = world.load_policy(world.base_model), world.load_policy(world.base_model)
         torch.manual_seed(0)
-        args = trainer_args(DPOConfig, _ctx(world, tmp_path / "direct", 0), "dpo_0",
-                            beta=cfg.beta, learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
-                            per_device_train_batch_size=cfg.batch_size,
-                            loss_type=[cfg.loss_type], lr_scheduler_type="cosine",
-                            warmup_steps=0.05)
+        args = DPOConfig(**_trl_documented(tmp_path / "direct"), beta=cfg.beta,
+                         learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
+                         per_device_train_batch_size=cfg.batch_size, loss_type=[cfg.loss_type],
+                         lr_scheduler_type="cosine", warmup_steps=0.05)
         tr = DPOTrainer(model=pol.model, ref_model=ref.model, args=args,
                         train_dataset=Dataset.from_list(pairs), processing_class=pol.tokenizer)
         tr.train()
@@ -121,6 +136,13 @@ def _same_weights(a, b) -> None:
         assert torch.allclose(x, y, atol=1e-6), n
 
 
+def _moved(trained, base) -> None:
+    moved = [n for (n, x), (_, y) in zip(trained.model.named_parameters(),
+                                         base.model.named_parameters())
+             if not torch.allclose(x, y, atol=1e-6)]
+    assert moved, "training left every weight where it started"
+
+
 def _record(benchmark, t_ours: float, t_direct: float) -> None:
     overhead = t_ours / t_direct - 1
     benchmark.extra_info.update(alignbench_s=t_ours, trl_direct_s=t_direct, overhead=overhead)
@@ -136,6 +158,7 @@ def test_trainer_overhead_micro(benchmark, which, tiny_world, default_world, tmp
     t_ours, t_direct, p_ours, p_direct = benchmark.pedantic(
         lambda: run(world, tmp_path, n, repeats), rounds=1, iterations=1)
     _same_weights(p_ours, p_direct)  # the wrapper adds bookkeeping, not different training
+    _moved(p_ours, world.load_policy(world.base_model))  # and both sides really trained
     _record(benchmark, t_ours, t_direct)
 
 

@@ -15,9 +15,18 @@ def _target(benchmark, seconds: float) -> None:
         assert benchmark.stats.stats.mean <= seconds, (benchmark.stats.stats.mean, seconds)
 
 
-def test_w6_cached_rebuild(benchmark, default_world, cache_dir):
-    world = benchmark(lambda: Micro().build(MicroOptions(), cache_dir, progress=False))
-    assert world.key == default_world.key
+def test_w6_cached_rebuild(benchmark, default_world, cache_dir, caplog):
+    """A cached rebuild reads the verified cache: nothing is rebuilt or rewritten, and the
+    weights are the ones the first build wrote."""
+    import logging
+    weights = default_world.base_model / "model.safetensors"
+    before = weights.stat()
+    with caplog.at_level(logging.INFO, logger="alignbench"):
+        world = benchmark(lambda: Micro().build(MicroOptions(), cache_dir, progress=False))
+    assert "building" not in caplog.text and "damaged" not in caplog.text
+    after = weights.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert world.describe["base_model_sha256"] == default_world.describe["base_model_sha256"]
     _target(benchmark, 2.0)
 
 
