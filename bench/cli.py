@@ -96,15 +96,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.output import MARKER
+    from bench import output
     from reports.build import build_report
     out = Path(args.out)
     if not out.is_dir():
         raise FileNotFoundError(f"no output folder {out}; give the folder 'alignbench run' wrote")
-    if not ((out / MARKER).is_dir() or (out / "cells").is_dir()):
-        raise FileNotFoundError(f"{out} is not an alignbench output folder (no {MARKER}/ or "
-                                f"cells/ in it); give the folder 'alignbench run' wrote")
-    print(f"report: {build_report(out)}")
+    if not ((out / output.MARKER).is_dir() or output.made_by_alignbench(out)):
+        raise FileNotFoundError(f"{out} is not an alignbench output folder (no "
+                                f"{output.MARKER}/ in it, and files alignbench did not write); "
+                                f"give the folder 'alignbench run' wrote")
+    output.claim(out)
+    with output.locked(out):  # a run writing there now would race the report's files
+        print(f"report: {build_report(out)}")
     return 0
 
 

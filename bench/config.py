@@ -143,6 +143,12 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
                 except ValidationError as err:
                     raise ConfigError(f"{source}: sweep {_fmt_pydantic(err, 'budget')}") \
                         from None
+        elif head == SHARED_STAGE:
+            # every method starts from the one shared SFT stage, configured by [method.sft];
+            # a sweep over it would label rows with settings no cell trained with
+            raise ConfigError(f"{source}: sweep '{key}' would vary the shared SFT stage, which "
+                              f"every method starts from and [method.sft] configures once; run "
+                              f"one matrix per value instead")
         elif head in m.methods:
             for v in values:
                 method_config(m, head, source=source, override={opt: v})

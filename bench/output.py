@@ -31,16 +31,20 @@ def _is_key_dir(d: Path) -> bool:
     return d.is_dir() and bool(KEY.fullmatch(d.name))
 
 
-def _made_by_alignbench(out: Path) -> bool:
-    """A folder written before markers existed: nothing in it but alignbench's own files and
-    cell folders, so it can be adopted (and resumed) safely."""
+def made_by_alignbench(out: Path) -> bool:
+    """A folder written before markers existed: nothing in it but alignbench's own file names
+    and cell folders, and at least one cell result whose key is its folder's name (a folder of
+    a user's own matrix.toml or report.md is not adopted), so it can be resumed safely."""
+    if not (out / "cells").is_dir():
+        return False
     for f in out.iterdir():
         if f.name in OWN_FILES or f.name == ".lock":
             continue
         if f.name == "cells" and f.is_dir() and all(_is_key_dir(d) for d in f.iterdir()):
             continue
         return False
-    return True
+    return any(isinstance(rec := store.read_json(d / "result.json"), dict)
+               and rec.get("key") == d.name for d in (out / "cells").iterdir())
 
 
 def claim(out: Path) -> Path:
@@ -58,7 +62,7 @@ def claim(out: Path) -> Path:
                                 f"folder with --out")
     if (out / MARKER).is_dir():
         return out
-    if out.is_dir() and any(out.iterdir()) and not _made_by_alignbench(out):
+    if out.is_dir() and any(out.iterdir()) and not made_by_alignbench(out):
         raise OutputFolderError(
             f"output folder {out} is not empty and was not created by alignbench (no {MARKER}/ "
             f"inside); alignbench never writes into a folder it does not own: give a new or "
@@ -101,21 +105,36 @@ def own_cell_dirs(out: Path) -> list[Path]:
             if d.is_dir() and ((d / CELL_MARKER).is_file() or _is_key_dir(d))]
 
 
+CELL_FILES = ("result.json", CELL_MARKER)
+CELL_DIRS = ("trainer",)  # the trainers' output_dir (no checkpoints are saved there)
+
+
 def clear(out: Path) -> None:
-    """``--fresh``: remove every result and report alignbench wrote here, and nothing else (a
-    user's file under ``cells/`` or beside the reports stays)."""
+    """``--fresh``: remove every result, report and plan alignbench wrote here, and nothing
+    else: a user's file beside the reports, under ``cells/`` or inside a cell folder stays (and
+    so does the folder that holds it)."""
     for d in own_cell_dirs(out):
-        shutil.rmtree(d)
+        for name in CELL_FILES:
+            (d / name).unlink(missing_ok=True)
+        for name in CELL_DIRS:
+            shutil.rmtree(d / name, ignore_errors=True)
+        store.remove_stale_temp_files(d, CELL_FILES)
+        if not any(d.iterdir()):
+            d.rmdir()
     for name in (*OWN_FILES, ".lock"):
         (out / name).unlink(missing_ok=True)
+    (out / MARKER / "plan.json").unlink(missing_ok=True)
     if (out / "cells").is_dir() and not any((out / "cells").iterdir()):
         (out / "cells").rmdir()
 
 
 def remove_stale_temp_files(out: Path) -> None:
-    """Temp files of atomic writes that a killed run left behind (they are all alignbench's)."""
-    for folder in [out, out / MARKER, *own_cell_dirs(out)]:
-        store.remove_stale_temp_files(folder)
+    """Temp files of atomic writes that a killed run left behind, of alignbench's own files
+    only (``.result.json.XXXXXXXX.tmp``; a user's ``.env.tmp`` is not one)."""
+    store.remove_stale_temp_files(out, OWN_FILES)
+    store.remove_stale_temp_files(out / MARKER, ("plan.json", "marker.json"))
+    for d in own_cell_dirs(out):
+        store.remove_stale_temp_files(d, CELL_FILES)
 
 
 def make_cell_dir(out: Path, key: str) -> Path:

@@ -116,7 +116,13 @@ def source_hash(module: str) -> str | None:
     own file when it is not in a package): a plugin's helpers move its numbers too."""
     top = sys.modules[module.split(".")[0]]
     root = Path(getattr(top, "__file__", "") or "")
-    files = sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+    own = Path(getattr(sys.modules[module], "__file__", "") or "")
+    if root.name == "__init__.py":  # a regular package: all of it
+        files = sorted(root.parent.rglob("*.py"))
+    elif "." in module and own.name:  # a namespace package: the module's folder (siblings too)
+        files = sorted(own.parent.glob("*.py"))
+    else:  # a lone top-level module: its own file (its folder is site-packages)
+        files = [own] if own.name else []
     files = [f for f in files if f.is_file() and "__pycache__" not in f.parts]
     if not files:
         return None

@@ -163,17 +163,27 @@ def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
     evals = {}
     for name in m.evals:
         ev = registry.resolve("evals", name)
-        evals[name] = {"version": ev.version, "options": m.eval.get(name, {}),
+        options = ev.Options.model_validate(m.eval.get(name, {})).model_dump(mode="json")
+        evals[name] = {"version": ev.version, "options": options,  # defaults filled in
                        "provider": registry.identity("evals", name)}
     return store.content_key({
         "method": cell.method, "method_provider": registry.identity("methods", cell.method),
+        "scenario_provider": registry.identity("scenarios", m.scenario.name),
+        "numerics": numerics(device),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
         # every method but base starts from the shared SFT stage: its config moves numbers too
         "sft_stage": C.method_config(m, C.SHARED_STAGE).model_dump(mode="json"),
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
-        "code": store.code_version(), "device": device,
-        "torch": torch.__version__, "n_threads": torch.get_num_threads(),
+        "code": store.code_version(),
     })
+
+
+def numerics(device: str) -> dict[str, Any]:
+    """What changes float results without changing the code: the device, the thread count
+    (reduction order), and the versions of the libraries that do the arithmetic or set its
+    defaults (TRL's configs default to bf16, say). Part of every cell and stage key."""
+    return {"device": device, "n_threads": torch.get_num_threads(),
+            "packages": store.package_versions()}
 
 
 def identity(describe: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +225,7 @@ class Stages:
         return store.content_key({"stage": "sft", "world": self.world.key, "seed": seed,
                                   "demonstrations": n_demos, "code": store.code_version(),
                                   "config": self._sft_cfg().model_dump(mode="json"),
-                                  "device": self.device})
+                                  "numerics": numerics(self.device)})
 
     def sft(self, ctx: TrainContext) -> HFPolicy:
         """The shared SFT policy for this cell's seed and demonstration budget."""
@@ -227,7 +237,11 @@ class Stages:
                 train(tmp)
 
         def train(tmp: Path) -> None:
-            stage_ledger = Ledger(caps={"demonstrations": n})
+            # the cell's compute caps bound the stage too: it stops at the cap, not after it
+            caps = {"demonstrations": n, **{u: ctx.ledger.remaining(u) for u in
+                                           ("train_tokens", "flops")
+                                           if ctx.ledger.caps.get(u) is not None}}
+            stage_ledger = Ledger(caps=caps)
             sub = TrainContext(scenario=ctx.scenario, ledger=stage_ledger, seed=ctx.seed,
                                cell_dir=tmp, log=ctx.log, stages=self, progress=ctx.progress,
                                device=self.device)
@@ -237,7 +251,9 @@ class Stages:
             policy.tokenizer.save_pretrained(tmp)
             store.atomic_write_json(tmp / "stage.json", {"spent": stage_ledger.spent})
 
-        path = store.build_once(self.root / "sft" / key, build)
+        path = self.root / "sft" / key
+        if key not in self._mem:  # verified once per process, then served from memory
+            store.build_once(path, build)
         spent = json.loads((path / "stage.json").read_text())["spent"]
         ctx.ledger.absorb(spent)
         if key not in self._mem:
@@ -276,7 +292,8 @@ class Stages:
         """Compute-once JSON stage (e.g. a labeled comparison set). ``compute`` gets a ledger
         with this cell's caps; what it spent is charged to the cell on every use."""
         key = store.content_key({"stage": kind, "world": self.world.key,
-                                 "code": store.code_version(), **key_parts})
+                                 "code": store.code_version(),
+                                 "numerics": numerics(self.device), **key_parts})
 
         def fill() -> dict[str, Any]:
             sub = Ledger(caps=dict(ledger.caps))
@@ -413,12 +430,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
     with output.locked(out):
-        if fresh:
-            output.clear(out)
-        output.remove_stale_temp_files(out)
-        import tomli_w
-        resolved = {**C.resolved(m), "out": str(out)}  # the folder actually written
-        store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(resolved))
+        # everything that can refuse the matrix runs before anything in OUT is touched
         device = resolve_device(m.device)
         scenario = registry.resolve("scenarios", m.scenario.name)
         world = scenario.build(scenario.Options.model_validate(m.scenario.options),
@@ -426,6 +438,12 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         check_compute(cells, world, m)
         stages = Stages(world, m, device, m.progress)
         keys = [cell_key(c, world, m, device) for c in cells]
+        if fresh:
+            output.clear(out)
+        output.remove_stale_temp_files(out)
+        import tomli_w
+        resolved = {**C.resolved(m), "out": str(out.resolve())}  # the folder actually written
+        store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(resolved))
         output.write_plan(out, m.name, [
             {"key": k, "method": c.method, "seed": c.seed, "point": c.point}
             for c, k in zip(cells, keys)])

@@ -70,14 +70,20 @@ def seed_interval(values: Sequence[float], ses: Sequence[float | None] | None = 
     random-effects interval of Knapp and Hartung with its scale floored at 1 ("modified
     HKSJ", Roever, Knapp and Friede 2015), here with the equal seed weights that the reported
     mean uses. statsmodels' combine_effects weights seeds by inverse variance, which would
-    change the reported means, hence this small function. Without SEs it is the t-interval."""
+    change the reported means, hence this small function. Without SEs it is the t-interval.
+
+    The population is the scenario's evaluation prompts: every seed is scored on the same
+    prompts, so the per-seed SE (a bootstrap over those prompts) holds their heterogeneity as
+    well as the sampling noise, and the floor is conservative for that target. Generalizing to
+    other prompts would add the prompt variance once, not divided by n; a hierarchical
+    bootstrap over seeds and prompts would need per-prompt values the cells do not store."""
     pairs = [(v, s) for v, s in zip(values, ses if ses is not None else [None] * len(values))
              if v is not None and math.isfinite(v)]
     if len(pairs) < 2:
         return t_interval([v for v, _ in pairs], level=level)
     x = np.asarray([v for v, _ in pairs], dtype=float)
     within = [s * s for _, s in pairs if s is not None and math.isfinite(s)]
-    floor = float(np.mean(within)) if len(within) == len(pairs) else 0.0
+    floor = float(np.mean(within)) if within else 0.0  # seeds without an SE: the others' mean
     var = max(float(x.var(ddof=1)), floor) / len(x)
     half = float(sps.t.ppf(0.5 + level / 2, len(x) - 1) * math.sqrt(var))
     m = float(x.mean())
@@ -97,3 +103,17 @@ def paired_seed_delta(a: Sequence[float], b: Sequence[float],
     ses = [math.hypot(x, y) if x is not None and y is not None else None
            for x, y in zip(se_a, se_b, strict=True)]
     return seed_interval([x - y for x, y in zip(a, b, strict=True)], ses, level=level)
+
+
+def cluster_bootstrap_se(stat, n_clusters: int, cluster_size: int, *, n_boot: int = 200,
+                         seed: int = 0) -> float:
+    """Bootstrap standard error of ``stat(rows)`` when rows come in ``n_clusters`` consecutive
+    clusters of ``cluster_size`` (a prompt's samples): clusters are resampled whole, so the
+    correlation within a prompt is kept. ``stat`` takes an index array into the rows."""
+    if n_clusters < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    within = np.arange(cluster_size)
+    vals = [stat((rng.integers(0, n_clusters, n_clusters)[:, None] * cluster_size
+                  + within).ravel()) for _ in range(n_boot)]
+    return float(np.std(vals, ddof=1))

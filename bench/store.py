@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -77,11 +78,15 @@ def sanitize(obj: Any) -> Any:
 
 
 @cache
-def _file_mode() -> int:
-    """What a plain ``open(path, "w")`` would give: 0666 less the umask (mkstemp gives 0600)."""
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def _file_mode() -> int:
+    """What a plain ``open(path, "w")`` would give: 0666 less the umask (mkstemp gives 0600)."""
+    return 0o666 & ~_umask()
 
 
 TEMP_SUFFIX = ".tmp"  # atomic writes' temp files: ".NAME.XXXXXXXX.tmp" beside NAME
@@ -113,14 +118,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temp files that atomic writes killed half way left in ``folder`` (they are
-    alignbench's own: ``.NAME.XXXXXXXX.tmp``); returns what was removed."""
+def remove_stale_temp_files(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temp files that atomic writes of ``names`` killed half way left in
+    ``folder`` (``.NAME.XXXXXXXX.tmp``, mkstemp's eight random characters: nothing else
+    matches); returns what was removed."""
     gone = []
-    for f in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        if f.is_file():
-            f.unlink(missing_ok=True)
-            gone.append(f)
+    for name in names:
+        for f in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+            if f.is_file() and re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}"
+                                            rf"{re.escape(TEMP_SUFFIX)}", f.name):
+                f.unlink(missing_ok=True)
+                gone.append(f)
     return gone
 
 
@@ -170,6 +178,18 @@ def verify_manifest(folder: Path) -> str | None:
     return None
 
 
+_verified: set[tuple] = set()
+
+
+def _stamp(path: Path) -> tuple | None:
+    """A folder's files as (name, inode, size, mtime): changes when any file is rewritten."""
+    try:
+        return (str(path),) + tuple((f.name, (st := f.stat()).st_ino, st.st_size, st.st_mtime_ns)
+                                    for f in sorted(Path(path).rglob("*")) if f.is_file())
+    except OSError:
+        return None
+
+
 def build_once(path: Path, build: Callable[[Path], None]) -> Path:
     """The cache folder ``path``, built by ``build(tmp)`` when it is missing or fails
     verification (with a warning), then returned.
@@ -179,6 +199,8 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
     renamed into place when complete, so a killed build leaves only its temp folder, which the
     next builder of that key deletes."""
     path = Path(path)
+    if _stamp(path) in _verified:  # hashed once per process: a 7B model takes ~40 s to hash
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.parent / f".{path.name}.lock")):
         for stale in path.parent.glob(f".{path.name}.building-*"):
@@ -186,6 +208,7 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
         if path.exists():
             problem = verify_manifest(path)
             if problem is None:
+                _verified.add(_stamp(path))
                 return path
             log.warning("cached %s is damaged (%s); rebuilding it", path, problem)
             shutil.rmtree(path)
@@ -194,6 +217,7 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
         try:
             build(tmp)
             write_manifest(tmp)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what mkdir would give
             os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -219,7 +243,18 @@ def once_json(path: Path, compute: Callable[[], Any]) -> Any:
 
 
 PROVENANCE_PACKAGES = ("torch", "transformers", "trl", "datasets", "tokenizers", "numpy",
-                       "peft", "accelerate", "alignbench")
+                       "peft", "accelerate", "scipy", "statsmodels", "alignbench")
+
+
+@cache
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for pkg in PROVENANCE_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
 
 
 @cache
@@ -234,12 +269,7 @@ def _static_provenance() -> dict[str, Any]:
                                     timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
-    versions = {}
-    for pkg in PROVENANCE_PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+    versions = package_versions()
     return {
         "git_commit": commit, "git_dirty": dirty, "code_version": code_version(),
         "python": sys.version.split()[0], "platform": platform.platform(),

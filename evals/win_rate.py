@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Policy
-from bench.stats import bootstrap_ci, bootstrap_se
+from bench.stats import bootstrap_ci, bootstrap_se, cluster_bootstrap_se
 
 
 def length_controlled(pref: np.ndarray, len_a: np.ndarray, len_b: np.ndarray) -> float:
@@ -61,7 +61,7 @@ class WinRate:
     name = "win_rate"
     Options = WinRateOptions
     description = "win-rate vs the SFT and base models (gold judge in the micro-world), raw + LC"
-    version = "1.0"
+    version = "1.1"  # 1.1: the length-controlled rates carry an SE and an A/A null
     metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True}
 
     def judge(self, ctx: EvalContext) -> tuple[Judge, str]:
@@ -94,11 +94,15 @@ class WinRate:
             lb = np.array([len(t.split()) for t in theirs])
             name = f"vs_{ref_name}"
             if getattr(ref, "policy", ref) is policy:  # the reference itself: an A/A check
-                extra.setdefault("null", {})[name] = 0.5
+                extra.setdefault("null", {}).update({name: 0.5, f"lc_{name}": 0.5})
             metrics[name] = float(pref.mean())
             unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
             extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
             metrics[f"lc_{name}"] = length_controlled(pref, la, lb)
+            # the LC rate's own noise, resampling prompts whole (100 refits of its GLM)
+            unc[f"lc_{name}"] = cluster_bootstrap_se(
+                lambda i: length_controlled(pref[i], la[i], lb[i]), len(prompts), n_samples,
+                n_boot=100, seed=ctx.seed)
             extra[f"mean_length_{ref_name}"] = float(lb.mean())
             if ref_name == "sft":
                 attrs = ctx.world.attributes or (lambda p, r: {})

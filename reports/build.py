@@ -22,7 +22,9 @@ from bench.stats import paired_seed_delta, seed_interval
 
 INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
              "mean squared per-seed standard error) / n, so never narrower than the evaluation "
-             "noise each seed carries (a floored random-effects interval).")
+             "noise each seed carries (a floored random-effects interval, for this scenario's "
+             "evaluation prompts). Metrics whose eval records no per-seed standard error (the "
+             "RL curve summaries, the agreement indices) get the plain t-interval.")
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -11,7 +11,7 @@ from bench import config, runner
 from bench.config import ConfigError
 from tests.test_runner import MATRIX
 
-METHODS = {"sft": {"epochs": 1}, "dpo": {"epochs": 2},
+METHODS = {"sft": {"epochs": 1, "batch_size": 4}, "dpo": {"epochs": 2},
            "ppo": {"steps": 3, "batch_size": 4, "epochs": 1, "rm_epochs": 2},
            "rlaif": {"epochs": 1, "ppo_steps": 2, "min_margin": 0.0, "optimizer": "ppo"}}
 
@@ -44,13 +44,19 @@ def test_a_flops_cap_stops_training_before_it_is_crossed(method, needs, tmp_path
     assert spent["train_tokens"] < needs[method]["train_tokens"]
 
 
-def test_a_train_tokens_cap_stops_the_sft_stage(needs, tmp_path):
+def test_a_train_tokens_cap_stops_the_sft_stage(needs, tmp_path, monkeypatch):
     """SFT's stage, run through the dpo cell with a cap between the preflight's lower bound
-    and its real need, stops inside the trainer."""
+    and its real need, stops inside the trainer (an empty cache, so the stage really trains;
+    a cached stage is refused at once, when the cell is charged its spend)."""
+    import re
+    monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
     cap = int(needs["sft"]["train_tokens"]) - 1
     rec = run(tmp_path, ["dpo"], {"train_tokens": cap})["dpo"]
     assert rec["status"] == "failed" and "train_tokens" in rec["error"], rec["error"]
     assert rec["budget"]["spent"]["train_tokens"] <= cap
+    # refused one step's tokens inside the stage's trainer, not the whole stage after it ran
+    asked = float(re.search(r"asked for ([0-9.e+]+)", rec["error"]).group(1))
+    assert asked < needs["sft"]["train_tokens"] / 2, rec["error"]
 
 
 def test_a_cap_below_the_sft_stage_is_refused_before_anything_trains(needs, tmp_path):

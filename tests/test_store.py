@@ -52,7 +52,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file_and_a_temp_the_next_run_
     assert json.loads(p.read_text()) == {"status": "ok", "v": 1}  # the old file, whole
     temps = [f for f in tmp_path.iterdir() if f.name != "result.json"]
     assert len(temps) == 1 and temps[0].name.startswith(".result.json.")
-    assert store.remove_stale_temp_files(tmp_path) == temps
+    assert store.remove_stale_temp_files(tmp_path, ("result.json",)) == temps
     assert [f.name for f in tmp_path.iterdir()] == ["result.json"]
 
 

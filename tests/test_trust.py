@@ -81,10 +81,12 @@ def test_the_command_line_refuses_home_with_one_line(tmp_path):
 def test_fresh_removes_only_what_alignbench_wrote(tmp_path, undisturbed):
     out = tmp_path / "out"
     runner.run(config.parse(SMALL), out)
-    mine = {out / "cells" / "thesis.tex": "draft", out / "notes.txt": "my notes"}
+    cell = out / "cells" / results(out)[0]["key"]
+    mine = {out / "cells" / "thesis.tex": "draft", out / "notes.txt": "my notes",
+            out / ".env.tmp": "SECRET=1", cell / "notes.md": "why this cell matters"}
     for f, text in mine.items():
         f.write_text(text)
-    stale = out / "cells" / results(out)[0]["key"] / ".result.json.abc123.tmp"
+    stale = cell / ".result.json.abc123de.tmp"  # mkstemp's name for a killed write
     stale.write_text("half a write from a killed run")
     runner.run(config.parse(SMALL), out, fresh=True)
     for f, text in mine.items():
@@ -113,12 +115,12 @@ def test_a_folder_from_before_markers_is_adopted_and_a_users_is_not(tmp_path, un
 def test_output_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        store._file_mode.cache_clear()
+        store._umask.cache_clear()
         store.atomic_write_text(tmp_path / "report.md", "x")
         assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
-        store._file_mode.cache_clear()
+        store._umask.cache_clear()
 
 
 # --------------------------------------------------------------------------- exactly the matrix
@@ -293,3 +295,48 @@ def test_two_runs_sharing_a_cold_cache_build_once_and_both_succeed(tmp_path):
     shas = {line for o in outs for line in o.splitlines() if line.startswith("sha ")}
     assert len(shas) == 1
     assert sum(o.count("building ") for o in outs) == 1, outs  # the second waited and read
+
+
+# --------------------------------------------------------------------------- review findings
+
+
+def test_a_folder_of_a_users_own_matrix_is_not_adopted(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "matrix.toml").write_text("# my experiment\n")
+    with pytest.raises(OutputFolderError, match="not created by alignbench"):
+        output.claim(exp)
+    assert (exp / "matrix.toml").read_text() == "# my experiment\n"
+
+
+def test_the_report_command_never_writes_into_a_users_folder(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "cells" / "neuron42").mkdir(parents=True)
+    (folder / "report.md").write_text("my report")
+    p = cli("report", str(folder))
+    assert p.returncode == 2 and "not an alignbench output folder" in p.stderr, p.stderr
+    assert (folder / "report.md").read_text() == "my report"
+    assert sorted(os.listdir(folder)) == ["cells", "report.md"]
+
+
+def test_fresh_deletes_nothing_when_the_matrix_is_refused(tmp_path, undisturbed):
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(undisturbed, out)
+    tiny_cap = config.parse({**SMALL, "budget": {**SMALL["budget"], "train_tokens": 10}})
+    with pytest.raises(config.ConfigError, match="compute budget"):
+        runner.run(tiny_cap, out, fresh=True)
+    assert metrics(out) == metrics(undisturbed)
+    assert (out / "matrix.toml").read_text() == (undisturbed / "matrix.toml").read_text()
+
+
+def test_the_shared_sft_stage_cannot_be_swept():
+    with pytest.raises(config.ConfigError, match="shared SFT stage"):
+        config.parse({**SMALL, "methods": ["sft", "dpo"], "sweep": {"sft.epochs": [1.0, 3.0]}})
+
+
+def test_library_versions_enter_cell_keys(monkeypatch, tiny_world):
+    m = config.parse(SMALL)
+    k0 = keys(m, tiny_world)
+    monkeypatch.setattr(store, "package_versions", lambda: {"trl": "9.9"})
+    assert set(keys(m, tiny_world)).isdisjoint(k0)
