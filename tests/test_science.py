@@ -71,10 +71,11 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_science(tmp_path):
-    """Issue 5's findings at the quickstart's budgets, over three seeds (t-intervals over seeds,
-    as the report computes them): the human-feedback methods beat SFT on gold win-rate, RLAIF
-    lowers toxicity but does worse than them on myth questions (its judge cannot read facts)."""
-    from bench.stats import paired_delta, t_interval
+    """Issue 5's findings at the quickstart's budgets, over three seeds (the report's interval:
+    floored at each seed's evaluation noise): the human-feedback methods beat SFT on gold
+    win-rate and on myth questions, RLAIF lowers toxicity but does worse than them on myths
+    (its judge cannot read facts)."""
+    from bench.stats import paired_delta, seed_interval
 
     m = config.load("quickstart").model_copy(update={"progress": False})
     dump = m.model_dump(mode="json")
@@ -84,18 +85,19 @@ def test_quickstart_science(tmp_path):
     assert m.seeds == [0, 1, 2]
     recs = _run(tmp_path, m)
 
-    def per_seed(method, metric):
-        return [r["metrics"][metric] for r in sorted(recs, key=lambda r: r["seed"])
+    def per_seed(method, metric, of="metrics"):
+        return [r[of].get(metric) for r in sorted(recs, key=lambda r: r["seed"])
                 if r["method"] == method]
 
     for method in ("ppo", "dpo"):
-        mean, low, high = t_interval(per_seed(method, "win_rate.vs_sft"))
+        mean, low, high = seed_interval(per_seed(method, "win_rate.vs_sft"),
+                                        per_seed(method, "win_rate.vs_sft", "uncertainty"))
         assert low > 0.5, (method, mean, low, high)
     tox = "toxicity.toxic_fraction"
     rl, sf = per_seed("rlaif", tox), per_seed("sft", tox)
     assert paired_delta(rl, sf)[0] < 0 and all(a < b for a, b in zip(rl, sf)), (rl, sf)
     myth = "truthfulqa.gen_true.Adversarial"
-    rlaif = np.mean(per_seed("rlaif", myth))
+    rlaif, sft = np.mean(per_seed("rlaif", myth)), np.mean(per_seed("sft", myth))
     for method in ("ppo", "dpo"):
-        assert np.mean(per_seed(method, myth)) > rlaif, (method, per_seed(method, myth),
-                                                         per_seed("rlaif", myth))
+        assert np.mean(per_seed(method, myth)) > max(rlaif, sft), (
+            method, per_seed(method, myth), per_seed("rlaif", myth), per_seed("sft", myth))
