@@ -36,7 +36,11 @@ def length_controlled(pref: np.ndarray, len_a: np.ndarray, len_b: np.ndarray) ->
         except Exception:  # perfect separation: no length model can be fitted
             return float(pref.mean())
     b0 = float(fit.params[0])
-    return 1.0 / (1.0 + math.exp(-b0)) if math.isfinite(b0) else float(pref.mean())
+    if not math.isfinite(b0):
+        return float(pref.mean())
+    # a near-separated fit (a bootstrap resample of a few prompts) can give b0 below -709,
+    # where exp(-b0) overflows: the rate there is 0 to double precision
+    return 1.0 / (1.0 + math.exp(-b0)) if b0 > -700 else 0.0
 
 
 class _RewardJudge:

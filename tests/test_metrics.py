@@ -161,3 +161,16 @@ def test_win_rate_compares_only_the_references_asked_for(tiny_world, tiny_policy
     assert only.metrics["vs_sft"] == both.metrics["vs_sft"]  # same samples, same judge
     with pytest.raises(Exception, match="references"):
         WinRate.Options(references=["gold"])
+
+
+def test_length_control_survives_a_separated_fit(monkeypatch):
+    """A near-separated resample (seen in the LC bootstrap on the real scenario) can drive the
+    GLM's intercept below -709, where exp overflows: the rate is then 0, not an
+    OverflowError, and a far positive intercept gives 1."""
+    import statsmodels.api as sm
+
+    for b0, want in ((-800.0, 0.0), (800.0, 1.0)):
+        fit = type("Fit", (), {"params": np.array([b0, 1.0])})()
+        monkeypatch.setattr(sm, "GLM", lambda *a, **k: type("G", (), {"fit": lambda s: fit})())
+        assert length_controlled(np.array([0.0, 1.0, 0.0, 1.0]), np.array([1, 5, 2, 7]),
+                                 np.array([3, 3, 3, 3])) == want
