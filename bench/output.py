@@ -225,10 +225,8 @@ def records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return current, other
 
 
-def write_index(out: Path) -> list[dict[str, Any]]:
-    """results.jsonl: one line per cell of the current matrix, in matrix order, regenerated
-    from cells/ (a cell with no valid result is listed as pending, so nothing disappears)."""
-    current, _ = records(out)
+def write_index(out: Path, current: list[dict[str, Any]]) -> None:
+    """results.jsonl: one line per cell of the current matrix (``records(out)[0]``), in matrix
+    order (a cell with no valid result is listed as pending, so nothing disappears)."""
     lines = [json.dumps(store.sanitize(r), allow_nan=False) for r in current]
     store.atomic_write_text(out / "results.jsonl", "".join(x + "\n" for x in lines))
-    return current

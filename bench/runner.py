@@ -127,7 +127,7 @@ def check_budgets(cells: list[Cell]) -> None:
         raise C.ConfigError("the matrix does not fit its budget: " + "; ".join(problems))
 
 
-def check_compute(cells: list[Cell], world: World, m: C.Matrix) -> None:
+def check_compute(cells: list[Cell], stages: Stages, m: C.Matrix) -> None:
     """The compute caps' preflight, once the world is built. Every method but base is charged
     the shared SFT stage, whose tokens are known before anything trains: its demonstrations'
     tokens times its epochs (a lower bound: the trainer adds special tokens). A cap below that
@@ -139,11 +139,12 @@ def check_compute(cells: list[Cell], world: World, m: C.Matrix) -> None:
         return
     from bench.budget import training_flops
     from bench.models import n_params
-    base = world.load_policy(world.base_model)
+    base = stages.base()  # the frozen base every run loads anyway
     epochs = C.method_config(m, C.SHARED_STAGE).epochs
     problems: dict[str, None] = {}
     for cell in capped_cells:
-        demos = world.demonstrations(int(cell.budget.get("demonstrations") or 0), cell.seed)
+        demos = stages.world.demonstrations(int(cell.budget.get("demonstrations") or 0),
+                                            cell.seed)
         tokens = int(sum(len(base.tokenizer.encode(d["prompt"] + d["completion"]))
                          for d in demos) * epochs)
         need = {"train_tokens": tokens, "flops": training_flops(n_params(base.model), tokens)}
@@ -435,8 +436,8 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         scenario = registry.resolve("scenarios", m.scenario.name)
         world = scenario.build(scenario.Options.model_validate(m.scenario.options),
                                cache_root(), progress=m.progress)
-        check_compute(cells, world, m)
         stages = Stages(world, m, device, m.progress)
+        check_compute(cells, stages, m)
         keys = [cell_key(c, world, m, device) for c in cells]
         if fresh:
             output.clear(out)

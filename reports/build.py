@@ -75,9 +75,11 @@ def _null(r: dict[str, Any], metric: str) -> float | None:
     return (((r.get("evals") or {}).get(ev) or {}).get("extra") or {}).get("null", {}).get(name)
 
 
-def collect(out: Path) -> dict[str, Any]:
-    """Everything the report shows, as plain values."""
-    recs, other = read_records(out)
+def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+            ) -> dict[str, Any]:
+    """Everything the report shows, as plain values (from ``records``, read from the folder
+    when not given)."""
+    recs, other = records if records is not None else read_records(out)
     ok = [r for r in recs if r.get("status") == "ok"]
     pending = [r for r in recs if r.get("status") == "pending"]
     bad = [r for r in recs if r.get("status") not in ("ok", "pending")]
@@ -417,8 +419,9 @@ def build_report(out: Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     out = Path(out)
-    output.write_index(out)  # results.jsonl: exactly the current matrix, from cells/
-    d = collect(out)
+    records = read_records(out)  # the cells are read once, for the index and the report
+    output.write_index(out, records[0])  # results.jsonl: exactly the current matrix
+    d = collect(out, records)
     env = Environment(autoescape=select_autoescape(["html"], default=True),
                       loader=PackageLoader("reports", "templates"))
     env.filters["fmt"] = _fmt
