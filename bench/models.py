@@ -132,8 +132,6 @@ def gguf_as_safetensors(path: Path) -> Path:
     safetensors folder in the cache, keyed by the file's hash and the transformers version that
     dequantized it. Reading a GGUF costs ~35 s for SmolLM2-135M (tokenizer conversion and
     dequantization); the folder loads in about a second, with identical float32 weights."""
-    import hashlib
-
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -141,14 +139,13 @@ def gguf_as_safetensors(path: Path) -> Path:
     from bench.extras import require
     from bench.runner import cache_root
 
-    try:
-        data = path.read_bytes()
+    try:  # streamed: the file is not held in memory to be hashed
+        digest = store.sha256_file(path) if path.stat().st_size else None
     except OSError as err:
         raise ModelLoadError(f"cannot read GGUF file {path} ({err.strerror}); check its "
                              f"permissions") from None
-    if not data:
+    if digest is None:
         raise ModelLoadError(f"GGUF file {path} is empty (0 bytes); download it again")
-    digest = hashlib.sha256(data).hexdigest()
     key = store.content_key({"gguf_sha256": digest, "transformers": transformers.__version__})
     require("gguf", f"loading {path.name}")  # transformers reads GGUF through it
 

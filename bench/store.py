@@ -6,13 +6,13 @@ both itself and is tested by fault injection.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -122,13 +122,11 @@ def remove_stale_temp_files(folder: Path, names: tuple[str, ...]) -> list[Path]:
     """Delete the temp files that atomic writes of ``names`` killed half way left in
     ``folder`` (``.NAME.XXXXXXXX.tmp``, mkstemp's eight random characters: nothing else
     matches); returns what was removed."""
-    gone = []
-    for name in names:
-        for f in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
-            if f.is_file() and re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}"
-                                            rf"{re.escape(TEMP_SUFFIX)}", f.name):
-                f.unlink(missing_ok=True)
-                gone.append(f)
+    gone = [f for name in names
+            for f in Path(folder).glob(f".{glob.escape(name)}.{'?' * 8}{TEMP_SUFFIX}")
+            if f.is_file()]
+    for f in gone:
+        f.unlink(missing_ok=True)
     return gone
 
 
@@ -223,7 +221,18 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(path.parent)
+        _verified.add(_stamp(path))  # just hashed into its manifest: no need to hash it again
     return path
+
+
+def recorded_sha256(folder: Path, name: str) -> str:
+    """The sha256 of ``folder/name`` as its manifest records it, when ``build_once`` verified
+    the folder, unchanged since, in this process (a caller need not hash a large file a
+    second time); hashed here otherwise."""
+    rec = read_json(Path(folder) / MANIFEST) if _stamp(Path(folder)) in _verified else None
+    entry = rec.get("files", {}).get(name) if isinstance(rec, dict) else None
+    return entry["sha256"] if isinstance(entry, dict) and "sha256" in entry \
+        else sha256_file(Path(folder) / name)
 
 
 def once_json(path: Path, compute: Callable[[], Any]) -> Any:

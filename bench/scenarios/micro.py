@@ -346,7 +346,7 @@ class Micro:
         return World(
             key=key, base_model=path,
             describe={"scenario": "micro", "options": o.model_dump(), "world_key": key,
-                      "base_model_sha256": store.sha256_file(path / "model.safetensors"),
+                      "base_model_sha256": store.recorded_sha256(path, "model.safetensors"),
                       "facts": counts, **{k: v for k, v in info.items() if k != "build_seconds"},
                       "timing": {"build_seconds": info.get("build_seconds")}},
             train_prompts=train_prompts,

@@ -374,7 +374,7 @@ class Real:
         else:
             demo_rows, dropped = [], 0
         win_prompts = chat([it.question for it in eval_items[:o.n_win_rate_prompts]])
-        model_id = store.sha256_file(base_path / "model.safetensors") \
+        model_id = store.recorded_sha256(base_path, "model.safetensors") \
             if (base_path / "model.safetensors").is_file() else f"{base_spec}@{o.revision}"
         split_desc = {
             "how": f"seeded permutation (split_seed={o.split_seed}) of {len(items)} questions; "
