@@ -83,3 +83,26 @@ def test_merging_needs_no_peft_when_nothing_has_adapters(monkeypatch):
     monkeypatch.delitem(sys.modules, "peft", raising=False)
     model = torch.nn.Linear(2, 2)
     assert merged(model) is model and "peft" not in sys.modules
+
+
+def test_every_test_import_is_declared_for_the_test_command():
+    """The test command installs core + dev + real: every import of tests/ and benchmarks/
+    belongs to one of them (benchmarks/anchors/ runs the reference tools in side venvs that
+    its docstrings describe, so it is left out)."""
+    core, extras = declared()
+    allowed = core | extras["dev"] | extras["real"]
+    dists = {m: {d.lower().replace("_", "-") for d in ds}
+             for m, ds in packages_distributions().items()}
+    problems = []
+    for folder in ("tests", "benchmarks"):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            if "anchors" in f.parts:
+                continue
+            for mod, line, _ in imports(ast.parse(f.read_text(), str(f))):
+                if mod in OWN | {"tests", "benchmarks"} or mod in sys.stdlib_module_names \
+                        or mod == "__future__":
+                    continue
+                if not dists.get(mod, set()) & allowed:
+                    problems.append(f"{f.relative_to(ROOT)}:{line} imports {mod} "
+                                    f"({sorted(dists.get(mod, []))}), not declared")
+    assert not problems, "\n".join(problems)
