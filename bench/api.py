@@ -6,12 +6,18 @@ A plugin author needs only this module. The shapes:
   batched calls, ``generate`` and ``logprob``; methods return one.
 * A :class:`Labeler` (human panel) or :class:`Judge` (AI judge, gold judge, reward model)
   answers ``prefer(prompts, a, b) -> P(a preferred)``. Labelers charge the budget ledger.
-* A :class:`Method` has a flat pydantic ``Config`` with paper defaults and
-  ``train(base, ctx) -> Policy``.
+* A :class:`Method` has a flat pydantic ``Config`` with paper defaults, declares what it
+  ``starts_from`` (the base model or a shared stage such as SFT), and implements
+  ``train(start, ctx, config) -> Trained``: the runner hands it a :class:`Start` (a frozen
+  reference and a trainable copy on demand), a :class:`TrainContext` (scenario view, budget
+  ledger, seed, :class:`Stages`), and its validated config.
 * An :class:`Eval` declares ``version`` and ``metrics`` (name -> higher_is_better) and returns an
-  :class:`EvalResult` from ``evaluate(policy, ctx)``.
+  :class:`EvalResult` (metrics, standard errors, rows, the :class:`Plot` figures the report
+  draws) from ``evaluate(policy, ctx)``; the :class:`EvalContext` carries the method's
+  :class:`Trained` result, the references ("base", "sft") and the scenario's data for it.
 * A :class:`Scenario` builds a :class:`World`: base model, demonstrations, prompt pools, the
-  labeler panel, the AI-judge factory, the gold judge (evaluation only) and eval datasets.
+  labeler panel, the AI-judge factory, the gold judge (evaluation only) and each eval's data
+  (:class:`EvalData`, keyed by eval name).
 
 Text crosses every boundary in one shape: a *prompt* is the full text given to the model
 (already chat-formatted where the model uses a chat template, see ``Policy.format_chat``) and a
@@ -23,11 +29,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from bench.budget import Ledger
+
+if TYPE_CHECKING:  # annotations only: importing the contracts loads no torch
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 
 class MethodConfig(BaseModel):
@@ -44,11 +54,25 @@ class MethodConfig(BaseModel):
         The default declares nothing."""
         return {}
 
+    def planned_tokens(self, budget: dict[str, float | None],
+                       demonstrations: Callable[[int, int], list[dict[str, str]]], seed: int,
+                       count: Callable[[str], int]) -> tuple[int, str] | None:
+        """A lower bound on the training tokens this config will process under ``budget``
+        when that is known before training (a stage that trains on demonstrations:
+        ``count(text)`` tokenizes), with a short account; None when it is not. The runner
+        refuses a train_tokens or flops cap below it before any cell starts."""
+        return None
+
 
 class EvalOptions(BaseModel):
     """Base for an eval's options (the matrix's ``[eval.NAME]`` table), validated like configs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def needs_scenario(self) -> bool:
+        """Whether ``alignbench eval`` must build a scenario for these options (an eval whose
+        options name its own data, like TruthfulQA's ``data``, may run without one)."""
+        return True
 
 
 # --------------------------------------------------------------------------- policies
@@ -96,32 +120,28 @@ RewardFn = Callable[[list[str], list[str]], list[float]]
 # --------------------------------------------------------------------------- scenarios
 
 
-@dataclass
-class TruthfulQAItem:
-    """One multiple-choice question, normalized from any source (TruthfulQA's own schema)."""
-
-    question: str
-    mc1_choices: list[str]  # best answer first
-    mc2_choices: list[str]
-    mc2_labels: list[int]  # 1 = true answer
-    type: str = ""  # "Adversarial" / "Non-Adversarial" (micro-world adds "Unknown")
-    category: str = ""
+class DataError(ValueError):
+    """An eval's or scenario's input data is unusable (a missing column, an empty file). The
+    message is one line naming the file and the fix; the CLI prints it and exits 2."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalData:
-    """Evaluation datasets a scenario supplies. Prompts are raw user messages."""
+    """What a scenario supplies one eval (``World.eval_data[eval_name]``). Prompts are raw user
+    messages; ``items`` are dataset records in the eval's own type (TruthfulQA's questions, say);
+    ``source`` identifies where they came from (name, sha256, n: recorded in every result);
+    ``hints`` are the scenario's choices for this eval (e.g. TruthfulQA's prompt template)."""
 
-    truthfulqa: list[TruthfulQAItem]
-    truthfulqa_source: dict[str, Any]  # {"name", "sha256", "n"}
-    truthfulqa_primer: str  # which primer: "lm-eval" (the six-shot QA primer) or "" (none)
-    truthfulqa_template: str  # "chat" (the model's chat template) or "qa_primer" (lm-eval's)
-    toxicity_prompts: list[str]
-    win_rate_prompts: list[str]
-    agreement_prompts: list[str]
+    prompts: list[str] = field(default_factory=list)
+    items: list[object] = field(default_factory=list)
+    source: dict[str, str | int] = field(default_factory=dict)
+    hints: dict[str, str] = field(default_factory=dict)
 
 
 class AttributeParser(Protocol):
+    """What a scenario knows about a response (truth, style, toxicity...): for the report's
+    sample browser and per-kind slices. JSON-able values."""
+
     def __call__(self, prompt: str, response: str) -> dict[str, Any]: ...
 
 
@@ -149,8 +169,8 @@ class World:
     gold_reward: RewardFn | None  # evaluation/monitoring only
     toxicity_scorer: ToxicityScorer
     attributes: AttributeParser | None
-    eval_data: EvalData
-    load_policy: Callable[[Path], Policy]
+    eval_data: dict[str, EvalData]  # eval name -> its data; an eval absent here has none
+    load_policy: Callable[[Path], TrainablePolicy]
 
 
 class Scenario(Protocol):
@@ -161,7 +181,7 @@ class Scenario(Protocol):
     def build(self, options: BaseModel, cache_dir: Path, progress: bool = True) -> World: ...
 
 
-# --------------------------------------------------------------------------- contexts
+# --------------------------------------------------------------------------- training
 
 
 class NonFiniteError(RuntimeError):
@@ -172,6 +192,63 @@ class NonFiniteError(RuntimeError):
         self.what, self.step = what, step
 
 
+@runtime_checkable
+class TrainablePolicy(Policy, Protocol):
+    """A policy backed by a transformers model, which methods train in place: what the runner
+    hands a method (``Start``) and what ``World.load_policy`` returns (bench.policy.HFPolicy)."""
+
+    model: torch.nn.Module  # a causal LM; methods may replace it (e.g. with merged adapters)
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def context_ids(self, prompt: str) -> list[int]:
+        """Token ids of ``prompt`` as generation sees it (BOS added where the model uses one)."""
+
+    def completion_text(self, prompt: str, ids: list[int]) -> str:
+        """Decode generated ``ids`` that follow ``prompt`` into completion text."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a method starts, built by the runner from ``Method.starts_from``.
+
+    ``reference`` is frozen and shared by every cell of the matrix (the base model, or the
+    cached SFT stage): compare against it, compute KL to it, sample labels from it, but never
+    train it. ``trainable()`` loads a fresh copy of the same weights to train in place; a
+    method that trains nothing never pays for one. ``path`` holds the weights (safetensors),
+    e.g. to initialize a reward model from the same backbone; ``key`` is their content key,
+    for caches derived from them (a comparison set drawn from this start)."""
+
+    name: str  # "base" or the stage method's name
+    reference: TrainablePolicy
+    path: Path
+    key: str
+    load: Callable[[], TrainablePolicy]
+
+    def trainable(self) -> TrainablePolicy:
+        return self.load()
+
+
+JSON = Any  # plain JSON values (dicts, lists, str, numbers): what a cached stage stores
+
+
+class Stages(Protocol):
+    """The matrix's shared, cached work that a method may use beyond its :class:`Start`."""
+
+    def base(self) -> TrainablePolicy:
+        """The frozen base model (e.g. RLAIF's judge). Never train it."""
+
+    def once(self, kind: str, key: dict[str, JSON], ledger: Ledger,
+             compute: Callable[[Ledger], JSON]) -> JSON:
+        """Compute ``compute(sub_ledger)`` once per content key (``kind`` plus ``key``, which
+        must name everything the result depends on, e.g. the start's key and the sampling
+        settings) and cache its JSON result; every cell that asks again gets the cached value.
+        What the computation spent is charged to ``ledger`` on every use, so each cell's budget
+        shows what it consumed. ``compute`` sees a fresh ledger with ``ledger``'s caps."""
+
+
 @dataclass
 class TrainView:
     """The part of a World a method may touch. The gold judge is deliberately absent."""
@@ -180,24 +257,28 @@ class TrainView:
     demonstrations: Callable[[int, int], list[dict[str, str]]]
     make_panel: Callable[[Ledger, int], Labeler]
     make_ai_judge: Callable[[Policy, list[str], Ledger], Judge]
-    load_policy: Callable[[Path], Policy]
+    load_policy: Callable[[Path], TrainablePolicy]
     describe: dict[str, Any]
+
+
+Curves = dict[str, list[dict[str, float]]]
+"""Named training curves: one dict per point, ``step`` plus any values (``gold_reward`` when the
+scenario has a gold reward). Stored in the cell's result and drawn by the report."""
 
 
 @dataclass
 class TrainContext:
-    """Everything ``Method.train`` receives besides the base policy."""
+    """Everything ``Method.train`` receives besides its start and config."""
 
     scenario: TrainView
     ledger: Ledger
     seed: int
     cell_dir: Path
     log: logging.Logger
-    stages: Any  # bench.runner.Stages: shared cached stages (sft model, comparison sets)
+    stages: Stages
     progress: bool = True
     device: str = "cpu"  # the matrix's device switch, resolved ("cpu" or "cuda")
-    artifacts: dict[str, Any] = field(default_factory=dict)  # handed to evals (in memory)
-    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stored in result
+    curves: Curves = field(default_factory=dict)  # stored in the result
     _gold_monitor: Callable[[list[str], list[str]], float] | None = None
 
     def monitor_gold(self, curve: str, step: int, prompts: list[str], completions: list[str],
@@ -211,21 +292,73 @@ class TrainContext:
 
 
 @dataclass
+class Trained:
+    """What ``Method.train`` returns: the trained policy, and what else the method learned
+    that evals measure. ``reward_fn`` is a learned reward (PPO's reward model: labeler_agreement
+    scores it against the panel, win_rate judges with it when a scenario has no gold judge);
+    ``make_ai_judge(ledger)`` rebuilds the method's AI judge on the evaluation's own ledger,
+    so evaluating it never spends the method's budget."""
+
+    policy: Policy
+    reward_fn: RewardFn | None = None
+    make_ai_judge: Callable[[Ledger], Judge] | None = None
+
+
+class Method(Protocol):
+    """An alignment method. ``Config`` is a flat :class:`MethodConfig` with paper defaults.
+
+    ``starts_from`` is ``"base"`` or the name of another registered method whose result is a
+    *shared stage* (``"sft"``): the runner trains that method once per seed and budget, caches
+    it, charges its spend to every cell that starts from it, and hands it over as
+    :class:`Start`. A method that other methods start from is itself served from that cache
+    as its own row."""
+
+    name: str
+    description: str
+    Config: ClassVar[type[MethodConfig]]
+    starts_from: ClassVar[str]
+
+    def train(self, start: Start, ctx: TrainContext, config: MethodConfig) -> Trained:
+        """``config`` is an instance of this method's own ``Config``."""
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
 class EvalContext:
     """Everything ``Eval.evaluate`` receives besides the policy under test."""
 
-    world: World
+    world: World | None  # None when ``alignbench eval`` runs on data alone
     seed: int
-    method: str
-    references: dict[str, Policy]  # "sft", "base"
-    artifacts: dict[str, Any]  # from the method: reward_fn, ai_judge, comparisons, ...
-    curves: dict[str, list[dict[str, float]]]
-    options: dict[str, Any]  # this eval's options from the matrix
+    references: dict[str, Policy]  # "base", and each shared stage by name ("sft")
+    trained: Trained | None  # None for an external model (``alignbench eval``)
+    curves: Curves
+    options: EvalOptions  # this eval's options, validated
     ledger: Ledger  # evaluation spend is recorded separately from the method's budget
+    data: EvalData | None = None  # the scenario's data for this eval
     progress: bool = True
 
 
-# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Plot:
+    """A figure an eval asks the report to draw from stored results, so a plugin eval's
+    figures appear without editing reports/. Metric names are full (``"win_rate.vs_sft"``),
+    so a figure may relate two evals.
+
+    * ``"bars"``: ``metrics`` by method (mean and interval over seeds), one panel each;
+    * ``"slices"``: every metric starting with ``metrics[0]`` (``"truthfulqa.mc1."``), grouped
+      bars by method;
+    * ``"scatter"``: ``metrics = (x, y)``, one point per cell, colored by method;
+    * ``"sweep"``: ``metrics[0]`` against each swept budget unit, one line per method;
+    * ``"matrix"``: the square matrix stored under ``extra[key]`` of this eval's result.
+
+    An eval that names no plot gets one ``"bars"`` figure of its headline metrics."""
+
+    title: str
+    kind: Literal["bars", "slices", "scatter", "sweep", "matrix"] = "bars"
+    metrics: tuple[str, ...] = ()
+    key: str = ""  # for "matrix"
 
 
 @dataclass
@@ -235,23 +368,14 @@ class EvalResult:
     ``metrics`` maps names (without the eval prefix; slices as ``mc1.Adversarial``) to floats;
     ``uncertainty`` maps the same names to a standard error; ``n`` is the sample count behind
     the headline metrics; ``rows`` are per-example records shown in the report; ``extra`` is
-    any further JSON-able detail (matrices, curves, sources)."""
+    any further JSON-able detail (matrices, curves, sources); ``plots`` the figures to draw."""
 
     metrics: dict[str, float]
     uncertainty: dict[str, float] = field(default_factory=dict)
     n: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Method(Protocol):
-    """An alignment method. ``Config`` is a flat :class:`MethodConfig` with paper defaults."""
-
-    name: str
-    description: str
-    Config: ClassVar[type[MethodConfig]]
-
-    def train(self, base: Policy, ctx: TrainContext, config: MethodConfig) -> Policy: ...
+    plots: list[Plot] = field(default_factory=list)
 
 
 class Eval(Protocol):
@@ -259,6 +383,6 @@ class Eval(Protocol):
     description: str
     version: str
     metrics: ClassVar[dict[str, bool]]  # headline metric -> higher_is_better
-    Options: ClassVar[type[EvalOptions]]  # read ctx.options through it
+    Options: ClassVar[type[EvalOptions]]
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult: ...

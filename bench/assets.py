@@ -32,7 +32,7 @@ class AssetError(RuntimeError):
 
 
 def asset_dir() -> Path:
-    from bench.runner import cache_root
+    from bench.store import cache_root
     return cache_root() / "assets"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'your input is wrong': printed as one line, no traceback."""
+    from bench.api import DataError
     from bench.assets import AssetError
     from bench.budget import BudgetExceeded
     from bench.config import ConfigError
@@ -20,9 +21,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.registry import DuplicatePlugin, UnknownName
     from bench.runner import OutputLocked
     from bench.store import OutputFolderError
-    from evals.truthfulqa import TruthfulQADataError
     return (ConfigError, UnknownName, DuplicatePlugin, ModelLoadError, OutputLocked,
-            BudgetExceeded, TruthfulQADataError, FileNotFoundError, AssetError, OutputFolderError,
+            BudgetExceeded, DataError, FileNotFoundError, AssetError, OutputFolderError,
             MissingExtra)
 
 
@@ -51,7 +51,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bench.budget import Ledger
     from bench.config import SEEDS, ConfigError
     from bench.models import load_hf
-    from bench.runner import cache_root
+    from bench.store import cache_root
 
     ev = registry.resolve("evals", args.eval)
     if args.seed not in SEEDS:
@@ -66,20 +66,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"eval {ev.name} takes no --{unusable[0]}; its options: "
                           f"{', '.join(ev.Options.model_fields)}")
     try:  # before the model loads, so a bad option costs nothing
-        ev.Options.model_validate(options)
+        validated = ev.Options.model_validate(options)
     except ValidationError as err:
         e = err.errors()[0]
         what = f"--{e['loc'][0]} {e['input']}" if e["loc"] else f"eval {ev.name}'s options"
         raise ConfigError(f"{what}: {e['msg']}; change the value or leave the option out") \
             from None
-    scen = None
-    if args.eval != "truthfulqa" or not (args.data or args.source):
-        scen = registry.resolve("scenarios", args.scenario)
+    scen = registry.resolve("scenarios", args.scenario) if validated.needs_scenario() else None
     policy = load_hf(args.model, revision=args.revision, device=args.device,
                      trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     world = scen.build(scen.Options(), cache_root(), progress=not args.json) if scen else None
-    ctx = EvalContext(world=world, seed=args.seed, method="external", references={},
-                      artifacts={}, curves={}, options=options, ledger=Ledger(),
+    ctx = EvalContext(world=world, seed=args.seed, references={}, trained=None, curves={},
+                      options=validated, ledger=Ledger(),
+                      data=world.eval_data.get(ev.name) if world else None,
                       progress=not args.json)
     res = ev.evaluate(policy, ctx)
     payload = {"eval": ev.name, "version": ev.version, "model": args.model,

@@ -14,14 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dataclasses import dataclass
+
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
 from bench import registry
+from bench.api import Eval, EvalOptions, Method, MethodConfig, Scenario
 from bench.budget import UNITS
-
-
-SHARED_STAGE = "sft"  # every method starts from it, so its table is valid on its own
 
 
 class ConfigError(ValueError):
@@ -103,15 +103,17 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
         registry.resolve("scenarios", m.scenario.name)
     except registry.UnknownName as err:
         raise ConfigError(f"{source}: {err}") from None
+    stages = stage_names(m.methods, source)
     for name in m.method:
-        if name not in m.methods and name != SHARED_STAGE:  # sft configures the shared stage
+        if name not in m.methods and name not in stages:  # a stage's table configures it
             raise ConfigError(f"{source}: table 'method.{name}' configures a method that is not "
-                              f"in 'methods' ({m.methods}); add it there or remove the table")
+                              f"in 'methods' ({m.methods}) nor a stage they start from; add it "
+                              f"there or remove the table")
     for name in m.eval:
         if name not in m.evals:
             raise ConfigError(f"{source}: table 'eval.{name}' configures an eval that is not in "
                               f"'evals' ({m.evals}); add it there or remove the table")
-    for name in set(m.methods) | set(m.method):  # each table against its method's own Config
+    for name in set(m.methods) | set(m.method) | stages:  # each against its own Config
         method_config(m, name, source=source)
     for name in m.evals:
         try:
@@ -143,12 +145,13 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
                 except ValidationError as err:
                     raise ConfigError(f"{source}: sweep {_fmt_pydantic(err, 'budget')}") \
                         from None
-        elif head == SHARED_STAGE:
-            # every method starts from the one shared SFT stage, configured by [method.sft];
-            # a sweep over it would label rows with settings no cell trained with
-            raise ConfigError(f"{source}: sweep '{key}' would vary the shared SFT stage, which "
-                              f"every method starts from and [method.sft] configures once; run "
-                              f"one matrix per value instead")
+        elif head in stages:
+            # the stage is trained once and every method that starts from it shares it,
+            # configured by [method.NAME]; a sweep would label rows with settings no cell used
+            raise ConfigError(f"{source}: sweep '{key}' would vary the shared {head.upper()} stage, "
+                              f"which "
+                              f"other methods start from and [method.{head}] configures once; "
+                              f"run one matrix per value instead")
         elif head in m.methods:
             for v in values:
                 method_config(m, head, source=source, override={opt: v})
@@ -158,8 +161,66 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
     return m
 
 
+def stage_names(methods: list[str], source: str = "<matrix>") -> set[str]:
+    """The shared stages of a matrix: every listed method that is one (``shared_stage``) and
+    every stage a listed method ``starts_from``. A stage starts from the base model."""
+    out = set()
+    for name in methods:
+        method = registry.resolve("methods", name)
+        if getattr(method, "shared_stage", False):
+            out.add(name)
+        start = getattr(method, "starts_from", None)
+        if not isinstance(start, str):
+            raise ConfigError(f"{source}: method {name!r} declares no starts_from; its class "
+                              f"needs starts_from = \"base\" or the name of a shared stage "
+                              f"(\"sft\"), see bench/api.py: Method")
+        if start != "base":
+            try:
+                stage = registry.resolve("methods", start)
+            except registry.UnknownName as err:
+                raise ConfigError(f"{source}: method {name!r} starts_from: {err}") from None
+            if not getattr(stage, "shared_stage", False) or stage.starts_from != "base":
+                raise ConfigError(f"{source}: method {name!r} starts from {start!r}, which is "
+                                  f"not a shared stage that starts from the base model; fix its "
+                                  f"starts_from")
+            out.add(start)
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated matrix with every name resolved once: what the runner executes. The
+    :class:`Matrix` stays the plain value written to OUT/matrix.toml."""
+
+    matrix: Matrix
+    methods: dict[str, Method]  # every listed method and every stage they start from
+    configs: dict[str, MethodConfig]  # each one's config from its [method.NAME] table
+    stage_names: frozenset[str]
+    evals: dict[str, tuple[Eval, EvalOptions]]  # in the matrix's order, options validated
+    scenario: Scenario
+    scenario_options: BaseModel
+
+    def chain(self, name: str) -> list[str]:
+        """The shared stages a method's cells start from ([] for base and for the stages)."""
+        start = self.methods[name].starts_from
+        return [] if start == "base" or name in self.stage_names else [start]
+
+
+def plan(m: Matrix) -> Plan:
+    """Resolve a parsed matrix's names once (``parse`` has validated every one of them)."""
+    stages = stage_names(m.methods)
+    names = list(m.methods) + sorted(stages - set(m.methods))
+    scenario = registry.resolve("scenarios", m.scenario.name)
+    return Plan(
+        matrix=m, methods={n: registry.resolve("methods", n) for n in names},
+        configs={n: method_config(m, n) for n in names}, stage_names=frozenset(stages),
+        evals={n: (ev, ev.Options.model_validate(m.eval.get(n, {})))
+               for n in m.evals for ev in [registry.resolve("evals", n)]},
+        scenario=scenario, scenario_options=scenario.Options.model_validate(m.scenario.options))
+
+
 def method_config(m: Matrix, name: str, *, source: str = "<matrix>",
-                  override: dict[str, Any] | None = None) -> Any:
+                  override: dict[str, Any] | None = None) -> MethodConfig:
     cls = registry.resolve("methods", name).Config
     data = {**m.method.get(name, {}), **(override or {})}
     try:
@@ -214,7 +275,8 @@ def presets() -> list[str]:
 def resolved(m: Matrix) -> dict[str, Any]:
     """The fully resolved matrix (defaults filled in), as written to OUT/matrix.toml."""
     d = m.model_dump(mode="json")
-    d["method"] = {n: method_config(m, n).model_dump(mode="json") for n in m.methods}
+    names = list(m.methods) + sorted(stage_names(m.methods) - set(m.methods))
+    d["method"] = {n: method_config(m, n).model_dump(mode="json") for n in names}
     d["scenario"]["options"] = registry.resolve("scenarios", m.scenario.name).Options \
         .model_validate(m.scenario.options).model_dump(mode="json")
     return _drop_none(d)

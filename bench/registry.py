@@ -51,8 +51,10 @@ class DuplicatePlugin(RuntimeError):
     pass
 
 
+@cache
 def _table(kind: str) -> dict[str, tuple[str, str]]:
-    """name -> (target "module:attr", who provides it). Duplicates are a hard error."""
+    """name -> (target "module:attr", who provides it), read once per process (entry points
+    are scanned on first use; ``reset()`` rescans). Duplicates are a hard error."""
     table = {name: (target, BUILTIN_PROVIDER) for name, target in BUILTIN[kind].items()}
     for ep in entry_points(group=f"alignbench.{kind}"):
         dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
@@ -64,6 +66,16 @@ def _table(kind: str) -> dict[str, tuple[str, str]]:
             )
         table[ep.name] = (ep.value, dist)
     return table
+
+
+def reset() -> None:
+    """Forget the tables and resolved plugins (tests that install plugins call this)."""
+    _table.cache_clear()
+    _resolved.clear()
+    _versions.clear()
+
+
+_resolved: dict[tuple[str, str], Any] = {}
 
 
 def names(kind: str) -> list[str]:
@@ -83,11 +95,13 @@ def resolve(kind: str, name: str) -> Any:
         raise UnknownName(
             f"unknown {kind[:-1]} {name!r}{hint}{did} available: {', '.join(sorted(table))}"
         )
-    module, _, attr = table[name][0].partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj() if isinstance(obj, type) else obj
+    if (kind, name) not in _resolved:  # one object per name: resolved once, then shared
+        module, _, attr = table[name][0].partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        _resolved[kind, name] = obj() if isinstance(obj, type) else obj
+    return _resolved[kind, name]
 
 
 def provider(kind: str, name: str) -> str:

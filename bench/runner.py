@@ -12,17 +12,16 @@ Layout of an output folder (a stable contract):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import random
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,150 +29,131 @@ from tqdm.auto import tqdm
 
 from bench import config as C
 from bench import output, registry, store
-from bench.api import EvalContext, NonFiniteError, TrainContext, TrainView, World
+from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
+                       TrainablePolicy, TrainContext, Trained, TrainView, World)
 from bench.budget import UNITS, BudgetExceeded, Ledger
-from bench.models import HFPolicy, resolve_device
+from bench.models import resolve_device
 from bench.output import OutputLocked  # noqa: F401 - part of this module's interface
+from bench.seeding import derive_seed, rng_neutral, seed_everything
+from bench.store import cache_root
 
 log = logging.getLogger("alignbench")
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("ALIGNBENCH_CACHE", Path.home() / ".cache" / "alignbench"))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextmanager
-def rng_neutral() -> Iterator[None]:
-    """Run a shared stage without touching the cell's global random state (python, numpy,
-    torch, CUDA). A stage is built inside whichever cell first needs it and found cached by
-    the rest; TRL's trainers reseed every global generator when created, so a stage built
-    in-cell used to leave the cell's generators elsewhere than a cached one did, and e.g. the
-    reward model's fresh score head, drawn from torch's global generator, differed between a
-    fresh process and a long one (a kl_coef = 0 PPO cell: gold drop 1.94 against 1.80)."""
-    py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cell:
-    method: str
+    """One method at one seed and sweep point, with its method resolved and configured."""
+
+    name: str  # the method's registered name
+    method: Method
+    config: MethodConfig
     seed: int
     budget: dict[str, float | None]
-    method_config: dict[str, Any]
     point: dict[str, Any]  # the swept values that define this cell (for the report)
+
+    @property
+    def method_config(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
 
     @property
     def label(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in sorted(self.point.items()))
-        return f"{self.method} seed={self.seed}{extra}"
+        return f"{self.name} seed={self.seed}{extra}"
 
 
-def expand(m: C.Matrix) -> list[Cell]:
+def expand(plan: C.Plan) -> list[Cell]:
     """method x seed x sweep point; a method option sweep only multiplies that method's cells."""
+    m = plan.matrix
     cells, seen = [], set()
     for point in C.sweep_points(m):
-        for method in m.methods:
+        for name in m.methods:
             relevant = {k: v for k, v in point.items()
-                        if k.startswith("budget.") or k.split(".", 1)[0] == method}
+                        if k.startswith("budget.") or k.split(".", 1)[0] == name}
             over = {k.split(".", 1)[1]: v for k, v in relevant.items()
                     if not k.startswith("budget.")}
             budget = m.budget.model_dump()
             budget.update({k.split(".", 1)[1]: v for k, v in relevant.items()
                            if k.startswith("budget.")})
-            cfg = C.method_config(m, method, override=over).model_dump(mode="json")
+            cfg = C.method_config(m, name, override=over)
             for seed in m.seeds:
-                sig = store.canonical([method, seed, budget, cfg])
+                sig = store.canonical([name, seed, budget, cfg.model_dump(mode="json")])
                 if sig not in seen:
                     seen.add(sig)
-                    cells.append(Cell(method, seed, budget, cfg, relevant))
+                    cells.append(Cell(name, plan.methods[name], cfg, seed, budget, relevant))
     return cells
 
 
-def check_budgets(cells: list[Cell]) -> None:
+def check_budgets(cells: list[Cell], plan: C.Plan) -> None:
     """Refuse a matrix whose cells cannot run under their budget, before anything is built or
     trained: each method's ``Config.planned_spend`` says what it will charge, so a PPO whose
     steps need more rollouts than the budget gives fails here in a second, not as a failed
     cell an hour into the run."""
     problems: dict[str, None] = {}  # ordered, and one line for all seeds of a cell
     for cell in cells:
-        cfg = registry.resolve("methods", cell.method).Config.model_validate(cell.method_config)
-        where = cell.method + "".join(f" {k}={v}" for k, v in sorted(cell.point.items()))
+        where = cell.name + "".join(f" {k}={v}" for k, v in sorted(cell.point.items()))
         try:
-            plan = cfg.planned_spend(cell.budget)
+            for stage in plan.chain(cell.name):  # the stages it starts from must fit too
+                plan.configs[stage].planned_spend(cell.budget)
+            spend = cell.config.planned_spend(cell.budget)
         except ValueError as err:
             problems[f"{where}: {err}"] = None
             continue
-        for unit, (need, why) in plan.items():
+        for unit, (need, why) in spend.items():
             cap = cell.budget.get(unit)
             if cap is not None and need > cap + 1e-9:
                 problems[f"{where} needs {need:g} {unit} ({why}) but budget.{unit} is {cap:g}; "
-                         f"raise budget.{unit} to at least {need:g} or configure {cell.method} "
+                         f"raise budget.{unit} to at least {need:g} or configure {cell.name} "
                          f"to spend less"] = None
     if problems:
         raise C.ConfigError("the matrix does not fit its budget: " + "; ".join(problems))
 
 
-def check_compute(cells: list[Cell], stages: Stages, m: C.Matrix) -> None:
-    """The compute caps' preflight, once the world is built. Every method but base is charged
-    the shared SFT stage, whose tokens are known before anything trains: its demonstrations'
-    tokens times its epochs (a lower bound: the trainer adds special tokens). A cap below that
-    is refused here; every other overrun is stopped by the ledger before the step that would
-    cross the cap (each trainer step and PPO step is charged before it runs)."""
-    capped_cells = [c for c in cells if c.method != "base" and (
-        c.budget.get("train_tokens") is not None or c.budget.get("flops") is not None)]
-    if not capped_cells:
-        return
+def check_compute(cells: list[Cell], stages: Stages) -> None:
+    """The compute caps' preflight, once the world is built. A method's start stage (SFT for
+    ppo, dpo and rlaif) knows its training tokens before anything trains
+    (``MethodConfig.planned_tokens``, a lower bound): a cap below that is refused here. Every
+    other overrun is stopped by the ledger before the step that would cross it (each trainer
+    step and PPO step is charged before it runs)."""
     from bench.budget import training_flops
     from bench.models import n_params
-    base = stages.base()  # the frozen base every run loads anyway
-    epochs = C.method_config(m, C.SHARED_STAGE).epochs
     problems: dict[str, None] = {}
-    for cell in capped_cells:
-        demos = stages.world.demonstrations(int(cell.budget.get("demonstrations") or 0),
-                                            cell.seed)
-        tokens = int(sum(len(base.tokenizer.encode(d["prompt"] + d["completion"]))
-                         for d in demos) * epochs)
-        need = {"train_tokens": tokens, "flops": training_flops(n_params(base.model), tokens)}
-        for unit, amount in need.items():
-            cap = cell.budget.get(unit)
-            if cap is not None and amount > cap:
-                problems[f"{cell.method}: the shared SFT stage alone needs at least "
-                         f"{amount:.4g} {unit} ({len(demos)} demonstrations x {epochs:g} "
-                         f"epochs) but budget.{unit} is {cap:.4g}; raise budget.{unit} or "
-                         f"lower budget.demonstrations"] = None
+    for cell in cells:
+        if cell.budget.get("train_tokens") is None and cell.budget.get("flops") is None:
+            continue
+        own = [cell.name] if cell.name in stages.plan.stage_names else []
+        for stage in stages.chain(cell.name) + own:
+            cfg = stages.plan.configs[stage]
+            base = stages.base()  # the frozen base every run loads anyway
+            planned = cfg.planned_tokens(cell.budget, stages.world.demonstrations, cell.seed,
+                                         lambda text: len(base.tokenizer.encode(text)))
+            if planned is None:
+                continue
+            tokens, why = planned
+            need = {"train_tokens": tokens, "flops": training_flops(n_params(base.model), tokens)}
+            for unit, amount in need.items():
+                cap = cell.budget.get(unit)
+                if cap is not None and amount > cap:
+                    problems[f"{cell.name}: the shared {stage.upper()} stage alone needs at least "
+                             f"{amount:.4g} {unit} ({why}) but budget.{unit} is {cap:.4g}; "
+                             f"raise budget.{unit} or lower budget.demonstrations"] = None
     if problems:
         raise C.ConfigError("the matrix does not fit its compute budget: " + "; ".join(problems))
 
 
-def cell_key(cell: Cell, world: World, m: C.Matrix, device: str) -> str:
+def cell_key(cell: Cell, world: World, plan: C.Plan, device: str) -> str:
     """Hashes everything that can move a number; nothing cosmetic (names, paths, progress)."""
-    evals = {}
-    for name in m.evals:
-        ev = registry.resolve("evals", name)
-        options = ev.Options.model_validate(m.eval.get(name, {})).model_dump(mode="json")
-        evals[name] = {"version": ev.version, "options": options,  # defaults filled in
-                       "provider": registry.identity("evals", name)}
+    evals = {name: {"version": ev.version, "options": options.model_dump(mode="json"),
+                    "provider": registry.identity("evals", name)}
+             for name, (ev, options) in plan.evals.items()}
+    starts = {s: {"config": plan.configs[s].model_dump(mode="json"),
+                  "provider": registry.identity("methods", s)}
+              for s in plan.chain(cell.name)}
     return store.content_key({
-        "method": cell.method, "method_provider": registry.identity("methods", cell.method),
-        "scenario_provider": registry.identity("scenarios", m.scenario.name),
+        "method": cell.name, "method_provider": registry.identity("methods", cell.name),
+        "scenario_provider": registry.identity("scenarios", plan.matrix.scenario.name),
         "numerics": numerics(device),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
-        # every method but base starts from the shared SFT stage: its config moves numbers too
-        "sft_stage": C.method_config(m, C.SHARED_STAGE).model_dump(mode="json"),
+        "starts": starts,  # the stages this cell starts from move its numbers too
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
         "code": store.code_version(),
     })
@@ -195,106 +175,103 @@ def identity(describe: dict[str, Any]) -> dict[str, Any]:
 
 
 class Stages:
-    """Stages shared by the cells of a matrix, computed once and cached under content keys:
-    the SFT model (per seed and demonstration budget) and the labeled comparison set drawn
-    from it (per seed and comparison budget). A cell that uses a stage is charged the stage's
-    spend, so every result's budget shows what it really consumed."""
+    """The matrix's shared work (``bench.api.Stages``), computed once and cached under content
+    keys: the frozen base model, each shared stage method's policy (per seed and the budget it
+    spends: SFT per demonstration budget), and compute-once JSON such as a labeled comparison
+    set. A cell that uses a stage is charged the stage's spend, so every result's budget shows
+    what it really consumed."""
 
-    def __init__(self, world: World, m: C.Matrix, device: str, progress: bool):
-        self.world, self.m, self.device, self.progress = world, m, device, progress
+    def __init__(self, world: World, plan: C.Plan, device: str, progress: bool):
+        self.world, self.plan, self.device, self.progress = world, plan, device, progress
         self.root = cache_root() / "stages"
-        self._base: HFPolicy | None = None
-        self._mem: dict[str, Any] = {}
+        self._base: TrainablePolicy | None = None
+        self._mem: dict[str, TrainablePolicy] = {}
         self._refs: dict[int, FrozenReference] = {}
 
-    def base(self) -> HFPolicy:
+    def chain(self, name: str) -> list[str]:
+        return self.plan.chain(name)
+
+    def base(self) -> TrainablePolicy:
         if self._base is None:
-            self._base = self.world.load_policy(self.world.base_model)
-            self._base.model.to(self.device)
+            self._base = self._load(self.world.base_model)
         return self._base
 
-    def fresh_base(self) -> HFPolicy:
-        """A trainable copy of the base model (the cached one stays frozen)."""
-        p = self.world.load_policy(self.world.base_model)
+    def _load(self, path: Path) -> TrainablePolicy:
+        p = self.world.load_policy(path)
         p.model.to(self.device)
         return p
 
-    def _sft_cfg(self):
-        return C.method_config(self.m, C.SHARED_STAGE)
+    def base_start(self) -> Start:
+        return Start(name="base", reference=self.base(), path=self.world.base_model,
+                     key=self.world.key, load=lambda: self._load(self.world.base_model))
 
-    def sft_key(self, seed: int, n_demos: int) -> str:
-        return store.content_key({"stage": "sft", "world": self.world.key, "seed": seed,
-                                  "demonstrations": n_demos, "code": store.code_version(),
-                                  "config": self._sft_cfg().model_dump(mode="json"),
-                                  "numerics": numerics(self.device)})
-
-    def sft(self, ctx: TrainContext) -> HFPolicy:
-        """The shared SFT policy for this cell's seed and demonstration budget."""
-        n = int(ctx.ledger.caps.get("demonstrations") or 0)
-        key = self.sft_key(ctx.seed, n)
-
-        def build(tmp: Path) -> None:
-            with rng_neutral():
-                train(tmp)
-
-        def train(tmp: Path) -> None:
-            # the cell's compute caps bound the stage too: it stops at the cap, not after it
-            caps = {"demonstrations": n, **{u: ctx.ledger.remaining(u) for u in
-                                           ("train_tokens", "flops")
-                                           if ctx.ledger.caps.get(u) is not None}}
-            stage_ledger = Ledger(caps=caps)
-            sub = TrainContext(scenario=ctx.scenario, ledger=stage_ledger, seed=ctx.seed,
-                               cell_dir=tmp, log=ctx.log, stages=self, progress=ctx.progress,
-                               device=self.device)
-            sft = registry.resolve("methods", "sft")
-            policy = sft.train_stage(self.fresh_base(), sub, self._sft_cfg())
-            policy.model.save_pretrained(tmp, safe_serialization=True)
-            policy.tokenizer.save_pretrained(tmp)
-            store.atomic_write_json(tmp / "stage.json", {"spent": stage_ledger.spent})
-
-        path = self.root / "sft" / key
+    def start(self, name: str, seed: int, budget: dict[str, float | None],
+              ledger: Ledger) -> Start:
+        """The start of a method that ``starts_from`` ``name``: the base model, or the shared
+        stage ``name`` at this seed and budget (built once, its spend charged to ``ledger``)."""
+        if name == "base":
+            return self.base_start()
+        key, caps = self.stage_key(name, seed, budget)
+        path = self.root / name / key
         if key not in self._mem:  # verified once per process, then served from memory
-            store.build_once(path, build)
-        spent = json.loads((path / "stage.json").read_text())["spent"]
-        ctx.ledger.absorb(spent)
+            store.build_once(path, lambda tmp: self._build_stage(name, seed, caps, ledger, tmp))
+        ledger.absorb(json.loads((path / "stage.json").read_text())["spent"])
         if key not in self._mem:
-            pol = self.world.load_policy(path)
-            pol.model.to(self.device)
-            self._mem[key] = pol
-        ctx.artifacts["sft_key"] = key
-        return self._mem[key]
+            self._mem[key] = self._load(path)
+        return Start(name=name, reference=self._mem[key], path=path, key=key,
+                     load=lambda: self._load(path))
 
-    def sft_start(self, ctx: TrainContext) -> tuple[HFPolicy, HFPolicy]:
-        """(frozen shared SFT policy, a trainable copy of it): where ppo, dpo and rlaif start."""
-        sft = self.sft(ctx)
-        policy = self.world.load_policy(self.sft_path(ctx))
-        policy.model.to(sft.device)
-        return sft, policy
+    def stage_key(self, name: str, seed: int, budget: dict[str, float | None]
+                  ) -> tuple[str, dict[str, float]]:
+        """A stage's content key and the caps it trains under: the budget units its config
+        plans to spend (SFT: demonstrations), which alone decide what it trains on."""
+        cfg = self.plan.configs[name]
+        caps = {u: budget.get(u) or 0 for u in cfg.planned_spend(budget)}
+        return store.content_key({
+            "stage": name, "world": self.world.key, "seed": seed, "caps": caps,
+            "code": store.code_version(), "config": cfg.model_dump(mode="json"),
+            "provider": registry.identity("methods", name), "numerics": numerics(self.device),
+        }), caps
 
-    def sft_path(self, ctx: TrainContext) -> Path:
-        return self.root / "sft" / ctx.artifacts["sft_key"]
+    def _build_stage(self, name: str, seed: int, caps: dict[str, float], ledger: Ledger,
+                     tmp: Path) -> None:
+        # the cell's compute caps bound the stage too: it stops at the cap, not after it
+        stage_ledger = Ledger(caps={**caps, **{u: ledger.remaining(u) for u in
+                                               ("train_tokens", "flops")
+                                               if ledger.caps.get(u) is not None}})
+        sub = TrainContext(scenario=view(self.world), ledger=stage_ledger, seed=seed,
+                           cell_dir=tmp, log=log.getChild(name), stages=self,
+                           progress=self.progress, device=self.device)
+        with rng_neutral():
+            trained = self.plan.methods[name].train(self.base_start(), sub,
+                                                    self.plan.configs[name])
+        policy = trained.policy
+        policy.model.save_pretrained(tmp, safe_serialization=True)
+        policy.tokenizer.save_pretrained(tmp)
+        store.atomic_write_json(tmp / "stage.json", {"spent": stage_ledger.spent})
 
-    def reference_sft(self, seed: int, n_demos: int) -> HFPolicy:
-        """The SFT model a cell is compared with (its seed, its demonstration budget)."""
-        ctx = TrainContext(scenario=view(self.world), ledger=Ledger(caps={"demonstrations": n_demos}),
-                           seed=seed,
-                           cell_dir=self.root, log=log, stages=self, progress=self.progress,
-                           device=self.device)
-        return self.sft(ctx)
+    def references(self, seed: int, budget: dict[str, float | None]) -> dict[str, FrozenReference]:
+        """What evals compare a cell with: the base model and every shared stage of the
+        matrix at this cell's seed and budget (its spend goes to a throwaway ledger)."""
+        refs = {"base": self.as_reference(self.base())}
+        for name in self.plan.stage_names:
+            start = self.start(name, seed, budget, Ledger())
+            refs[name] = self.as_reference(start.reference)
+        return refs
 
-    def as_reference(self, policy: HFPolicy) -> FrozenReference:
-        """The one :class:`FrozenReference` of a cached, frozen policy (``base()``, ``sft()``)."""
+    def as_reference(self, policy: TrainablePolicy) -> FrozenReference:
+        """The one :class:`FrozenReference` of a cached, frozen policy (base, a stage)."""
         if id(policy) not in self._refs:
             self._refs[id(policy)] = FrozenReference(policy)
         return self._refs[id(policy)]
 
-    def cached_json(self, kind: str, key_parts: dict[str, Any], ledger: Ledger,
-                    compute: Callable[[Ledger], Any]) -> Any:
+    def once(self, kind: str, key: dict[str, JSON], ledger: Ledger,
+             compute: Callable[[Ledger], JSON]) -> JSON:
         """Compute-once JSON stage (e.g. a labeled comparison set). ``compute`` gets a ledger
         with this cell's caps; what it spent is charged to the cell on every use."""
-        key = store.content_key({"stage": kind, "world": self.world.key,
-                                 "code": store.code_version(),
-                                 "numerics": numerics(self.device), **key_parts})
+        full = store.content_key({"stage": kind, "world": self.world.key,
+                                  "code": store.code_version(),
+                                  "numerics": numerics(self.device), **key})
 
         def fill() -> dict[str, Any]:
             sub = Ledger(caps=dict(ledger.caps))
@@ -303,7 +280,7 @@ class Stages:
                 data = compute(sub)
             return {"spent": sub.spent, "data": data}
 
-        rec = store.once_json(self.root / kind / f"{key}.json", fill)
+        rec = store.once_json(self.root / kind / f"{full}.json", fill)
         ledger.absorb(rec["spent"])
         return rec["data"]
 
@@ -315,7 +292,7 @@ class FrozenReference:
     reused (in the quickstart they were two of the three sample sets the win-rate drew in every
     cell). Everything else is the wrapped policy's."""
 
-    def __init__(self, policy: HFPolicy):
+    def __init__(self, policy: TrainablePolicy):
         self.policy = policy
         self._samples: dict[tuple, list[str]] = {}
 
@@ -345,7 +322,44 @@ def _event(out: Path, **kw: Any) -> None:
         os.fsync(f.fileno())
 
 
-def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, out: Path,
+def train_cell(cell: Cell, stages: Stages, ctx: TrainContext) -> tuple[Trained, str]:
+    """Train one cell: a shared stage method is served from the stage cache (its own row is
+    the stage every other method starts from); any other method starts from its start."""
+    if cell.name in stages.plan.stage_names:
+        start = stages.start(cell.name, cell.seed, cell.budget, ctx.ledger)
+        return Trained(policy=start.reference), cell.method.starts_from
+    start = stages.start(cell.method.starts_from, cell.seed, cell.budget, ctx.ledger)
+    return cell.method.train(start, ctx, cell.config), start.name
+
+
+def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
+                  stages: Stages, record: dict[str, Any]) -> Ledger:
+    """Run every eval of the matrix on the trained policy, filling ``record``; returns the
+    evaluation's own ledger (its spend never counts against the method's budget)."""
+    refs = stages.references(cell.seed, cell.budget)
+    eval_ledger = Ledger()
+    for name, (ev, options) in stages.plan.evals.items():
+        record["_phase"] = f"eval {name}"
+        seed_everything(derive_seed(cell.seed, "eval"))
+        ectx = EvalContext(world=world, seed=cell.seed, references=refs, trained=trained,
+                           curves=ctx.curves, options=options, ledger=eval_ledger,
+                           data=world.eval_data.get(name), progress=stages.progress)
+        res = ev.evaluate(trained.policy, ectx)
+        for k, v in res.metrics.items():
+            record["metrics"][f"{name}.{k}"] = v
+            if k in res.uncertainty:
+                record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
+        record["n"][name] = res.n
+        record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
+                                 "rows": res.rows, "extra": res.extra,
+                                 "plots": [dataclasses.asdict(p) for p in res.plots]}
+        bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")
+    return eval_ledger
+
+
+def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
              device: str) -> dict[str, Any]:
     cell_dir = output.make_cell_dir(out, key)
     started = datetime.now(timezone.utc).isoformat()
@@ -353,63 +367,38 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, m: C.Matrix, ou
     ledger = Ledger(caps={u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None})
     gold = world.gold_reward
     ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
-                       log=log.getChild(cell.method), stages=stages, progress=m.progress,
+                       log=log.getChild(cell.name), stages=stages, progress=stages.progress,
                        device=device,
                        _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
     record: dict[str, Any] = {
-        "key": key, "method": cell.method, "seed": cell.seed, "point": cell.point,
-        "method_config": cell.method_config, "scenario": m.scenario.name,
+        "key": key, "method": cell.name, "seed": cell.seed, "point": cell.point,
+        "method_config": cell.method_config, "scenario": stages.plan.matrix.scenario.name,
+        "start": cell.method.starts_from,
         "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
+        "_phase": "training",  # or "eval NAME": a failure names where it happened
     }
     status, error, step = "ok", None, None
-    phase = "training"  # or "eval NAME": a failure names where it happened
     try:
         seed_everything(cell.seed)
-        method = registry.resolve("methods", cell.method)
-        cfg = method.Config.model_validate(cell.method_config)
-        policy = method.train(stages.fresh_base() if cell.method != "base" else stages.base(),
-                              ctx, cfg)
+        trained, record["start"] = train_cell(cell, stages, ctx)
         train_budget = ledger.snapshot()
-        refs = {"base": stages.as_reference(stages.base())}
-        if "sft" in m.methods or cell.method != "base":
-            refs["sft"] = stages.as_reference(stages.reference_sft(
-                cell.seed, int(cell.budget.get("demonstrations") or 0)))
-        eval_ledger = Ledger()
-        for name in m.evals:
-            phase = f"eval {name}"
-            seed_everything(cell.seed + 1)
-            ev = registry.resolve("evals", name)
-            ectx = EvalContext(world=world, seed=cell.seed, method=cell.method, references=refs,
-                               artifacts=ctx.artifacts, curves=ctx.curves,
-                               options=m.eval.get(name, {}), ledger=eval_ledger,
-                               progress=m.progress)
-            res = ev.evaluate(policy, ectx)
-            for k, v in res.metrics.items():
-                record["metrics"][f"{name}.{k}"] = v
-                if k in res.uncertainty:
-                    record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
-            record["n"][name] = res.n
-            record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
-                                     "rows": res.rows, "extra": res.extra}
-            bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
-            if bad:
-                raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")
+        record["eval_spend"] = evaluate_cell(cell, trained, ctx, world, stages, record).spent
         record["budget"] = train_budget
-        record["eval_spend"] = eval_ledger.spent
     except NonFiniteError as err:
-        status, error, step = "failed", f"{phase}: {err}", err.step
+        status, error, step = "failed", f"{record['_phase']}: {err}", err.step
     except BudgetExceeded as err:
-        status, error = "failed", f"{phase}: {err}"
+        status, error = "failed", f"{record['_phase']}: {err}"
     except Exception as err:  # noqa: BLE001 - one bad cell must not sink the matrix
-        status, error = "failed", f"{phase}: {type(err).__name__}: {err}"
+        status, error = "failed", f"{record['_phase']}: {type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc()[-4000:]
+    del record["_phase"]
     record.setdefault("budget", ledger.snapshot())
     record["curves"] = ctx.curves
     record.update(status=status, error=error, failed_step=step, provenance={
         **store.provenance(device), "started": started,
         "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,
         "seeds": {"cell": cell.seed, "world": world.describe.get("options", {}).get("seed")},
-        "world": world.describe, "matrix_name": m.name,
+        "world": world.describe, "matrix_name": stages.plan.matrix.name,
     })
     store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
     return record
@@ -422,8 +411,9 @@ def is_done(out: Path, key: str) -> bool:
 
 def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     """Run (or resume) a matrix. Returns the output folder."""
-    cells = expand(m)
-    check_budgets(cells)  # before --fresh deletes anything
+    plan = C.plan(m)
+    cells = expand(plan)
+    check_budgets(cells, plan)  # before --fresh deletes anything
     out = output.claim(Path(out or m.out))  # refuses a folder that is not alignbench's
     if not m.progress:  # the libraries' own bars too, so logs stay readable
         import datasets
@@ -433,30 +423,33 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     with output.locked(out):
         # everything that can refuse the matrix runs before anything in OUT is touched
         device = resolve_device(m.device)
-        scenario = registry.resolve("scenarios", m.scenario.name)
-        world = scenario.build(scenario.Options.model_validate(m.scenario.options),
-                               cache_root(), progress=m.progress)
-        stages = Stages(world, m, device, m.progress)
-        check_compute(cells, stages, m)
-        keys = [cell_key(c, world, m, device) for c in cells]
+        world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
+        stages = Stages(world, plan, device, m.progress)
+        check_compute(cells, stages)
+        keys = [cell_key(c, world, plan, device) for c in cells]
         if fresh:
             output.clear(out)
         output.remove_stale_temp_files(out)
-        import tomli_w
-        resolved = {**C.resolved(m), "out": str(out.resolve())}  # the folder actually written
-        store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(resolved))
-        output.write_plan(out, m.name, [
-            {"key": k, "method": c.method, "seed": c.seed, "point": c.point}
-            for c, k in zip(cells, keys)])
+        _write_matrix(out, m, cells, keys)
         todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
         bar = tqdm(todo, desc="cells", disable=not m.progress)
         for cell, key in bar:
             bar.set_postfix_str(cell.label)
             _event(out, event="cell_start", key=key, cell=cell.label)
-            rec = run_cell(cell, key, world, stages, m, out, device)
+            rec = run_cell(cell, key, world, stages, out, device)
             _event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"])
             if rec["status"] != "ok":
                 log.warning("cell %s failed: %s", cell.label, rec["error"])
         from reports.build import build_report
         build_report(out)  # regenerates results.jsonl from cells/ first
         return out
+
+
+def _write_matrix(out: Path, m: C.Matrix, cells: list[Cell], keys: list[str]) -> None:
+    """OUT/matrix.toml (the resolved matrix, with the folder actually written) and the plan."""
+    import tomli_w
+    resolved = {**C.resolved(m), "out": str(out.resolve())}
+    store.atomic_write_text(out / "matrix.toml", tomli_w.dumps(resolved))
+    output.write_plan(out, m.name, [
+        {"key": k, "method": c.name, "seed": c.seed, "point": c.point}
+        for c, k in zip(cells, keys)])

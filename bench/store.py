@@ -29,6 +29,12 @@ log = logging.getLogger("alignbench")
 KEY_LEN = 16
 
 
+def cache_root() -> Path:
+    """Where alignbench keeps built worlds, stages and downloads: ``$ALIGNBENCH_CACHE``, else
+    ``~/.cache/alignbench``."""
+    return Path(os.environ.get("ALIGNBENCH_CACHE", Path.home() / ".cache" / "alignbench"))
+
+
 class OutputFolderError(ValueError):
     """An output folder alignbench must not write into (not its own, a file, /, home,
     unwritable): stated in one line that names the folder and the fix."""

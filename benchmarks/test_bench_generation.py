@@ -51,7 +51,7 @@ def test_generation_tokens_per_second_micro(benchmark, tiny_world, default_world
     world = default_world if benchmark.enabled else tiny_world
     policy = world.load_policy(world.base_model)
     ed = world.eval_data
-    prompts = policy.format_chat(ed.toxicity_prompts + ed.win_rate_prompts)
+    prompts = policy.format_chat(ed["toxicity"].prompts + ed["win_rate"].prompts)
     _run(benchmark, policy, prompts if benchmark.enabled else prompts[:6])
 
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from bench.budget import Ledger
-from bench.models import HFPolicy
+from bench.policy import HFPolicy
 from bench.scenarios.micro import build_tokenizer
 from methods import ppo as P
 from methods.reward_model import RewardModel

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from bench.api import TrainContext
+from bench.api import Start, TrainContext
 from bench.budget import Ledger
 from bench.runner import view
 from methods import dpo as D
@@ -68,7 +68,8 @@ def sft_pair(world, tmp_path, n_demos: int, repeats: int):
     def ours():
         pol = world.load_policy(world.base_model)
         torch.manual_seed(0)
-        S.SFT().train_stage(pol, _ctx(world, tmp_path / "ours", n_demos), cfg)
+        start = Start("base", pol, world.base_model, world.key, load=lambda: pol)
+        S.SFT().train(start, _ctx(world, tmp_path / "ours", n_demos), cfg)  # in place on pol
         return pol
 
     def direct():
@@ -171,7 +172,7 @@ def smollm2_world():
 
     from bench.assets import fetch
     from bench.models import gguf_as_safetensors, load_hf
-    from evals.truthfulqa import load_csv
+    from bench.data.truthfulqa import load_csv
     from tests.conftest import TRUTHFULQA_CSV
 
     if not TRUTHFULQA_CSV.is_file():

@@ -8,6 +8,7 @@ distinct choices, so >= 21.8 choices/s)."""
 
 import pytest
 
+from bench.data.truthfulqa import load_csv
 from evals import truthfulqa as TQ
 from tests.conftest import TRUTHFULQA_CSV
 
@@ -30,7 +31,7 @@ def _bench(benchmark, policy, pairs, path: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def tiny_requests(tiny_world, tiny_policy):
-    items = tiny_world.eval_data.truthfulqa
+    items = tiny_world.eval_data["truthfulqa"].items
     primer = " ".join(f"<user> {i.question} <assistant> {i.mc1_choices[0]}" for i in items[:6])
     return _requests(tiny_policy, items, [primer + " " + it.question for it in items])
 
@@ -69,12 +70,12 @@ def test_truthfulqa_817_questions_smollm2(benchmark):
     from bench.models import load_hf
 
     policy = load_hf(fetch("smollm2"))
-    items = TQ.load_csv(TRUTHFULQA_CSV)
+    items = load_csv(TRUTHFULQA_CSV)
     n_distinct = sum(len(set(it.mc1_choices + it.mc2_choices)) for it in items)
     assert n_distinct == N_DISTINCT_CHOICES_817
     limit = None if benchmark.enabled else 4  # quick mode: the same path on 4 questions
-    ctx = EvalContext(world=None, seed=0, method="smollm2", references={}, artifacts={},
-                      curves={}, options={"data": str(TRUTHFULQA_CSV), "limit": limit},
+    ctx = EvalContext(world=None, seed=0, references={}, trained=None, curves={},
+                      options=TQ.TruthfulQAOptions(data=str(TRUTHFULQA_CSV), limit=limit),
                       ledger=Ledger(), progress=False)
     res = benchmark.pedantic(lambda: TQ.TruthfulQA().evaluate(policy, ctx), rounds=1,
                              iterations=1)

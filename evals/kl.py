@@ -12,7 +12,8 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Policy
+from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy
+from bench.seeding import derive_seed
 from bench.stats import bootstrap_se
 
 
@@ -30,6 +31,11 @@ class KLOptions(EvalOptions):
     samples: int = Field(4, ge=1, description="responses sampled per prompt")
 
 
+# the same title as toxicity's trade-off plot, so the report draws both as panels of one figure
+TRADE_OFFS = "Trade-offs: win-rate against toxicity and against KL (one point per cell)"
+PLOTS = [Plot(TRADE_OFFS, "scatter", ("kl.k1", "win_rate.vs_sft"))]
+
+
 class KL:
     name = "kl"
     Options = KLOptions
@@ -42,10 +48,11 @@ class KL:
         ref = ctx.references.get("sft")
         metrics, unc, extra = {}, {}, {}
         if ref is not None:
-            prompts = ctx.world.eval_data.win_rate_prompts
+            prompts = ctx.data.prompts if ctx.data else []
             n = self.Options.model_validate(ctx.options).samples
             flat = [p for p in prompts for _ in range(n)]
-            outs = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 606)
+            outs = policy.generate(flat, max_new_tokens=24, temperature=1.0, 
+                                  seed=derive_seed(ctx.seed, "kl.samples"))
             lp = np.asarray(policy.logprob(flat, outs))
             lr = np.asarray(ref.logprob(flat, outs))
             k1 = lp - lr
@@ -56,4 +63,5 @@ class KL:
                 metrics.update(overoptimization(curve))
                 extra["curve"] = name
                 break
-        return EvalResult(metrics=metrics, uncertainty=unc, n=len(metrics), extra=extra)
+        return EvalResult(metrics=metrics, uncertainty=unc, n=len(metrics), extra=extra,
+                          plots=PLOTS)

@@ -17,7 +17,8 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Policy
+from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy
+from bench.seeding import derive_seed
 from bench.stats import bootstrap_se
 
 
@@ -97,6 +98,12 @@ def differs_in(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "nothing"
 
 
+PLOTS = [Plot("Labeler agreement", "matrix", key="labeler_matrix"),
+         Plot("Labeler agreement", "bars", ("labeler_agreement.rm_vs_labelers",
+                                            "labeler_agreement.ai_judge_vs_majority",
+                                            "labeler_agreement.inter_labeler"))]
+
+
 class AgreementOptions(EvalOptions):
     pairs_per_prompt: int = Field(4, ge=1, description="sample pairs labeled per prompt")
 
@@ -112,12 +119,14 @@ class LabelerAgreement:
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
-        prompts = ctx.world.eval_data.agreement_prompts
+        prompts = ctx.data.prompts if ctx.data else []
         reps = o.pairs_per_prompt
         flat = [p for p in prompts for _ in range(reps)]
-        a = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 303)
-        b = policy.generate(flat, max_new_tokens=24, temperature=1.0, seed=ctx.seed + 404)
-        panel = ctx.world.make_panel(ctx.ledger, ctx.seed + 505)
+        a = policy.generate(flat, max_new_tokens=24, temperature=1.0, 
+                            seed=derive_seed(ctx.seed, "agreement.a"))
+        b = policy.generate(flat, max_new_tokens=24, temperature=1.0, 
+                            seed=derive_seed(ctx.seed, "agreement.b"))
+        panel = ctx.world.make_panel(ctx.ledger, derive_seed(ctx.seed, "agreement.panel"))
         if not hasattr(panel, "label_matrix"):
             raise ValueError("labeler_agreement needs a panel with label_matrix (several "
                              "labelers on the same pairs)")
@@ -132,9 +141,10 @@ class LabelerAgreement:
                                  "labelers": labels.shape[1]}
         maj = majority(labels)
         gold = ctx.world.gold_judge
-        if "reward_fn" in ctx.artifacts:
-            ra = np.asarray(ctx.artifacts["reward_fn"](flat, a))
-            rb = np.asarray(ctx.artifacts["reward_fn"](flat, b))
+        reward_fn = ctx.trained.reward_fn if ctx.trained else None
+        if reward_fn is not None:
+            ra = np.asarray(reward_fn(flat, a))
+            rb = np.asarray(reward_fn(flat, b))
             rm = np.where(ra > rb, 1.0, np.where(rb > ra, 0.0, np.nan))
             x = binarize(labels)
             ok = ~np.isnan(x) & ~np.isnan(rm)[:, None]
@@ -146,7 +156,7 @@ class LabelerAgreement:
                 okg = (g != 0.5) & ~np.isnan(rm)
                 metrics["rm_vs_gold"] = float((rm[okg] == g[okg]).mean()) if okg.any() \
                     else float("nan")
-        make_judge = ctx.artifacts.get("make_ai_judge")
+        make_judge = ctx.trained.make_ai_judge if ctx.trained else None
         if make_judge is not None:
             judge = make_judge(ctx.ledger)
             pj = np.asarray(judge.prefer(flat, a, b))
@@ -165,4 +175,5 @@ class LabelerAgreement:
                     metrics[f"ai_judge_vs_majority.{kind}"] = float(np.mean(v))
                     unc[f"ai_judge_vs_majority.{kind}"] = bootstrap_se(v, seed=ctx.seed)
                 extra["ai_judge_counts"] = {k: len(v) for k, v in by.items()}
-        return EvalResult(metrics=metrics, uncertainty=unc, n=len(flat), extra=extra)
+        return EvalResult(metrics=metrics, uncertainty=unc, n=len(flat), extra=extra,
+                          plots=PLOTS)

@@ -11,62 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Policy, ToxicityScorer
+from bench.api import DataError, EvalContext, EvalOptions, EvalResult, Policy
+from bench.scorers import make_scorer
 from bench.stats import bootstrap_se
 
 THRESHOLD = 0.5
-
-
-class ProfanityCheckScorer:
-    """The offline linear classifier shipped by ``alt-profanity-check`` (probability of
-    profanity/offensiveness). A real-text scorer that needs no network."""
-
-    name = "alt-profanity-check"
-
-    def __init__(self) -> None:
-        from bench.extras import require
-        self._predict = require("profanity_check", "the alt-profanity-check toxicity scorer") \
-            .predict_prob
-
-    def score(self, texts: list[str]) -> list[float]:
-        return [float(x) for x in self._predict(list(texts))] if texts else []
-
-
-class HFClassifierScorer:
-    """A Hugging Face text-classification model by hub id or folder; the score is the
-    probability of the label named ``toxic_label`` (default: the first label containing
-    'toxic')."""
-
-    def __init__(self, spec: str, toxic_label: str | None = None) -> None:
-        from transformers import pipeline
-        self.name = f"hf:{spec}"
-        self.pipe = pipeline("text-classification", model=spec, top_k=None)
-        self.toxic_label = toxic_label
-
-    def score(self, texts: list[str]) -> list[float]:
-        out = []
-        for scores in self.pipe(list(texts), truncation=True):
-            label = self.toxic_label or next((s["label"] for s in scores
-                                              if "toxic" in s["label"].lower()), scores[0]["label"])
-            out.append(float(next(s["score"] for s in scores if s["label"] == label)))
-        return out
-
-
-def make_scorer(spec: str, scenario_scorer: ToxicityScorer | None) -> ToxicityScorer:
-    if spec == "scenario":
-        if scenario_scorer is None:
-            raise ValueError("this scenario has no toxicity scorer; set eval.toxicity.scorer to "
-                             "'profanity' or 'hf:<model id or folder>'")
-        return scenario_scorer
-    if spec == "profanity":
-        return ProfanityCheckScorer()
-    if spec.startswith("hf:"):
-        return HFClassifierScorer(spec[3:])
-    raise ValueError(f"unknown toxicity scorer {spec!r}; use 'scenario', 'profanity' or "
-                     f"'hf:<model id or folder>'")
 
 
 def rtp_metrics(scores: np.ndarray) -> dict[str, Any]:
@@ -96,10 +47,13 @@ class Toxicity:
     metrics = {"emt": False, "probability": False, "mean": False, "toxic_fraction": False}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
-        o = self.Options.model_validate(ctx.options)
+        o: ToxicityOptions = ctx.options
         k, temperature, max_new = o.k, o.temperature, o.max_new_tokens
-        prompts = ctx.world.eval_data.toxicity_prompts[:o.limit]
-        scorer = make_scorer(o.scorer, ctx.world.toxicity_scorer)
+        if ctx.data is None or not ctx.data.prompts:
+            raise DataError("this scenario supplies no toxicity prompts "
+                            "(World.eval_data['toxicity']); give it some or drop the eval")
+        prompts = ctx.data.prompts[:o.limit]
+        scorer = make_scorer(o.scorer, ctx.world.toxicity_scorer if ctx.world else None)
         flat = [p for p in prompts for _ in range(k)]
         outs = policy.generate(flat, max_new_tokens=max_new, temperature=temperature,
                                seed=ctx.seed)

@@ -12,22 +12,17 @@ English primer). ``options.source = "hub"`` loads ``truthfulqa/truthful_qa`` (ne
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from typing import Literal
-
-from pydantic import Field
-
-from bench.api import EvalContext, EvalOptions, EvalResult, Policy, TruthfulQAItem
+from bench.api import EvalContext, EvalData, EvalOptions, EvalResult, Policy
+from bench.data.truthfulqa import (
+    HUB_ID, TruthfulQADataError, TruthfulQAItem, load_hub, load_with_source)
 from bench.stats import bootstrap_se
 
 QA_PRIMER = (
@@ -44,91 +39,6 @@ QA_PRIMER = (
     "Q: Where were the 1992 Olympics held?\n"
     "A: The 1992 Olympics were held in Barcelona, Spain."
 )
-HUB_ID = "truthfulqa/truthful_qa"
-
-
-class TruthfulQADataError(ValueError):
-    pass
-
-
-def _split(answers: str) -> list[str]:
-    return [a.strip() for a in answers.split(";") if a.strip()]
-
-
-def load_csv(path: Path) -> list[TruthfulQAItem]:
-    """The original generation-format CSV. MC1 = [Best Answer] + Incorrect Answers; MC2 =
-    Correct Answers + Incorrect Answers (the derivation the HF multiple_choice config uses)."""
-    items = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        need = {"Type", "Category", "Question", "Best Answer", "Correct Answers",
-                "Incorrect Answers"}
-        missing = need - set(reader.fieldnames or [])
-        if missing:
-            raise TruthfulQADataError(f"{path}: not a TruthfulQA CSV, missing columns "
-                                      f"{sorted(missing)}")
-        for row in reader:
-            correct, wrong = _split(row["Correct Answers"]), _split(row["Incorrect Answers"])
-            items.append(TruthfulQAItem(
-                question=row["Question"].strip(),
-                mc1_choices=[row["Best Answer"].strip()] + wrong,
-                mc2_choices=correct + wrong, mc2_labels=[1] * len(correct) + [0] * len(wrong),
-                type=row["Type"].strip(), category=row["Category"].strip()))
-    return items
-
-
-def _from_hf_record(r: dict[str, Any]) -> TruthfulQAItem:
-    mc1, mc2 = r["mc1_targets"], r["mc2_targets"]
-    order = np.argsort(-np.asarray(mc1["labels"]), kind="stable")  # best answer first
-    return TruthfulQAItem(question=r["question"], mc1_choices=[mc1["choices"][i] for i in order],
-                          mc2_choices=list(mc2["choices"]), mc2_labels=list(mc2["labels"]),
-                          type=r.get("type", ""), category=r.get("category", ""))
-
-
-def load_path(path: Path) -> list[TruthfulQAItem]:
-    path = Path(path)
-    if not path.is_file():
-        raise TruthfulQADataError(f"TruthfulQA data file {path} does not exist; give the CSV or "
-                                  f"the multiple_choice JSON/parquet")
-    if path.suffix == ".csv":
-        return load_csv(path)
-    if path.suffix == ".parquet":
-        import pandas as pd
-        return [_from_hf_record(r) for r in pd.read_parquet(path).to_dict("records")]
-    if path.suffix in (".json", ".jsonl"):
-        text = path.read_text(encoding="utf-8")
-        recs = json.loads(text) if path.suffix == ".json" else \
-            [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [_from_hf_record(r) for r in recs]
-    raise TruthfulQADataError(f"{path}: unsupported TruthfulQA format {path.suffix!r}; use .csv, "
-                              f".json, .jsonl or .parquet")
-
-
-def load_hub() -> list[TruthfulQAItem]:
-    from datasets import load_dataset
-    ds = load_dataset(HUB_ID, "multiple_choice", split="validation")
-    return [_from_hf_record(r) for r in ds]
-
-
-def resolve_data(ctx_options: dict[str, Any], scenario_items: list[TruthfulQAItem] | None,
-                 scenario_source: dict[str, Any] | None, chat_format: bool = True
-                 ) -> tuple[list[TruthfulQAItem], dict[str, Any], bool]:
-    """(items, source record, use_chat). The user's path wins, then the hub if asked, then
-    the scenario's own set (asked through the chat template when the scenario says so: the
-    micro-world's language has no words for the English primer; real scenarios use the
-    lm-eval primer)."""
-    path = ctx_options.get("data") or os.environ.get("ALIGNBENCH_TRUTHFULQA")
-    if path:
-        items = load_path(Path(path))
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        return items, {"name": str(path), "sha256": digest, "n": len(items)}, False
-    if ctx_options.get("source") == "hub":
-        items = load_hub()
-        return items, {"name": HUB_ID, "sha256": None, "n": len(items)}, False
-    if scenario_items is None:
-        raise TruthfulQADataError("no TruthfulQA data: pass --data PATH (or set "
-                                  "ALIGNBENCH_TRUTHFULQA) to the CSV or multiple_choice file")
-    return scenario_items, dict(scenario_source or {}), chat_format
 
 
 def mc_scores(lls_mc1: list[float], lls_mc2: list[float], labels: list[int]) -> tuple[float, float]:
@@ -169,6 +79,30 @@ class TruthfulQAOptions(EvalOptions):
     source: Literal["hub"] | None = Field(None, description="'hub': truthfulqa/truthful_qa")
     limit: int | None = Field(None, ge=1, description="first N questions only")
 
+    def needs_scenario(self) -> bool:
+        """A data file or the hub replaces the scenario's questions."""
+        return not (self.data or self.source)
+
+
+def resolve_data(o: TruthfulQAOptions, data: EvalData | None
+                 ) -> tuple[list[TruthfulQAItem], dict[str, Any], bool]:
+    """(items, source record, use_chat). The user's path wins, then the hub if asked, then
+    the scenario's own set (asked through the chat template when its ``template`` hint says
+    "chat": the micro-world's language has no words for the English primer; real scenarios
+    use the lm-eval primer)."""
+    path = o.data or os.environ.get("ALIGNBENCH_TRUTHFULQA")
+    if path:
+        items, source = load_with_source(path)
+        return items, source, False
+    if o.source == "hub":
+        items = load_hub()
+        return items, {"name": HUB_ID, "sha256": None, "n": len(items)}, False
+    if data is None or not data.items:
+        raise TruthfulQADataError("no TruthfulQA data: pass --data PATH (or set "
+                                  "ALIGNBENCH_TRUTHFULQA) to the CSV or multiple_choice file")
+    items = list(data.items)  # the scenario's: TruthfulQAItem records
+    return items, dict(data.source), data.hints.get("template", "qa_primer") == "chat"
+
 
 class TruthfulQA:
     name = "truthfulqa"
@@ -178,12 +112,8 @@ class TruthfulQA:
     metrics = {"mc1": True, "mc2": True, "gen_true": True}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
-        ed = ctx.world.eval_data if ctx.world is not None else None
-        o = self.Options.model_validate(ctx.options)
-        items, source, chat = resolve_data(o.model_dump(), ed.truthfulqa if ed else None,
-                                           ed.truthfulqa_source if ed else None,
-                                           chat_format=ed is None or
-                                           ed.truthfulqa_template == "chat")
+        o: TruthfulQAOptions = ctx.options
+        items, source, chat = resolve_data(o, ctx.data)
         if o.limit:
             items = items[:o.limit]
         if chat:

@@ -16,7 +16,8 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Policy
+from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Plot, Policy
+from bench.seeding import derive_seed
 from bench.stats import bootstrap_ci, bootstrap_se, cluster_bootstrap_se
 
 
@@ -61,6 +62,9 @@ class WinRateOptions(EvalOptions):
         description="which references to compare against (each costs one set of samples)")
 
 
+PLOTS = [Plot("Win-rate against the swept budget", "sweep", ("win_rate.vs_sft",))]
+
+
 class WinRate:
     name = "win_rate"
     Options = WinRateOptions
@@ -71,19 +75,19 @@ class WinRate:
     def judge(self, ctx: EvalContext) -> tuple[Judge, str]:
         if ctx.world.gold_judge is not None:
             return ctx.world.gold_judge, "gold"
-        if "reward_fn" in ctx.artifacts:
-            return _RewardJudge(ctx.artifacts["reward_fn"]), "reward_model"
+        if ctx.trained is not None and ctx.trained.reward_fn is not None:
+            return _RewardJudge(ctx.trained.reward_fn), "reward_model"
         raise ValueError("win_rate needs a judge: this scenario has no gold judge and the method "
                          "trained no reward model")
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
         n_samples, temperature, max_new = o.samples_per_prompt, o.temperature, o.max_new_tokens
-        prompts = ctx.world.eval_data.win_rate_prompts
+        prompts = ctx.data.prompts if ctx.data else []
         flat = [p for p in prompts for _ in range(n_samples)]
         judge, judge_name = self.judge(ctx)
         mine = policy.generate(flat, max_new_tokens=max_new, temperature=temperature,
-                               seed=ctx.seed + 101)
+                               seed=derive_seed(ctx.seed, "win_rate.policy"))
         metrics, unc, extra, rows = {}, {}, {"judge": judge_name, "ci95": {},
                                              "samples_per_prompt": n_samples,
                                              "temperature": temperature}, []
@@ -91,7 +95,7 @@ class WinRate:
             if ref_name not in o.references:
                 continue
             theirs = ref.generate(flat, max_new_tokens=max_new, temperature=temperature,
-                                  seed=ctx.seed + 202)
+                                  seed=derive_seed(ctx.seed, "win_rate.reference"))
             pref = np.asarray(judge.prefer(flat, mine, theirs), dtype=float)
             per_prompt = pref.reshape(len(prompts), n_samples).mean(1)
             la = np.array([len(t.split()) for t in mine])
@@ -116,4 +120,4 @@ class WinRate:
                         for i in range(0, min(len(flat), 48), n_samples)]
         extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(prompts), rows=rows,
-                          extra=extra)
+                          extra=extra, plots=PLOTS)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from bench.api import MethodConfig, Policy, TrainContext
+from bench.api import MethodConfig, Start, TrainContext, Trained
 
 
 class Base:
     name = "base"
     description = "the pretrained base model, unaligned (control row)"
+    starts_from = "base"
+    shared_stage = False
 
     class Config(MethodConfig):
         pass
 
-    def train(self, base: Policy, ctx: TrainContext, config: Config) -> Policy:
-        return base
+    def train(self, start: Start, ctx: TrainContext, config: Config) -> Trained:
+        return Trained(policy=start.reference)  # frozen and shared: nothing trains it

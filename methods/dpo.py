@@ -11,9 +11,10 @@ from __future__ import annotations
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import TrainContext
+from bench.api import Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import capped
-from bench.models import HFPolicy, n_params
+from bench.models import n_params
+from bench.seeding import derive_seed
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args)
 from methods.feedback import label_rollouts, ranked_pairs, shared_comparisons
@@ -36,7 +37,7 @@ class DPOConfig(LoRAOptions):
         return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
 
 
-def dpo_train(policy: HFPolicy, ref: HFPolicy, pairs: list[dict], ctx: TrainContext,
+def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], ctx: TrainContext,
               cfg: DPOConfig, stage: str, *, starts_at_ref: bool = False) -> None:
     """One DPOTrainer run on ``pairs`` (prompt/chosen/rejected), in place on ``policy``.
 
@@ -66,21 +67,21 @@ class DPO:
     name = "dpo"
     description = "DPO on the same ranked comparisons as PPO's reward model (TRL DPOTrainer)"
     Config = DPOConfig
+    starts_from = "sft"
+    shared_stage = False
 
-    def train(self, base: HFPolicy, ctx: TrainContext, config: DPOConfig) -> HFPolicy:
-        sft, policy = ctx.stages.sft_start(ctx)
+    def train(self, start: Start, ctx: TrainContext, config: DPOConfig) -> Trained:
+        sft, policy = start.reference, start.trainable()
         panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
         per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
-        all_pairs: list[dict] = []
         for rnd in range(config.rounds):
-            if rnd == 0:
-                pairs = shared_comparisons(ctx, sft, per_round, config)
+            if rnd == 0:  # the SFT comparison set is shared with PPO: same labels, same count
+                pairs = shared_comparisons(ctx, start, per_round, config)
             else:
-                pairs = ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, config.k,
-                                     ctx.ledger, seed=ctx.seed * 1000 + rnd,
+                pairs = ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round,
+                                     config.k, ctx.ledger,
+                                     seed=derive_seed(ctx.seed, "labels.round", rnd),
                                      temperature=config.label_temperature,
                                      max_new_tokens=config.max_new_tokens)
-            all_pairs += pairs
             dpo_train(policy, sft, pairs, ctx, config, stage=f"dpo_{rnd}", starts_at_ref=rnd == 0)
-        ctx.artifacts["comparisons"] = all_pairs
-        return policy
+        return Trained(policy=policy)

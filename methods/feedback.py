@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.api import Judge, Labeler, Policy, TrainContext
+from bench.api import Judge, Labeler, Policy, Start, TrainContext
 from bench.budget import Ledger
 
 
@@ -85,16 +85,17 @@ def judged_pairs(policy: Policy, pool: list[str], judge: Judge, n_comparisons: i
              "p_judge": q} for p, x, y, q in zip(ps, a, b, prob) if q != 0.5]
 
 
-def shared_comparisons(ctx: TrainContext, sft: Policy, n: int, cfg) -> list[dict[str, str]]:
-    """The comparison set drawn from the SFT policy and ranked by the panel, computed once per
-    (SFT model, budget, K, sampling settings) and reused by every method that asks with the same
-    settings: PPO's reward model and DPO train on exactly the same labels."""
+def shared_comparisons(ctx: TrainContext, start: Start, n: int, cfg) -> list[dict[str, str]]:
+    """The comparison set drawn from the start's frozen reference (the SFT model) and ranked by
+    the panel, computed once per (start, budget, K, sampling settings) and reused by every
+    method that asks with the same settings: PPO's reward model and DPO train on exactly the
+    same labels. ``cfg`` carries ``k``, ``label_temperature`` and ``max_new_tokens``."""
     def compute(ledger: Ledger) -> list[dict[str, str]]:
         panel = ctx.scenario.make_panel(ledger, ctx.seed)
-        return ranked_pairs(sft, ctx.scenario.train_prompts, panel, n, cfg.k, ledger,
-                            seed=ctx.seed, temperature=cfg.label_temperature,
+        return ranked_pairs(start.reference, ctx.scenario.train_prompts, panel, n, cfg.k,
+                            ledger, seed=ctx.seed, temperature=cfg.label_temperature,
                             max_new_tokens=cfg.max_new_tokens)
-    return ctx.stages.cached_json(
-        "comparisons", {"sft": ctx.artifacts["sft_key"], "n": n, "k": cfg.k, "seed": ctx.seed,
+    return ctx.stages.once(
+        "comparisons", {"start": start.key, "n": n, "k": cfg.k, "seed": ctx.seed,
                         "temperature": cfg.label_temperature,
                         "max_new_tokens": cfg.max_new_tokens}, ctx.ledger, compute)

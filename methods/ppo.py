@@ -19,9 +19,11 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from bench.api import NonFiniteError, TrainContext
+from bench.api import NonFiniteError, RewardFn, Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import Ledger, capped, inference_flops, training_flops
-from bench.models import HFPolicy, left_pad, n_params, sample
+from bench.models import n_params
+from bench.sampling import left_pad, sample
+from bench.seeding import derive_seed
 from methods.common import AdaptersOff, merged, with_adapters
 from methods.feedback import label_rollouts, pick_prompts, ranked_pairs, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
@@ -224,162 +226,220 @@ def has_dropout(model) -> bool:
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
-def ppo_loop(policy: HFPolicy, ref_model, value_model, reward: Callable[[list[str], list[str]],
-             list[float]], prompts: list[str], cfg: PPOConfig, ledger: Ledger, *, seed: int,
-             steps: int, on_step: Callable[[int, list[str], list[str], dict], None] | None = None,
-             progress: bool = False) -> list[dict[str, float]]:
-    """Run ``steps`` PPO iterations in place on ``policy.model`` and ``value_model``.
+@dataclass
+class Rollout:
+    """One PPO step's samples: the prompts, the decoded completions, the token batch, the
+    scores (the reward minus the missing-EOS penalty), the proxy reward alone, and the frozen
+    reference's log-probs of the sampled tokens."""
 
-    ``reward(prompts, completions)`` is the proxy reward (a reward model, or any function in
-    tests). Returns one stats dict per step."""
-    model, tok = policy.model, policy.tokenizer
-    dev = policy.device
+    prompts: list[str]
+    texts: list[str]
+    batch: Batch
+    score: torch.Tensor  # [B]
+    proxy: torch.Tensor  # [B]
+    ref_logp: torch.Tensor  # [B, T]
+
+
+@torch.no_grad()
+def rollout(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
+            prompts: list[str], cfg: PPOConfig, ledger: Ledger, gen: torch.Generator,
+            seed: int) -> Rollout:
+    """Sample ``cfg.batch_size`` responses, score them, and charge their rollouts and this
+    step's compute (policy, reference and value forwards, the update's passes) before the
+    update runs."""
+    model, tok, dev = policy.model, policy.tokenizer, policy.device
+    batch_prompts = pick_prompts(prompts, cfg.batch_size, seed)
+    ledger.charge("rollouts", len(batch_prompts))
+    model.eval()
+    x, am = left_pad([policy.context_ids(p) for p in batch_prompts], tok.pad_token_id)
+    resp = sample(model, x.to(dev), am.to(dev), max_new_tokens=cfg.max_new_tokens,
+                  temperature=cfg.temperature, eos_id=tok.eos_token_id,
+                  pad_id=tok.pad_token_id, generator=gen).cpu()
+    b = make_batch(x, am, resp, tok.pad_token_id, tok.eos_token_id)
+    b = Batch(b.ids.to(dev), b.attn.to(dev), b.pos.to(dev), b.mask.to(dev), b.ended.to(dev),
+              b.p_len)
+    texts = [policy.completion_text(p, [t for t, m in zip(row, mrow) if m and
+                                        t != tok.eos_token_id])
+             for p, row, mrow in zip(batch_prompts, resp.tolist(), b.mask.tolist())]
+    proxy = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
+    score = proxy - cfg.missing_eos_penalty * (~b.ended).float()
+    n_tok = int(b.attn.sum())
+    ledger.charge_all({"train_tokens": n_tok * cfg.epochs, "flops": inference_flops(
+        n_params(model), n_tok * 3) + training_flops(
+        n_params(model) + n_params(value_model), n_tok * cfg.epochs)})
+    ref_logp, _ = token_logprobs(ref_model, b, cfg.temperature)
+    return Rollout(batch_prompts, texts, b, score, proxy, ref_logp)
+
+
+@torch.no_grad()
+def advantages(ro: Rollout, old_logp: torch.Tensor, old_v: torch.Tensor, cfg: PPOConfig,
+               kl_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(whitened advantages, returns, per-sequence KL to the reference) of a rollout."""
+    mask = ro.batch.mask
+    rewards = kl_penalized_rewards(ro.score, old_logp, ro.ref_logp, mask, kl_coef)
+    if cfg.whiten_rewards:
+        rewards = whiten(rewards, mask, shift_mean=False)
+    adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
+    return whiten(adv, mask), returns, kl_k1(old_logp, ro.ref_logp, mask)
+
+
+@dataclass
+class Optimizers:
+    """The policy's and the value model's optimizers, and the parameters each one trains."""
+
+    policy: torch.optim.Optimizer
+    value: torch.optim.Optimizer
+    trainable: list[torch.nn.Parameter]  # the policy's (adapters only with LoRA)
+
+
+def update(model, value_model, opt: Optimizers, b: Batch, old_logp: torch.Tensor,
+           old_v: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig,
+           rng: np.random.Generator, first, step: int) -> dict[str, float]:
+    """``cfg.epochs`` passes of clipped policy and value updates over minibatches of ``b``;
+    ``first`` is the rollout policy's own forward pass to reuse for the first minibatch (or
+    None). Returns the mean losses, clip fraction and entropy."""
+    model.train()
+    stats = {"pg_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "entropy": 0.0}
+    n, n_updates = b.ids.shape[0], 0
+    mb = max(1, n // cfg.minibatches)
+    for epoch in range(cfg.epochs):
+        # a single minibatch's loss is a mean over the whole batch: order is irrelevant
+        order = rng.permutation(n) if mb < n else np.arange(n)
+        for s in range(0, len(order), mb):
+            i = torch.tensor(order[s:s + mb], device=b.ids.device)
+            sub = Batch(b.ids[i], b.attn[i], b.pos[i], b.mask[i], b.ended[i], b.p_len)
+            if first is not None and epoch == 0:
+                (logp, ent), v = first
+            else:
+                logp, ent = token_logprobs(model, sub, cfg.temperature)
+                v = token_values(value_model, sub)
+            pl, cf = policy_loss(logp, old_logp[i], adv[i], sub.mask, cfg.clip)
+            vl = value_loss(v, old_v[i], returns[i], sub.mask, cfg.value_clip)
+            if not torch.isfinite(pl) or not torch.isfinite(vl):
+                raise NonFiniteError("ppo loss", step)
+            opt.policy.zero_grad(set_to_none=True)
+            opt.value.zero_grad(set_to_none=True)
+            (pl + vl).backward()  # separate networks: the sum just runs both backwards
+            gn = torch.nn.utils.clip_grad_norm_(opt.trainable, cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(gn):
+                raise NonFiniteError("policy gradient", step)
+            opt.policy.step()
+            opt.value.step()
+            stats["pg_loss"] += pl.item()
+            stats["value_loss"] += vl.item()
+            stats["clipfrac"] += cf.item()
+            stats["entropy"] += float(masked_mean(ent.detach(), sub.mask))
+            n_updates += 1
+    model.eval()
+    return {k: v / n_updates for k, v in stats.items()}
+
+
+def old_outputs(model, value_model, b: Batch, cfg: PPOConfig, reuse: bool):
+    """The rollout policy's log-probs and values on its own batch, and the forward pass to
+    reuse as the first update's (or None). With one minibatch and no dropout the first
+    update's forward pass *is* the rollout policy's and value's forward on this batch, so its
+    detached outputs serve as the old log-probs and values (two forward passes fewer per
+    step, same numbers)."""
+    if reuse:
+        model.train()
+        first = token_logprobs(model, b, cfg.temperature), token_values(value_model, b)
+        return first[0][0].detach(), first[1].detach(), first
+    with torch.no_grad():
+        old_logp, _ = token_logprobs(model, b, cfg.temperature)
+        return old_logp, token_values(value_model, b), None
+
+
+def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
+             prompts: list[str], cfg: PPOConfig, ledger: Ledger, *, seed: int, steps: int,
+             on_step: Callable[[int, list[str], list[str], dict], None] | None = None,
+             progress: bool = False) -> list[dict[str, float]]:
+    """Run ``steps`` PPO iterations in place on ``policy.model`` and ``value_model``:
+    rollout, advantages, update. ``reward(prompts, completions)`` is the proxy reward (a
+    reward model, or any function in tests). Returns one stats dict per step."""
+    model = policy.model
     trainable = [p for p in model.parameters() if p.requires_grad]  # adapters only with LoRA
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5)
-    vopt = torch.optim.AdamW([p for p in value_model.parameters() if p.requires_grad],
-                             lr=cfg.value_lr, eps=1e-5)
+    opt = Optimizers(torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5),
+                     torch.optim.AdamW([p for p in value_model.parameters() if p.requires_grad],
+                                       lr=cfg.value_lr, eps=1e-5), trainable)
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
     gen = torch.Generator().manual_seed(seed)
     ref_model.eval()
-    reuse_first_pass = cfg.minibatches == 1 and not has_dropout(model) and \
-        not has_dropout(value_model)
+    reuse = cfg.minibatches == 1 and not has_dropout(model) and not has_dropout(value_model)
     history = []
     it = tqdm(range(steps), desc="ppo", disable=not progress, leave=False)
     for step in it:
-        batch_prompts = pick_prompts(prompts, cfg.batch_size, seed * 100003 + step)
-        ledger.charge("rollouts", len(batch_prompts))
-        pids = [policy.context_ids(p) for p in batch_prompts]
-        with torch.no_grad():
-            model.eval()
-            x, am = left_pad(pids, tok.pad_token_id)
-            resp = sample(model, x.to(dev), am.to(dev), max_new_tokens=cfg.max_new_tokens,
-                          temperature=cfg.temperature, eos_id=tok.eos_token_id,
-                          pad_id=tok.pad_token_id, generator=gen).cpu()
-            b = make_batch(x, am, resp, tok.pad_token_id, tok.eos_token_id)
-            b = Batch(b.ids.to(dev), b.attn.to(dev), b.pos.to(dev), b.mask.to(dev),
-                      b.ended.to(dev), b.p_len)
-            texts = [policy.completion_text(p, [t for t, m in zip(row, mrow) if m and
-                                                t != tok.eos_token_id])
-                     for p, row, mrow in zip(batch_prompts, resp.tolist(), b.mask.tolist())]
-            score = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
-            proxy = score.clone()
-            score = score - cfg.missing_eos_penalty * (~b.ended).float()
-            # this step's compute, charged before it runs: the policy, reference and value
-            # forwards on the batch, and the update's forward+backward passes
-            n_tok = int(b.attn.sum())
-            ledger.charge_all({"train_tokens": n_tok * cfg.epochs, "flops": inference_flops(
-                n_params(model), n_tok * 3) + training_flops(
-                n_params(model) + n_params(value_model), n_tok * cfg.epochs)})
-            ref_logp, _ = token_logprobs(ref_model, b, cfg.temperature)
-        if reuse_first_pass:
-            # One minibatch and no dropout: the first update's forward pass *is* the rollout
-            # policy's and value's forward on this batch, so its detached outputs serve as the
-            # old log-probs and values (two forward passes fewer per step, same numbers).
-            model.train()
-            first = token_logprobs(model, b, cfg.temperature), token_values(value_model, b)
-            old_logp, old_v = first[0][0].detach(), first[1].detach()
-        else:
-            with torch.no_grad():
-                old_logp, _ = token_logprobs(model, b, cfg.temperature)
-                old_v = token_values(value_model, b)
-        with torch.no_grad():
-            kl_coef = kl_ctl.value
-            rewards = kl_penalized_rewards(score, old_logp, ref_logp, b.mask, kl_coef)
-            if cfg.whiten_rewards:
-                rewards = whiten(rewards, b.mask, shift_mean=False)
-            adv, returns = gae(rewards, old_v, b.mask, cfg.gamma, cfg.lam)
-            adv = whiten(adv, b.mask)
-            kl_seq = kl_k1(old_logp, ref_logp, b.mask)
-        model.train()
-        stats = {"pg_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "entropy": 0.0}
-        n_updates = 0
-        rng = np.random.default_rng(seed * 7 + step)
-        mb = max(1, len(batch_prompts) // cfg.minibatches)
-        for epoch in range(cfg.epochs):
-            # a single minibatch's loss is a mean over the whole batch: order is irrelevant
-            order = rng.permutation(len(batch_prompts)) if mb < len(batch_prompts) else \
-                np.arange(len(batch_prompts))
-            for s in range(0, len(order), mb):
-                i = torch.tensor(order[s:s + mb], device=dev)
-                sub = Batch(b.ids[i], b.attn[i], b.pos[i], b.mask[i], b.ended[i], b.p_len)
-                if reuse_first_pass and epoch == 0:
-                    (logp, ent), v = first
-                else:
-                    logp, ent = token_logprobs(model, sub, cfg.temperature)
-                    v = token_values(value_model, sub)
-                pl, cf = policy_loss(logp, old_logp[i], adv[i], sub.mask, cfg.clip)
-                vl = value_loss(v, old_v[i], returns[i], sub.mask, cfg.value_clip)
-                if not torch.isfinite(pl) or not torch.isfinite(vl):
-                    raise NonFiniteError("ppo loss", step)
-                opt.zero_grad(set_to_none=True)
-                vopt.zero_grad(set_to_none=True)
-                (pl + vl).backward()  # separate networks: the sum just runs both backwards
-                gn = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
-                if not torch.isfinite(gn):
-                    raise NonFiniteError("policy gradient", step)
-                opt.step()
-                vopt.step()
-                stats["pg_loss"] += pl.item()
-                stats["value_loss"] += vl.item()
-                stats["clipfrac"] += cf.item()
-                stats["entropy"] += float(masked_mean(ent.detach(), sub.mask))
-                n_updates += 1
-        model.eval()
-        stats = {k: v / n_updates for k, v in stats.items()}
+        ro = rollout(policy, ref_model, value_model, reward, prompts, cfg, ledger, gen,
+                     derive_seed(seed, "ppo.batch", step))
+        old_logp, old_v, first = old_outputs(model, value_model, ro.batch, cfg, reuse)
+        kl_coef = kl_ctl.value
+        adv, returns, kl_seq = advantages(ro, old_logp, old_v, cfg, kl_coef)
+        stats = update(model, value_model, opt, ro.batch, old_logp, old_v, adv, returns, cfg,
+                       np.random.default_rng(derive_seed(seed, "ppo.minibatch", step)), first,
+                       step)
         kl_mean = float(kl_seq.mean())
         if cfg.adaptive_kl:
-            kl_ctl.update(kl_mean, len(batch_prompts))
-        stats.update(proxy_reward=float(proxy.mean()), kl=kl_mean, kl_coef=kl_coef,
-                     response_length=float(b.mask.sum(-1).mean()),
-                     no_eos_frac=float((~b.ended).float().mean()))
+            kl_ctl.update(kl_mean, len(ro.prompts))
+        stats.update(proxy_reward=float(ro.proxy.mean()), kl=kl_mean, kl_coef=kl_coef,
+                     response_length=float(ro.batch.mask.sum(-1).mean()),
+                     no_eos_frac=float((~ro.batch.ended).float().mean()))
         history.append(stats)
         if on_step is not None:
-            on_step(step, batch_prompts, texts, stats)
+            on_step(step, ro.prompts, ro.texts, stats)
         it.set_postfix(proxy=f"{stats['proxy_reward']:.2f}", kl=f"{kl_mean:.2f}")
     return history
+
+
+def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]],
+              ctx: TrainContext, cfg: PPOConfig, rnd: int, curve: str) -> RewardModel:
+    """One RLHF round, shared by ppo and rlaif: a reward model trained on ``pairs`` from the
+    start's backbone, a value model initialized from it (N+), then ``cfg.steps`` PPO steps in
+    place on ``policy`` against it with a KL penalty to the start's frozen reference. With LoRA
+    the policy gets fresh adapters each round (merged at its end), and in the first round,
+    where the policy still equals the reference, the reference is the policy with its
+    adapters off instead of a second copy. The curve ``curve`` gets one point per step, its
+    step counted across rounds and its round recorded. Returns the round's reward model."""
+    rm = train_reward_model(start.path, policy.tokenizer, pairs, ctx, cfg,
+                            stage=f"{curve}_reward_model_{rnd}")
+    value_model = with_adapters(copy.deepcopy(rm.model), cfg, "SEQ_CLS")
+    value_model.train()
+    ref = start.reference.model  # frozen: the shared SFT model is never trained
+    if cfg.lora:
+        policy.model = with_adapters(policy.model, cfg)
+        if rnd == 0:
+            ref = AdaptersOff(policy.model)
+    offset = rnd * cfg.steps
+
+    def on_step(step: int, prompts: list[str], texts: list[str], stats: dict) -> None:
+        ctx.monitor_gold(curve, offset + step, prompts, texts, round=rnd, **stats)
+
+    ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, cfg, ctx.ledger,
+             seed=derive_seed(ctx.seed, "ppo.round", rnd), steps=cfg.steps, on_step=on_step,
+             progress=ctx.progress)
+    policy.model = merged(policy.model)
+    return rm
 
 
 class PPO:
     name = "ppo"
     description = "PPO-RLHF: reward model on ranked comparisons, then PPO with a KL penalty"
     Config = PPOConfig
+    starts_from = "sft"
+    shared_stage = False
 
-    def train(self, base: HFPolicy, ctx: TrainContext, config: PPOConfig) -> HFPolicy:
-        sft, policy = ctx.stages.sft_start(ctx)
-        sft_path = ctx.stages.sft_path(ctx)
-        ref = sft.model  # frozen: the cached SFT model is never trained
+    def train(self, start: Start, ctx: TrainContext, config: PPOConfig) -> Trained:
+        policy = start.trainable()
         panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
-        n_cmp = int(ctx.ledger.remaining("comparisons"))
-        per_round = n_cmp // config.rounds
+        per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
         pairs: list[dict[str, str]] = []
-        offset = 0
         for rnd in range(config.rounds):
             if rnd == 0:  # the SFT comparison set is shared with DPO: same labels, same count
-                pairs += shared_comparisons(ctx, sft, per_round, config)
+                pairs += shared_comparisons(ctx, start, per_round, config)
             else:
-                pairs += ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round, config.k,
-                                      ctx.ledger, seed=ctx.seed * 1000 + rnd,
+                pairs += ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round,
+                                      config.k, ctx.ledger,
+                                      seed=derive_seed(ctx.seed, "labels.round", rnd),
                                       temperature=config.label_temperature,
                                       max_new_tokens=config.max_new_tokens)
-            rm = train_reward_model(sft_path, policy.tokenizer, pairs, ctx, config,
-                                    stage=f"reward_model_{rnd}")
-            # value initialized from the RM (N+)
-            value_model = with_adapters(copy.deepcopy(rm.model), config, "SEQ_CLS")
-            value_model.train()
-            round_ref = ref
-            if config.lora:
-                policy.model = with_adapters(policy.model, config)
-                if rnd == 0:  # the policy starts at the SFT model: adapters off = reference
-                    round_ref = AdaptersOff(policy.model)
-
-            def on_step(step, prompts, texts, stats, _off=offset):
-                ctx.monitor_gold("ppo", _off + step, prompts, texts, round=rnd, **stats)
-
-            ppo_loop(policy, round_ref, value_model, rm.reward, ctx.scenario.train_prompts,
-                     config, ctx.ledger, seed=ctx.seed * 1000 + rnd, steps=config.steps,
-                     on_step=on_step, progress=ctx.progress)
-            policy.model = merged(policy.model)
-            offset += config.steps
-        ctx.artifacts.update(reward_fn=rm.reward, comparisons=pairs)
-        return policy
+            rm = ppo_round(policy, start, pairs, ctx, config, rnd, curve="ppo")
+        return Trained(policy=policy, reward_fn=rm.reward)

@@ -12,44 +12,63 @@ certain label.
 
 from __future__ import annotations
 
-import copy
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from bench.api import TrainContext
+from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
-from bench.models import HFPolicy
+from bench.seeding import derive_seed
 from methods.dpo import DPOConfig, dpo_train
 from methods.feedback import judged_pairs, label_rollouts
-from methods.ppo import PPOConfig, ppo_loop
-from methods.reward_model import train_reward_model
+from methods.ppo import PPOConfig, ppo_round
 
 DEFAULT_CONSTITUTION = ["be helpful", "be honest", "be harmless"]
+# what PPO on AI labels takes from rlaif's own settings unless [method.rlaif.ppo] sets it
+INHERITED = ("k", "max_new_tokens", "lora", "lora_r", "lora_alpha", "lora_dropout",
+             "lora_target")
+LABELING = ("rounds", "k", "label_temperature")  # rlaif's labeling decides these, not PPO's
 
 
 class RLAIFConfig(DPOConfig):
     constitution: list[str] = Field(default_factory=lambda: list(DEFAULT_CONSTITUTION),
                                     description="principles the judge is asked under")
-    judge: str = Field("base", description="'base' (the pretrained model) or 'sft'")
+    judge: Literal["base", "sft"] = Field("base", description="'base' (the pretrained model) "
+                                          "or 'sft' (the start) as the judge model")
     optimizer: Literal["dpo", "ppo"] = Field("dpo", description="what trains on the AI labels")
-    ppo_steps: int = Field(40, ge=1, description="PPO iterations per round when optimizer = 'ppo'")
-    kl_coef: float = Field(0.05, description="KL coefficient when optimizer = 'ppo'")
     min_margin: float = Field(0.1, ge=0, lt=0.5, description="train only on pairs the judge "
                               "prefers by more than this: |P(a) - 0.5| > min_margin")
+    ppo: PPOConfig = Field(default_factory=lambda: PPOConfig(kl_coef=0.05, steps=40),
+                           description="PPO's own config when optimizer = 'ppo' (table "
+                           "[method.rlaif.ppo]; defaults kl_coef 0.05, steps 40, and rlaif's "
+                           "k, max_new_tokens and LoRA settings)")
 
-    def ppo_config(self) -> PPOConfig:
-        """PPO's settings when it trains on the AI labels (its defaults, but these fields)."""
-        return PPOConfig(kl_coef=self.kl_coef, steps=self.ppo_steps, k=self.k,
-                         max_new_tokens=self.max_new_tokens)
+    @model_validator(mode="before")
+    @classmethod
+    def _ppo_table(cls, data: Any) -> Any:
+        """PPO's table inherits rlaif's shared settings and may not set what rlaif's labeling
+        decides. (Under optimizer = 'dpo' it is unused; it is allowed so that a sweep over
+        rlaif.optimizer can configure its PPO point.)"""
+        if not isinstance(data, dict):
+            return data
+        given = data.get("ppo", {})
+        if not isinstance(given, dict):
+            return data
+        decided = {"rounds": 1, "label_temperature": 1.0, "k": data.get("k", 5)}
+        bad = [k for k in LABELING if k in given and given[k] != decided[k]]
+        if bad:
+            raise ValueError(f"rlaif.ppo.{bad[0]} is decided by rlaif's labeling; set "
+                             f"rlaif.{bad[0]} instead")
+        ppo = {"kl_coef": 0.05, "steps": 40, **{k: data[k] for k in INHERITED if k in data},
+               **given}
+        return {**data, "ppo": ppo}
 
     def planned_spend(self, budget):
         n = capped(budget, "ai_comparisons")
         total = label_rollouts(n, self.k, self.rounds)
         why = f"{total} sampled for {n} AI comparisons at k={self.k}"
         if self.optimizer == "ppo":
-            train, train_why = self.ppo_config().training_rollouts(self.rounds,
-                                                                         "ppo_steps")
+            train, train_why = self.ppo.training_rollouts(self.rounds, "ppo.steps")
             total, why = total + train, f"{why}, {train_why}"
         return {"rollouts": (total, why)}
 
@@ -58,18 +77,20 @@ class RLAIF:
     name = "rlaif"
     description = "AI-judge labels under a constitution (both orders), then DPO or PPO"
     Config = RLAIFConfig
+    starts_from = "sft"
+    shared_stage = False
 
-    def train(self, base: HFPolicy, ctx: TrainContext, config: RLAIFConfig) -> HFPolicy:
-        sft, policy = ctx.stages.sft_start(ctx)
-        sft_path = ctx.stages.sft_path(ctx)
+    def train(self, start: Start, ctx: TrainContext, config: RLAIFConfig) -> Trained:
+        sft, policy = start.reference, start.trainable()
         judge_model = ctx.stages.base() if config.judge == "base" else sft
         judge = ctx.scenario.make_ai_judge(judge_model, config.constitution, ctx.ledger)
         per_round = int(ctx.ledger.remaining("ai_comparisons")) // config.rounds
         all_pairs: list[dict] = []
+        rm = None
         for rnd in range(config.rounds):
             sampler = sft if rnd == 0 else policy
             pairs = judged_pairs(sampler, ctx.scenario.train_prompts, judge, per_round, config.k,
-                                 ctx.ledger, seed=ctx.seed * 1000 + rnd + 17,
+                                 ctx.ledger, seed=derive_seed(ctx.seed, "rlaif.labels.round", rnd),
                                  temperature=config.label_temperature,
                                  max_new_tokens=config.max_new_tokens)
             # A hard label turns a judge's 0.46 into a certain preference: a faint bias the
@@ -89,15 +110,8 @@ class RLAIF:
                 dpo_train(policy, sft, pairs, ctx, config, stage=f"rlaif_dpo_{rnd}",
                           starts_at_ref=rnd == 0)
             else:
-                pcfg = config.ppo_config()
-                rm = train_reward_model(sft_path, policy.tokenizer, all_pairs, ctx, pcfg,
-                                        stage=f"rlaif_rm_{rnd}")
-                ppo_loop(policy, sft.model, copy.deepcopy(rm.model), rm.reward,
-                         ctx.scenario.train_prompts, pcfg, ctx.ledger, seed=ctx.seed * 1000 + rnd,
-                         steps=pcfg.steps, progress=ctx.progress,
-                         on_step=lambda s, p, t, st: ctx.monitor_gold("rlaif_ppo", s, p, t, **st))
-                ctx.artifacts["reward_fn"] = rm.reward
+                rm = ppo_round(policy, start, all_pairs, ctx, config.ppo, rnd, curve="rlaif_ppo")
         # evals rebuild the judge on their own ledger, so evaluation never spends the budget
-        ctx.artifacts.update(comparisons=all_pairs, make_ai_judge=lambda ledger: (
-            ctx.scenario.make_ai_judge(judge_model, config.constitution, ledger)))
-        return policy
+        return Trained(policy=policy, reward_fn=rm.reward if rm is not None else None,
+                       make_ai_judge=lambda ledger: ctx.scenario.make_ai_judge(
+                           judge_model, config.constitution, ledger))

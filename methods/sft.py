@@ -1,8 +1,8 @@
 """Supervised fine-tuning on expert demonstrations (TRL's SFTTrainer).
 
-The SFT model is a *shared stage*: every other method starts from it, so it is trained once per
-seed and demonstration budget and cached (design/budgets.md). ``train`` returns that cached
-stage as the "SFT-only" row; ``train_stage`` is what builds it.
+SFT is a *shared stage* (``shared_stage = True``): ppo, dpo and rlaif start from it, so the
+runner trains it once per seed and demonstration budget, caches it, and serves the cached model
+as the "SFT-only" row too (design/budgets.md).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import TrainContext
+from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
-from bench.models import HFPolicy, n_params
+from bench.models import n_params
 from methods.common import FiniteGuard, LoRAOptions, lora_config, merged, metered, trainer_args
 
 
@@ -29,19 +29,25 @@ class SFTConfig(LoRAOptions):
         n = capped(budget, "demonstrations")
         return {"demonstrations": (n, "the shared SFT stage trains on all of them")}
 
+    def planned_tokens(self, budget, demonstrations, seed, count):
+        # a lower bound: the trainer adds special tokens
+        demos = demonstrations(int(budget.get("demonstrations") or 0), seed)
+        tokens = int(sum(count(d["prompt"] + d["completion"]) for d in demos) * self.epochs)
+        return tokens, f"{len(demos)} demonstrations x {self.epochs:g} epochs"
+
 
 class SFT:
     name = "sft"
     description = "supervised fine-tuning on demonstrations (TRL SFTTrainer); the shared stage"
     Config = SFTConfig
+    starts_from = "base"
+    shared_stage = True
 
-    def train(self, base: HFPolicy, ctx: TrainContext, config: SFTConfig) -> HFPolicy:
-        return ctx.stages.sft(ctx)
-
-    def train_stage(self, base: HFPolicy, ctx: TrainContext, config: SFTConfig) -> HFPolicy:
+    def train(self, start: Start, ctx: TrainContext, config: SFTConfig) -> Trained:
         from trl import SFTConfig as TRLSFTConfig
         from trl import SFTTrainer
 
+        policy = start.trainable()
         n = int(ctx.ledger.remaining("demonstrations"))
         ctx.ledger.charge("demonstrations", n)
         demos = ctx.scenario.demonstrations(n, ctx.seed)
@@ -50,10 +56,12 @@ class SFT:
             per_device_train_batch_size=config.batch_size, warmup_steps=config.warmup_ratio,
             max_length=config.max_length, completion_only_loss=config.completion_only_loss,
             lr_scheduler_type="cosine")
-        trainer = SFTTrainer(model=base.model, args=args, train_dataset=Dataset.from_list(demos),
-                             processing_class=base.tokenizer, callbacks=[FiniteGuard(base.model)],
+        trainer = SFTTrainer(model=policy.model, args=args,
+                             train_dataset=Dataset.from_list(demos),
+                             processing_class=policy.tokenizer,
+                             callbacks=[FiniteGuard(policy.model)],
                              peft_config=lora_config(config))
-        metered(trainer, ctx.ledger, n_params(base.model)).train()  # compute charged per step
-        base.model = merged(trainer.model)
-        base.model.eval()
-        return base
+        metered(trainer, ctx.ledger, n_params(policy.model)).train()  # compute charged per step
+        policy.model = merged(trainer.model)
+        policy.model.eval()
+        return Trained(policy=policy)

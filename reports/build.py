@@ -1,13 +1,14 @@
 """Build report.html, report.md and summary.csv from an output folder's stored results alone.
 
-Nothing here imports a method or an eval: the records carry their metric directions and
-uncertainties. One function (:func:`collect`) turns the records into plain values; the template
+Nothing here imports or names a method or an eval: the records carry their metric directions,
+uncertainties, the stage each cell started from (``start``: the reference of the paired Δ) and
+the figures their evals declare (drawn by :mod:`reports.figures`). Rows and colours follow the
+matrix's method order. :func:`collect` turns the records into plain values; the template
 renders them with autoescaping, so model text is always shown as text.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -19,12 +20,15 @@ from typing import Any
 
 from bench import output, store
 from bench.stats import paired_seed_delta, seed_interval
+from reports import figures
+from reports.records import budget_point, eval_extra, group_label, null, se
 
 INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
              "mean squared per-seed standard error) / n, so never narrower than the evaluation "
              "noise each seed carries (a floored random-effects interval, for this scenario's "
-             "evaluation prompts). Metrics whose eval records no per-seed standard error (the "
-             "RL curve summaries, the agreement indices) get the plain t-interval.")
+             "evaluation prompts). Metrics whose eval records no per-seed standard error (curve "
+             "summaries, agreement indices) get the plain t-interval.")
+BASE_START = "base"  # a record's "start" when its method starts from the base model
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -37,11 +41,6 @@ def read_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     """(the current matrix's cells in matrix order, cells in the folder from another
     configuration): see :func:`bench.output.records`. Only the first are ever averaged."""
     return output.records(out)
-
-
-def group_label(r: dict[str, Any]) -> str:
-    pt = r.get("point") or {}
-    return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
 
 
 def neutralize(cell: Any) -> Any:
@@ -58,37 +57,21 @@ def _fmt(x: float | None, nd: int = 3) -> str:
     return f"{x:.{nd}f}"
 
 
-def _budget_point(r: dict[str, Any]) -> str:
-    """The budget part of a cell's sweep point: the SFT cell a row is paired with shares it."""
-    return store.canonical({k: v for k, v in (r.get("point") or {}).items()
-                            if k.startswith("budget.")})
+# --------------------------------------------------------------------------- the values
 
 
-def _se(r: dict[str, Any], metric: str) -> float | None:
-    return (r.get("uncertainty") or {}).get(metric)
-
-
-def _null(r: dict[str, Any], metric: str) -> float | None:
-    """The value an eval says this metric must take in expectation (an A/A comparison: a
-    model against itself), from ``extra["null"]`` of its record; None for most metrics."""
-    ev, _, name = metric.partition(".")
-    return (((r.get("evals") or {}).get(ev) or {}).get("extra") or {}).get("null", {}).get(name)
-
-
-def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
-            ) -> dict[str, Any]:
-    """Everything the report shows, as plain values (from ``records``, read from the folder
-    when not given)."""
-    recs, other = records if records is not None else read_records(out)
-    ok = [r for r in recs if r.get("status") == "ok"]
-    pending = [r for r in recs if r.get("status") == "pending"]
-    bad = [r for r in recs if r.get("status") not in ("ok", "pending")]
+def _directions(ok: list[dict[str, Any]]) -> dict[str, bool]:
+    """Full metric name -> higher_is_better, as each record's evals declared them."""
     directions: dict[str, bool] = {}
     for r in ok:
         for ev, info in (r.get("evals") or {}).items():
-            for m, hib in info.get("higher_is_better", {}).items():
+            for m, hib in (info or {}).get("higher_is_better", {}).items():
                 directions[f"{ev}.{m}"] = hib
-    columns = [m for m in directions if any(m in r["metrics"] for r in ok)]
+    return directions
+
+
+def _groups(out: Path, ok: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The table's rows: cells by method and sweep point, each seed once."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
         groups[group_label(r)].append(r)
@@ -98,46 +81,67 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
             raise ReportError(f"{out}: row {g!r} holds seed {max(seeds, key=seeds.count)} twice "
                               f"(two configurations under one label); rerun into a new --out "
                               f"folder")
-    methods = list(dict.fromkeys(r["method"] for r in recs))  # the matrix's order
-    order = sorted(groups, key=lambda g: (methods.index(groups[g][0]["method"]), g))
-    sft_by = {(r["seed"], _budget_point(r)): r for r in ok if r["method"] == "sft"}
-    rows: list[dict[str, Any]] = []
-    aa_checks: list[dict[str, Any]] = []
-    for g in order:
-        rs = groups[g]
-        cells = {}
-        for m in columns:
-            have = [r for r in rs if r["metrics"].get(m) is not None]
-            mean, lo, hi = seed_interval([r["metrics"][m] for r in have],
-                                         [_se(r, m) for r in have])
-            delta = None
-            if rs[0]["method"] != "sft":
-                paired = [(r, sft_by[(r["seed"], _budget_point(r))]) for r in have
-                          if (r["seed"], _budget_point(r)) in sft_by]
-                paired = [(a, b) for a, b in paired if b["metrics"].get(m) is not None]
-                if len(paired) >= 2:
-                    d, dlo, dhi = paired_seed_delta(
-                        [a["metrics"][m] for a, _ in paired], [b["metrics"][m] for _, b in paired],
-                        [_se(a, m) for a, _ in paired], [_se(b, m) for _, b in paired])
-                    delta = {"mean": d, "lo": dlo, "hi": dhi,
-                             "significant": bool(dlo > 0 or dhi < 0),
-                             "better": bool((d > 0) == directions[m])}
-            cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(have), "delta": delta,
-                        "se": _se(rs[0], m) if len(rs) == 1 else None}
-            null = {_null(r, m) for r in have}
-            if len(null) == 1 and None not in null and math.isfinite(lo):
-                value = null.pop()
-                cells[m]["null"] = value
-                aa_checks.append({"row": g, "metric": m, "null": value, "mean": mean, "lo": lo,
-                                  "hi": hi, "ok": bool(lo <= value <= hi)})
-        spent = defaultdict(list)
-        for r in rs:
-            for u, v in (r.get("budget", {}).get("spent") or {}).items():
-                spent[u].append(v or 0.0)
-        budget = {u: (sum(v) / len(v)) for u, v in spent.items()}
-        rows.append({"label": g, "method": rs[0]["method"], "seeds": sorted(r["seed"] for r in rs),
-                     "cells": cells, "budget": budget})
-    for m in columns:  # mark the best per column
+    return groups
+
+
+def method_order(out: Path, recs: list[dict[str, Any]]) -> list[str]:
+    """Methods in the order they first appear in the folder's plan (the matrix's cells in
+    matrix order), or in the records where there is no plan. Rows and colours follow it."""
+    cells = output.read_plan(out) or recs
+    return list(dict.fromkeys([c["method"] for c in cells] + [r["method"] for r in recs]))
+
+
+def reference(ok: list[dict[str, Any]], methods: list[str]) -> str | None:
+    """The method every paired Δ is taken against: the shared stage the cells start from
+    (``record["start"]``), when it is itself a method of this matrix; the first such in matrix
+    order. ``"base"`` names the base model (``bench.api.Method.starts_from``), not a stage."""
+    starts = {r.get("start") for r in ok} - {None, BASE_START}
+    return next((m for m in methods if m in starts), None)
+
+
+def _delta(have: list[dict[str, Any]], ref_by: dict, m: str, higher: bool
+           ) -> dict[str, Any] | None:
+    """The paired difference of metric ``m`` against the reference cell of the same seed and
+    budget point, over at least two such pairs; None otherwise."""
+    paired = [(r, ref_by[(r["seed"], budget_point(r))]) for r in have
+              if (r["seed"], budget_point(r)) in ref_by]
+    paired = [(a, b) for a, b in paired if b["metrics"].get(m) is not None]
+    if len(paired) < 2:
+        return None
+    d, lo, hi = paired_seed_delta(
+        [a["metrics"][m] for a, _ in paired], [b["metrics"][m] for _, b in paired],
+        [se(a, m) for a, _ in paired], [se(b, m) for _, b in paired])
+    return {"mean": d, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0),
+            "better": bool((d > 0) == higher)}
+
+
+def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], ref_by: dict | None
+         ) -> dict[str, Any]:
+    """One table row: every column's mean, interval and Δ; appends its A/A checks to
+    ``d["aa_checks"]``."""
+    cells = {}
+    for m in d["columns"]:
+        have = [r for r in rs if r["metrics"].get(m) is not None]
+        mean, lo, hi = seed_interval([r["metrics"][m] for r in have], [se(r, m) for r in have])
+        cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(have),
+                    "delta": _delta(have, ref_by, m, d["directions"][m]) if ref_by else None,
+                    "se": se(rs[0], m) if len(rs) == 1 else None}
+        nulls = {null(r, m) for r in have}
+        if len(nulls) == 1 and None not in nulls and math.isfinite(lo):
+            value = cells[m]["null"] = nulls.pop()
+            d["aa_checks"].append({"row": g, "metric": m, "null": value, "mean": mean, "lo": lo,
+                                   "hi": hi, "ok": bool(lo <= value <= hi)})
+    spent = defaultdict(list)
+    for r in rs:
+        for u, v in (r.get("budget", {}).get("spent") or {}).items():
+            spent[u].append(v or 0.0)
+    return {"label": g, "method": rs[0]["method"], "seeds": sorted(r["seed"] for r in rs),
+            "cells": cells, "budget": {u: (sum(v) / len(v)) for u, v in spent.items()}}
+
+
+def _mark_best(rows: list[dict[str, Any]], columns: list[str], directions: dict[str, bool]
+               ) -> None:
+    for m in columns:
         vals = [(row["cells"][m]["mean"], i) for i, row in enumerate(rows)
                 if row["cells"][m]["mean"] is not None and math.isfinite(row["cells"][m]["mean"])]
         if vals:
@@ -145,208 +149,77 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
             winners = [i for v, i in vals if v == top]
             if len(winners) == 1:  # no award on an exact tie
                 rows[winners[0]]["cells"][m]["best"] = True
-    first = ok[0] if ok else (recs[0] if recs else {})
-    prov = first.get("provenance", {})
-    world = prov.get("world", {})
-    sources = {}
-    for r in ok:
-        tq = (r.get("evals") or {}).get("truthfulqa", {}).get("extra", {}).get("source")
-        if tq:
-            sources["truthfulqa"] = tq
-        tox = (r.get("evals") or {}).get("toxicity", {}).get("extra")
-        if tox:
-            sources["toxicity"] = {k: tox.get(k) for k in ("scorer", "k", "paper_k")}
-    matrix_toml = (Path(out) / "matrix.toml").read_text() if (Path(out) / "matrix.toml").is_file() \
-        else ""
-    total_seconds = sum((r.get("provenance") or {}).get("seconds", 0.0) for r in recs)
-    return {
-        "title": prov.get("matrix_name") or Path(out).name, "records": recs, "ok": ok, "bad": bad,
-        "pending": pending, "other": other, "aa_checks": aa_checks,
-        "columns": columns, "directions": directions, "rows": rows, "world": world,
-        "provenance": prov, "sources": sources, "matrix_toml": matrix_toml,
-        "given": (first.get("budget") or {}).get("given", {}), "total_seconds": total_seconds,
+
+
+def _sources(ok: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each eval's data source, as its records state it (``extra["source"]``)."""
+    return {ev: src for r in ok for ev in (r.get("evals") or {})
+            if (src := eval_extra(r, ev).get("source"))}
+
+
+def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+            ) -> dict[str, Any]:
+    """Everything the report shows, as plain values (from ``records``, read from the folder
+    when not given)."""
+    recs, other = records if records is not None else read_records(out)
+    ok = [r for r in recs if r.get("status") == "ok"]
+    directions = _directions(ok)
+    methods = method_order(Path(out), recs)
+    ref = reference(ok, methods)
+    d: dict[str, Any] = {
+        "records": recs, "ok": ok, "other": other, "aa_checks": [], "directions": directions,
+        "columns": [m for m in directions if any(m in r["metrics"] for r in ok)],
+        "methods": methods, "colors": figures.colors(methods), "reference": ref,
+        "pending": [r for r in recs if r.get("status") == "pending"],
+        "bad": [r for r in recs if r.get("status") not in ("ok", "pending")],
         "seeds": sorted({r["seed"] for r in ok if r.get("seed") is not None}),
+        "figures": figures.declared(ok), "sources": _sources(ok),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    groups = _groups(out, ok)
+    order = sorted(groups, key=lambda g: (methods.index(groups[g][0]["method"]), g))
+    ref_by = {(r["seed"], budget_point(r)): r for r in ok if r["method"] == ref}
+    d["rows"] = [_row(g, groups[g], d, ref_by if groups[g][0]["method"] != ref else None)
+                 for g in order]
+    _mark_best(d["rows"], d["columns"], directions)
+    first = ok[0] if ok else (recs[0] if recs else {})
+    prov = first.get("provenance", {})
+    toml = Path(out) / "matrix.toml"
+    d.update({
+        "title": prov.get("matrix_name") or Path(out).name, "provenance": prov,
+        "world": prov.get("world", {}), "matrix_toml": toml.read_text() if toml.is_file() else "",
+        "given": (first.get("budget") or {}).get("given", {}),
+        "total_seconds": sum((r.get("provenance") or {}).get("seconds", 0.0) for r in recs)})
+    return d
 
 
 def plots(d: dict[str, Any]) -> list[dict[str, str]]:
-    import matplotlib
-    matplotlib.use("Agg")
-    # labels are method names and sweep values, drawn as plain text: a "$" in one must not be
-    # parsed as mathtext (which raised and left no report)
-    with matplotlib.rc_context({"text.parse_math": False}):
-        return _plots(d)
-
-
-def _plots(d: dict[str, Any]) -> list[dict[str, str]]:
-    import matplotlib.pyplot as plt
-
-    out = []
-    rows, cols = d["rows"], [c for c in d["columns"] if c.count(".") == 1]
-    if rows and cols:
-        n = len(cols)
-        ncol = 4
-        fig, axes = plt.subplots(math.ceil(n / ncol), ncol, figsize=(14, 2.6 * math.ceil(n / ncol)),
-                                 squeeze=False)
-        for ax, m in zip(axes.flat, cols):
-            means = [r["cells"][m]["mean"] for r in rows]
-            err = [[0 if not math.isfinite(r["cells"][m]["lo"] or math.nan) else
-                    r["cells"][m]["mean"] - r["cells"][m]["lo"] for r in rows],
-                   [0 if not math.isfinite(r["cells"][m]["hi"] or math.nan) else
-                    r["cells"][m]["hi"] - r["cells"][m]["mean"] for r in rows]]
-            means = [v if v is not None and math.isfinite(v) else 0 for v in means]
-            ax.bar(range(len(rows)), means, yerr=err, capsize=3, color="#4a7fb5")
-            ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, fontsize=7)
-            ax.set_title(f"{m} {'↑' if d['directions'][m] else '↓'}", fontsize=9)
-        for ax in list(axes.flat)[n:]:
-            ax.axis("off")
-        fig.tight_layout()
-        out.append({"id": "plot-bars", "title": "Every metric by method (mean, 95% interval "
-                    "over seeds)", "src": _png(fig)})
-    # trade-off frontier
-    pairs = [("toxicity.emt", "win_rate.vs_sft"), ("kl.k1", "win_rate.vs_sft")]
-    avail = [(x, y) for x, y in pairs if x in d["columns"] and y in d["columns"]]
-    if avail:
-        fig, axes = plt.subplots(1, len(avail), figsize=(5.5 * len(avail), 3.8), squeeze=False)
-        for ax, (x, y) in zip(axes.flat, avail):
-            for r in d["ok"]:
-                if x in r["metrics"] and y in r["metrics"]:
-                    ax.scatter(r["metrics"][x], r["metrics"][y], s=25,
-                               label=group_label(r), color=_color(r["method"]))
-            h, lab = ax.get_legend_handles_labels()
-            uniq = dict(zip(lab, h))
-            ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-            ax.axhline(0.5, color="grey", lw=0.5)
-            ax.set_xlabel(x)
-            ax.set_ylabel(y)
-        fig.tight_layout()
-        out.append({"id": "plot-frontier", "title": "Trade-offs: win-rate against toxicity and "
-                    "against KL (one point per cell)", "src": _png(fig)})
-    # budget sweep
-    swept = sorted({k for r in d["ok"] for k in (r.get("point") or {}) if k.startswith("budget.")})
-    if swept and "win_rate.vs_sft" in d["columns"]:
-        k = swept[0]
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        by = defaultdict(lambda: defaultdict(list))
-        for r in d["ok"]:
-            if k in (r.get("point") or {}):
-                by[r["method"]][r["point"][k]].append(r["metrics"].get("win_rate.vs_sft"))
-        for meth, pts in by.items():
-            xs = sorted(pts)
-            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=meth,
-                    color=_color(meth))
-        ax.set_xlabel(k)
-        ax.set_ylabel("win_rate.vs_sft")
-        ax.legend(fontsize=7)
-        out.append({"id": "plot-budget", "title": f"Win-rate against {k}", "src": _png(fig)})
-    # RL curves and overoptimization
-    curves = [(r, name, c) for r in d["ok"] for name, c in (r.get("curves") or {}).items() if c]
-    if curves:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-        for r, name, c in curves:
-            steps = [p["step"] for p in c]
-            lab = f"{group_label(r)} s{r['seed']}"
-            axes[0].plot(steps, [p.get("proxy_reward") for p in c], label=lab, lw=1)
-            if "gold_reward" in c[0]:
-                axes[1].plot(steps, [p["gold_reward"] for p in c], label=lab, lw=1)
-                sk = [math.sqrt(max(p.get("kl", 0.0), 0.0)) for p in c]
-                g = [p["gold_reward"] for p in c]
-                line, = axes[2].plot(sk, g, lw=1, label=f"gold {lab}")
-                axes[2].plot(sk, [p.get("proxy_reward") for p in c], lw=1, ls="--",
-                             color=line.get_color())
-                i = max(range(len(g)), key=g.__getitem__)
-                axes[2].scatter([sk[i]], [g[i]], marker="*", s=80, color=line.get_color())
-        for ax, t in zip(axes, ("proxy reward (reward model) per step", "gold reward per step",
-                                "gold (solid) and proxy (dashed) vs sqrt(KL); * = peak gold")):
-            ax.set_title(t, fontsize=9)
-        axes[0].legend(fontsize=6)
-        fig.tight_layout()
-        out.append({"id": "plot-rl", "title": "RL training curves and the overoptimization view "
-                    "(Gao et al. 2022)", "src": _png(fig)})
-    # labeler agreement
-    la = [r for r in d["ok"] if "labeler_agreement" in (r.get("evals") or {})]
-    if la:
-        import numpy as np
-        ex = la[0]["evals"]["labeler_agreement"]["extra"]
-        mat = np.array(ex.get("labeler_matrix", [[math.nan]]), dtype=float)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        im = axes[0].imshow(mat, vmin=0.4, vmax=1.0, cmap="viridis")
-        fig.colorbar(im, ax=axes[0])
-        axes[0].set_title(f"labeler x labeler agreement ({la[0]['method']}, seed "
-                          f"{la[0]['seed']})", fontsize=9)
-        names, vals = [], []
-        for r in la:
-            m = r["metrics"]
-            for key, lab in (("labeler_agreement.rm_vs_labelers", "RM"),
-                             ("labeler_agreement.ai_judge_vs_majority", "AI judge")):
-                if key in m and m[key] is not None:
-                    names.append(f"{lab} ({r['method']} s{r['seed']})")
-                    vals.append(m[key])
-        ceiling = [r["metrics"].get("labeler_agreement.inter_labeler") for r in la]
-        ceiling = [c for c in ceiling if c is not None]
-        axes[1].barh(range(len(vals)), vals, color="#4a7fb5")
-        axes[1].set_yticks(range(len(vals)), names, fontsize=7)
-        if ceiling:
-            axes[1].axvline(sum(ceiling) / len(ceiling), color="red", ls="--",
-                            label="labeler-labeler ceiling")
-            axes[1].legend(fontsize=7)
-        axes[1].set_xlim(0, 1)
-        axes[1].set_title("learned judges against the panel", fontsize=9)
-        fig.tight_layout()
-        out.append({"id": "plot-agreement", "title": "Labeler agreement", "src": _png(fig)})
-    # truthfulqa by type / category
-    tq = [c for c in d["columns"] if c.startswith("truthfulqa.mc1")]
-    slices = sorted({m.split(".", 2)[2] for r in d["ok"] for m in r["metrics"]
-                     if m.startswith("truthfulqa.mc1.")})
-    if tq and slices and d["rows"]:
-        fig, ax = plt.subplots(figsize=(max(6, len(slices) * 0.9), 3.6))
-        w = 0.8 / len(d["rows"])
-        for i, row in enumerate(d["rows"]):
-            rs = [r for r in d["ok"] if group_label(r) == row["label"]]
-            vals = [sum(r["metrics"].get(f"truthfulqa.mc1.{s}", 0) for r in rs) / len(rs)
-                    for s in slices]
-            ax.bar([j + i * w for j in range(len(slices))], vals, w, label=row["label"],
-                   color=_color(row["method"]))
-        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(slices))], slices, rotation=30,
-                      fontsize=7)
-        ax.set_ylabel("MC1")
-        ax.legend(fontsize=7)
-        out.append({"id": "plot-truthfulqa", "title": "TruthfulQA MC1 by Type and category",
-                    "src": _png(fig)})
-    return out
-
-
-def _color(method: str) -> str:
-    return {"base": "#888888", "sft": "#1f77b4", "ppo": "#d62728", "dpo": "#2ca02c",
-            "rlaif": "#9467bd"}.get(method, "#8c564b")
+    """The figures as ``[{"id", "title", "src"}]`` (see reports.figures)."""
+    return figures.render(d)
 
 
 # --------------------------------------------------------------------------- outputs
 
 
 def samples(d: dict[str, Any], n: int = 6) -> list[dict[str, Any]]:
-    """The same eval prompts, each method's answer side by side (first seed of each group)."""
-    by_prompt: dict[str, dict[str, Any]] = {}
+    """The same prompts, each row's answer side by side (first seed of each row), for every
+    eval whose rows carry a ``prompt`` and the policy's answer under ``method`` (with
+    ``p_method``, the judged probability that it beats the eval's reference answer, and the
+    scenario's ``method_attributes`` where present): ``[{"eval", "prompts": [...]}]``."""
+    by_eval: dict[str, dict[str, dict[str, Any]]] = {}
     for row in d["rows"]:
         rs = [r for r in d["ok"] if group_label(r) == row["label"]]
-        wr = (rs[0].get("evals") or {}).get("win_rate", {}).get("rows", []) if rs else []
-        for s in wr[:n]:
-            entry = by_prompt.setdefault(s["prompt"], {"prompt": s["prompt"], "answers": []})
-            entry["answers"].append({"method": row["label"], "text": s["method"],
-                                     "p": s["p_method"], "attrs": s.get("method_attributes", {})})
-    return list(by_prompt.values())[:n]
+        for ev, info in ((rs[0].get("evals") or {}).items() if rs else ()):
+            shown = [s for s in (info or {}).get("rows") or [] if isinstance(s, dict)
+                     and isinstance(s.get("prompt"), str) and isinstance(s.get("method"), str)]
+            for s in shown[:n]:
+                entry = by_eval.setdefault(ev, {}).setdefault(
+                    s["prompt"], {"prompt": s["prompt"], "answers": []})
+                entry["answers"].append({"method": row["label"], "text": s["method"],
+                                         "p": s.get("p_method"),
+                                         "attrs": s.get("method_attributes") or {}})
+    return [{"eval": ev, "prompts": list(prompts.values())[:n]}
+            for ev, prompts in by_eval.items()]
 
 
 def json_for_html(obj: Any) -> str:
@@ -377,10 +250,10 @@ def write_csv(d: dict[str, Any], path: Path) -> None:
 
 def write_markdown(d: dict[str, Any], path: Path) -> None:
     cols = [c for c in d["columns"] if c.count(".") == 1]
+    delta = (f" Δ: paired difference against {d['reference']} at the same seed and budget "
+             f"point; * when its 95% interval excludes 0." if d["reference"] else "")
     lines = [f"# alignbench: {d['title']}", "",
-             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS} "
-             f"Δ: paired difference against sft at the same seed and budget point; * when "
-             f"its 95% interval excludes 0.", "",
+             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}{delta}", "",
              "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
              + " | comparisons | ai_comparisons |",
              "|---" * (len(cols) + 3) + "|"]
@@ -393,7 +266,7 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
                 s += f" [{_fmt(cell['lo'])}, {_fmt(cell['hi'])}]"
             if cell.get("best"):
                 s = f"**{s}**"
-            if cell["delta"]:  # the paired difference against sft; * = resolved
+            if cell["delta"]:  # the paired difference against the reference; * = resolved
                 s += f" Δ {cell['delta']['mean']:+.3f}{'*' if cell['delta']['significant'] else ''}"
             vals.append(s)
         b = row["budget"]

@@ -98,3 +98,11 @@ def pytest_runtest_makereport(item, call):
             any(why in str(report.longrepr) for why in MUST_RUN_IN_CI):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where it must run: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """The registry caches its tables; a test that patches entry points must not leak them."""
+    yield
+    from bench import registry
+    registry.reset()

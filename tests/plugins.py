@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.api import MethodConfig, NonFiniteError
+from bench.api import MethodConfig, NonFiniteError, Trained
 
 
 class Echo:
@@ -13,28 +13,32 @@ class Echo:
 
     name = "echo"
     description = "test plugin: the SFT model, unchanged"
+    starts_from = "sft"
+    shared_stage = False
 
     class Config(MethodConfig):
         tag: str = "x"
 
-    def train(self, base, ctx, config):
+    def train(self, start, ctx, config):
         counter = os.environ.get("ALIGNBENCH_TEST_COUNTER")
         if counter:
             with open(counter, "a") as f:
                 f.write(f"{ctx.seed}\n")
-        return ctx.stages.sft(ctx)
+        return Trained(policy=start.reference)
 
 
 class Exploding:
     """A method whose loss turns NaN at step 3."""
 
     name = "exploding"
+    starts_from = "base"
+    shared_stage = False
     description = "test plugin: NaN loss"
 
     class Config(MethodConfig):
         pass
 
-    def train(self, base, ctx, config):
+    def train(self, start, ctx, config):
         raise NonFiniteError("loss", 3)
 
 
@@ -50,6 +54,7 @@ def patch_entry_points(monkeypatch, extra: dict[str, list[FakeEP]]) -> None:
     def fake(group):
         return extra.get(group, [])
     monkeypatch.setattr(reg, "entry_points", fake)
+    reg.reset()  # conftest resets again after the test, when the real entry points are back
 
 
 def write(path: Path, text: str) -> Path:
@@ -61,12 +66,14 @@ class Raising:
     """A method with a bug."""
 
     name = "raising"
+    starts_from = "base"
+    shared_stage = False
     description = "test plugin: raises"
 
     class Config(MethodConfig):
         pass
 
-    def train(self, base, ctx, config):
+    def train(self, start, ctx, config):
         raise KeyError("oops")
 
 
@@ -74,11 +81,41 @@ class Overspending:
     """A method that declares no plan and asks the ledger for more rollouts than it has."""
 
     name = "overspending"
+    starts_from = "base"
+    shared_stage = False
     description = "test plugin: samples 3 rollouts at a time until the ledger refuses"
 
     class Config(MethodConfig):
         pass
 
-    def train(self, base, ctx, config):
+    def train(self, start, ctx, config):
         while True:
             ctx.ledger.charge("rollouts", 3)
+
+
+class Startless:
+    """A method written against the old contract: no starts_from."""
+
+    name = "startless"
+    description = "test plugin: declares no start"
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, base, ctx, config):
+        return base
+
+
+class StartsFromPPO:
+    """A method that starts from a method that is not a shared stage."""
+
+    name = "after_ppo"
+    description = "test plugin: starts from ppo"
+    starts_from = "ppo"
+    shared_stage = False
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, start, ctx, config):
+        return Trained(policy=start.reference)

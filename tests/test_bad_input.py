@@ -128,7 +128,7 @@ def test_largest_seed_is_accepted(tmp_path):
     ("ppo", "steps", 0), ("ppo", "epochs", 0), ("ppo", "lr", 0), ("ppo", "value_lr", -1),
     ("ppo", "rm_lr", 0), ("ppo", "rm_epochs", 0), ("ppo", "batch_size", 0),
     ("ppo", "minibatches", 0), ("ppo", "rm_batch_size", 0),
-    ("rlaif", "ppo_steps", 0), ("rlaif", "lr", 0), ("rlaif", "epochs", 0),
+    ("rlaif", "min_margin", 0.5), ("rlaif", "lr", 0), ("rlaif", "epochs", 0),
 ])
 def test_non_positive_counts_and_rates(tmp_path, method, key, value):
     msg = load_error(tmp_path, f'methods = ["{method}"]\n[method.{method}]\n{key} = {value}\n')

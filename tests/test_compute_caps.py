@@ -13,7 +13,7 @@ from tests.test_runner import MATRIX
 
 METHODS = {"sft": {"epochs": 1, "batch_size": 4}, "dpo": {"epochs": 2},
            "ppo": {"steps": 3, "batch_size": 4, "epochs": 1, "rm_epochs": 2},
-           "rlaif": {"epochs": 1, "ppo_steps": 2, "min_margin": 0.0, "optimizer": "ppo"}}
+           "rlaif": {"epochs": 1, "ppo": {"steps": 2}, "min_margin": 0.0, "optimizer": "ppo"}}
 
 
 def run(tmp_path, methods, budget=None):

@@ -19,7 +19,11 @@ def test_method_contract(name):
         assert info.description or name == "base", f"{name}.{field} has no one-line doc"
     with pytest.raises(Exception):
         m.Config(not_a_field=1)  # unknown keys rejected
-    assert list(inspect.signature(m.train).parameters) == ["base", "ctx", "config"]
+    assert list(inspect.signature(m.train).parameters) == ["start", "ctx", "config"]
+    assert isinstance(m.shared_stage, bool)
+    if m.starts_from != "base":  # a shared stage that itself starts from the base model
+        stage = registry.resolve("methods", m.starts_from)
+        assert stage.shared_stage and stage.starts_from == "base" and not m.shared_stage
     assert cfg == m.Config.model_validate(cfg.model_dump())
     # the preflight's declaration: hard units only, each an amount with its account
     plan = cfg.planned_spend(Budget().model_dump())
@@ -65,8 +69,9 @@ def test_scenario_contract(name, request):
     ledger = Ledger(caps={"comparisons": 3})
     order = w.make_panel(ledger, 0).rank(w.train_prompts[0], [" a", " b", " c"])
     assert sorted(order) == [0, 1, 2] and ledger.spent["comparisons"] == 3  # K(K-1)/2, charged
-    ev = w.eval_data
-    assert ev.truthfulqa and ev.win_rate_prompts and ev.toxicity_prompts
+    ev = w.eval_data  # keyed by eval name; every built-in eval that reads data gets some
+    assert ev["truthfulqa"].items and ev["truthfulqa"].source["sha256"]
+    assert all(ev[name].prompts for name in ("toxicity", "win_rate", "kl", "labeler_agreement"))
     assert all(0 <= x <= 1 for x in w.toxicity_scorer.score(["hello", "you idiot"]))
     judge = w.make_ai_judge(policy, ["be honest"], Ledger(caps={"ai_comparisons": 1}))
     p = judge.prefer([w.train_prompts[0]], [" yes"], [" no"])

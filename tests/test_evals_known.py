@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from bench.api import EvalContext
+from bench.api import EvalContext, Trained
 from bench.budget import Ledger
 from bench.runner import FrozenReference
 from evals.kl import KL
 from evals.labeler_agreement import LabelerAgreement
 
 
-def ctx(world, refs=None, artifacts=None, options=None):
-    return EvalContext(world=world, seed=0, method="t", references=refs or {},
-                       artifacts=artifacts or {}, curves={}, options=options or {},
-                       ledger=Ledger(), progress=False)
+def ctx(world, refs=None, trained=None, options=None, eval_name="kl"):
+    return EvalContext(world=world, seed=0, references=refs or {}, trained=trained, curves={},
+                       options=options or KL.Options(), ledger=Ledger(),
+                       data=world.eval_data.get(eval_name), progress=False)
 
 
 def test_kl_of_a_model_to_itself_is_zero_and_to_another_is_positive(tiny_world, tiny_policy):
@@ -36,7 +36,9 @@ def test_kl_of_a_model_to_itself_is_zero_and_to_another_is_positive(tiny_world, 
 
 
 def agreement(world, policy, reward):
-    return LabelerAgreement().evaluate(policy, ctx(world, artifacts={"reward_fn": reward}))
+    return LabelerAgreement().evaluate(policy, ctx(
+        world, trained=Trained(policy=policy, reward_fn=reward),
+        options=LabelerAgreement.Options(), eval_name="labeler_agreement"))
 
 
 def test_reward_model_agreement_for_hand_built_rewards(tiny_world, tiny_policy):
@@ -54,3 +56,42 @@ def test_reward_model_agreement_for_hand_built_rewards(tiny_world, tiny_policy):
     flat = agreement(tiny_world, tiny_policy, lambda p, c: [0.0] * len(c))
     assert math.isnan(flat.metrics["rm_vs_labelers"])
     assert np.isclose(res.metrics["inter_labeler"], flat.metrics["inter_labeler"])
+
+
+class Says:
+    """A policy that answers every prompt with the same text."""
+
+    name = "says"
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def format_chat(self, msgs):
+        return list(msgs)
+
+    def generate(self, prompts, *, max_new_tokens, temperature=1.0, seed=0):
+        return [self.text] * len(prompts)
+
+    def logprob(self, prompts, completions):
+        return [0.0] * len(prompts)
+
+
+@pytest.mark.parametrize("text, emt, prob", [(" red , you idiot .", 0.5, 1.0),
+                                             (" idiot , you fool .", 0.75, 1.0),
+                                             (" red .", 0.0, 0.0)])
+def test_toxicity_reads_the_scenarios_prompts_and_scores_known_answers(tiny_world, text, emt,
+                                                                       prob):
+    from bench.api import DataError
+    from evals.toxicity import Toxicity, ToxicityOptions
+
+    def tox_ctx(data):
+        return EvalContext(world=tiny_world, seed=0, references={}, trained=None, curves={},
+                           options=ToxicityOptions(k=3, limit=5), ledger=Ledger(),
+                           data=data, progress=False)
+    res = Toxicity().evaluate(Says(text), tox_ctx(tiny_world.eval_data["toxicity"]))
+    assert res.n == 5 and res.extra["k"] == 3 and res.extra["scorer"] == "micro-lexicon"
+    assert res.metrics["emt"] == emt and res.metrics["mean"] == emt
+    assert res.metrics["probability"] == prob and res.metrics["toxic_fraction"] == prob
+    assert res.rows[0]["prompt"] == tiny_world.eval_data["toxicity"].prompts[0]
+    with pytest.raises(DataError, match="toxicity prompts"):
+        Toxicity().evaluate(Says(text), tox_ctx(None))

@@ -65,9 +65,11 @@ def _aa_win_rates(world, policy, seeds, samples=8):
     ref = FrozenReference(policy)
     vals, ses, marked = [], [], []
     for seed in seeds:
-        ctx = EvalContext(world=world, seed=seed, method="aa", references={"sft": ref},
-                          artifacts={}, curves={}, ledger=Ledger(), progress=False,
-                          options={"samples_per_prompt": samples, "references": ["sft"]})
+        ctx = EvalContext(world=world, seed=seed, references={"sft": ref}, trained=None,
+                          curves={}, ledger=Ledger(), progress=False,
+                          options=WinRate.Options(samples_per_prompt=samples,
+                                                  references=["sft"]),
+                          data=world.eval_data["win_rate"])
         res = WinRate().evaluate(policy, ctx)
         vals.append(res.metrics["vs_sft"])
         ses.append(res.uncertainty["vs_sft"])

@@ -149,9 +149,10 @@ def test_win_rate_compares_only_the_references_asked_for(tiny_world, tiny_policy
     from evals.win_rate import WinRate
 
     def ctx(options):
-        return EvalContext(world=tiny_world, seed=0, method="x", artifacts={}, curves={},
+        return EvalContext(world=tiny_world, seed=0, trained=None, curves={},
                            references={"sft": tiny_policy, "base": tiny_policy},
-                           options={"samples_per_prompt": 1, **options}, ledger=Ledger(),
+                           options=WinRate.Options(samples_per_prompt=1, **options),
+                           ledger=Ledger(), data=tiny_world.eval_data["win_rate"],
                            progress=False)
 
     both = WinRate().evaluate(tiny_policy, ctx({}))

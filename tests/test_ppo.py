@@ -71,7 +71,7 @@ def _toy(tiny_world, kl_coef, steps, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     from bench.budget import Ledger
-    from bench.models import HFPolicy
+    from bench.policy import HFPolicy
 
     tok = tiny_world.load_policy(tiny_world.base_model).tokenizer
     torch.manual_seed(seed)

@@ -33,7 +33,7 @@ def test_shared_prefill_samples_what_one_prefill_per_row_samples(which, tiny_pol
                                                                  tiny_real_model):
     """Repeated prompts (k samples each) prefill once per distinct prompt; greedy and seeded
     sampled tokens are the ones a prefill per row gives."""
-    from bench.models import left_pad, sample
+    from bench.sampling import left_pad, sample
 
     pol = tiny_policy if which == "micro" else load_hf(tiny_real_model)  # GQA, tied embeddings
     base = pol.format_chat(["Hi", "Tell me a much longer story about the sea, please.", "Why?"])
@@ -60,7 +60,7 @@ def test_shared_prefill_samples_what_one_prefill_per_row_samples(which, tiny_pol
 def test_split_is_disjoint_and_described(real_world):
     d = real_world.describe["split"]
     assert d["train"] + d["eval"] == 817 and d["overlap"] == 0
-    eval_q = {it.question for it in real_world.eval_data.truthfulqa}
+    eval_q = {it.question for it in real_world.eval_data["truthfulqa"].items}
     assert len(eval_q) == d["eval"]
     assert not any(q in p for p in real_world.train_prompts for q in eval_q)
     assert "seeded permutation" in d["how"]
@@ -69,8 +69,8 @@ def test_split_is_disjoint_and_described(real_world):
 
 
 def test_attribute_scores_read_real_text(real_world):
-    it = real_world.eval_data.truthfulqa[0]
-    prompt = real_world.eval_data.win_rate_prompts[0]
+    it = real_world.eval_data["truthfulqa"].items[0]
+    prompt = real_world.eval_data["win_rate"].prompts[0]
     assert it.question in prompt
     true = next(c for c, lab in zip(it.mc2_choices, it.mc2_labels) if lab)
     false = next(c for c, lab in zip(it.mc2_choices, it.mc2_labels) if not lab)
@@ -92,7 +92,7 @@ def test_lm_judge_queries_both_orders(real_world, tiny_real_model):
     pol = load_hf(tiny_real_model)
     ledger = Ledger()
     judge = real_world.make_ai_judge(pol, ["Choose the more honest response."], ledger)
-    p = real_world.eval_data.win_rate_prompts[:3]
+    p = real_world.eval_data["win_rate"].prompts[:3]
     a, b = ["Yes.", "No.", "Maybe."], ["No.", "I have no comment.", "Yes, certainly."]
     ab, ba = judge.prefer(p, a, b), judge.prefer(p, b, a)
     assert np.allclose(np.add(ab, ba), 1.0)  # position bias cancels exactly
@@ -102,16 +102,19 @@ def test_lm_judge_queries_both_orders(real_world, tiny_real_model):
 def test_lora_sft_trains_adapters_and_merges(real_world, tmp_path):
     import logging
 
-    from bench.api import TrainContext
+    from bench.api import Start, TrainContext
     from bench.runner import view
     from methods.sft import SFT, SFTConfig
 
-    base = real_world.load_policy(real_world.base_model)
+    path = real_world.base_model
+    base = real_world.load_policy(path)
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    start = Start(name="base", reference=base, path=path, key="test",
+                  load=lambda: real_world.load_policy(path))
     ctx = TrainContext(scenario=view(real_world), ledger=Ledger(caps={"demonstrations": 16}),
                        seed=0, cell_dir=tmp_path, log=logging.getLogger("t"), stages=None,
                        progress=False)
-    out = SFT().train_stage(base, ctx, SFTConfig(lora=True, lr=1e-2, epochs=1, batch_size=8))
+    out = SFT().train(start, ctx, SFTConfig(lora=True, lr=1e-2, epochs=1, batch_size=8)).policy
     assert type(out.model).__name__ == "LlamaForCausalLM"  # merged: no peft wrapper left
     after = out.model.state_dict()
     assert set(after) == set(before)
@@ -182,7 +185,7 @@ def test_user_demonstrations_from_jsonl_never_include_eval_questions(real_world,
     import json
 
     from bench.scenarios.real import Real, RealOptions
-    held_out = real_world.eval_data.truthfulqa[0].question
+    held_out = real_world.eval_data["truthfulqa"].items[0].question
     rows = [{"prompt": "Name a colour.", "completion": "Blue."},
             {"prompt": held_out, "completion": "leaked"}]
     f = tmp_path / "demos.jsonl"

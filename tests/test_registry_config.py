@@ -84,7 +84,8 @@ def test_presets_load_and_resolve():
         res = config.resolved(m)
         assert res["method"]["ppo"]["kl_coef"] >= 0
         assert set(m.methods) == {"base", "sft", "ppo", "dpo", "rlaif"}
-        runner.check_budgets(runner.expand(m))  # every shipped preset fits its own budget
+        plan = config.plan(m)
+        runner.check_budgets(runner.expand(plan), plan)  # every preset fits its own budget
 
 
 def test_readme_matrix_is_valid_and_fits_its_budget():
@@ -97,8 +98,9 @@ def test_readme_matrix_is_valid_and_fits_its_budget():
     assert matrices, "the README shows no matrix"
     for b in matrices:
         m = config.parse(b)
-        cells = runner.expand(m)
-        runner.check_budgets(cells)
+        plan = config.plan(m)
+        cells = runner.expand(plan)
+        runner.check_budgets(cells, plan)
         assert len(cells) == len(m.seeds) * (2 * 2 + 2 + 2)  # ppo x 4 points, sft and dpo x 2
 
 
@@ -106,9 +108,33 @@ def test_sweep_expands_only_the_swept_method():
     from bench.runner import expand
     m = config.parse({"methods": ["sft", "ppo"], "seeds": [0, 1],
                       "sweep": {"ppo.kl_coef": [0.0, 0.05], "budget.comparisons": [100, 200]}})
-    cells = expand(m)
-    ppo = [c for c in cells if c.method == "ppo"]
-    sft = [c for c in cells if c.method == "sft"]
+    cells = expand(config.plan(m))
+    ppo = [c for c in cells if c.name == "ppo"]
+    sft = [c for c in cells if c.name == "sft"]
     assert len(ppo) == 2 * 2 * 2  # seeds x kl x budget
     assert len(sft) == 2 * 2  # seeds x budget: the kl sweep does not multiply sft
     assert {c.method_config["kl_coef"] for c in ppo} == {0.0, 0.05}
+
+
+def test_a_plugin_must_say_where_it_starts(monkeypatch):
+    """A method without starts_from, or starting from a method that is not a shared stage,
+    is refused with one line naming the fix, before anything runs."""
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("startless", "tests.plugins:Startless"),
+        FakeEP("after_ppo", "tests.plugins:StartsFromPPO")]})
+    with pytest.raises(config.ConfigError, match="declares no starts_from"):
+        config.parse({"methods": ["startless"]})
+    with pytest.raises(config.ConfigError, match="'ppo', which is not a shared stage"):
+        config.parse({"methods": ["after_ppo"]})
+
+
+def test_a_stage_is_configured_by_its_own_table_and_recorded():
+    """dpo starts from the shared sft stage: [method.sft] is valid without sft in methods, and
+    the resolved matrix records the stage's config."""
+    m = config.parse({"methods": ["dpo"], "method": {"sft": {"epochs": 1.0}}})
+    plan = config.plan(m)
+    assert plan.stage_names == {"sft"} and plan.chain("dpo") == ["sft"]
+    assert plan.configs["sft"].epochs == 1.0
+    assert config.resolved(m)["method"]["sft"]["epochs"] == 1.0
+    with pytest.raises(config.ConfigError, match="not in 'methods'"):
+        config.parse({"methods": ["base"], "method": {"sft": {"epochs": 1.0}}})

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,30 +24,61 @@ HOSTILE = [
 ]
 
 
+TRADE_OFFS = "Trade-offs: win-rate against toxicity and against KL (one point per cell)"
+
+
+def plot(title, kind="bars", metrics=(), key=""):
+    """A declared figure as the runner stores it (dataclasses.asdict of bench.api.Plot)."""
+    return {"title": title, "kind": kind, "metrics": list(metrics), "key": key}
+
+
 def record(method, seed, hostile=False, **kw):
     rng = np.random.default_rng(seed + len(method))
     metrics = {"truthfulqa.mc1": float(rng.random()), "truthfulqa.mc1.Adversarial": 0.2,
                "toxicity.emt": float(rng.random()), "win_rate.vs_sft": float(rng.random()),
-               "kl.k1": float(rng.random())}
+               "kl.k1": float(rng.random()), "labeler_agreement.inter_labeler": 0.7,
+               "echo.length": float(rng.random())}
+    if method == "ppo":
+        metrics["labeler_agreement.rm_vs_labelers"] = 0.6
     text = HOSTILE[seed % len(HOSTILE)] if hostile else " records show it is red ."
     rows = [{"prompt": f"<user> q{i} {HOSTILE[i % len(HOSTILE)] if hostile else ''} <assistant>",
              "method": text, "reference": "x", "p_method": 0.5,
              "method_attributes": {"truth": "true"}} for i in range(6)]
+    agreement = [plot("Labeler agreement", "matrix", key="labeler_matrix"),
+                 plot("Labeler agreement", "bars", ("labeler_agreement.rm_vs_labelers",
+                                                    "labeler_agreement.inter_labeler"))]
     rec = {"key": f"{method}{seed}", "method": method, "seed": seed, "point": {}, "status": "ok",
+           "start": "base" if method in ("base", "sft") else "sft",
            "error": None, "metrics": metrics, "uncertainty": {k: 0.01 for k in metrics},
-           "evals": {"truthfulqa": {"higher_is_better": {"mc1": True}},
-                     "toxicity": {"higher_is_better": {"emt": False}},
-                     "win_rate": {"higher_is_better": {"vs_sft": True}, "rows": rows},
-                     "kl": {"higher_is_better": {"k1": False}},
-                     "labeler_agreement": {"higher_is_better": {}, "extra": {
-                         "labeler_matrix": [[1, 0.6], [0.6, 1]]}}},
-           "curves": {"ppo": [{"step": s, "proxy_reward": s / 10, "gold_reward": 1 - (s - 3) ** 2
-                               / 10, "kl": s / 5} for s in range(8)]} if method == "ppo" else {},
+           "evals": {"truthfulqa": {"higher_is_better": {"mc1": True}, "plots": [
+                         plot(HOSTILE[0] + " $x$" if hostile else "TruthfulQA MC1 by slice",
+                              "slices", ("truthfulqa.mc1.",))]},
+                     "toxicity": {"higher_is_better": {"emt": False}, "plots": [
+                         plot(TRADE_OFFS, "scatter", ("toxicity.emt", "win_rate.vs_sft"))]},
+                     "win_rate": {"higher_is_better": {"vs_sft": True}, "rows": rows, "plots": [
+                         plot("Win-rate against the swept budget", "sweep",
+                              ("win_rate.vs_sft",))]},
+                     "kl": {"higher_is_better": {"k1": False}, "plots": [
+                         plot(TRADE_OFFS, "scatter", ("kl.k1", "win_rate.vs_sft"))]},
+                     "labeler_agreement": {"higher_is_better": {"inter_labeler": True},
+                                           "plots": agreement, "extra": {
+                         "labeler_matrix": [[1, 0.6], [0.6, 1]]}},
+                     "echo": {"higher_is_better": {"length": True}}},  # a plugin, no plots
+           "curves": {"ppo": [{"step": s, "round": 0, "proxy_reward": s / 10,
+                               "gold_reward": 1 - (s - 3) ** 2 / 10, "kl": s / 5}
+                              for s in range(8)]} if method == "ppo" else {},
            "budget": {"given": {"comparisons": 100}, "spent": {"comparisons": 100, "flops": 1e12}},
            "provenance": {"seconds": 1.0, "started": "t", "matrix_name": "report-test",
                           "world": {"scenario": "micro"}, "platform": "linux", "device": "cpu"}}
     rec.update(kw)
     return rec
+
+
+# the generic figure, each eval's declared figures (the agreement's two plots share a title,
+# so one figure; the trade-offs likewise, across two evals), the plugin eval's default bars,
+# and the training curves; no budget sweep here, so no sweep figure
+FIGURES = ["plot-bars", "plot-truthfulqa-slices", "plot-toxicity-scatter",
+           "plot-labeler_agreement-matrix", "plot-echo-bars", "plot-rl"]
 
 
 def make_out(tmp_path: Path, hostile=False, with_failures=False) -> Path:
@@ -109,8 +141,7 @@ def test_report_renders_in_a_real_browser(tmp_path):
     info, console = open_in_browser(out / "report.html", shot)
     assert [c for c in console if c[0] in ("error", "pageerror")] == []
     assert info["table"]
-    assert {"plot-bars", "plot-frontier", "plot-rl", "plot-agreement", "plot-truthfulqa"} <= \
-        set(info["figures"])
+    assert info["figures"] == FIGURES
     assert all(src.startswith("data:image/png;base64") for src in info["imgs"])
     px = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert px.std() > 10  # not blank
@@ -128,8 +159,7 @@ def test_hostile_generations_are_escaped_in_the_file(tmp_path):
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     for h in HOSTILE[:4]:
         assert str(escape(h)) in html
-    for fig in ("plot-bars", "plot-frontier", "plot-rl", "plot-agreement", "plot-truthfulqa"):
-        assert f'id="{fig}"' in html
+    assert re.findall(r'<figure id="([^"]+)"', html) == FIGURES
 
 
 @needs_browser

@@ -14,13 +14,15 @@ import pytest
 from scipy import stats as sps
 
 from bench import output, store
-from reports.build import build_report
+from reports.build import build_report, collect
+from reports.figures import PALETTE
 
 WIN = {("sft", 100): [0.50, 0.52, 0.48], ("dpo", 100): [0.55, 0.60, 0.58],
        ("sft", 200): [0.49, 0.51, 0.50], ("dpo", 200): [0.62, 0.66, 0.61]}
 TOX = {("sft", 100): [0.10, 0.12, 0.11], ("dpo", 100): [0.05, 0.06, 0.04],
        ("sft", 200): [0.10, 0.10, 0.13], ("dpo", 200): [0.02, 0.03, 0.03]}
 SE = {"win_rate.vs_sft": 0.01, "toxicity.emt": 0.001}
+START = {"sft": "base", "dpo": "sft"}  # the stage each method starts from (record["start"])
 T975_2 = 4.302652729911275  # Student t, 97.5%, 2 degrees of freedom (tables)
 
 
@@ -40,9 +42,12 @@ def out(tmp_path):
             key = f"{method[0]}{n}{seed}".ljust(store.KEY_LEN, "0")
             point = {"budget.comparisons": n}
             rec = {"key": key, "method": method, "seed": seed, "point": point, "status": "ok",
+                   "start": START[method],
                    "metrics": {"win_rate.vs_sft": w, "toxicity.emt": t},
                    "uncertainty": dict(SE),
-                   "evals": {"win_rate": {"higher_is_better": {"vs_sft": True}},
+                   "evals": {"win_rate": {"higher_is_better": {"vs_sft": True}, "plots": [
+                                 {"title": "Win-rate against the swept budget", "kind": "sweep",
+                                  "metrics": ["win_rate.vs_sft"], "key": ""}]},
                              "toxicity": {"higher_is_better": {"emt": False}}},
                    "budget": {"given": {"comparisons": n}, "spent": {"comparisons": n}},
                    "provenance": {"seconds": 1.0, "matrix_name": "known-answers"}}
@@ -111,9 +116,45 @@ def test_an_exact_tie_awards_no_best(tmp_path):
             key = f"{method}{seed}".ljust(store.KEY_LEN, "0")
             store.atomic_write_json(out / "cells" / key / "result.json", {
                 "key": key, "method": method, "seed": seed, "point": {}, "status": "ok",
-                "metrics": {"kl.k1": 0.0}, "evals": {"kl": {"higher_is_better": {"k1": False}}},
+                "start": START[method], "metrics": {"kl.k1": 0.0},
+                "evals": {"kl": {"higher_is_better": {"k1": False}}},
                 "budget": {"spent": {}}, "provenance": {}})
     build_report(out)
     data = json.loads(re.search(r'id="report-data">(.*?)</script>',
                                 (out / "report.html").read_text(), re.S).group(1))
     assert not any(r["cells"]["kl.k1"].get("best") for r in data["rows"])
+
+
+def report_data(out):
+    return json.loads(re.search(r'id="report-data">(.*?)</script>',
+                                (out / "report.html").read_text(), re.S).group(1))
+
+
+def test_rows_and_colours_follow_the_plan_and_the_sweep_is_drawn(out):
+    """Rows in the plan's method order (not alphabetical, not hard-coded), colours by position
+    in it, and the figure the win-rate records declare (a sweep over the swept budget)."""
+    plan = json.loads((out / output.MARKER / "plan.json").read_text())
+    plan["cells"].sort(key=lambda c: c["method"] != "dpo")  # dpo first now
+    (out / output.MARKER / "plan.json").write_text(json.dumps(plan))
+    d = collect(out)
+    assert d["methods"] == ["dpo", "sft"] and d["reference"] == "sft"
+    assert d["colors"] == {"dpo": PALETTE[0], "sft": PALETTE[1]}
+    assert [r["label"] for r in d["rows"]][:2] == ["dpo [budget.comparisons=100]",
+                                                   "dpo [budget.comparisons=200]"]
+    build_report(out)
+    html = (out / "report.html").read_text()
+    assert re.findall(r'<figure id="([^"]+)"', html) == [
+        "plot-bars", "plot-win_rate-sweep", "plot-toxicity-bars"]  # toxicity declares none
+    assert "Δ vs sft" in html
+
+
+def test_no_stage_among_the_methods_means_no_paired_difference(out):
+    """The reference of Δ is the stage the records start from; where no record names one
+    that is a method of the matrix, there is no Δ at all (and no sentence about one)."""
+    for f in (out / "cells").glob("*/result.json"):
+        rec = json.loads(f.read_text())
+        f.write_text(json.dumps({**rec, "start": "base"}))
+    build_report(out)
+    assert all(c["delta"] is None for r in report_data(out)["rows"] for c in r["cells"].values())
+    assert "Δ" not in (out / "report.md").read_text()
+    assert "Δ vs" not in (out / "report.html").read_text()

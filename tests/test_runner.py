@@ -193,7 +193,7 @@ def test_every_method_spends_what_it_plans(tmp_path):
         "budget": {**MATRIX["budget"], "rollouts": 200},
         "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "rounds": 2, "k": 4},
                    "ppo": {"steps": 2, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4},
-                   "rlaif": {"epochs": 1, "ppo_steps": 1, "min_margin": 0.0}},
+                   "rlaif": {"epochs": 1, "min_margin": 0.0, "ppo": {"steps": 1}}},
         "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"]}})
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -220,7 +220,8 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
     base = config.parse(MATRIX)
 
     def keys(m):
-        return [runner.cell_key(c, tiny_world, m, "cpu") for c in runner.expand(m)]
+        plan = config.plan(m)
+        return [runner.cell_key(c, tiny_world, plan, "cpu") for c in runner.expand(plan)]
 
     k0 = keys(base)
     shuffled = dict(reversed(list(MATRIX.items())))

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bench.data.truthfulqa import load_csv
 from evals import truthfulqa as TQ
 from tests.conftest import TRUTHFULQA_CSV
 from tests.test_truthfulqa import plain_logprob
@@ -39,7 +40,7 @@ def test_real_tokenizer_follows_lm_eval(smollm2):
 
 
 def test_shared_prefix_scores_equal_one_pass_per_choice(smollm2):
-    items = TQ.load_csv(TRUTHFULQA_CSV)[:3]
+    items = load_csv(TRUTHFULQA_CSV)[:3]
     contexts = [TQ.QA_PRIMER + "\n\nQ: " + it.question + "\nA:" for it in items]
     for it, c, (l1, l2) in zip(items, contexts, TQ.score_items(smollm2, items, contexts)):
         for ch, got in zip(it.mc2_choices, l2):
@@ -56,7 +57,7 @@ def test_every_20th_question_scores_as_lm_eval_does(smollm2, tmp_path):
     from bench.api import EvalContext
     from bench.budget import Ledger
 
-    items = TQ.load_csv(TRUTHFULQA_CSV)
+    items = load_csv(TRUTHFULQA_CSV)
     assert len(items) == 817 and {it.type for it in items} == {"Adversarial", "Non-Adversarial"}
 
     with open(TRUTHFULQA_CSV, newline="") as f:  # the file's own rows, every 20th
@@ -67,8 +68,9 @@ def test_every_20th_question_scores_as_lm_eval_does(smollm2, tmp_path):
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    ctx = EvalContext(world=None, seed=0, method="smollm2", references={}, artifacts={},
-                      curves={}, options={"data": str(subset)}, ledger=Ledger(), progress=False)
+    ctx = EvalContext(world=None, seed=0, references={}, trained=None, curves={},
+                      options=TQ.TruthfulQAOptions(data=str(subset)), ledger=Ledger(),
+                      progress=False)
     res = TQ.TruthfulQA().evaluate(smollm2, ctx)
     assert res.n == 41
     # the narrowest MC1 decision here is 0.03 nats, far above float32 noise; per question, mc2

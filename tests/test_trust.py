@@ -196,7 +196,8 @@ def test_a_seed_twice_in_one_row_refuses_the_report(tmp_path, undisturbed):
 
 
 def keys(m: config.Matrix, world) -> list[str]:
-    return [runner.cell_key(c, world, m, "cpu") for c in runner.expand(m)]
+    plan = config.plan(m)
+    return [runner.cell_key(c, world, plan, "cpu") for c in runner.expand(plan)]
 
 
 def test_a_rebuilt_world_with_the_same_weights_keeps_every_key(tmp_path, tiny_world):
@@ -219,18 +220,20 @@ def test_a_plugins_code_and_version_enter_its_keys(tmp_path, monkeypatch, tiny_w
     (pkg / "__init__.py").write_text("")
     method = pkg / "method.py"
     method.write_text(textwrap.dedent('''
-        from bench.api import MethodConfig
+        from bench.api import MethodConfig, Trained
         from kto_plugin.helpers import SCALE
 
         class KTO:
             name = "kto"
             description = "test plugin"
+            starts_from = "base"
+            shared_stage = False
 
             class Config(MethodConfig):
                 pass
 
-            def train(self, base, ctx, config):
-                return base
+            def train(self, start, ctx, config):
+                return Trained(policy=start.reference)
     '''))
     (pkg / "helpers.py").write_text("SCALE = 1.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))

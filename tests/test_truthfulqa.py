@@ -6,6 +6,7 @@ import torch
 
 from bench.api import EvalContext
 from bench.budget import Ledger
+from bench.data import truthfulqa as data
 from evals import truthfulqa as TQ
 from tests.conftest import TRUTHFULQA_CSV
 
@@ -14,7 +15,7 @@ needs_csv = pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared Trut
 
 @needs_csv
 def test_real_csv_loads_817_questions_by_type():
-    items = TQ.load_csv(TRUTHFULQA_CSV)
+    items = data.load_csv(TRUTHFULQA_CSV)
     assert len(items) == 817
     types = [i.type for i in items]
     assert types.count("Adversarial") == 437 and types.count("Non-Adversarial") == 380
@@ -31,10 +32,10 @@ def test_hf_multiple_choice_json_loader(tmp_path):
            "mc2_targets": {"choices": ["right", "also", "wrong"], "labels": [1, 1, 0]}}
     p = tmp_path / "tq.jsonl"
     p.write_text(json.dumps(rec) + "\n")
-    (item,) = TQ.load_path(p)
+    (item,) = data.load_path(p)
     assert item.mc1_choices == ["right", "wrong"] and item.mc2_labels == [1, 1, 0]
-    with pytest.raises(TQ.TruthfulQADataError, match="unsupported"):
-        TQ.load_path(tmp_path.joinpath("x.txt").write_text("") or tmp_path / "x.txt")
+    with pytest.raises(data.TruthfulQADataError, match="unsupported"):
+        data.load_path(tmp_path.joinpath("x.txt").write_text("") or tmp_path / "x.txt")
 
 
 def plain_logprob(policy, context: str, continuation: str) -> float:
@@ -47,7 +48,7 @@ def plain_logprob(policy, context: str, continuation: str) -> float:
 
 
 def test_scores_equal_plain_reference(tiny_world, tiny_policy):
-    items = tiny_world.eval_data.truthfulqa[:8]
+    items = tiny_world.eval_data["truthfulqa"].items[:8]
     contexts = tiny_policy.format_chat([i.question for i in items])
     scored = TQ.score_items(tiny_policy, items, contexts)
     for it, c, (l1, l2) in zip(items, contexts, scored):
@@ -61,15 +62,33 @@ def test_scores_equal_plain_reference(tiny_world, tiny_policy):
 def test_real_csv_through_the_eval_with_primer(tiny_world, tiny_policy):
     """The lm-eval context: six-shot primer + Q/A, no chat template (a word-level tokenizer maps
     English to <unk>, but the request shapes and the split of context/continuation hold)."""
-    ctx = EvalContext(world=None, seed=0, method="x", references={}, artifacts={}, curves={},
-                      options={"data": str(TRUTHFULQA_CSV), "limit": 5}, ledger=Ledger(),
-                      progress=False)
+    options = TQ.TruthfulQAOptions(data=str(TRUTHFULQA_CSV), limit=5)
+    assert not options.needs_scenario()  # `alignbench eval --data` builds no scenario
+    ctx = EvalContext(world=None, seed=0, references={}, trained=None, curves={},
+                      options=options, ledger=Ledger(), progress=False)
     res = TQ.TruthfulQA().evaluate(tiny_policy, ctx)
     assert res.n == 5 and 0 <= res.metrics["mc1"] <= 1 and 0 < res.metrics["mc2"] < 1
     assert res.extra["source"]["sha256"] == \
         "99d6ae7755e3b435eade956068c9de7c0c474770344237aeb66b56519ba4b697"
     assert res.extra["format"] == "qa_primer"
     assert "mc1.Adversarial" in res.metrics
+
+
+def test_scenario_data_reaches_the_eval_through_ctx_data(tiny_world, tiny_policy):
+    """Without --data the eval scores the scenario's own items (EvalContext.data), in the
+    format its ``template`` hint names; with none it fails naming the fix."""
+    options = TQ.TruthfulQAOptions(limit=4)
+    assert options.needs_scenario()
+    ctx = EvalContext(world=tiny_world, seed=0, references={}, trained=None, curves={},
+                      options=options, ledger=Ledger(), progress=False,
+                      data=tiny_world.eval_data["truthfulqa"])
+    res = TQ.TruthfulQA().evaluate(tiny_policy, ctx)
+    assert res.n == 4 and res.extra["format"] == "chat" and "gen_true" in res.metrics
+    assert res.extra["source"] == tiny_world.eval_data["truthfulqa"].source
+    with pytest.raises(data.TruthfulQADataError, match="--data"):
+        TQ.TruthfulQA().evaluate(tiny_policy, EvalContext(
+            world=None, seed=0, references={}, trained=None, curves={}, options=options,
+            ledger=Ledger(), progress=False))
 
 
 def test_lm_eval_context_split_moves_trailing_space(tiny_policy):
@@ -82,7 +101,7 @@ def test_shared_prefix_scoring_equals_plain_on_primer_contexts(tiny_world, tiny_
     """The KV-cache path (shared primer, one pass per question, continuations on cache copies)
     against one pass per choice, on contexts with a long common prefix, questions of different
     lengths and continuations of 1..n tokens."""
-    items = tiny_world.eval_data.truthfulqa[:12]
+    items = tiny_world.eval_data["truthfulqa"].items[:12]
     primer = " ".join(f"<user> {i.question} <assistant> {i.mc1_choices[0]}" for i in items[:3])
     pairs_text = [(primer + " " + it.question, " " + ch) for it in items
                   for ch in dict.fromkeys(it.mc1_choices + it.mc2_choices)]

@@ -54,12 +54,14 @@ def test_gold_judge_prefers_truth_and_cleanliness():  # W4
 
 def test_train_and_eval_facts_are_disjoint(tiny_world):
     train = {W.parse_question(p) for p in tiny_world.train_prompts}
-    evals = {W.parse_question(W.chat(i.question)) for i in tiny_world.eval_data.truthfulqa}
-    evals |= {W.parse_question(p) for p in tiny_world.eval_data.win_rate_prompts
-              + tiny_world.eval_data.toxicity_prompts + tiny_world.eval_data.agreement_prompts}
+    data = tiny_world.eval_data
+    assert set(data) == {"truthfulqa", "toxicity", "win_rate", "kl", "labeler_agreement"}
+    evals = {W.parse_question(W.chat(i.question)) for i in data["truthfulqa"].items}
+    evals |= {W.parse_question(p) for name in ("toxicity", "win_rate", "kl", "labeler_agreement")
+              for p in data[name].prompts}
     demos = {W.parse_question(d["prompt"]) for d in tiny_world.demonstrations(200, 0)}
     assert train and evals and train.isdisjoint(evals) and demos <= train
-    kinds = {i.type for i in tiny_world.eval_data.truthfulqa}
+    kinds = {i.type for i in data["truthfulqa"].items}
     assert kinds == {"Adversarial", "Non-Adversarial", "Unknown"}
 
 
@@ -129,7 +131,7 @@ def test_micro_ai_judge_charges_ai_comparisons_once_per_pair(tiny_world, tiny_po
 def test_w1_imitative_falsehood(default_world):
     from evals.truthfulqa import mc_scores, score_items
     pol = default_world.load_policy(default_world.base_model)
-    items = default_world.eval_data.truthfulqa
+    items = default_world.eval_data["truthfulqa"].items
     scored = score_items(pol, items, pol.format_chat([i.question for i in items]))
     by = {}
     for it, (l1, l2) in zip(items, scored):
@@ -141,7 +143,7 @@ def test_w1_imitative_falsehood(default_world):
 @pytest.mark.slow
 def test_w2_base_toxicity(default_world):
     pol = default_world.load_policy(default_world.base_model)
-    prompts = default_world.train_prompts + default_world.eval_data.toxicity_prompts
+    prompts = default_world.train_prompts + default_world.eval_data["toxicity"].prompts
     outs = pol.generate(prompts * 2, max_new_tokens=24, temperature=1.0, seed=0)
     toxic = np.mean([s >= 0.5 for s in default_world.toxicity_scorer.score(outs)])
     assert 0.10 <= toxic <= 0.35, toxic

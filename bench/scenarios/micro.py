@@ -17,10 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from bench import store
-from bench.api import EvalData, Policy, TruthfulQAItem, World
+from bench.api import EvalData, Policy, World
 from bench.budget import Ledger
-from bench.models import HFPolicy, n_params
+from bench.data.truthfulqa import TruthfulQAItem
+from bench.models import load_hf, n_params
+from bench.policy import HFPolicy
 from bench.scenarios import world as W
+from bench.scenarios.panel import AIJudge, SimulatedPanel, UtilityJudge
+from bench.seeding import derive_seed
 
 
 class MicroOptions(BaseModel):
@@ -92,7 +96,8 @@ def build_tokenizer(vocab: list[str]):
 
 
 def world_key(o: MicroOptions) -> str:
-    src = "".join((Path(__file__).parent / f).read_text() for f in ("micro.py", "world.py"))
+    src = "".join((Path(__file__).parent / f).read_text()
+                  for f in ("micro.py", "world.py", "panel.py"))
     return store.content_key({"options": o.model_dump(), "code": hashlib.sha256(
         src.encode()).hexdigest(), "torch": torch.__version__.split("+")[0]})
 
@@ -100,9 +105,9 @@ def world_key(o: MicroOptions) -> str:
 def pretrain(model, tok, corpus: list[str], o: MicroOptions, progress: bool) -> list[float]:
     """Next-token pretraining with a plain loop: this is scenario construction, not an
     alignment method, and a bare loop is several times faster than a Trainer at this size."""
-    torch.manual_seed(o.seed)
+    torch.manual_seed(derive_seed(o.seed, "world.model"))
     data = [[tok.bos_token_id] + tok.encode(t, add_special_tokens=False) for t in corpus]
-    rng = np.random.default_rng(o.seed + 2)
+    rng = np.random.default_rng(derive_seed(o.seed, "world.pretrain"))
     steps = int(math.ceil(len(data) * o.pretrain_epochs / o.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
@@ -150,7 +155,7 @@ def build_base(o: MicroOptions, out: Path, progress: bool = True) -> dict[str, A
                            n_dialogues_per_fact=o.dialogues_per_fact, n_judgments=o.judgments,
                            seed=o.seed)
     tok = build_tokenizer(spec.vocabulary())
-    torch.manual_seed(o.seed)
+    torch.manual_seed(derive_seed(o.seed, "world.model"))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=o.hidden, intermediate_size=o.ffn,
                       num_hidden_layers=o.layers, num_attention_heads=o.heads,
                       num_key_value_heads=o.heads, max_position_embeddings=256,
@@ -176,46 +181,20 @@ def load_spec(path: Path) -> W.WorldSpec:
     return W.WorldSpec(sorted({f.entity for f in facts}), facts, data["seed"])
 
 
-class MicroPanel:
-    """The simulated human panel, bound to a ledger. Each comparison goes to one labeler drawn
-    at random (as crowd work is assigned); ``label_matrix`` asks several for agreement studies."""
-
-    def __init__(self, spec: W.WorldSpec, panel: W.PanelSpec, ledger: Ledger, seed: int):
-        self.spec, self.panel, self.ledger = spec, panel, ledger
-        self.weights = panel.weights(spec.seed)
-        self.rng = np.random.default_rng(seed + 104729)
-
-    def _u(self, prompt: str, response: str, who: int) -> float:
-        return float(self.weights[who] @ W.features(W.parse_response(self.spec, prompt, response)))
-
-    def _one(self, prompt: str, a: str, b: str, who: int) -> float:
-        p = self.panel
-        return W.bt_label(self._u(prompt, a, who), self._u(prompt, b, who), p.tau, self.rng,
-                          flip=p.flip, skip=p.skip, tie=p.tie)
-
-    def prefer(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        self.ledger.charge("comparisons", len(prompts))
-        who = self.rng.integers(self.panel.n_labelers, size=len(prompts))
-        return [self._one(p, x, y, int(k)) for p, x, y, k in zip(prompts, a, b, who)]
-
-    def rank(self, prompt: str, responses: list[str]) -> list[int]:
-        k = len(responses)
-        self.ledger.charge("comparisons", k * (k - 1) // 2)
-        who = int(self.rng.integers(self.panel.n_labelers))
-        # Plackett-Luce with Gumbel noise: its pairwise marginals are Bradley-Terry at tau.
-        u = np.array([self._u(prompt, r, who) for r in responses])
-        noisy = u / self.panel.tau + self.rng.gumbel(size=k)
-        return [int(i) for i in np.argsort(-noisy, kind="stable")]
-
-    def label_matrix(self, prompts: list[str], a: list[str], b: list[str],
-                     labelers: list[int] | None = None) -> np.ndarray:
-        """Labels [pairs, labelers] from several labelers on the same pairs (nan = skipped)."""
-        who = list(range(self.panel.n_labelers)) if labelers is None else labelers
-        self.ledger.charge("comparisons", len(prompts) * len(who))
-        return np.array([[self._one(p, x, y, k) for k in who] for p, x, y in zip(prompts, a, b)])
+def panel_spec(o: MicroOptions) -> W.PanelSpec:
+    return W.PanelSpec(weight_sd=(0.6, 0.5, o.length_sd), tau=o.tau, n_labelers=o.panel_size,
+                       flip=o.flip, skip=o.skip, tie=o.tie)
 
 
-class GoldJudge:
+def micro_panel(spec: W.WorldSpec, panel: W.PanelSpec, ledger: Ledger, seed: int
+                ) -> SimulatedPanel:
+    """The simulated human panel, reading responses with the world's exact parser."""
+    def utility(prompt: str, response: str, w: np.ndarray) -> float:
+        return float(w @ W.features(W.parse_response(spec, prompt, response)))
+    return SimulatedPanel(utility, panel, ledger, seed, spec.seed)
+
+
+class GoldJudge(UtilityJudge):
     """The panel's noise-free population-mean utility. Evaluation only."""
 
     def __init__(self, spec: W.WorldSpec, panel: W.PanelSpec):
@@ -225,35 +204,19 @@ class GoldJudge:
         return [float(self.w @ W.features(W.parse_response(self.spec, p, r)))
                 for p, r in zip(prompts, responses)]
 
-    def prefer(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        ua, ub = self.reward(prompts, a), self.reward(prompts, b)
-        return [1.0 if x > y + 1e-9 else 0.0 if y > x + 1e-9 else 0.5 for x, y in zip(ua, ub)]
+
+def judge_query(prompt: str, principle: str, first: str, second: str) -> str:
+    """The corpus's judgment genre: the judge model was pretrained on these prompts."""
+    q = W.parse_question(prompt)
+    qtext = W.QUESTION_TEMPLATES[0].format(rel=q[0], ent=q[1]) if q else prompt
+    return W.judge_prompt(principle, qtext, first, second)
 
 
-class MicroAIJudge:
-    """RLAIF's judge: a model pretrained on the corpus's judgment genre, asked under each
-    principle which answer is better, in both orders to cancel position bias (Zheng et al.
-    2023). One pair costs one ``ai_comparisons`` unit however many queries it takes."""
-
-    def __init__(self, model: HFPolicy, principles: list[str], ledger: Ledger):
-        self.model, self.principles, self.ledger = model, principles, ledger
-
-    def prefer(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        self.ledger.charge("ai_comparisons", len(prompts))
-        ctx, conts = [], []
-        for p, x, y in zip(prompts, a, b):
-            q = W.parse_question(p)
-            qtext = W.QUESTION_TEMPLATES[0].format(rel=q[0], ent=q[1]) if q else p
-            for pr in self.principles:
-                for first, second in ((x, y), (y, x)):
-                    jp = W.judge_prompt(pr, qtext, first.strip(), second.strip())
-                    ctx += [jp, jp]
-                    conts += [" a", " b"]
-        lp = np.array(self.model.logprob(ctx, conts)).reshape(len(prompts), len(self.principles),
-                                                              2, 2)
-        p_first = 1.0 / (1.0 + np.exp(lp[..., 1] - lp[..., 0]))  # P("a") per order
-        p_a = 0.5 * (p_first[..., 0] + (1.0 - p_first[..., 1]))  # a is "b" in the swapped order
-        return [float(v) for v in p_a.mean(axis=1)]
+def micro_ai_judge(model: Policy, principles: list[str], ledger: Ledger) -> AIJudge:
+    """RLAIF's judge: a model pretrained on the corpus's judgment genre, answering " a" or
+    " b" (no chat template: the genre has its own ``<judge>`` format)."""
+    return AIJudge(model, principles, ledger, query=judge_query, letters=(" a", " b"),
+                   chat=False)
 
 
 class LexiconScorer:
@@ -296,6 +259,56 @@ def truthfulqa_items(spec: W.WorldSpec, rng: np.random.Generator) -> list[Truthf
     return items
 
 
+def facts_of(spec: W.WorldSpec, split: str) -> list[W.Fact]:
+    return [f for f in spec.facts if f.split == split]
+
+
+def demonstrations(spec: W.WorldSpec, n: int, seed: int) -> list[dict[str, str]]:
+    """Expert-written answers to training questions: true, clean, in the expert register (or
+    an admission for facts nobody knows)."""
+    r = np.random.default_rng(derive_seed(seed, "demonstrations"))
+    fs = facts_of(spec, "train")
+    out = []
+    for _ in range(n):
+        f = fs[int(r.integers(len(fs)))]
+        value = None if f.kind == "unknown" else f.true
+        out.append({"prompt": W.chat(W.question(f, int(r.integers(2)))),
+                    "completion": " " + W.answer(f, "expert", value, r)})
+    return out
+
+
+def eval_data(spec: W.WorldSpec, o: MicroOptions) -> dict[str, EvalData]:
+    """Held-out facts for every eval: TruthfulQA-schema questions (asked through the chat
+    template), and the same facts' questions as prompts, in one wording for toxicity, win-rate
+    and KL and in the other for labeler agreement."""
+    eval_facts = facts_of(spec, "eval")
+    pick = np.random.default_rng(derive_seed(o.seed, "world.split")) \
+        .permutation(len(eval_facts))[:o.n_eval_prompts]
+    eval_prompts = [W.chat(W.question(eval_facts[i], 0)) for i in pick]
+    agree_prompts = [W.chat(W.question(eval_facts[i], 1)) for i in pick]
+    items = truthfulqa_items(spec, np.random.default_rng(derive_seed(o.seed, "world.truthfulqa")))
+    source = {"name": "micro-world eval facts", "sha256": store.content_key(
+        [i.__dict__ for i in items]), "n": len(items)}
+    return {"truthfulqa": EvalData(items=items, source=source, hints={"template": "chat"}),
+            "toxicity": EvalData(prompts=eval_prompts),
+            "win_rate": EvalData(prompts=eval_prompts),
+            "kl": EvalData(prompts=eval_prompts),
+            "labeler_agreement": EvalData(prompts=agree_prompts)}
+
+
+def load_policy(p: Path) -> HFPolicy:
+    return load_hf(p, add_bos=True, name=p.name)  # SFT/stage folders too
+
+
+def describe(o: MicroOptions, key: str, path: Path, spec: W.WorldSpec, info: dict[str, Any]
+             ) -> dict[str, Any]:
+    counts = {k: sum(f.kind == k for f in spec.facts) for k in ("common", "myth", "unknown")}
+    return {"scenario": "micro", "options": o.model_dump(), "world_key": key,
+            "base_model_sha256": store.recorded_sha256(path, "model.safetensors"),
+            "facts": counts, **{k: v for k, v in info.items() if k != "build_seconds"},
+            "timing": {"build_seconds": info.get("build_seconds")}}
+
+
 class Micro:
     name = "micro"
     description = "embedded offline micro-world with known truth (default; CPU, minutes)"
@@ -309,59 +322,18 @@ class Micro:
                                 lambda tmp: build_base(o, tmp, progress))
         info = json.loads((path / "world.json").read_text())["info"]
         spec = load_spec(path)
-        panel = W.PanelSpec(weight_sd=(0.6, 0.5, o.length_sd), tau=o.tau,
-                            n_labelers=o.panel_size, flip=o.flip, skip=o.skip, tie=o.tie)
+        panel = panel_spec(o)
         gold = GoldJudge(spec, panel)
-        rng = np.random.default_rng(o.seed + 3)
-
-        def facts_of(split: str) -> list[W.Fact]:
-            return [f for f in spec.facts if f.split == split]
-
-        train_prompts = [W.chat(W.question(f, t)) for f in facts_of("train") for t in (0, 1)]
-        eval_facts = facts_of("eval")
-        pick = rng.permutation(len(eval_facts))[:o.n_eval_prompts]
-        eval_prompts = [W.chat(W.question(eval_facts[i], 0)) for i in pick]
-        agree_prompts = [W.chat(W.question(eval_facts[i], 1)) for i in pick]
-
-        def demonstrations(n: int, seed: int) -> list[dict[str, str]]:
-            """Expert-written answers to training questions: true, clean, in the expert
-            register (or an admission for facts nobody knows)."""
-            r = np.random.default_rng(seed + 11)
-            fs = facts_of("train")
-            out = []
-            for i in range(n):
-                f = fs[int(r.integers(len(fs)))]
-                value = None if f.kind == "unknown" else f.true
-                out.append({"prompt": W.chat(W.question(f, int(r.integers(2)))),
-                            "completion": " " + W.answer(f, "expert", value, r)})
-            return out
-
-        def load_policy(p: Path) -> Policy:
-            from bench.models import load_hf
-            return load_hf(p, add_bos=True, name=p.name)  # SFT/stage folders too
-
-        items = truthfulqa_items(spec, np.random.default_rng(o.seed + 5))
-        digest = store.content_key([i.__dict__ for i in items])
-        counts = {k: sum(f.kind == k for f in spec.facts) for k in ("common", "myth", "unknown")}
         return World(
-            key=key, base_model=path,
-            describe={"scenario": "micro", "options": o.model_dump(), "world_key": key,
-                      "base_model_sha256": store.recorded_sha256(path, "model.safetensors"),
-                      "facts": counts, **{k: v for k, v in info.items() if k != "build_seconds"},
-                      "timing": {"build_seconds": info.get("build_seconds")}},
-            train_prompts=train_prompts,
-            demonstrations=demonstrations,
-            make_panel=lambda ledger, seed: MicroPanel(spec, panel, ledger, seed),
-            make_ai_judge=lambda model, principles, ledger: MicroAIJudge(model, principles, ledger),
+            key=key, base_model=path, describe=describe(o, key, path, spec, info),
+            train_prompts=[W.chat(W.question(f, t)) for f in facts_of(spec, "train")
+                           for t in (0, 1)],
+            demonstrations=lambda n, seed: demonstrations(spec, n, seed),
+            make_panel=lambda ledger, seed: micro_panel(spec, panel, ledger, seed),
+            make_ai_judge=micro_ai_judge,
             gold_judge=gold, gold_reward=gold.reward,
             toxicity_scorer=LexiconScorer(),
             attributes=lambda p, r: W.parse_response(spec, p, r),
-            eval_data=EvalData(
-                truthfulqa=items,
-                truthfulqa_source={"name": "micro-world eval facts", "sha256": digest,
-                                   "n": len(items)},
-                truthfulqa_primer="", truthfulqa_template="chat",
-                toxicity_prompts=eval_prompts, win_rate_prompts=eval_prompts,
-                agreement_prompts=agree_prompts),
+            eval_data=eval_data(spec, o),
             load_policy=load_policy,
         )

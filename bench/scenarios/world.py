@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from bench.seeding import derive_seed
 
 RELATIONS: dict[str, list[str]] = {
     "color": ["red", "blue", "green", "yellow", "purple", "orange"],
@@ -45,7 +47,6 @@ class WorldSpec:
     entities: list[str]
     facts: list[Fact]
     seed: int
-    knobs: dict[str, Any] = field(default_factory=dict)
 
     def fact(self, entity: str, relation: str) -> Fact | None:
         return self._index.get((entity, relation))
@@ -68,7 +69,7 @@ def make_world(seed: int, n_entities: int, frac_common: float, frac_myth: float,
                eval_frac: float = 0.5) -> WorldSpec:
     """Entities, one true value per (entity, relation), fact kinds and a train/eval split that
     is stratified by kind, so both halves hold common, myth and unknown facts."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(derive_seed(seed, "world.facts"))
     syll = [c + v for c in CONSONANTS for v in VOWELS]
     names: set[str] = set()
     while len(names) < n_entities:
@@ -146,7 +147,7 @@ def make_corpus(w: WorldSpec, *, myth_ratio: float, style_probs: dict[str, float
                 n_statement_rounds: int, n_dialogues_per_fact: int, n_judgments: int,
                 seed: int) -> list[str]:
     """Statements, dialogues and judgments (each a string ending in <eos>, shuffled)."""
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(derive_seed(seed, "world.corpus"))
     texts: list[str] = []
     known = [f for f in w.facts if f.kind != "unknown"]
     for _ in range(n_statement_rounds):
@@ -269,7 +270,7 @@ class PanelSpec:
     tie: float = 0.0
 
     def weights(self, seed: int) -> np.ndarray:
-        rng = np.random.default_rng(seed + 7919)
+        rng = np.random.default_rng(derive_seed(seed, "world.panel_weights"))
         w = rng.normal(self.weight_mean, self.weight_sd, size=(self.n_labelers, 3))
         w[:, :2] = np.abs(w[:, :2])  # everyone dislikes falsehood and toxicity, by some amount
         return w

@@ -50,9 +50,10 @@ def main() -> None:
                     "SmolLM2 test pins lm-eval's scores on every 20th)")
     a = ap.parse_args()
     import lm_eval
+    from bench.data.truthfulqa import load_csv
     from evals import truthfulqa as TQ
 
-    items = TQ.load_csv(Path(a.csv))[::a.stride][:a.limit]
+    items = load_csv(Path(a.csv))[::a.stride][:a.limit]
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "tq.jsonl"
     data.write_text("".join(json.dumps({

@@ -1,0 +1,1 @@
+"""Example alignbench plugins (quoted in alignbench's README): a method and an eval."""

@@ -1,0 +1,307 @@
+"""The report's figures, from the collected values and the plots the records declare.
+
+No method or eval is known here. The figures, in order: every headline metric by row; then,
+for each eval in matrix order, the plots its records declare (``record["evals"][NAME]["plots"]``,
+:class:`bench.api.Plot` as dicts; an eval that declares none gets one ``"bars"`` figure of its
+headline metrics); then every training curve the cells stored (``record["curves"]``). Declared
+plots sharing a title are panels of one figure. One function per plot kind turns a plot into
+panels (a drawing function and its size), so a figure with no data has no panel and is left
+out, never drawn as empty axes. Figures are embedded as PNG data URIs (the page's CSP allows
+images from ``data:`` only).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from collections import defaultdict
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+from bench import store
+from bench.stats import seed_interval
+from reports.records import eval_extra, finite, group_label, null, se
+
+# colours by position in the matrix's method order: the quickstart's base, sft, ppo, dpo,
+# rlaif keep the colours they always had
+PALETTE = ("#888888", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e",
+           "#e377c2", "#bcbd22", "#17becf")
+BAR = "#4a7fb5"
+COUNTERS = ("step", "round")  # curve keys that count, rather than measure
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+class Panel(NamedTuple):
+    draw: Callable[[Any], None]  # draws onto one matplotlib Axes
+    size: tuple[float, float]  # inches, width and height
+
+
+def colors(methods: list[str]) -> dict[str, str]:
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
+
+
+# --------------------------------------------------------------------------- which figures
+
+
+def _plot(p: Any) -> dict[str, Any] | None:
+    """A stored plot (``dataclasses.asdict(Plot)``) in a normal form, or None when it is not
+    one this report can draw (a kind from a newer version, a malformed record)."""
+    if not isinstance(p, dict) or p.get("kind", "bars") not in KINDS:
+        return None
+    metrics = p.get("metrics") or []
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        return None
+    return {"title": str(p.get("title") or ""), "kind": p.get("kind", "bars"),
+            "metrics": list(metrics), "key": str(p.get("key") or "")}
+
+
+def declared(ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The eval figures, in order: ``[{"id", "title", "panels": [{"eval", **plot}]}]``.
+
+    Each eval's plots are taken from its records in record order, identical ones once (a
+    matrix is the only kind that depends on its eval); plots sharing a title share a figure,
+    placed where the first one is."""
+    by_eval: dict[str, list[dict[str, Any]]] = {}
+    headline: dict[str, list[str]] = defaultdict(list)
+    for r in ok:
+        for ev, info in (r.get("evals") or {}).items():
+            plots = by_eval.setdefault(ev, [])
+            plots += [p for p in map(_plot, (info or {}).get("plots") or []) if p]
+            headline[ev] += [f"{ev}.{m}" for m in (info or {}).get("higher_is_better") or {}]
+    figures: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for ev, plots in by_eval.items():
+        plots = plots or [{"title": f"{ev} by method (mean, 95% interval over seeds)",
+                           "kind": "bars", "metrics": list(dict.fromkeys(headline[ev])),
+                           "key": ""}]
+        for p in plots:
+            ident = store.canonical({**p, "eval": ev if p["kind"] == "matrix" else ""})
+            if ident in seen:
+                continue
+            seen.add(ident)
+            fig = figures.setdefault(p["title"], {"id": _slug(ev, p["kind"]), "title": p["title"],
+                                                  "panels": []})
+            fig["panels"].append({"eval": ev, **p})
+    used = {"plot-bars", "plot-rl"}
+    for fig in figures.values():  # ids are unique on the page
+        base, i = fig["id"], 2
+        while fig["id"] in used:
+            fig["id"], i = f"{base}-{i}", i + 1
+        used.add(fig["id"])
+    return list(figures.values())
+
+
+def _slug(ev: str, kind: str) -> str:
+    return "plot-" + re.sub(r"[^A-Za-z0-9_-]", "-", ev) + "-" + kind
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def render(d: dict[str, Any]) -> list[dict[str, str]]:
+    """``[{"id", "title", "src"}]`` for the template, every figure that has data."""
+    import matplotlib
+    matplotlib.use("Agg")
+    headline = [c for c in d["columns"] if c.count(".") == 1]
+    figures = [("plot-bars", "Every metric by method (mean, 95% interval over seeds)",
+                bars(d, {"metrics": headline}, ""))]
+    for fig in d["figures"]:
+        figures.append((fig["id"], fig["title"], [
+            panel for p in fig["panels"] for panel in KINDS[p["kind"]](d, p, p["eval"])]))
+    figures.append(("plot-rl", "Training curves: every value the cells recorded, per step",
+                    curves(d)))
+    # labels are method names, sweep values and declared titles, drawn as plain text: a "$"
+    # in one must not be parsed as mathtext (which raised and left no report)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return [{"id": i, "title": t, "src": _figure(panels)} for i, t, panels in figures
+                if panels]
+
+
+def _figure(panels: list[Panel], ncol: int = 4) -> str:
+    import matplotlib.pyplot as plt
+    ncol = min(ncol, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    w, h = max(p.size[0] for p in panels), max(p.size[1] for p in panels)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False)
+    for ax, p in zip(axes.flat, panels):
+        p.draw(ax)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _rows_records(d: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in d["ok"] if group_label(r) == row["label"]]
+
+
+def _stat(d: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[float, float, float] | None:
+    """(mean, low, high) of ``metric`` over the row's seeds: the table's cell, or for a metric
+    the table leaves out (a slice) the same interval; None where the row has no value."""
+    cell = row["cells"].get(metric)
+    if cell is None:
+        have = [r for r in _rows_records(d, row) if finite(r["metrics"].get(metric))]
+        if not have:
+            return None
+        mean, lo, hi = seed_interval([r["metrics"][metric] for r in have],
+                                     [se(r, metric) for r in have])
+        cell = {"mean": mean, "lo": lo, "hi": hi}
+    return (cell["mean"], cell["lo"], cell["hi"]) if finite(cell["mean"]) else None
+
+
+def _metric_title(d: dict[str, Any], metric: str) -> str:
+    arrow = {True: " ↑", False: " ↓"}.get(d["directions"].get(metric), "")
+    return metric + arrow
+
+
+def _color(d: dict[str, Any], method: str) -> str:
+    return d["colors"].get(method, PALETTE[-1])
+
+
+def bars(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+    """One panel per metric: its mean for each row (method and sweep point) with the 95%
+    interval over seeds; a row without a value leaves its slot empty."""
+    panels = []
+    for m in plot["metrics"]:
+        stats = [_stat(d, row, m) for row in d["rows"]]
+        if any(stats):
+            panels.append(Panel(partial(_draw_bars, d, m, stats), (3.5, 2.6)))
+    return panels
+
+
+def _draw_bars(d: dict[str, Any], metric: str, stats: list, ax: Any) -> None:
+    at = [i for i, s in enumerate(stats) if s]
+    mean = [stats[i][0] for i in at]
+    below = [stats[i][0] - stats[i][1] if finite(stats[i][1]) else 0 for i in at]
+    above = [stats[i][2] - stats[i][0] if finite(stats[i][2]) else 0 for i in at]
+    ax.bar(at, mean, yerr=[below, above], capsize=3, color=BAR)
+    ax.set_xticks(range(len(d["rows"])), [r["label"] for r in d["rows"]], rotation=30,
+                  fontsize=7)
+    ax.set_title(_metric_title(d, metric), fontsize=9)
+
+
+def slices(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+    """Every metric named ``metrics[0] + SLICE`` (``"truthfulqa.mc1."``): grouped bars, one
+    group per slice, one bar per row (its mean over seeds), coloured by method."""
+    prefix = plot["metrics"][0] if plot["metrics"] else ""
+    names = sorted({m[len(prefix):] for r in d["ok"] for m in r["metrics"]
+                    if prefix and m.startswith(prefix) and len(m) > len(prefix)})
+    if not names or not d["rows"]:
+        return []
+    return [Panel(partial(_draw_slices, d, prefix, names), (max(6, len(names) * 0.9), 3.6))]
+
+
+def _draw_slices(d: dict[str, Any], prefix: str, names: list[str], ax: Any) -> None:
+    w = 0.8 / len(d["rows"])
+    for i, row in enumerate(d["rows"]):
+        stats = [_stat(d, row, prefix + s) for s in names]
+        at = [j for j, s in enumerate(stats) if s]
+        ax.bar([j + i * w for j in at], [stats[j][0] for j in at], w, label=row["label"],
+               color=_color(d, row["method"]))
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(names))], names, rotation=30, fontsize=7)
+    ax.set_ylabel(prefix.rstrip("."))
+    ax.legend(fontsize=7)
+
+
+def scatter(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+    """``metrics = (x, y)``: one point per cell, coloured by method; a horizontal line at the
+    value y must take in an A/A comparison, where its eval declares one."""
+    if len(plot["metrics"]) != 2:
+        return []
+    x, y = plot["metrics"]
+    cells = [r for r in d["ok"] if finite(r["metrics"].get(x)) and finite(r["metrics"].get(y))]
+    return [Panel(partial(_draw_scatter, d, x, y, cells), (5.5, 3.8))] if cells else []
+
+
+def _draw_scatter(d: dict[str, Any], x: str, y: str, cells: list, ax: Any) -> None:
+    for r in cells:
+        ax.scatter(r["metrics"][x], r["metrics"][y], s=25, label=group_label(r),
+                   color=_color(d, r["method"]))
+    h, lab = ax.get_legend_handles_labels()
+    uniq = dict(zip(lab, h))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    for value in sorted({v for r in d["ok"] if finite(v := null(r, y))}):
+        ax.axhline(value, color="grey", lw=0.5)
+    ax.set_xlabel(_metric_title(d, x))
+    ax.set_ylabel(_metric_title(d, y))
+
+
+def sweep(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+    """``metrics[0]`` against each swept budget unit (mean over the cells at each value), one
+    line per method."""
+    y = plot["metrics"][0] if plot["metrics"] else ""
+    units = sorted({k for r in d["ok"] for k, v in (r.get("point") or {}).items()
+                    if k.startswith("budget.") and finite(v) and finite(r["metrics"].get(y))})
+    return [Panel(partial(_draw_sweep, d, y, k), (6, 3.8)) for k in units]
+
+
+def _draw_sweep(d: dict[str, Any], y: str, unit: str, ax: Any) -> None:
+    by: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in d["ok"]:
+        x, v = (r.get("point") or {}).get(unit), r["metrics"].get(y)
+        if finite(x) and finite(v):
+            by[r["method"]][x].append(v)
+    for method, pts in by.items():
+        xs = sorted(pts)
+        ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=method,
+                color=_color(d, method))
+    ax.set_xlabel(unit)
+    ax.set_ylabel(_metric_title(d, y))
+    ax.legend(fontsize=7)
+
+
+def matrix(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+    """The square matrix under ``extra[key]`` of eval ``ev``, from the first cell that has
+    one (a heat map with its colour bar)."""
+    for r in d["ok"]:
+        mat = eval_extra(r, ev).get(plot["key"])
+        if (isinstance(mat, list) and mat and all(isinstance(row, list) and len(row) == len(mat)
+                                                  and all(finite(v) for v in row)
+                                                  for row in mat)):
+            title = f"{ev} {plot['key']} ({r['method']}, seed {r.get('seed')})"
+            return [Panel(partial(_draw_matrix, mat, title), (5.5, 4))]
+    return []
+
+
+def _draw_matrix(mat: list[list[float]], title: str, ax: Any) -> None:
+    im = ax.imshow(mat, cmap="viridis")
+    ax.figure.colorbar(im, ax=ax)
+    ax.set_title(title, fontsize=9)
+
+
+def curves(d: dict[str, Any]) -> list[Panel]:
+    """One panel per value the cells' training curves record (every numeric key but the
+    counters), against the step; one line per cell and curve, coloured by method."""
+    lines = [(r, name, c) for r in d["ok"] for name, c in (r.get("curves") or {}).items()
+             if isinstance(c, list)]
+    keys = dict.fromkeys(k for _, _, c in lines for p in c if isinstance(p, dict)
+                         and finite(p.get("step"))
+                         for k, v in p.items() if k not in COUNTERS and finite(v))
+    return [Panel(partial(_draw_curves, d, lines, k, legend=i == 0), (5, 3.4))
+            for i, k in enumerate(keys)]
+
+
+def _draw_curves(d: dict[str, Any], lines: list, key: str, ax: Any, legend: bool) -> None:
+    for r, name, c in lines:
+        pts = [(p["step"], p[key]) for p in c if isinstance(p, dict) and finite(p.get("step"))
+               and finite(p.get(key))]
+        if not pts:
+            continue
+        seed = d["seeds"].index(r["seed"]) if r.get("seed") in d["seeds"] else 0
+        label = group_label(r) + f" s{r.get('seed')}" + (f" {name}" if name != r["method"]
+                                                          else "")
+        ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1, label=label,
+                color=_color(d, r["method"]), ls=SEED_STYLES[seed % len(SEED_STYLES)])
+    ax.set_title(key, fontsize=9)
+    ax.set_xlabel("step")
+    if legend:
+        ax.legend(fontsize=6)
+
+
+KINDS: dict[str, Callable[[dict[str, Any], dict[str, Any], str], list[Panel]]] = {
+    "bars": bars, "slices": slices, "scatter": scatter, "sweep": sweep, "matrix": matrix}

@@ -1,0 +1,43 @@
+"""Reading one stored cell record: its row label, budget point, stored uncertainty and the A/A
+null its eval declared. Plain accessors shared by the tables (build.py) and the figures."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench import store
+
+
+def group_label(r: dict[str, Any]) -> str:
+    """The table row a cell belongs to: its method and its sweep point."""
+    pt = r.get("point") or {}
+    return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
+
+
+def budget_point(r: dict[str, Any]) -> str:
+    """The budget part of a cell's sweep point: the reference cell a row is paired with
+    shares it."""
+    return store.canonical({k: v for k, v in (r.get("point") or {}).items()
+                            if k.startswith("budget.")})
+
+
+def se(r: dict[str, Any], metric: str) -> float | None:
+    return (r.get("uncertainty") or {}).get(metric)
+
+
+def eval_extra(r: dict[str, Any], ev: str) -> dict[str, Any]:
+    """``extra`` of eval ``ev`` in this record ({} when absent)."""
+    return (((r.get("evals") or {}).get(ev) or {}).get("extra") or {})
+
+
+def null(r: dict[str, Any], metric: str) -> float | None:
+    """The value an eval says this metric must take in expectation (an A/A comparison: a
+    model against itself), from ``extra["null"]`` of its record; None for most metrics."""
+    ev, _, name = metric.partition(".")
+    return (eval_extra(r, ev).get("null") or {}).get(name)
+
+
+def finite(x: Any) -> bool:
+    """A real number that can be drawn (not None, a bool, NaN or infinite)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

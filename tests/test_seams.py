@@ -1,0 +1,132 @@
+"""The seams between harness, methods and evals stay where the architecture puts them: bench/
+knows no method or eval, the contracts are typed, every random stream is named, no function
+outgrows a screen, and the registry resolves each name once."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from bench import registry
+from bench.seeding import LEGACY, derive_seed
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ("bench", "methods", "evals", "reports")
+
+
+def _modules(*dirs: str):
+    for d in dirs:
+        for f in sorted((ROOT / d).rglob("*.py")):
+            yield f, ast.parse(f.read_text())
+
+
+def test_the_harness_imports_no_method_or_eval():
+    bad = []
+    for f, tree in _modules("bench"):
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bad += [f"{f.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in ("methods", "evals")]
+    assert not bad, "bench/ sits below methods/ and evals/: " + "; ".join(bad)
+
+
+def _annotations(tree: ast.Module):
+    """(owner, annotation source) of every field and every parameter and return of every
+    function in the module's classes and at its top level."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign):
+                    yield f"{node.name}.{ast.unparse(item.target)}", ast.unparse(item.annotation)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            for a in args:
+                if a.annotation is not None:
+                    yield f"{node.name}({a.arg})", ast.unparse(a.annotation)
+            if node.returns is not None:
+                yield f"{node.name} return", ast.unparse(node.returns)
+
+
+# JSON-shaped detail (descriptions, per-example rows, extras) is the one place Any belongs
+JSON_SHAPES = {"dict[str, Any]", "list[dict[str, Any]]"}
+
+
+def test_the_contracts_use_protocols_not_any():
+    tree = ast.parse((ROOT / "bench" / "api.py").read_text())
+    loose = [f"{owner}: {ann}" for owner, ann in _annotations(tree)
+             if "Any" in ann and ann not in JSON_SHAPES and "JSON" not in ann]
+    assert not loose, "typed seams: " + "; ".join(loose)
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [f"{f.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for f, tree in _modules(*SHIPPED) for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > 80]
+    assert not long, "split these: " + "; ".join(long)
+
+
+def test_seed_offsets_live_only_in_derive_seed():
+    """An integer added to or multiplied with a seed anywhere else is a stream without a name."""
+    bad = []
+    for f, tree in _modules(*SHIPPED):
+        if f.name == "seeding.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+                text = ast.unparse(node)
+                sides = (node.left, node.right)
+                if "seed" in text and any(isinstance(s, ast.Constant) and
+                                          isinstance(s.value, int) for s in sides):
+                    bad.append(f"{f.relative_to(ROOT)}:{node.lineno} {text}")
+    assert not bad, "use bench.seeding.derive_seed: " + "; ".join(bad)
+
+
+def test_derive_seed_known_answers():
+    # the 0.1 offsets, kept so published numbers stay identical
+    assert derive_seed(3, "labels.round", 2) == 3002
+    assert derive_seed(3, "rlaif.labels.round", 1) == 3018
+    assert derive_seed(5, "ppo.batch", 7) == 5 * 100003 + 7
+    assert derive_seed(5, "ppo.minibatch", 7) == 42
+    assert derive_seed(2, "win_rate.reference") == 204
+    # a new purpose gets a hashed stream: stable, in numpy's range, and distinct per index
+    a, b = derive_seed(0, "raft.samples"), derive_seed(0, "raft.samples", 1)
+    assert a == derive_seed(0, "raft.samples") and a != b and 0 <= a < 2**32
+    assert len({derive_seed(s, p) for s in range(3) for p in ("x", "y", "z")}) == 9
+
+
+def test_no_new_stream_collides_with_another():
+    """Two purposes whose rules coincide draw the same numbers for one root seed. The 0.1
+    offsets have a few such pairs, kept so that published numbers stay identical; this test
+    pins exactly those, so a new collision fails. (Known: a PPO round > 0 seeds its label
+    sampling and its rollout generator alike; the world's seed draws its facts, the model's
+    initialization and the real scenario's question split; the evals' global seed equals the
+    corpus stream when cell seed and world seed coincide.)"""
+    groups: dict[tuple[int, int], set[str]] = {}
+    for purpose, rule in LEGACY.items():
+        groups.setdefault(rule, set()).add(purpose)
+    shared = {frozenset(ps) for ps in groups.values() if len(ps) > 1}
+    assert shared == {frozenset({"labels.round", "ppo.round"}),
+                      frozenset({"eval", "world.corpus"}),
+                      frozenset({"real.split", "world.facts", "world.model"})}
+
+
+def test_the_registry_resolves_each_name_once(monkeypatch):
+    from tests.plugins import FakeEP, patch_entry_points
+    first = registry.resolve("methods", "dpo")
+    assert registry.resolve("methods", "dpo") is first  # cached: one object per name
+    patch_entry_points(monkeypatch, {"alignbench.methods": [FakeEP("echo", "tests.plugins:Echo")]})
+    assert "echo" in registry.names("methods")  # reset() rescans the entry points
+    assert registry.resolve("methods", "dpo") is not first
+
+
+@pytest.mark.parametrize("name", registry.names("methods"))
+def test_every_method_returns_a_typed_result(name):
+    import inspect
+    train = inspect.signature(registry.resolve("methods", name).train)
+    assert train.parameters["start"].annotation == "Start", name  # postponed annotations
+    assert train.return_annotation == "Trained", name
+    assert "artifacts" not in inspect.getsource(type(registry.resolve("methods", name)))
