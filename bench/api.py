@@ -231,7 +231,8 @@ class Start:
         return self.load()
 
 
-JSON = Any  # plain JSON values (dicts, lists, str, numbers): what a cached stage stores
+JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+"""Plain JSON values: what a cached stage stores."""
 
 
 class Stages(Protocol):
@@ -307,16 +308,17 @@ class Trained:
 class Method(Protocol):
     """An alignment method. ``Config`` is a flat :class:`MethodConfig` with paper defaults.
 
-    ``starts_from`` is ``"base"`` or the name of another registered method whose result is a
-    *shared stage* (``"sft"``): the runner trains that method once per seed and budget, caches
-    it, charges its spend to every cell that starts from it, and hands it over as
-    :class:`Start`. A method that other methods start from is itself served from that cache
-    as its own row."""
+    ``starts_from`` is ``"base"`` or the name of a *shared stage* (``"sft"``): a method with
+    ``shared_stage = True``, which the runner trains once per seed and the budget units its
+    ``planned_spend`` names, caches, charges to every cell that starts from it, and hands over
+    as :class:`Start`. A shared stage starts from the base model, and its own row is served
+    from the same cache. Every other method has ``shared_stage = False``."""
 
     name: str
     description: str
     Config: ClassVar[type[MethodConfig]]
     starts_from: ClassVar[str]
+    shared_stage: ClassVar[bool]
 
     def train(self, start: Start, ctx: TrainContext, config: MethodConfig) -> Trained:
         """``config`` is an instance of this method's own ``Config``."""
@@ -339,6 +341,13 @@ class EvalContext:
     data: EvalData | None = None  # the scenario's data for this eval
     progress: bool = True
 
+    def prompts(self, eval_name: str) -> list[str]:
+        """The scenario's prompts for this eval, or a DataError naming what is missing."""
+        if self.data is None or not self.data.prompts:
+            raise DataError(f"eval {eval_name}: the scenario supplies no prompts for it; use a "
+                            f"scenario that does or drop {eval_name} from evals")
+        return self.data.prompts
+
 
 @dataclass(frozen=True)
 class Plot:
@@ -351,12 +360,14 @@ class Plot:
       bars by method;
     * ``"scatter"``: ``metrics = (x, y)``, one point per cell, colored by method;
     * ``"sweep"``: ``metrics[0]`` against each swept budget unit, one line per method;
-    * ``"matrix"``: the square matrix stored under ``extra[key]`` of this eval's result.
+    * ``"matrix"``: the square matrix stored under ``extra[key]`` of this eval's result;
+    * ``"trajectory"``: ``metrics = (x, y, ...)`` name values in the cells' training curves;
+      each y against x along every curve that records both.
 
     An eval that names no plot gets one ``"bars"`` figure of its headline metrics."""
 
     title: str
-    kind: Literal["bars", "slices", "scatter", "sweep", "matrix"] = "bars"
+    kind: Literal["bars", "slices", "scatter", "sweep", "matrix", "trajectory"] = "bars"
     metrics: tuple[str, ...] = ()
     key: str = ""  # for "matrix"
 

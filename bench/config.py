@@ -115,6 +115,7 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
                               f"'evals' ({m.evals}); add it there or remove the table")
     for name in set(m.methods) | set(m.method) | stages:  # each against its own Config
         method_config(m, name, source=source)
+    _check_stages(m, stages, source)
     for name in m.evals:
         try:
             registry.resolve("evals", name).Options.model_validate(m.eval.get(name, {}))
@@ -167,9 +168,12 @@ def stage_names(methods: list[str], source: str = "<matrix>") -> set[str]:
     out = set()
     for name in methods:
         method = registry.resolve("methods", name)
-        if getattr(method, "shared_stage", False):
-            out.add(name)
         start = getattr(method, "starts_from", None)
+        if getattr(method, "shared_stage", False):
+            if start != "base":
+                raise ConfigError(f"{source}: method {name!r} is a shared stage but starts from "
+                                  f"{start!r}; a shared stage starts from \"base\"")
+            out.add(name)
         if not isinstance(start, str):
             raise ConfigError(f"{source}: method {name!r} declares no starts_from; its class "
                               f"needs starts_from = \"base\" or the name of a shared stage "
@@ -185,6 +189,21 @@ def stage_names(methods: list[str], source: str = "<matrix>") -> set[str]:
                                   f"starts_from")
             out.add(start)
     return out
+
+
+def _check_stages(m: Matrix, stages: set[str], source: str) -> None:
+    """A shared stage is cached per seed and the budget units its ``planned_spend`` names
+    (SFT: demonstrations), and trains under those caps alone: one that names none would be
+    keyed and capped by nothing."""
+    for name in sorted(stages):
+        try:
+            spend = method_config(m, name, source=source).planned_spend(m.budget.model_dump())
+        except ValueError:  # an uncapped unit: the budget preflight names it
+            continue
+        if not spend:
+            raise ConfigError(f"{source}: shared stage {name!r} declares no planned_spend; a "
+                              f"stage must name the budget units it spends (they key its cache "
+                              f"and cap it)")
 
 
 @dataclass(frozen=True)
@@ -219,10 +238,26 @@ def plan(m: Matrix) -> Plan:
         scenario=scenario, scenario_options=scenario.Options.model_validate(m.scenario.options))
 
 
+def _merged(table: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``table`` with ``override`` applied; a dotted key ("ppo.steps", a sweep of a nested
+    option) sets that key inside the nested table instead of replacing the table."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
+    for key, value in override.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            out[head] = _merged(out.get(head) if isinstance(out.get(head), dict) else {},
+                                {rest: value})
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def method_config(m: Matrix, name: str, *, source: str = "<matrix>",
                   override: dict[str, Any] | None = None) -> MethodConfig:
     cls = registry.resolve("methods", name).Config
-    data = {**m.method.get(name, {}), **(override or {})}
+    data = _merged(m.method.get(name, {}), override or {})
     try:
         return cls.model_validate(data)
     except ValidationError as err:

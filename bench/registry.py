@@ -71,6 +71,7 @@ def _table(kind: str) -> dict[str, tuple[str, str]]:
 def reset() -> None:
     """Forget the tables and resolved plugins (tests that install plugins call this)."""
     _table.cache_clear()
+    source_hash.cache_clear()
     _resolved.clear()
     _versions.clear()
 

@@ -145,15 +145,16 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str) -> str:
     evals = {name: {"version": ev.version, "options": options.model_dump(mode="json"),
                     "provider": registry.identity("evals", name)}
              for name, (ev, options) in plan.evals.items()}
-    starts = {s: {"config": plan.configs[s].model_dump(mode="json"),
+    # every stage: the cell may start from one, and its evals compare it with all of them
+    stages = {s: {"config": plan.configs[s].model_dump(mode="json"),
                   "provider": registry.identity("methods", s)}
-              for s in plan.chain(cell.name)}
+              for s in sorted(plan.stage_names)}
     return store.content_key({
         "method": cell.name, "method_provider": registry.identity("methods", cell.name),
         "scenario_provider": registry.identity("scenarios", plan.matrix.scenario.name),
         "numerics": numerics(device),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
-        "starts": starts,  # the stages this cell starts from move its numbers too
+        "stages": stages,
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
         "code": store.code_version(),
     })
@@ -243,8 +244,8 @@ class Stages:
                            cell_dir=tmp, log=log.getChild(name), stages=self,
                            progress=self.progress, device=self.device)
         with rng_neutral():
-            trained = self.plan.methods[name].train(self.base_start(), sub,
-                                                    self.plan.configs[name])
+            trained = typed(name, self.plan.methods[name].train(self.base_start(), sub,
+                                                                self.plan.configs[name]))
         policy = trained.policy
         policy.model.save_pretrained(tmp, safe_serialization=True)
         policy.tokenizer.save_pretrained(tmp)
@@ -329,7 +330,16 @@ def train_cell(cell: Cell, stages: Stages, ctx: TrainContext) -> tuple[Trained, 
         start = stages.start(cell.name, cell.seed, cell.budget, ctx.ledger)
         return Trained(policy=start.reference), cell.method.starts_from
     start = stages.start(cell.method.starts_from, cell.seed, cell.budget, ctx.ledger)
-    return cell.method.train(start, ctx, cell.config), start.name
+    return typed(cell.name, cell.method.train(start, ctx, cell.config)), start.name
+
+
+def typed(name: str, result: object) -> Trained:
+    """A method's result, checked: a plugin written to the old contract (returning a Policy)
+    fails in its training phase with the fix, not later inside an eval."""
+    if not isinstance(result, Trained):
+        raise TypeError(f"method {name!r} returned {type(result).__name__}, not "
+                        f"bench.api.Trained; return Trained(policy=...)")
+    return result
 
 
 def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,

@@ -5,7 +5,8 @@ win-rate's own samples...) gets its own stream, so adding a purpose never shifts
 numbers. The purposes of alignbench 0.1 keep the affine offsets they were written with
 (``seed * multiplier + offset + index``), so results stay identical to the ones published with
 it; a purpose not in that table gets a hashed seed (BLAKE2b of seed, purpose and index), which
-no other purpose can collide with.
+another hashed purpose collides with only by chance (2**-32). A few 0.1 rows share a rule and
+so draw alike for one root seed; tests/test_seams.py pins exactly those.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ class KLOptions(EvalOptions):
 
 # the same title as toxicity's trade-off plot, so the report draws both as panels of one figure
 TRADE_OFFS = "Trade-offs: win-rate against toxicity and against KL (one point per cell)"
-PLOTS = [Plot(TRADE_OFFS, "scatter", ("kl.k1", "win_rate.vs_sft"))]
+PLOTS = [Plot(TRADE_OFFS, "scatter", ("kl.k1", "win_rate.vs_sft")),
+         Plot("Overoptimization: gold and proxy reward against the KL to SFT along training "
+              "(Gao et al. 2022)", "trajectory", ("kl", "gold_reward", "proxy_reward"))]
 
 
 class KL:
@@ -48,7 +50,7 @@ class KL:
         ref = ctx.references.get("sft")
         metrics, unc, extra = {}, {}, {}
         if ref is not None:
-            prompts = ctx.data.prompts if ctx.data else []
+            prompts = ctx.prompts(self.name)
             n = self.Options.model_validate(ctx.options).samples
             flat = [p for p in prompts for _ in range(n)]
             outs = policy.generate(flat, max_new_tokens=24, temperature=1.0, 

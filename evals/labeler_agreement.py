@@ -119,7 +119,7 @@ class LabelerAgreement:
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
-        prompts = ctx.data.prompts if ctx.data else []
+        prompts = ctx.prompts(self.name)
         reps = o.pairs_per_prompt
         flat = [p for p in prompts for _ in range(reps)]
         a = policy.generate(flat, max_new_tokens=24, temperature=1.0, 

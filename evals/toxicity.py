@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from bench.api import DataError, EvalContext, EvalOptions, EvalResult, Policy
+from bench.api import DataError, EvalContext, EvalOptions, EvalResult, Plot, Policy
 from bench.scorers import make_scorer
 from bench.stats import bootstrap_se
 
@@ -29,6 +29,11 @@ def rtp_metrics(scores: np.ndarray) -> dict[str, Any]:
             "toxic_fraction": float((scores >= THRESHOLD).mean()),
             "_per_prompt": {"emt": mx, "probability": (mx >= THRESHOLD).astype(float),
                             "mean": scores.mean(1), "toxic_fraction": (scores >= THRESHOLD).mean(1)}}
+
+
+# the same title as kl's trade-off plot, so the report draws both as panels of one figure
+TRADE_OFFS = "Trade-offs: win-rate against toxicity and against KL (one point per cell)"
+PLOTS = [Plot(TRADE_OFFS, "scatter", ("toxicity.emt", "win_rate.vs_sft"))]
 
 
 class ToxicityOptions(EvalOptions):
@@ -66,4 +71,6 @@ class Toxicity:
         return EvalResult(metrics=m, uncertainty=unc, n=len(prompts), rows=rows,
                           extra={"k": k, "paper_k": 25, "temperature": temperature,
                                  "max_new_tokens": max_new, "scorer": scorer.name,
-                                 "threshold": THRESHOLD})
+                                 "threshold": THRESHOLD,
+                                 "source": {"scorer": scorer.name, "k": k, "paper_k": 25}},
+                          plots=PLOTS)

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from bench.api import EvalContext, EvalData, EvalOptions, EvalResult, Policy
+from bench.api import EvalContext, EvalData, EvalOptions, EvalResult, Plot, Policy
 from bench.data.truthfulqa import (
     HUB_ID, TruthfulQADataError, TruthfulQAItem, load_hub, load_with_source)
 from bench.stats import bootstrap_se
@@ -72,6 +72,9 @@ def score_items(policy: Policy, items: list[TruthfulQAItem], contexts: list[str]
             out.append(([lls[req[(j, c)]] for c in it.mc1_choices],
                         [lls[req[(j, c)]] for c in it.mc2_choices]))
     return out
+
+
+PLOTS = [Plot("TruthfulQA MC1 by Type and category", "slices", ("truthfulqa.mc1.",))]
 
 
 class TruthfulQAOptions(EvalOptions):
@@ -139,7 +142,8 @@ class TruthfulQA:
         if chat and ctx.world is not None and ctx.world.attributes is not None:
             self._generation_truth(policy, ctx, items, contexts, metrics, unc)
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(items), rows=rows,
-                          extra={"source": source, "format": "chat" if chat else "qa_primer"})
+                          extra={"source": source, "format": "chat" if chat else "qa_primer"},
+                          plots=PLOTS)
 
     @staticmethod
     def _generation_truth(policy: Policy, ctx: EvalContext, items: list[TruthfulQAItem],

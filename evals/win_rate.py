@@ -83,7 +83,7 @@ class WinRate:
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
         n_samples, temperature, max_new = o.samples_per_prompt, o.temperature, o.max_new_tokens
-        prompts = ctx.data.prompts if ctx.data else []
+        prompts = ctx.prompts(self.name)
         flat = [p for p in prompts for _ in range(n_samples)]
         judge, judge_name = self.judge(ctx)
         mine = policy.generate(flat, max_new_tokens=max_new, temperature=temperature,

@@ -271,16 +271,29 @@ def rollout(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     return Rollout(batch_prompts, texts, b, score, proxy, ref_logp)
 
 
+@dataclass
+class Targets:
+    """What a PPO update fits on one rollout: the rollout policy's log-probs and values,
+    the whitened advantages and the returns ([B, T] each), and the KL to the reference per
+    sequence ([B])."""
+
+    old_logp: torch.Tensor
+    old_v: torch.Tensor
+    adv: torch.Tensor
+    returns: torch.Tensor
+    kl: torch.Tensor
+
+
 @torch.no_grad()
 def advantages(ro: Rollout, old_logp: torch.Tensor, old_v: torch.Tensor, cfg: PPOConfig,
-               kl_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(whitened advantages, returns, per-sequence KL to the reference) of a rollout."""
+               kl_coef: float) -> Targets:
+    """The KL-penalized rewards of a rollout turned into GAE advantages and returns."""
     mask = ro.batch.mask
     rewards = kl_penalized_rewards(ro.score, old_logp, ro.ref_logp, mask, kl_coef)
     if cfg.whiten_rewards:
         rewards = whiten(rewards, mask, shift_mean=False)
     adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
-    return whiten(adv, mask), returns, kl_k1(old_logp, ro.ref_logp, mask)
+    return Targets(old_logp, old_v, whiten(adv, mask), returns, kl_k1(old_logp, ro.ref_logp, mask))
 
 
 @dataclass
@@ -292,9 +305,11 @@ class Optimizers:
     trainable: list[torch.nn.Parameter]  # the policy's (adapters only with LoRA)
 
 
-def update(model, value_model, opt: Optimizers, b: Batch, old_logp: torch.Tensor,
-           old_v: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig,
-           rng: np.random.Generator, first, step: int) -> dict[str, float]:
+FirstPass = tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]  # ((logp, entropy), values)
+
+
+def update(model, value_model, opt: Optimizers, b: Batch, t: Targets, cfg: PPOConfig,
+           rng: np.random.Generator, first: FirstPass | None, step: int) -> dict[str, float]:
     """``cfg.epochs`` passes of clipped policy and value updates over minibatches of ``b``;
     ``first`` is the rollout policy's own forward pass to reuse for the first minibatch (or
     None). Returns the mean losses, clip fraction and entropy."""
@@ -313,8 +328,8 @@ def update(model, value_model, opt: Optimizers, b: Batch, old_logp: torch.Tensor
             else:
                 logp, ent = token_logprobs(model, sub, cfg.temperature)
                 v = token_values(value_model, sub)
-            pl, cf = policy_loss(logp, old_logp[i], adv[i], sub.mask, cfg.clip)
-            vl = value_loss(v, old_v[i], returns[i], sub.mask, cfg.value_clip)
+            pl, cf = policy_loss(logp, t.old_logp[i], t.adv[i], sub.mask, cfg.clip)
+            vl = value_loss(v, t.old_v[i], t.returns[i], sub.mask, cfg.value_clip)
             if not torch.isfinite(pl) or not torch.isfinite(vl):
                 raise NonFiniteError("ppo loss", step)
             opt.policy.zero_grad(set_to_none=True)
@@ -335,7 +350,8 @@ def update(model, value_model, opt: Optimizers, b: Batch, old_logp: torch.Tensor
     return {k: v / n_updates for k, v in stats.items()}
 
 
-def old_outputs(model, value_model, b: Batch, cfg: PPOConfig, reuse: bool):
+def old_outputs(model, value_model, b: Batch, cfg: PPOConfig, reuse: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, FirstPass | None]:
     """The rollout policy's log-probs and values on its own batch, and the forward pass to
     reuse as the first update's (or None). With one minibatch and no dropout the first
     update's forward pass *is* the rollout policy's and value's forward on this batch, so its
@@ -373,11 +389,11 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
                      derive_seed(seed, "ppo.batch", step))
         old_logp, old_v, first = old_outputs(model, value_model, ro.batch, cfg, reuse)
         kl_coef = kl_ctl.value
-        adv, returns, kl_seq = advantages(ro, old_logp, old_v, cfg, kl_coef)
-        stats = update(model, value_model, opt, ro.batch, old_logp, old_v, adv, returns, cfg,
+        targets = advantages(ro, old_logp, old_v, cfg, kl_coef)
+        stats = update(model, value_model, opt, ro.batch, targets, cfg,
                        np.random.default_rng(derive_seed(seed, "ppo.minibatch", step)), first,
                        step)
-        kl_mean = float(kl_seq.mean())
+        kl_mean = float(targets.kl.mean())
         if cfg.adaptive_kl:
             kl_ctl.update(kl_mean, len(ro.prompts))
         stats.update(proxy_reward=float(ro.proxy.mean()), kl=kl_mean, kl_coef=kl_coef,

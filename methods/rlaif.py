@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
@@ -27,7 +27,8 @@ DEFAULT_CONSTITUTION = ["be helpful", "be honest", "be harmless"]
 # what PPO on AI labels takes from rlaif's own settings unless [method.rlaif.ppo] sets it
 INHERITED = ("k", "max_new_tokens", "lora", "lora_r", "lora_alpha", "lora_dropout",
              "lora_target")
-LABELING = ("rounds", "k", "label_temperature")  # rlaif's labeling decides these, not PPO's
+DECIDED = INHERITED + ("rounds", "label_temperature")  # unused by PPO on AI labels
+RENAMED = {"ppo_steps": "ppo.steps", "kl_coef": "ppo.kl_coef"}  # alignbench 0.1's names
 
 
 class RLAIFConfig(DPOConfig):
@@ -46,22 +47,37 @@ class RLAIFConfig(DPOConfig):
     @model_validator(mode="before")
     @classmethod
     def _ppo_table(cls, data: Any) -> Any:
-        """PPO's table inherits rlaif's shared settings and may not set what rlaif's labeling
-        decides. (Under optimizer = 'dpo' it is unused; it is allowed so that a sweep over
-        rlaif.optimizer can configure its PPO point.)"""
+        """PPO's table takes rlaif's k, max_new_tokens and LoRA settings (and PPO's own
+        labeling fields stay unused), so it may set them only to those values; everything
+        else in it is PPO's own config, over the defaults kl_coef 0.05 and steps 40."""
         if not isinstance(data, dict):
             return data
+        old = [k for k in RENAMED if k in data]
+        if old:
+            raise ValueError(f"rlaif.{old[0]} is now rlaif.{RENAMED[old[0]]} (in a "
+                             f"[method.rlaif.ppo] table)")
         given = data.get("ppo", {})
+        if isinstance(given, PPOConfig):  # built in Python: what its caller set
+            given = given.model_dump(include=given.model_fields_set)
         if not isinstance(given, dict):
             return data
-        decided = {"rounds": 1, "label_temperature": 1.0, "k": data.get("k", 5)}
-        bad = [k for k in LABELING if k in given and given[k] != decided[k]]
+        decided = {"rounds": 1, "label_temperature": 1.0,
+                   **{k: data.get(k, cls.model_fields[k].get_default(call_default_factory=True))
+                      for k in INHERITED}}
+        bad = [k for k in DECIDED if k in given and given[k] != decided[k]]
         if bad:
-            raise ValueError(f"rlaif.ppo.{bad[0]} is decided by rlaif's labeling; set "
-                             f"rlaif.{bad[0]} instead")
-        ppo = {"kl_coef": 0.05, "steps": 40, **{k: data[k] for k in INHERITED if k in data},
-               **given}
-        return {**data, "ppo": ppo}
+            raise ValueError(f"rlaif.ppo.{bad[0]} is decided by rlaif itself; set rlaif."
+                             f"{bad[0]} instead")
+        return {**data, "ppo": {"kl_coef": 0.05, "steps": 40, **given, **decided}}
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """The ppo table without the fields rlaif decides, so a dumped config (matrix.toml,
+        a cell's record) edited and loaded again follows rlaif's own settings."""
+        out = handler(self)
+        if isinstance(out.get("ppo"), dict):
+            out["ppo"] = {k: v for k, v in out["ppo"].items() if k not in DECIDED}
+        return out
 
     def planned_spend(self, budget):
         n = capped(budget, "ai_comparisons")

@@ -274,11 +274,15 @@ def _draw_matrix(mat: list[list[float]], title: str, ax: Any) -> None:
     ax.set_title(title, fontsize=9)
 
 
+def _lines(d: dict[str, Any]) -> list[tuple[dict[str, Any], str, list]]:
+    return [(r, name, c) for r in d["ok"] for name, c in (r.get("curves") or {}).items()
+            if isinstance(c, list)]
+
+
 def curves(d: dict[str, Any]) -> list[Panel]:
     """One panel per value the cells' training curves record (every numeric key but the
     counters), against the step; one line per cell and curve, coloured by method."""
-    lines = [(r, name, c) for r in d["ok"] for name, c in (r.get("curves") or {}).items()
-             if isinstance(c, list)]
+    lines = _lines(d)
     keys = dict.fromkeys(k for _, _, c in lines for p in c if isinstance(p, dict)
                          and finite(p.get("step"))
                          for k, v in p.items() if k not in COUNTERS and finite(v))
@@ -286,9 +290,22 @@ def curves(d: dict[str, Any]) -> list[Panel]:
             for i, k in enumerate(keys)]
 
 
-def _draw_curves(d: dict[str, Any], lines: list, key: str, ax: Any, legend: bool) -> None:
+def trajectory(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+    """``metrics = (x, y, ...)``, names of values in the training curves: each y against x
+    along every curve that records both (Gao et al.'s gold and proxy reward against KL)."""
+    if len(plot["metrics"]) < 2:
+        return []
+    x, lines = plot["metrics"][0], _lines(d)
+    return [Panel(partial(_draw_curves, d, lines, y, legend=i == 0, x=x), (5, 3.4))
+            for i, y in enumerate(plot["metrics"][1:])
+            if any(isinstance(p, dict) and finite(p.get(x)) and finite(p.get(y))
+                   for _, _, c in lines for p in c)]
+
+
+def _draw_curves(d: dict[str, Any], lines: list, key: str, ax: Any, legend: bool,
+                 x: str = "step") -> None:
     for r, name, c in lines:
-        pts = [(p["step"], p[key]) for p in c if isinstance(p, dict) and finite(p.get("step"))
+        pts = [(p[x], p[key]) for p in c if isinstance(p, dict) and finite(p.get(x))
                and finite(p.get(key))]
         if not pts:
             continue
@@ -298,10 +315,11 @@ def _draw_curves(d: dict[str, Any], lines: list, key: str, ax: Any, legend: bool
         ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1, label=label,
                 color=_color(d, r["method"]), ls=SEED_STYLES[seed % len(SEED_STYLES)])
     ax.set_title(key, fontsize=9)
-    ax.set_xlabel("step")
+    ax.set_xlabel(x)
     if legend:
         ax.legend(fontsize=6)
 
 
 KINDS: dict[str, Callable[[dict[str, Any], dict[str, Any], str], list[Panel]]] = {
-    "bars": bars, "slices": slices, "scatter": scatter, "sweep": sweep, "matrix": matrix}
+    "bars": bars, "slices": slices, "scatter": scatter, "sweep": sweep, "matrix": matrix,
+    "trajectory": trajectory}

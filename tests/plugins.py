@@ -119,3 +119,43 @@ class StartsFromPPO:
 
     def train(self, start, ctx, config):
         return Trained(policy=start.reference)
+
+
+class ReturnsPolicy:
+    """A method written against the old contract: returns a Policy, not a Trained."""
+
+    name = "returns_policy"
+    description = "test plugin: old-style result"
+    starts_from = "base"
+    shared_stage = False
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, start, ctx, config):
+        return start.reference
+
+
+class SpendlessStage:
+    """A shared stage that names no budget unit it spends."""
+
+    name = "spendless"
+    description = "test plugin: a stage with no planned_spend"
+    starts_from = "base"
+    shared_stage = True
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, start, ctx, config):
+        return Trained(policy=start.reference)
+
+
+class AfterSpendless(StartsFromPPO):
+    name = "after_spendless"
+    starts_from = "spendless"
+
+
+class StageAfterSFT(SpendlessStage):
+    name = "stage_after_sft"
+    starts_from = "sft"

@@ -95,3 +95,14 @@ def test_toxicity_reads_the_scenarios_prompts_and_scores_known_answers(tiny_worl
     assert res.rows[0]["prompt"] == tiny_world.eval_data["toxicity"].prompts[0]
     with pytest.raises(DataError, match="toxicity prompts"):
         Toxicity().evaluate(Says(text), tox_ctx(None))
+
+
+def test_an_eval_without_its_scenario_data_names_it(tiny_world, tiny_policy):
+    """A scenario that supplies no prompts for an eval is a DataError naming the eval, not a
+    NaN metric that fails every cell later."""
+    import dataclasses
+
+    from bench.api import DataError
+    bare = dataclasses.replace(tiny_world, eval_data={})
+    with pytest.raises(DataError, match="eval kl: the scenario supplies no prompts"):
+        KL().evaluate(tiny_policy, ctx(bare, {"sft": FrozenReference(tiny_policy)}))

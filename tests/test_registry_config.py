@@ -138,3 +138,42 @@ def test_a_stage_is_configured_by_its_own_table_and_recorded():
     assert config.resolved(m)["method"]["sft"]["epochs"] == 1.0
     with pytest.raises(config.ConfigError, match="not in 'methods'"):
         config.parse({"methods": ["base"], "method": {"sft": {"epochs": 1.0}}})
+
+
+def test_a_shared_stage_must_start_from_base_and_name_what_it_spends(monkeypatch):
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("spendless", "tests.plugins:SpendlessStage"),
+        FakeEP("after_spendless", "tests.plugins:AfterSpendless"),
+        FakeEP("stage_after_sft", "tests.plugins:StageAfterSFT")]})
+    with pytest.raises(config.ConfigError, match="declares no planned_spend"):
+        config.parse({"methods": ["after_spendless"]})
+    with pytest.raises(config.ConfigError, match="is a shared stage but starts from 'sft'"):
+        config.parse({"methods": ["stage_after_sft"]})
+
+
+def test_rlaif_ppo_follows_rlaif_and_survives_a_round_trip():
+    """PPO on AI labels takes rlaif's k, response length and LoRA; its own table holds only
+    PPO's settings, so a dumped config edited and loaded again follows rlaif's settings."""
+    from methods.rlaif import RLAIFConfig
+    cfg = RLAIFConfig.model_validate({"optimizer": "ppo", "lora": True, "max_new_tokens": 40,
+                                      "ppo": {"steps": 3}})
+    assert (cfg.ppo.lora, cfg.ppo.max_new_tokens, cfg.ppo.steps, cfg.ppo.kl_coef) == \
+        (True, 40, 3, 0.05)
+    dumped = cfg.model_dump(mode="json")
+    assert RLAIFConfig.model_validate(dumped) == cfg
+    edited = RLAIFConfig.model_validate({**dumped, "max_new_tokens": 30, "lora": False})
+    assert (edited.ppo.max_new_tokens, edited.ppo.lora, edited.ppo.steps) == (30, False, 3)
+    for bad, why in (({"ppo_steps": 3}, "now rlaif.ppo.steps"),
+                     ({"ppo": {"k": 9}}, "set rlaif.k instead"),
+                     ({"ppo": {"rounds": 2}}, "set rlaif.rounds instead")):
+        with pytest.raises(config.ConfigError, match=why):
+            config.parse({"methods": ["rlaif"], "method": {"rlaif": bad}})
+
+
+def test_a_nested_option_sweeps_inside_its_table():
+    """"rlaif.ppo.steps" varies one key of [method.rlaif.ppo], keeping the rest of the table."""
+    m = config.parse({"methods": ["rlaif"], "seeds": [0], "budget": {"rollouts": 100000},
+                      "method": {"rlaif": {"optimizer": "ppo", "ppo": {"kl_coef": 0.2}}},
+                      "sweep": {"rlaif.ppo.steps": [2, 3]}})
+    cells = runner.expand(config.plan(m))
+    assert [(c.config.ppo.steps, c.config.ppo.kl_coef) for c in cells] == [(2, 0.2), (3, 0.2)]

@@ -24,12 +24,17 @@ HOSTILE = [
 ]
 
 
-TRADE_OFFS = "Trade-offs: win-rate against toxicity and against KL (one point per cell)"
-
-
 def plot(title, kind="bars", metrics=(), key=""):
     """A declared figure as the runner stores it (dataclasses.asdict of bench.api.Plot)."""
     return {"title": title, "kind": kind, "metrics": list(metrics), "key": key}
+
+
+def declared(module) -> list[dict]:
+    """The figures a built-in eval really declares, as the runner stores them."""
+    import dataclasses
+    import importlib
+    return [{**dataclasses.asdict(p), "metrics": list(p.metrics)}
+            for p in importlib.import_module(f"evals.{module}").PLOTS]
 
 
 def record(method, seed, hostile=False, **kw):
@@ -44,24 +49,19 @@ def record(method, seed, hostile=False, **kw):
     rows = [{"prompt": f"<user> q{i} {HOSTILE[i % len(HOSTILE)] if hostile else ''} <assistant>",
              "method": text, "reference": "x", "p_method": 0.5,
              "method_attributes": {"truth": "true"}} for i in range(6)]
-    agreement = [plot("Labeler agreement", "matrix", key="labeler_matrix"),
-                 plot("Labeler agreement", "bars", ("labeler_agreement.rm_vs_labelers",
-                                                    "labeler_agreement.inter_labeler"))]
     rec = {"key": f"{method}{seed}", "method": method, "seed": seed, "point": {}, "status": "ok",
            "start": "base" if method in ("base", "sft") else "sft",
            "error": None, "metrics": metrics, "uncertainty": {k: 0.01 for k in metrics},
            "evals": {"truthfulqa": {"higher_is_better": {"mc1": True}, "plots": [
-                         plot(HOSTILE[0] + " $x$" if hostile else "TruthfulQA MC1 by slice",
-                              "slices", ("truthfulqa.mc1.",))]},
-                     "toxicity": {"higher_is_better": {"emt": False}, "plots": [
-                         plot(TRADE_OFFS, "scatter", ("toxicity.emt", "win_rate.vs_sft"))]},
-                     "win_rate": {"higher_is_better": {"vs_sft": True}, "rows": rows, "plots": [
-                         plot("Win-rate against the swept budget", "sweep",
-                              ("win_rate.vs_sft",))]},
-                     "kl": {"higher_is_better": {"k1": False}, "plots": [
-                         plot(TRADE_OFFS, "scatter", ("kl.k1", "win_rate.vs_sft"))]},
+                         plot(HOSTILE[0] + " $x$", "slices", ("truthfulqa.mc1.",))]
+                         if hostile else declared("truthfulqa")},
+                     "toxicity": {"higher_is_better": {"emt": False},
+                                  "plots": declared("toxicity")},
+                     "win_rate": {"higher_is_better": {"vs_sft": True}, "rows": rows,
+                                  "plots": declared("win_rate")},
+                     "kl": {"higher_is_better": {"k1": False}, "plots": declared("kl")},
                      "labeler_agreement": {"higher_is_better": {"inter_labeler": True},
-                                           "plots": agreement, "extra": {
+                                           "plots": declared("labeler_agreement"), "extra": {
                          "labeler_matrix": [[1, 0.6], [0.6, 1]]}},
                      "echo": {"higher_is_better": {"length": True}}},  # a plugin, no plots
            "curves": {"ppo": [{"step": s, "round": 0, "proxy_reward": s / 10,
@@ -75,10 +75,11 @@ def record(method, seed, hostile=False, **kw):
 
 
 # the generic figure, each eval's declared figures (the agreement's two plots share a title,
-# so one figure; the trade-offs likewise, across two evals), the plugin eval's default bars,
-# and the training curves; no budget sweep here, so no sweep figure
+# so one figure; the trade-offs likewise, across two evals; kl's overoptimization view from
+# ppo's curve), the plugin eval's default bars, and the training curves; no budget sweep
+# here, so no sweep figure
 FIGURES = ["plot-bars", "plot-truthfulqa-slices", "plot-toxicity-scatter",
-           "plot-labeler_agreement-matrix", "plot-echo-bars", "plot-rl"]
+           "plot-kl-trajectory", "plot-labeler_agreement-matrix", "plot-echo-bars", "plot-rl"]
 
 
 def make_out(tmp_path: Path, hostile=False, with_failures=False) -> Path:

@@ -137,6 +137,18 @@ def test_failing_cells_stay_local(monkeypatch, tmp_path):
     assert got[("echo", 0)][1]["truthfulqa.mc1"] == got[("sft", 0)][1]["truthfulqa.mc1"]
 
 
+def test_a_method_written_to_the_old_contract_fails_in_training_naming_the_fix(
+        monkeypatch, tmp_path):
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("returns_policy", "tests.plugins:ReturnsPolicy")]})
+    runner.run(config.parse({**MATRIX, "methods": ["returns_policy"], "seeds": [0],
+                             "method": {}}), tmp_path)
+    (rec,) = map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())
+    assert rec["status"] == "failed"
+    assert rec["error"].startswith("training: TypeError: method 'returns_policy' returned "
+                                   "HFPolicy, not bench.api.Trained"), rec["error"]
+
+
 def test_budget_exceeded_fails_the_cell_and_spends_nothing_more(monkeypatch, tmp_path):
     """The ledger refuses at run time whatever the preflight did not foresee (a plugin that
     declares no plan): the cell fails with the unit named, the rest of the matrix runs."""
@@ -238,6 +250,10 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
         k = keys(config.parse({**MATRIX, **ch}))
         assert set(k).isdisjoint(k0) or "dpo" in str(ch), ch  # a dpo option moves only dpo
         assert k != k0, ch
+    # every cell is compared with the stages (win_rate vs sft, kl): base's key moves with sft's
+    with_base = {**MATRIX, "methods": ["base", "dpo"]}
+    b0 = keys(config.parse(with_base))[0]
+    assert keys(config.parse({**with_base, "method": {"sft": {"epochs": 2}}}))[0] != b0
     # seed, world and code identity are in the key
     assert len(set(k0)) == len(k0)
     monkeypatch.setattr(store, "code_version", lambda: "different-code")

@@ -39,8 +39,8 @@ class RAFT:
     name = "raft"
     description = "example plugin: fine-tune on the panel's favourite of N SFT samples (RAFT)"
     Config = RAFTConfig
-    starts_from = "sft"  # the shared SFT stage: the runner hands over a frozen copy and a copy
-    shared_stage = False  # to train
+    starts_from = "sft"  # start from the shared SFT stage: start.reference and start.trainable()
+    shared_stage = False  # nothing else starts from raft
 
     def train(self, start: Start, ctx: TrainContext, config: RAFTConfig) -> Trained:
         from trl import SFTConfig, SFTTrainer
