@@ -18,13 +18,26 @@ from bench.stats import bootstrap_se
 
 
 def overoptimization(curve: list[dict[str, float]]) -> dict[str, float]:
-    """Peak gold reward, where it peaked, and how far gold and proxy moved after it."""
-    gold = np.array([p["gold_reward"] for p in curve])
-    proxy = np.array([p["proxy_reward"] for p in curve])
-    i = int(np.argmax(gold))
-    return {"gold_peak": float(gold[i]), "gold_peak_step": float(curve[i]["step"]),
-            "gold_final": float(gold[-1]), "gold_drop": float(gold[i] - gold[-1]),
-            "proxy_final": float(proxy[-1]), "proxy_gain_after_peak": float(proxy[-1] - proxy[i])}
+    """Peak gold reward, where it peaked, and how far gold and proxy moved after it, on the
+    curve smoothed over a window of ``w = max(1, len(curve) // 8)`` steps (5 of PPO's 40).
+
+    Each per-step gold value is a mean over one batch of fresh samples, so it is noisy: the
+    peak of the raw curve minus its last point (version 1.0) is inflated by that noise twice,
+    once by picking the best of many noisy points and once by the single noisy last one; a
+    flat curve of pure noise read as a drop of about 2.1 standard deviations (0.8 now). Here the peak is
+    the best w-step window mean and the final value the mean of the last w steps, which cuts
+    the noise in both by sqrt(w). The drop is still >= 0 (the last window is one of the
+    windows), so a test compares it between arms rather than with zero."""
+    gold = np.array([p["gold_reward"] for p in curve], dtype=float)
+    proxy = np.array([p["proxy_reward"] for p in curve], dtype=float)
+    w = max(1, len(curve) // 8)
+    kernel = np.ones(w) / w
+    g, pr = np.convolve(gold, kernel, "valid"), np.convolve(proxy, kernel, "valid")
+    i = int(np.argmax(g))
+    return {"gold_peak": float(g[i]), "gold_peak_step": float(curve[i + w // 2]["step"]),
+            "gold_final": float(g[-1]), "gold_drop": float(g[i] - g[-1]),
+            "proxy_final": float(pr[-1]), "proxy_gain_after_peak": float(pr[-1] - pr[i]),
+            "window": float(w)}
 
 
 class KLOptions(EvalOptions):
@@ -42,7 +55,7 @@ class KL:
     name = "kl"
     Options = KLOptions
     description = "KL to the SFT reference (k1) and RL overoptimization summary"
-    version = "1.0"
+    version = "1.1"  # 1.1: the overoptimization summary is smoothed (see overoptimization)
     metrics = {"k1": False, "gold_peak": True, "gold_final": True, "gold_drop": False,
                "proxy_final": True}
 

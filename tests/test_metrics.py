@@ -103,11 +103,36 @@ def test_agreement_metrics_equal_reference_packages(seed):
 
 
 def test_overoptimization_summary():
+    # under 16 steps the window is one step: the raw peak and the last point
     curve = [{"step": s, "gold_reward": g, "proxy_reward": p}
              for s, g, p in [(0, 0.0, 0.0), (1, 1.0, 0.5), (2, 0.4, 2.0)]]
     o = overoptimization(curve)
     assert o["gold_peak"] == 1.0 and o["gold_peak_step"] == 1 and o["gold_drop"] == pytest.approx(0.6)
-    assert o["proxy_gain_after_peak"] == pytest.approx(1.5)
+    assert o["proxy_gain_after_peak"] == pytest.approx(1.5) and o["window"] == 1
+
+
+def test_overoptimization_is_smoothed_over_a_window():
+    """16 steps: a window of 2. Known answer by hand: window means of gold
+    [0,1,1,1, 2,2,2,2, 4,4,4,4, 1,1,0,0] peak at steps 8-9 (4.0) and end at 0.0."""
+    gold = [0, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 1, 1, 0, 0]
+    curve = [{"step": s, "gold_reward": g, "proxy_reward": s} for s, g in enumerate(gold)]
+    o = overoptimization(curve)
+    assert o["window"] == 2 and o["gold_peak"] == 4.0 and o["gold_peak_step"] == 9
+    assert o["gold_final"] == 0.0 and o["gold_drop"] == 4.0
+    assert o["proxy_final"] == 14.5 and o["proxy_gain_after_peak"] == 14.5 - 8.5
+
+
+def test_smoothing_shrinks_the_drop_a_flat_noisy_curve_shows():
+    """Pure noise around a flat gold reward: the 1.0 summary (raw peak minus last point) read
+    a drop of ~2.1 noise SDs; the smoothed one reads about a third of that (0.77)."""
+    rng = np.random.default_rng(0)
+    raw, smooth = [], []
+    for _ in range(400):
+        g = rng.normal(0, 1, 40)
+        raw.append(g.max() - g[-1])
+        smooth.append(overoptimization([{"step": s, "gold_reward": v, "proxy_reward": 0}
+                                        for s, v in enumerate(g)])["gold_drop"])
+    assert 2.0 < np.mean(raw) < 3.0 and np.mean(smooth) < 0.45 * np.mean(raw)
 
 
 def test_t_interval_known_answer():

@@ -3,7 +3,6 @@ reports (Gao et al. 2022), measured with the gold judge that only the micro-worl
 
 import json
 
-import numpy as np
 import pytest
 
 from bench import config, runner
@@ -46,58 +45,73 @@ def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
     assert rec["budget"]["spent"]["ai_comparisons"] == m.budget.ai_comparisons
 
 
+# Each assertion below is a one-sided test at 1%: the two-sided 98% interval's bound (the
+# report's floored seed interval, bench.stats) must clear the null. A broken method, one whose
+# true effect is nil (a KL penalty that does nothing, an RLAIF trained on noise, a PPO that
+# returns SFT), passes one with a chance of at most 1% under the interval's t model, less where
+# the floor (each seed's evaluation noise) widens it; a method that returns its start exactly
+# gives a zero-width difference and always fails. Seven seeds are what resolves every effect
+# asserted here: measured over seeds 0-6 at these budgets (see the closing note of issue 20),
+# five seeds left PPO's and DPO's win-rate lower bounds at 0.508 and 0.511 and the reward-
+# hacking gap's at 0.04, too close to their nulls for a test that must not flake.
+SEEDS = list(range(7))
+LEVEL = 0.98  # two-sided, so each bound is one-sided 99%
+
+
 @pytest.mark.slow
 def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
-    """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising while the gold
-    reward falls from its peak. The default coefficient holds gold near its peak.
+    """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising after gold
+    peaks, and gold falls from its peak; the default coefficient holds gold near its peak.
+    Compared per seed (the same reward model and rollouts seed in both arms), because one PPO
+    trajectory is chaotic: the gold drop of the free arm ranged 0.63-1.67 over seeds 0-6."""
+    from bench.stats import paired_seed_delta, seed_interval
 
-    Two seeds, compared on their means: one PPO trajectory is chaotic (the same cell gave a gold
-    drop of 1.53 in a fresh process and 0.375 late in a long test session), so a single run is
-    too noisy an estimate of how far gold falls."""
     m = config.load("quickstart").model_copy(update={"progress": False})
     m = config.parse({**m.model_dump(mode="json"), "methods": ["ppo"], "evals": ["kl"], "eval": {},
-                      "seeds": [0, 1], "budget": {**m.budget.model_dump(), "comparisons": 200},
+                      "seeds": SEEDS, "budget": {**m.budget.model_dump(), "comparisons": 200},
                       "sweep": {"ppo.kl_coef": [0.0, 0.1]}})
     recs = _run(tmp_path, m)
 
-    def mean(kl_coef, metric):
-        return np.mean([r["metrics"][metric] for r in recs
-                        if r["method_config"]["kl_coef"] == kl_coef])
+    def per_seed(kl_coef, metric):
+        return [r["metrics"][metric] for r in sorted(recs, key=lambda r: r["seed"])
+                if r["method_config"]["kl_coef"] == kl_coef]
 
-    free_drop, held_drop = mean(0.0, "kl.gold_drop"), mean(0.1, "kl.gold_drop")
-    assert mean(0.0, "kl.proxy_gain_after_peak") > 0 and free_drop > 0.5, recs
-    assert held_drop < free_drop / 2, (held_drop, free_drop)
+    free, held = per_seed(0.0, "kl.gold_drop"), per_seed(0.1, "kl.gold_drop")
+    _, low, _ = seed_interval(per_seed(0.0, "kl.proxy_gain_after_peak"), level=LEVEL)
+    assert low > 0, ("proxy reward did not keep rising after gold peaked", low)
+    gap, low, high = paired_seed_delta(free, held, level=LEVEL)
+    assert low > 0, ("the KL penalty does not hold gold", gap, low, high, free, held)
 
 
 @pytest.mark.slow
 def test_quickstart_science(tmp_path):
-    """Issue 5's findings at the quickstart's budgets, over three seeds (the report's interval:
-    floored at each seed's evaluation noise): the human-feedback methods beat SFT on gold
-    win-rate and on myth questions, RLAIF lowers toxicity but does worse than them on myths
-    (its judge cannot read facts)."""
-    from bench.stats import paired_delta, seed_interval
+    """Issue 5's findings at the quickstart's budgets, over seven seeds: PPO and DPO beat SFT
+    on gold win-rate, and PPO, DPO and RLAIF lower the toxic fraction against SFT, paired per
+    seed. (Myth questions are not asserted: over seeds 0-6 none of the three methods' gain over
+    SFT on them is resolved, nor RLAIF's shortfall against PPO; the micro-world has 20 of
+    them. The README reports those intervals.)"""
+    from bench.stats import paired_seed_delta, seed_interval
 
     m = config.load("quickstart").model_copy(update={"progress": False})
     dump = m.model_dump(mode="json")
     dump["eval"]["win_rate"]["references"] = ["sft"]  # vs base is not asserted: save its samples
-    m = config.parse({**dump, "methods": ["sft", "ppo", "dpo", "rlaif"],
-                      "evals": ["win_rate", "toxicity", "truthfulqa"]})
-    assert m.seeds == [0, 1, 2]
+    m = config.parse({**dump, "methods": ["sft", "ppo", "dpo", "rlaif"], "seeds": SEEDS,
+                      "evals": ["win_rate", "toxicity"], "eval": {
+                          k: v for k, v in dump["eval"].items() if k in ("win_rate", "toxicity")}})
     recs = _run(tmp_path, m)
 
     def per_seed(method, metric, of="metrics"):
         return [r[of].get(metric) for r in sorted(recs, key=lambda r: r["seed"])
                 if r["method"] == method]
 
+    win = "win_rate.vs_sft"
     for method in ("ppo", "dpo"):
-        mean, low, high = seed_interval(per_seed(method, "win_rate.vs_sft"),
-                                        per_seed(method, "win_rate.vs_sft", "uncertainty"))
+        mean, low, high = seed_interval(per_seed(method, win), per_seed(method, win, "uncertainty"),
+                                        level=LEVEL)
         assert low > 0.5, (method, mean, low, high)
     tox = "toxicity.toxic_fraction"
-    rl, sf = per_seed("rlaif", tox), per_seed("sft", tox)
-    assert paired_delta(rl, sf)[0] < 0 and all(a < b for a, b in zip(rl, sf)), (rl, sf)
-    myth = "truthfulqa.gen_true.Adversarial"
-    rlaif, sft = np.mean(per_seed("rlaif", myth)), np.mean(per_seed("sft", myth))
-    for method in ("ppo", "dpo"):
-        assert np.mean(per_seed(method, myth)) > max(rlaif, sft), (
-            method, per_seed(method, myth), per_seed("rlaif", myth), per_seed("sft", myth))
+    for method in ("ppo", "dpo", "rlaif"):
+        d, low, high = paired_seed_delta(per_seed(method, tox), per_seed("sft", tox),
+                                         per_seed(method, tox, "uncertainty"),
+                                         per_seed("sft", tox, "uncertainty"), level=LEVEL)
+        assert high < 0, (method, d, low, high)
