@@ -260,10 +260,15 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
     assert set(keys(base)).isdisjoint(k0)
 
 
-def test_world_options_change_the_key(tiny_world, cache_dir):
+def test_world_options_change_the_key(tiny_world, cache_dir, monkeypatch):
+    import torch
+
     from bench.scenarios.micro import MicroOptions, world_key
     assert world_key(MicroOptions(**TINY_WORLD)) == tiny_world.key
     assert world_key(MicroOptions(**{**TINY_WORLD, "tau": 2.0})) != tiny_world.key
+    # pretraining on another thread count gives other weights: another world
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 97)
+    assert world_key(MicroOptions(**TINY_WORLD)) != tiny_world.key
 
 
 def test_two_runners_on_one_folder(tmp_path):
