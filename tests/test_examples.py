@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
-sys.path.insert(0, str(EXAMPLES))
-from alignbench_examples.distinct import distinct_n  # noqa: E402
+
+
+def _distinct_module():
+    """The example eval's module, loaded from its file: docs/examples never goes on sys.path,
+    where its metadata would register the plugins for every later test of the session."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "_example_distinct", EXAMPLES / "alignbench_examples" / "distinct.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_distinct_n_known_answers():
+    distinct_n = _distinct_module().distinct_n
     assert distinct_n(["a b a b"], 1) == 2 / 4
     assert distinct_n(["a b a b"], 2) == 2 / 3  # (a b) (b a) (a b)
     assert distinct_n(["a b", "a b"], 2) == 1 / 2  # pooled over texts
@@ -41,10 +52,13 @@ def test_the_readme_quotes_the_example_files():
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    # built as any user's pip builds it (an isolated build, setuptools from the index), and
-    # installed into a folder of its own: the environment the suite runs in stays untouched
+    # built from a copy (setuptools writes build/ and egg-info beside the sources) as any
+    # user's pip builds it (an isolated build, setuptools from the index), and installed into
+    # a folder of its own: the repository and the suite's environment stay untouched
+    source = tmp_path_factory.mktemp("src") / "examples"
+    shutil.copytree(EXAMPLES, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--target", str(target), str(EXAMPLES)],
+                    "--target", str(target), str(source)],
                    check=True, capture_output=True, timeout=300)
     assert list(target.glob("alignbench_examples-*.dist-info"))
     return target
@@ -107,6 +121,7 @@ samples_per_prompt = 1
     assert spent["demonstrations"] == 16 and spent["rollouts"] == 16 * 4
     assert spent["comparisons"] == 16 * 6
     assert spent["train_tokens"] > sft["budget"]["spent"]["train_tokens"]
+    assert not list(EXAMPLES.glob("*.egg-info")) and not (EXAMPLES / "build").exists()
     for r in (raft, sft):
         assert 0 < r["metrics"]["distinct.distinct_1"] <= 1
         assert r["uncertainty"]["distinct.distinct_1"] > 0

@@ -99,9 +99,7 @@ def test_every_test_import_is_declared_for_the_test_command():
             if "anchors" in f.parts:
                 continue
             for mod, line, _ in imports(ast.parse(f.read_text(), str(f))):
-                # alignbench_examples: the plugin package in docs/examples, installed by its test
-                if mod in OWN | {"tests", "benchmarks", "alignbench_examples"} \
-                        or mod in sys.stdlib_module_names \
+                if mod in OWN | {"tests", "benchmarks"} or mod in sys.stdlib_module_names \
                         or mod == "__future__":
                     continue
                 if not dists.get(mod, set()) & allowed:
