@@ -59,6 +59,7 @@ LEVEL = 0.98  # two-sided, so each bound is one-sided 99%
 
 
 @pytest.mark.slow
+@pytest.mark.science
 def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising after gold
     peaks, and gold falls from its peak; the default coefficient holds gold near its peak.
@@ -84,6 +85,7 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.science
 def test_quickstart_science(tmp_path):
     """Issue 5's findings at the quickstart's budgets, over seven seeds: PPO and DPO beat SFT
     on gold win-rate, and PPO, DPO and RLAIF lower the toxic fraction against SFT, paired per
