@@ -117,15 +117,21 @@ def check_compute(cells: list[Cell], stages: Stages) -> None:
     from bench.budget import training_flops
     from bench.models import n_params
     problems: dict[str, None] = {}
-    for cell in cells:
-        if cell.budget.get("train_tokens") is None and cell.budget.get("flops") is None:
-            continue
+    capped = [c for c in cells
+              if c.budget.get("train_tokens") is not None or c.budget.get("flops") is not None]
+    if not capped:
+        return
+    base = stages.base()  # the frozen base every run loads anyway
+
+    def count(text: str) -> int:
+        return len(base.tokenizer.encode(text))
+
+    for cell in capped:
         own = [cell.name] if cell.name in stages.plan.stage_names else []
-        for stage in stages.chain(cell.name) + own:
+        for stage in stages.plan.chain(cell.name) + own:
             cfg = stages.plan.configs[stage]
-            base = stages.base()  # the frozen base every run loads anyway
             planned = cfg.planned_tokens(cell.budget, stages.world.demonstrations, cell.seed,
-                                         lambda text: len(base.tokenizer.encode(text)))
+                                         count)
             if planned is None:
                 continue
             tokens, why = planned
@@ -186,11 +192,9 @@ class Stages:
         self.world, self.plan, self.device, self.progress = world, plan, device, progress
         self.root = cache_root() / "stages"
         self._base: TrainablePolicy | None = None
-        self._mem: dict[str, TrainablePolicy] = {}
+        # stage key -> (its policy, what building it spent): verified and read once per process
+        self._mem: dict[str, tuple[TrainablePolicy, dict[str, float]]] = {}
         self._refs: dict[int, FrozenReference] = {}
-
-    def chain(self, name: str) -> list[str]:
-        return self.plan.chain(name)
 
     def base(self) -> TrainablePolicy:
         if self._base is None:
@@ -214,12 +218,13 @@ class Stages:
             return self.base_start()
         key, caps = self.stage_key(name, seed, budget)
         path = self.root / name / key
-        if key not in self._mem:  # verified once per process, then served from memory
-            store.build_once(path, lambda tmp: self._build_stage(name, seed, caps, ledger, tmp))
-        ledger.absorb(json.loads((path / "stage.json").read_text())["spent"])
         if key not in self._mem:
-            self._mem[key] = self._load(path)
-        return Start(name=name, reference=self._mem[key], path=path, key=key,
+            store.build_once(path, lambda tmp: self._build_stage(name, seed, caps, ledger, tmp))
+            spent = json.loads((path / "stage.json").read_text())["spent"]
+            self._mem[key] = (self._load(path), spent)
+        policy, spent = self._mem[key]
+        ledger.absorb(spent)
+        return Start(name=name, reference=policy, path=path, key=key,
                      load=lambda: self._load(path))
 
     def stage_key(self, name: str, seed: int, budget: dict[str, float | None]
