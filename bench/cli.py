@@ -31,6 +31,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     m = config.load(args.matrix)
     if args.no_progress:
         m = m.model_copy(update={"progress": False})
+    if args.address is not None and (args.executor or m.executor) != "ray":
+        raise config.ConfigError("--address joins a Ray cluster; add --executor ray (or set "
+                                 "executor = \"ray\" in the matrix)")
+    if args.executor:
+        m = m.model_copy(update={"executor": args.executor})
+    if args.address is not None:
+        m = m.model_copy(update={"ray_address": args.address})
     out = runner.run(m, Path(args.out) if args.out else None, fresh=args.fresh)
     print(f"report: {out / 'report.html'}")
     lines = (out / "results.jsonl").read_text().splitlines()
@@ -140,6 +147,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: the matrix's 'out')")
     r.add_argument("--fresh", action="store_true", help="discard finished cells and start over")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--executor", choices=["local", "ray"],
+                   help="where cells run (default: the matrix's 'executor', local)")
+    r.add_argument("--address", help="with --executor ray: a running cluster, 'auto' or "
+                   "HOST:PORT (default: start a local Ray instance sized to this machine)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("eval", help="run one eval on one model")
     e.add_argument("eval")

@@ -54,6 +54,41 @@ class Budget(_Strict):
     flops: float | None = Field(None, ge=0, description="cap on estimated FLOPs")
 
 
+class MethodResources(_Strict):
+    """One method's resources on the Ray executor; a key left out takes the matrix's."""
+
+    num_cpus: float | None = Field(None, gt=0, description="CPUs per cell")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per cell (fractions allowed)")
+    memory: float | None = Field(None, gt=0, description="GiB of RAM reserved per cell")
+
+
+class Resources(_Strict):
+    """What each cell asks of the Ray executor (``executor = "ray"``); the local executor runs
+    one cell at a time with torch's own thread count and ignores this table. A cell runs torch
+    on ``floor(num_cpus)`` threads (at least 1): float rounding depends on the thread count, so
+    it is part of every key, and a Ray run matches a local run bitwise when its cells get the
+    local run's thread count."""
+
+    num_cpus: float = Field(1, gt=0, description="CPUs per cell")
+    num_gpus: float = Field(0, ge=0, description="GPUs per cell (fractions allowed)")
+    memory: float | None = Field(None, gt=0, description="GiB of RAM reserved per cell "
+                                 "(Ray schedules by it; it is not a hard limit)")
+    max_retries: int = Field(3, ge=0, description="reruns of a cell whose worker or node was "
+                             "lost mid-cell (a cell that fails by itself is not rerun)")
+    method: dict[str, MethodResources] = Field(
+        default_factory=dict, description="per-method overrides: [resources.method.ppo]")
+
+    def of(self, method: str) -> MethodResources:
+        """The resources one method's cells ask for, the overrides applied."""
+        own = self.method.get(method, MethodResources())
+        return MethodResources(num_cpus=own.num_cpus or self.num_cpus,
+                               num_gpus=self.num_gpus if own.num_gpus is None else own.num_gpus,
+                               memory=own.memory or self.memory)
+
+    def threads(self, method: str) -> int:
+        return max(1, int(self.of(method).num_cpus or 1))
+
+
 class ScenarioCfg(_Strict):
     name: str = "micro"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -76,6 +111,11 @@ class Matrix(_Strict):
         description='"budget.UNIT" or "METHOD.OPTION" -> list of values; cells span the product')
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     progress: bool = True
+    executor: Literal["local", "ray"] = Field(
+        "local", description='"local" (one process, the reference) or "ray" (bench/ray_executor.py)')
+    ray_address: str | None = Field(
+        None, description='a running Ray cluster ("auto" or HOST:PORT); none starts a local one')
+    resources: Resources = Field(default_factory=Resources)
 
 
 def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
@@ -109,6 +149,10 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
             raise ConfigError(f"{source}: table 'method.{name}' configures a method that is not "
                               f"in 'methods' ({m.methods}) nor a stage they start from; add it "
                               f"there or remove the table")
+    for name in m.resources.method:
+        if name not in registry.names("methods"):  # a known method not in this matrix is fine
+            raise ConfigError(f"{source}: table 'resources.method.{name}' names no registered "
+                              f"method; known: {', '.join(registry.names('methods'))}")
     for name in m.eval:
         if name not in m.evals:
             raise ConfigError(f"{source}: table 'eval.{name}' configures an eval that is not in "

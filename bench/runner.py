@@ -21,7 +21,8 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -146,19 +147,42 @@ def check_compute(cells: list[Cell], stages: Stages) -> None:
         raise C.ConfigError("the matrix does not fit its compute budget: " + "; ".join(problems))
 
 
-def cell_key(cell: Cell, world: World, plan: C.Plan, device: str) -> str:
-    """Hashes everything that can move a number; nothing cosmetic (names, paths, progress)."""
+def thread_counts(plan: C.Plan) -> dict[str, int]:
+    """The torch thread count each method's cells (and stages) run on: this process's own on
+    the local executor, ``floor(num_cpus)`` of the method's resources on Ray. It enters every
+    cell and stage key (float reduction order depends on it)."""
+    m = plan.matrix
+    if m.executor == "ray":
+        return {name: m.resources.threads(name) for name in plan.methods}
+    return {name: torch.get_num_threads() for name in plan.methods}
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block on ``n`` torch threads (a stage on its own method's count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
+             threads: dict[str, int]) -> str:
+    """Hashes everything that can move a number; nothing cosmetic (names, paths, progress,
+    the executor)."""
     evals = {name: {"version": ev.version, "options": options.model_dump(mode="json"),
                     "provider": registry.identity("evals", name)}
              for name, (ev, options) in plan.evals.items()}
     # every stage: the cell may start from one, and its evals compare it with all of them
     stages = {s: {"config": plan.configs[s].model_dump(mode="json"),
-                  "provider": registry.identity("methods", s)}
+                  "provider": registry.identity("methods", s), "n_threads": threads[s]}
               for s in sorted(plan.stage_names)}
     return store.content_key({
         "method": cell.name, "method_provider": registry.identity("methods", cell.name),
         "scenario_provider": registry.identity("scenarios", plan.matrix.scenario.name),
-        "numerics": numerics(device),
+        "numerics": numerics(device, threads[cell.name]),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
         "stages": stages,
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
@@ -166,11 +190,12 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str) -> str:
     })
 
 
-def numerics(device: str) -> dict[str, Any]:
+def numerics(device: str, threads: int | None = None) -> dict[str, Any]:
     """What changes float results without changing the code: the device, the thread count
-    (reduction order), and the versions of the libraries that do the arithmetic or set its
-    defaults (TRL's configs default to bf16, say). Part of every cell and stage key."""
-    return {"device": device, "n_threads": torch.get_num_threads(),
+    (reduction order; this process's unless given), and the versions of the libraries that do
+    the arithmetic or set its defaults (TRL's configs default to bf16, say). Part of every cell
+    and stage key."""
+    return {"device": device, "n_threads": threads or torch.get_num_threads(),
             "packages": store.package_versions()}
 
 
@@ -188,9 +213,12 @@ class Stages:
     set. A cell that uses a stage is charged the stage's spend, so every result's budget shows
     what it really consumed."""
 
-    def __init__(self, world: World, plan: C.Plan, device: str, progress: bool):
+    def __init__(self, world: World, plan: C.Plan, device: str, progress: bool,
+                 threads: dict[str, int]):
         self.world, self.plan, self.device, self.progress = world, plan, device, progress
+        self.threads = threads  # each stage trains on its own method's thread count
         self.root = cache_root() / "stages"
+        self.built: list[dict[str, str]] = []  # what this process computed (not read from cache)
         self._base: TrainablePolicy | None = None
         # stage key -> (its policy, what building it spent): verified and read once per process
         self._mem: dict[str, tuple[TrainablePolicy, dict[str, float]]] = {}
@@ -219,7 +247,10 @@ class Stages:
         key, caps = self.stage_key(name, seed, budget)
         path = self.root / name / key
         if key not in self._mem:
-            store.build_once(path, lambda tmp: self._build_stage(name, seed, caps, ledger, tmp))
+            def build(tmp: Path) -> None:
+                self.built.append({"kind": name, "key": key})
+                self._build_stage(name, seed, caps, ledger, tmp)
+            store.build_once(path, build)
             spent = json.loads((path / "stage.json").read_text())["spent"]
             self._mem[key] = (self._load(path), spent)
         policy, spent = self._mem[key]
@@ -236,7 +267,8 @@ class Stages:
         return store.content_key({
             "stage": name, "world": self.world.key, "seed": seed, "caps": caps,
             "code": store.code_version(), "config": cfg.model_dump(mode="json"),
-            "provider": registry.identity("methods", name), "numerics": numerics(self.device),
+            "provider": registry.identity("methods", name),
+            "numerics": numerics(self.device, self.threads[name]),
         }), caps
 
     def _build_stage(self, name: str, seed: int, caps: dict[str, float], ledger: Ledger,
@@ -248,7 +280,7 @@ class Stages:
         sub = TrainContext(scenario=view(self.world), ledger=stage_ledger, seed=seed,
                            cell_dir=tmp, log=log.getChild(name), stages=self,
                            progress=self.progress, device=self.device)
-        with rng_neutral():
+        with rng_neutral(), torch_threads(self.threads[name]):
             trained = typed(name, self.plan.methods[name].train(self.base_start(), sub,
                                                                 self.plan.configs[name]))
         policy = trained.policy
@@ -275,11 +307,10 @@ class Stages:
              compute: Callable[[Ledger], JSON]) -> JSON:
         """Compute-once JSON stage (e.g. a labeled comparison set). ``compute`` gets a ledger
         with this cell's caps; what it spent is charged to the cell on every use."""
-        full = store.content_key({"stage": kind, "world": self.world.key,
-                                  "code": store.code_version(),
-                                  "numerics": numerics(self.device), **key})
+        full = self.once_key(kind, key)
 
         def fill() -> dict[str, Any]:
+            self.built.append({"kind": kind, "key": full})
             sub = Ledger(caps=dict(ledger.caps))
             sub.spent.update({u: 0.0 for u in UNITS})
             with rng_neutral():
@@ -289,6 +320,11 @@ class Stages:
         rec = store.once_json(self.root / kind / f"{full}.json", fill)
         ledger.absorb(rec["spent"])
         return rec["data"]
+
+    def once_key(self, kind: str, key: dict[str, JSON]) -> str:
+        return store.content_key({"stage": kind, "world": self.world.key,
+                                  "code": store.code_version(),
+                                  "numerics": numerics(self.device), **key})
 
 
 class FrozenReference:
@@ -320,7 +356,7 @@ def view(world: World) -> TrainView:
                      load_policy=world.load_policy, describe=world.describe)
 
 
-def _event(out: Path, **kw: Any) -> None:
+def write_event(out: Path, **kw: Any) -> None:
     kw["time"] = datetime.now(timezone.utc).isoformat()
     with open(out / "events.jsonl", "a") as f:
         f.write(json.dumps(kw) + "\n")
@@ -376,7 +412,27 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
 
 def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
              device: str) -> dict[str, Any]:
+    """Compute one cell into its folder in OUT and write its result (the local executor)."""
     cell_dir = output.make_cell_dir(out, key)
+    record = compute_cell(cell, key, world, stages, cell_dir, device)
+    store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
+    return record
+
+
+def new_record(cell: Cell, key: str, plan: C.Plan) -> dict[str, Any]:
+    """A cell's result as it starts: every field a result has, nothing measured yet."""
+    return {
+        "key": key, "method": cell.name, "seed": cell.seed, "point": cell.point,
+        "method_config": cell.method_config, "scenario": plan.matrix.scenario.name,
+        "start": cell.method.starts_from,
+        "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
+    }
+
+
+def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: Path,
+                 device: str) -> dict[str, Any]:
+    """Train and evaluate one cell, with ``cell_dir`` as its scratch folder; returns its
+    result, written by the caller (the local executor into OUT, Ray's driver likewise)."""
     started = datetime.now(timezone.utc).isoformat()
     t0 = time.perf_counter()
     ledger = Ledger(caps={u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None})
@@ -385,13 +441,8 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
                        log=log.getChild(cell.name), stages=stages, progress=stages.progress,
                        device=device,
                        _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
-    record: dict[str, Any] = {
-        "key": key, "method": cell.name, "seed": cell.seed, "point": cell.point,
-        "method_config": cell.method_config, "scenario": stages.plan.matrix.scenario.name,
-        "start": cell.method.starts_from,
-        "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
-        "_phase": "training",  # or "eval NAME": a failure names where it happened
-    }
+    record = new_record(cell, key, stages.plan)
+    record["_phase"] = "training"  # or "eval NAME": a failure names where it happened
     status, error, step = "ok", None, None
     try:
         seed_everything(cell.seed)
@@ -415,7 +466,6 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
         "seeds": {"cell": cell.seed, "world": world.describe.get("options", {}).get("seed")},
         "world": world.describe, "matrix_name": stages.plan.matrix.name,
     })
-    store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
     return record
 
 
@@ -438,26 +488,43 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     with output.locked(out):
         # everything that can refuse the matrix runs before anything in OUT is touched
         device = resolve_device(m.device)
+        if m.executor == "ray":  # before the world is built: a missing extra costs nothing
+            from bench import ray_executor
+            ray_executor.require_ray()
+        world_threads = torch.get_num_threads()  # the micro world's key holds it
         world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
-        stages = Stages(world, plan, device, m.progress)
+        threads = thread_counts(plan)
+        stages = Stages(world, plan, device, m.progress, threads)
         check_compute(cells, stages)
-        keys = [cell_key(c, world, plan, device) for c in cells]
+        keys = [cell_key(c, world, plan, device, threads) for c in cells]
         if fresh:
             output.clear(out)
         output.remove_stale_temp_files(out)
         _write_matrix(out, m, cells, keys)
         todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
-        bar = tqdm(todo, desc="cells", disable=not m.progress)
-        for cell, key in bar:
-            bar.set_postfix_str(cell.label)
-            _event(out, event="cell_start", key=key, cell=cell.label)
-            rec = run_cell(cell, key, world, stages, out, device)
-            _event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"])
-            if rec["status"] != "ok":
-                log.warning("cell %s failed: %s", cell.label, rec["error"])
+        if m.executor == "ray":
+            ray_executor.run_cells(todo, cells, stages, world_threads, device, out)
+        else:
+            _run_local(todo, world, stages, out, device)
         from reports.build import build_report
         build_report(out)  # regenerates results.jsonl from cells/ first
         return out
+
+
+def _run_local(todo: list[tuple[Cell, str]], world: World, stages: Stages, out: Path,
+               device: str) -> None:
+    """The reference executor: every cell in this process, one after another."""
+    bar = tqdm(todo, desc="cells", disable=not stages.progress)
+    for cell, key in bar:
+        bar.set_postfix_str(cell.label)
+        write_event(out, event="cell_start", key=key, cell=cell.label)
+        seen = len(stages.built)
+        rec = run_cell(cell, key, world, stages, out, device)
+        for built in stages.built[seen:]:
+            write_event(out, event="stage_built", cell=cell.label, **built)
+        write_event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"])
+        if rec["status"] != "ok":
+            log.warning("cell %s failed: %s", cell.label, rec["error"])
 
 
 def _write_matrix(out: Path, m: C.Matrix, cells: list[Cell], keys: list[str]) -> None:

@@ -233,7 +233,7 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
 
     def keys(m):
         plan = config.plan(m)
-        return [runner.cell_key(c, tiny_world, plan, "cpu") for c in runner.expand(plan)]
+        return [runner.cell_key(c, tiny_world, plan, "cpu", runner.thread_counts(plan)) for c in runner.expand(plan)]
 
     k0 = keys(base)
     shuffled = dict(reversed(list(MATRIX.items())))

@@ -197,7 +197,7 @@ def test_a_seed_twice_in_one_row_refuses_the_report(tmp_path, undisturbed):
 
 def keys(m: config.Matrix, world) -> list[str]:
     plan = config.plan(m)
-    return [runner.cell_key(c, world, plan, "cpu") for c in runner.expand(plan)]
+    return [runner.cell_key(c, world, plan, "cpu", runner.thread_counts(plan)) for c in runner.expand(plan)]
 
 
 def test_a_rebuilt_world_with_the_same_weights_keeps_every_key(tmp_path, tiny_world):

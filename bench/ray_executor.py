@@ -1,0 +1,419 @@
+"""The Ray executor (``executor = "ray"``, ``alignbench run --executor ray``): a matrix's cells
+as Ray Core tasks, on a local Ray instance or a running cluster. The local executor
+(``bench.runner``) stays the default and the reference: with the same thread count per cell
+both give the same keys and, on CPU, bitwise the same results.
+
+How it divides the work (a scheduler of our own would get retries and placement wrong):
+- **Ray schedules**: each cell is a task with the resources its method asks for
+  (``[resources]``, ``[resources.method.NAME]``); a cell whose worker or node is lost mid-cell
+  is rerun by Ray (``resources.max_retries``). A cell that fails by itself (a NaN, a budget
+  overrun) returns a failed result, as on the local executor, and is not rerun.
+- **The driver writes**: a worker computes its cell in a scratch folder of its own and returns
+  the result and the cell's log; only the driver writes OUT, exactly as the local executor does
+  (``cells/KEY/result.json`` last and atomically, ``log.txt`` beside it). A lost attempt never
+  wrote anything and its ledger dies with it, so a rerun charges the budget once and nothing
+  half-written reaches OUT; a driver killed mid-matrix keeps every result it wrote, and the
+  rerun resumes from them.
+- **The shared work is a DAG**: the driver builds (or reads) the world, since every key depends
+  on it; each shared stage (SFT per seed and demonstration budget) is one task; every cell task
+  takes the stage tasks of its seed and budget as arguments, so Ray starts it when they are
+  done, never polling. A compute-once stage that only a method knows of (the comparison set
+  PPO and DPO share) is claimed through one small actor: the first cell to ask computes it, the
+  others wait on the actor and then read it; a claim that dies with its cell passes to a waiter.
+- **The cache is a shared filesystem**: every node must see the same cache root
+  (``ALIGNBENCH_CACHE``, passed to the workers), on the same path. Stages are model folders,
+  from megabytes to gigabytes: shipping them through Ray's object store would put a copy in
+  each node's memory for every cell, and lose them when the cluster goes; the cache is already
+  content-keyed, verified on load and built under a file lock, so a shared disk needs nothing
+  more, and a rerun on a new cluster finds every stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import sys
+import tempfile
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from bench import config as C
+from bench import output, runner, store
+from bench.api import JSON, World
+from bench.budget import UNITS, Ledger
+from bench.extras import MissingExtra
+from bench.store import cache_root
+
+GiB = 2**30
+# what a worker must see as the driver does; the cache root above all (module docstring)
+PASSED_ENV = ("ALIGNBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def require_ray() -> ModuleType:
+    """Ray, or a one-line error naming the extra."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtra('the ray executor needs the package \'ray\' (the \'ray\' extra); '
+                           'install it with: python3 -m pip install -e ".[ray]"') from None
+    return ray
+
+
+# --- the driver -----------------------------------------------------------------------------
+
+def run_cells(todo: list[tuple[runner.Cell, str]], cells: list[runner.Cell],
+              stages: runner.Stages, world_threads: int, device: str, out: Path) -> None:
+    """Run ``todo`` (cells of ``cells``, with their keys) on Ray, writing each result into
+    ``out`` as it arrives."""
+    ray = require_ray()
+    m = stages.plan.matrix
+    started_here = _connect(ray, m)
+    try:
+        _check_fits(ray, m, {c.name for c, _ in todo})
+        coordinator = Coordinator.options(name=f"alignbench-{uuid.uuid4().hex[:8]}").remote()
+        ctx = _Job(m, stages.world.key, world_threads, device, coordinator)
+        index = {id(c): i for i, c in enumerate(cells)}
+        stage_refs: dict[Any, tuple[str, str]] = {}
+        by_key: dict[str, Any] = {}
+        pending: dict[Any, tuple[runner.Cell, str]] = {}
+        for cell, key in todo:
+            deps = []
+            for name in sorted(stages.plan.stage_names):
+                skey, _ = stages.stage_key(name, cell.seed, cell.budget)
+                if skey not in by_key:
+                    by_key[skey] = _remote(stage_task, m, name).remote(
+                        ctx, name, cell.seed, cell.budget)
+                    stage_refs[by_key[skey]] = (name, skey)
+                deps.append(by_key[skey])
+            ref = _remote(cell_task, m, cell.name).remote(ctx, index[id(cell)], key, *deps)
+            pending[ref] = (cell, key)
+            runner.write_event(out, event="cell_submitted", key=key, cell=cell.label)
+        _collect(ray, pending, stage_refs, coordinator, stages.plan, device, out, m.progress)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _connect(ray: ModuleType, m: C.Matrix) -> bool:
+    """Join the cluster at ``m.ray_address``, or start a local instance sized to this machine;
+    True when this call started Ray (and the driver stops it at the end)."""
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env["ALIGNBENCH_CACHE"] = str(cache_root())  # resolved here: workers see the same root
+    if ray.is_initialized():  # a caller's own session (tests, a notebook): used as it is
+        return False
+    ray.init(address=m.ray_address, runtime_env={"env_vars": env}, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    return True
+
+
+def _check_fits(ray: ModuleType, m: C.Matrix, methods: set[str]) -> None:
+    """A cell that asks for more than any node has would wait forever: refused up front."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for name in sorted(methods):
+        r = m.resources.of(name)
+        need = {"CPU": r.num_cpus or 0, "GPU": r.num_gpus or 0, "memory": (r.memory or 0) * GiB}
+        if not any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
+            most = {k: max((node.get(k, 0) for node in nodes), default=0) for k in need}
+            raise C.ConfigError(
+                f"{name}'s cells ask for {r.num_cpus:g} CPUs, {r.num_gpus:g} GPUs and "
+                f"{r.memory or 0:g} GiB, but no node of this Ray cluster has that much (the "
+                f"largest have {most['CPU']:g} CPUs, {most['GPU']:g} GPUs, "
+                f"{most['memory'] / GiB:.1f} GiB); lower [resources] or add a larger node")
+
+
+def _remote(fn: Callable[..., Any], m: C.Matrix, method: str) -> Any:
+    """``fn`` as a Ray task with the resources ``method``'s cells ask for."""
+    r = m.resources.of(method)
+    opts: dict[str, Any] = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus,
+                            "max_retries": m.resources.max_retries}
+    if r.memory:
+        opts["memory"] = int(r.memory * GiB)
+    return _task(fn).options(**opts)
+
+
+@functools.cache
+def _task(fn: Callable[..., Any]) -> Any:  # exported to the cluster once per function
+    return require_ray().remote(fn)
+
+
+def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
+             stage_refs: dict[Any, tuple[str, str]], coordinator: Any, plan: C.Plan,
+             device: str, out: Path, progress: bool) -> None:
+    """Write every result as it arrives; the bar counts running, finished and failed cells."""
+    bar = tqdm(total=len(pending), desc="cells", disable=not progress)
+    counts: Counter[str] = Counter()
+    ended: set[str] = set()
+    waiting = {**pending, **stage_refs}
+    while waiting:
+        # the timeout only refreshes the bar's running count; results arrive as they finish
+        ready, _ = ray.wait(list(waiting), num_returns=1, timeout=2.0)
+        status = ray.get(coordinator.status.remote())
+        for ref in ready:
+            if ref in stage_refs:
+                _stage_done(ray, ref, waiting.pop(ref), out)
+                continue
+            cell, key = waiting.pop(ref)
+            rec = _cell_done(ray, ref, cell, key, plan, device, out, status["attempts"])
+            if rec["status"] != "ok":
+                ray.get(coordinator.abandon.remote(key))  # its claims pass to a waiter
+                runner.log.warning("cell %s failed: %s", cell.label, rec["error"])
+            counts["finished" if rec["status"] == "ok" else "failed"] += 1
+            ended.add(key)
+            bar.update(1)
+        running = len(set(status["running"]) - ended)
+        bar.set_postfix_str(f"running={running} finished={counts['finished']} "
+                            f"failed={counts['failed']}")
+    bar.close()
+
+
+def _stage_done(ray: ModuleType, ref: Any, what: tuple[str, str], out: Path) -> None:
+    name, key = what
+    try:
+        res = ray.get(ref)
+    except ray.exceptions.RayError as err:  # its cells build it themselves and say why
+        runner.log.warning("stage %s %s was lost (%s); its cells build it", name, key,
+                           type(err).__name__)
+        return
+    for built in res["built"]:
+        runner.write_event(out, event="stage_built", cell=f"{name} stage", **built)
+    if res["built"] or res["error"]:
+        logs = out / output.MARKER / "stage-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        store.atomic_write_text(logs / f"{name}-{key}.log", res["log"])
+    if res["error"]:
+        runner.log.warning("stage %s failed (%s); its cells will say why", name, res["error"])
+
+
+def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.Plan,
+               device: str, out: Path, attempts: dict[str, int]) -> dict[str, Any]:
+    """Write one cell's result (or, when every attempt was lost, a failed result saying so)."""
+    try:
+        res = ray.get(ref)
+        rec, log_text, built = res["record"], res["log"], res["built"]
+    except ray.exceptions.RayError as err:
+        rec, log_text, built = _lost(cell, key, plan, device, err, attempts.get(key, 0)), "", []
+    rec["provenance"].setdefault("executor", {})["attempts"] = attempts.get(key, 0)
+    cell_dir = output.make_cell_dir(out, key)
+    store.atomic_write_text(cell_dir / "log.txt", log_text)
+    for b in built:
+        runner.write_event(out, event="stage_built", cell=cell.label, **b)
+    store.atomic_write_json(cell_dir / "result.json", rec)  # the completion marker, last
+    runner.write_event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"],
+                       node=rec["provenance"]["executor"].get("node_id"))
+    return rec
+
+
+def _lost(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exception,
+          attempts: int) -> dict[str, Any]:
+    rec = runner.new_record(cell, key, plan)
+    caps = {u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None}
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    rec.update(status="failed", failed_step=None, budget=Ledger(caps=caps).snapshot(),
+               error=f"lost: {type(err).__name__} after {attempts} attempt(s) ({first[:300]}); "
+                     f"rerun the matrix to retry this cell, or raise resources.max_retries",
+               provenance={**store.provenance(device), "executor": {"name": "ray"},
+                           "matrix_name": plan.matrix.name})
+    return rec
+
+
+# --- the workers ----------------------------------------------------------------------------
+
+class _Job:
+    """What every task of one matrix needs to rebuild the driver's view (picklable)."""
+
+    def __init__(self, m: C.Matrix, world_key: str, world_threads: int, device: str,
+                 coordinator: Any):
+        self.matrix, self.world_key, self.world_threads = m, world_key, world_threads
+        self.device, self.coordinator = device, coordinator
+
+
+_STATE: dict[str, tuple[C.Plan, list[runner.Cell], World, RayStages]] = {}
+
+
+def _state(job: _Job) -> tuple[C.Plan, list[runner.Cell], World, RayStages]:
+    """The plan, cells, world and stages of ``job``, built once per worker process (a worker
+    runs many cells: the world and each stage's weights are read once, as on the local
+    executor)."""
+    tag = store.canonical([job.matrix.model_dump(mode="json"), job.world_key, job.device])
+    if tag not in _STATE:
+        plan = C.plan(job.matrix)
+        with runner.torch_threads(job.world_threads):  # the thread count its key was made with
+            world = plan.scenario.build(plan.scenario_options, cache_root(), progress=False)
+        if world.key != job.world_key:
+            raise RuntimeError(f"this worker built world {world.key}, the driver {job.world_key}: "
+                               f"the nodes run other code or library versions; install the "
+                               f"same alignbench and packages on every node")
+        stages = RayStages(world, plan, job.device, False, runner.thread_counts(plan),
+                           job.coordinator)
+        _STATE.clear()  # one matrix per worker at a time
+        _STATE[tag] = (plan, runner.expand(plan), world, stages)
+    return _STATE[tag]
+
+
+class RayStages(runner.Stages):
+    """The runner's stages, with compute-once JSON claimed through the coordinator actor so
+    that two cells asking at once compute it once, on any node."""
+
+    def __init__(self, world: World, plan: C.Plan, device: str, progress: bool,
+                 threads: dict[str, int], coordinator: Any):
+        super().__init__(world, plan, device, progress, threads)
+        self.coordinator, self.owner = coordinator, ""
+
+    def once(self, kind: str, key: dict[str, JSON], ledger: Ledger,
+             compute: Callable[[Ledger], JSON]) -> JSON:
+        ray = require_ray()
+        full = self.once_key(kind, key)
+        rec = store.read_json(self.root / kind / f"{full}.json")
+        if isinstance(rec, dict) and "value" in rec:  # computed before: read it
+            return super().once(kind, key, ledger, compute)
+        if not ray.get(self.coordinator.claim.remote(full, self.owner)):
+            return super().once(kind, key, ledger, compute)  # another cell computed it
+        ok = False
+        try:
+            value = super().once(kind, key, ledger, compute)
+            ok = True
+            return value
+        finally:
+            ray.get(self.coordinator.release.remote(full, ok))
+
+
+@contextlib.contextmanager
+def _captured(path: Path) -> Iterator[None]:
+    """Everything the task prints, Python's and C's (TRL's log dicts, warnings, alignbench's
+    log), goes to ``path`` instead of the worker's stdout and stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logger = logging.getLogger("alignbench")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    with open(path, "a") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            handler.close()
+
+
+def _where() -> dict[str, Any]:
+    ray = require_ray()
+    return {"name": "ray", "node_id": ray.get_runtime_context().get_node_id(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "threads": torch.get_num_threads()}
+
+
+def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> dict[str, Any]:
+    """One cell on a worker: its result, its log and the stages it computed."""
+    ray = require_ray()
+    ray.get(job.coordinator.started.remote(key))
+    plan, cells, world, stages = _state(job)
+    cell = cells[index]
+    torch.set_num_threads(stages.threads[cell.name])
+    if runner.cell_key(cell, world, plan, job.device, stages.threads) != key:
+        raise RuntimeError(f"cell {cell.label} has another key on this worker than on the "
+                           f"driver; install the same alignbench and packages on every node")
+    stages.owner = key
+    seen = len(stages.built)
+    with tempfile.TemporaryDirectory(prefix="alignbench-cell-") as scratch:
+        log_path = Path(scratch) / "log.txt"
+        with _captured(log_path):
+            rec = runner.compute_cell(cell, key, world, stages, Path(scratch) / "cell",
+                                      job.device)
+        text = log_path.read_text(errors="replace")
+    rec["provenance"]["executor"] = _where()
+    return {"record": rec, "log": text, "built": stages.built[seen:]}
+
+
+def stage_task(job: _Job, name: str, seed: int, budget: dict[str, float | None]
+               ) -> dict[str, Any]:
+    """One shared stage, built into the cache (or found there); an error is returned, not
+    raised, so that its cells still run and fail with the message the local executor gives."""
+    _, _, _, stages = _state(job)
+    seen = len(stages.built)
+    error = None
+    with tempfile.TemporaryDirectory(prefix="alignbench-stage-") as scratch:
+        log_path = Path(scratch) / "log.txt"
+        with _captured(log_path):
+            try:
+                stages.start(name, seed, budget, Ledger())
+            except Exception as err:  # noqa: BLE001 - reported by the cells that need it
+                error = f"{type(err).__name__}: {err}"
+        text = log_path.read_text(errors="replace")
+    return {"built": stages.built[seen:], "error": error, "log": text}
+
+
+class _Coordinator:
+    """Claims on compute-once stages, and which cells have started (for the progress bar and
+    each result's attempt count). An async actor: a waiter awaits an event, never polls."""
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+        self.done: set[str] = set()
+        self.events: dict[str, asyncio.Event] = {}
+        self.attempts: Counter[str] = Counter()
+        self.running: set[str] = set()
+
+    async def claim(self, key: str, owner: str) -> bool:
+        """True: ``owner`` computes ``key`` (also when it claimed it in an attempt that was
+        lost); False: it was computed by another cell. Waits while another cell holds it."""
+        while True:
+            if key in self.done:
+                return False
+            if self.owner.get(key) in (None, owner):
+                self.owner[key] = owner
+                return True
+            await self.events.setdefault(key, asyncio.Event()).wait()
+
+    async def release(self, key: str, ok: bool) -> None:
+        if ok:
+            self.done.add(key)
+        self.owner.pop(key, None)
+        event = self.events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def abandon(self, owner: str) -> None:
+        """A cell that will not come back: its claims pass to whoever waits on them."""
+        self.running.discard(owner)
+        for key, who in list(self.owner.items()):
+            if who == owner:
+                await self.release(key, ok=False)
+
+    async def started(self, key: str) -> None:
+        self.attempts[key] += 1
+        self.running.add(key)
+
+    async def status(self) -> dict[str, Any]:
+        return {"running": sorted(self.running), "attempts": dict(self.attempts)}
+
+
+class _LazyActor:
+    """``Coordinator.options(...).remote()`` without importing Ray at import time."""
+
+    def options(self, **kw: Any) -> Any:
+        ray = require_ray()
+        return ray.remote(num_cpus=0)(_Coordinator).options(**kw)
+
+
+Coordinator = _LazyActor()
