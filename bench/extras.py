@@ -1,7 +1,8 @@
 """Optional packages: imported only where the feature that needs them is switched on.
 
 ``pip install -e .`` alone runs the micro-world quickstart. The ``real`` extra (peft, gguf,
-alt-profanity-check) is needed only for LoRA, GGUF files and the real-text toxicity scorer;
+alt-profanity-check) is needed only for LoRA, GGUF files and the real-text toxicity scorer, the
+``ray`` extra only for the Ray executor;
 reaching one of those without the package is a one-line error naming the extra, not a
 ``ModuleNotFoundError`` deep inside a cell.
 """
@@ -17,6 +18,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "peft": ("peft", "real"),
     "gguf": ("gguf", "real"),
     "profanity_check": ("alt-profanity-check", "real"),
+    "ray": ("ray", "ray"),
 }
 
 

@@ -41,7 +41,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -50,9 +50,10 @@ from bench import config as C
 from bench import output, runner, store
 from bench.api import JSON, World
 from bench.budget import UNITS, Ledger
-from bench.extras import MissingExtra
+from bench.extras import require
 from bench.store import cache_root
 
+T = TypeVar("T")
 GiB = 2**30
 # what a worker must see as the driver does; the cache root above all (module docstring)
 PASSED_ENV = ("ALIGNBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -60,12 +61,7 @@ PASSED_ENV = ("ALIGNBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFF
 
 def require_ray() -> ModuleType:
     """Ray, or a one-line error naming the extra."""
-    try:
-        import ray
-    except ImportError:
-        raise MissingExtra('the ray executor needs the package \'ray\' (the \'ray\' extra); '
-                           'install it with: python3 -m pip install -e ".[ray]"') from None
-    return ray
+    return require("ray", "the ray executor")
 
 
 # --- the driver -----------------------------------------------------------------------------
@@ -80,6 +76,7 @@ def run_cells(todo: list[tuple[runner.Cell, str]], cells: list[runner.Cell],
     try:
         _check_fits(ray, m, {c.name for c, _ in todo})
         coordinator = Coordinator.options(name=f"alignbench-{uuid.uuid4().hex[:8]}").remote()
+        ray.get(coordinator.status.remote())  # placed and alive before any cell asks it
         ctx = _Job(m, stages.world.key, world_threads, device, coordinator)
         index = {id(c): i for i, c in enumerate(cells)}
         stage_refs: dict[Any, tuple[str, str]] = {}
@@ -152,11 +149,18 @@ def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
     bar = tqdm(total=len(pending), desc="cells", disable=not progress)
     counts: Counter[str] = Counter()
     ended: set[str] = set()
+    seen: Counter[str] = Counter()  # attempts already written as cell_running events
+    labels = {key: cell.label for cell, key in pending.values()}
     waiting = {**pending, **stage_refs}
     while waiting:
         # the timeout only refreshes the bar's running count; results arrive as they finish
         ready, _ = ray.wait(list(waiting), num_returns=1, timeout=2.0)
         status = ray.get(coordinator.status.remote())
+        for key, nodes in status["nodes"].items():  # the audit trail of where each attempt ran
+            for n in range(seen[key], len(nodes)):
+                runner.write_event(out, event="cell_running", key=key, cell=labels[key],
+                                   attempt=n + 1, node=nodes[n])
+            seen[key] = len(nodes)
         for ref in ready:
             if ref in stage_refs:
                 _stage_done(ray, ref, waiting.pop(ref), out)
@@ -270,20 +274,31 @@ class RayStages(runner.Stages):
 
     def once(self, kind: str, key: dict[str, JSON], ledger: Ledger,
              compute: Callable[[Ledger], JSON]) -> JSON:
-        ray = require_ray()
         full = self.once_key(kind, key)
         rec = store.read_json(self.root / kind / f"{full}.json")
+
+        def here() -> JSON:  # computes it when it is not in the cache, else reads it
+            return super(RayStages, self).once(kind, key, ledger, compute)
         if isinstance(rec, dict) and "value" in rec:  # computed before: read it
-            return super().once(kind, key, ledger, compute)
-        if not ray.get(self.coordinator.claim.remote(full, self.owner)):
-            return super().once(kind, key, ledger, compute)  # another cell computed it
-        ok = False
-        try:
-            value = super().once(kind, key, ledger, compute)
-            ok = True
-            return value
-        finally:
-            ray.get(self.coordinator.release.remote(full, ok))
+            return here()
+        return claimed(self.coordinator, full, self.owner, compute=here, read=here)
+
+
+def claimed(coordinator: Any, key: str, owner: str, *, compute: Callable[[], T],
+            read: Callable[[], T]) -> T:
+    """``compute()`` once per ``key`` across the cluster: the first owner to claim it computes
+    it, everyone else waits on the coordinator until it is done and then calls ``read()``. When
+    the computing cell fails, or is lost for good, the next waiter computes it."""
+    ray = require_ray()
+    if not ray.get(coordinator.claim.remote(key, owner)):
+        return read()
+    ok = False
+    try:
+        value = compute()
+        ok = True
+        return value
+    finally:
+        ray.get(coordinator.release.remote(key, ok))
 
 
 @contextlib.contextmanager
@@ -326,7 +341,7 @@ def _where() -> dict[str, Any]:
 def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> dict[str, Any]:
     """One cell on a worker: its result, its log and the stages it computed."""
     ray = require_ray()
-    ray.get(job.coordinator.started.remote(key))
+    ray.get(job.coordinator.started.remote(key, ray.get_runtime_context().get_node_id()))
     plan, cells, world, stages = _state(job)
     cell = cells[index]
     torch.set_num_threads(stages.threads[cell.name])
@@ -373,6 +388,7 @@ class _Coordinator:
         self.events: dict[str, asyncio.Event] = {}
         self.attempts: Counter[str] = Counter()
         self.running: set[str] = set()
+        self.nodes: dict[str, list[str]] = {}  # the node of each attempt of each cell
 
     async def claim(self, key: str, owner: str) -> bool:
         """True: ``owner`` computes ``key`` (also when it claimed it in an attempt that was
@@ -400,20 +416,26 @@ class _Coordinator:
             if who == owner:
                 await self.release(key, ok=False)
 
-    async def started(self, key: str) -> None:
+    async def started(self, key: str, node: str) -> None:
         self.attempts[key] += 1
         self.running.add(key)
+        self.nodes.setdefault(key, []).append(node)
 
     async def status(self) -> dict[str, Any]:
-        return {"running": sorted(self.running), "attempts": dict(self.attempts)}
+        return {"running": sorted(self.running), "attempts": dict(self.attempts),
+                "nodes": dict(self.nodes)}
 
 
 class _LazyActor:
     """``Coordinator.options(...).remote()`` without importing Ray at import time."""
 
     def options(self, **kw: Any) -> Any:
+        """On the driver's node, which the matrix cannot outlive anyway: a worker node lost
+        mid-matrix must not take the claims with it."""
         ray = require_ray()
-        return ray.remote(num_cpus=0)(_Coordinator).options(**kw)
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)
+        return ray.remote(num_cpus=0)(_Coordinator).options(scheduling_strategy=here, **kw)
 
 
 Coordinator = _LazyActor()

@@ -479,6 +479,9 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     plan = C.plan(m)
     cells = expand(plan)
     check_budgets(cells, plan)  # before --fresh deletes anything
+    if m.executor == "ray":  # before OUT or the world is touched: a missing extra costs nothing
+        from bench import ray_executor
+        ray_executor.require_ray()
     out = output.claim(Path(out or m.out))  # refuses a folder that is not alignbench's
     if not m.progress:  # the libraries' own bars too, so logs stay readable
         import datasets
@@ -488,9 +491,6 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     with output.locked(out):
         # everything that can refuse the matrix runs before anything in OUT is touched
         device = resolve_device(m.device)
-        if m.executor == "ray":  # before the world is built: a missing extra costs nothing
-            from bench import ray_executor
-            ray_executor.require_ray()
         world_threads = torch.get_num_threads()  # the micro world's key holds it
         world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
         threads = thread_counts(plan)

@@ -86,11 +86,11 @@ def test_merging_needs_no_peft_when_nothing_has_adapters(monkeypatch):
 
 
 def test_every_test_import_is_declared_for_the_test_command():
-    """The test command installs core + dev + real: every import of tests/ and benchmarks/
+    """The test command installs core + dev + real + ray: every import of tests/ and benchmarks/
     belongs to one of them (benchmarks/anchors/ runs the reference tools in side venvs that
     its docstrings describe, so it is left out)."""
     core, extras = declared()
-    allowed = core | extras["dev"] | extras["real"]
+    allowed = core | extras["dev"] | extras["real"] | extras["ray"]
     dists = {m: {d.lower().replace("_", "-") for d in ds}
              for m, ds in packages_distributions().items()}
     problems = []
