@@ -107,8 +107,14 @@ def _connect(ray: ModuleType, m: C.Matrix) -> bool:
     env["ALIGNBENCH_CACHE"] = str(cache_root())  # resolved here: workers see the same root
     if ray.is_initialized():  # a caller's own session (tests, a notebook): used as it is
         return False
-    ray.init(address=m.ray_address, runtime_env={"env_vars": env}, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=m.ray_address, runtime_env={"env_vars": env}, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    except ConnectionError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise C.ConfigError(f"cannot join the Ray cluster at {m.ray_address!r} ({first}); start "
+                            f"it with 'ray start --head', or leave --address out for a local "
+                            f"instance") from None
     return True
 
 
@@ -218,12 +224,21 @@ def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.P
 
 def _lost(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exception,
           attempts: int) -> dict[str, Any]:
+    """The failed result of a cell that returned none: its task raised on the worker (a
+    cell's own failures are results; this is the executor's, such as a node with other
+    code), or every attempt was lost with its worker or node."""
+    ray = require_ray()
     rec = runner.new_record(cell, key, plan)
     caps = {u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None}
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = err.cause if isinstance(err.cause, BaseException) else err
+        error = f"on the worker: {type(cause).__name__}: {cause}"
+    else:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        error = (f"lost: {type(err).__name__} after {attempts} attempt(s) ({first[:300]}); "
+                 f"rerun the matrix to retry this cell, or raise resources.max_retries")
     rec.update(status="failed", failed_step=None, budget=Ledger(caps=caps).snapshot(),
-               error=f"lost: {type(err).__name__} after {attempts} attempt(s) ({first[:300]}); "
-                     f"rerun the matrix to retry this cell, or raise resources.max_retries",
+               error=error,
                provenance={**store.provenance(device), "executor": {"name": "ray"},
                            "matrix_name": plan.matrix.name})
     return rec

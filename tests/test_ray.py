@@ -304,3 +304,28 @@ def test_address_without_the_ray_executor_is_refused(tmp_path, capsys):
     code = cli.main(["run", "smoke", "--address", "auto", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "--executor ray" in err
+
+
+def test_joining_a_cluster_that_is_not_there_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    code = cli.main(["run", "smoke", "--executor", "ray", "--address", "auto", "--out",
+                     str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "cannot join the Ray cluster at 'auto'" in err and "ray start --head" in err
+
+
+def test_a_worker_that_computes_another_key_refuses_the_cell(tmp_path, monkeypatch):
+    """What a node with other code or packages does: the driver's keys are made to differ
+    from what every worker computes, and each cell fails saying why, with nothing else
+    written for it."""
+    real = runner.cell_key
+    monkeypatch.setattr(runner, "cell_key", lambda *a: real(*a)[::-1])
+    d = smoke(methods=["base"], executor="ray")
+    d["method"] = {}
+    runner.run(config.parse(d), tmp_path / "o")
+    (rec,) = records(tmp_path / "o").values()
+    assert rec["status"] == "failed"
+    assert rec["error"].startswith("on the worker: RuntimeError: cell base seed=0 has another "
+                                   "key on this worker"), rec["error"]
+    assert "install the same alignbench" in rec["error"]
