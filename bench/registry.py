@@ -24,6 +24,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "ppo": "methods.ppo:PPO",
         "dpo": "methods.dpo:DPO",
         "rlaif": "methods.rlaif:RLAIF",
+        "rloo": "methods.rloo:RLOO",
+        "grpo": "methods.grpo:GRPO",
     },
     "evals": {
         "truthfulqa": "evals.truthfulqa:TruthfulQA",

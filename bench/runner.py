@@ -364,14 +364,36 @@ def write_event(out: Path, **kw: Any) -> None:
         os.fsync(f.fileno())
 
 
-def train_cell(cell: Cell, stages: Stages, ctx: TrainContext) -> tuple[Trained, str]:
+def train_cell(cell: Cell, stages: Stages, ctx: TrainContext) -> tuple[Trained, Start]:
     """Train one cell: a shared stage method is served from the stage cache (its own row is
-    the stage every other method starts from); any other method starts from its start."""
+    the stage every other method starts from); any other method starts from its start.
+    Returns what it trained and where that started (a stage's row: the base model)."""
     if cell.name in stages.plan.stage_names:
         start = stages.start(cell.name, cell.seed, cell.budget, ctx.ledger)
-        return Trained(policy=start.reference), cell.method.starts_from
+        return Trained(policy=start.reference), stages.base_start()
     start = stages.start(cell.method.starts_from, cell.seed, cell.budget, ctx.ledger)
-    return typed(cell.name, cell.method.train(start, ctx, cell.config)), start.name
+    return typed(cell.name, cell.method.train(start, ctx, cell.config)), start
+
+
+MOVE_TOLERANCE = 1e-6  # relative weight change below which a trained policy "did not move"
+
+
+def movement(trained: Trained, start: Start) -> dict[str, Any] | None:
+    """How far training moved the policy from its start: ||theta - theta_start|| /
+    ||theta_start|| over every parameter. None when the method hands back its start itself
+    (base, a stage's own row) or a policy without comparable weights. A trained copy whose
+    weights did not change (a learning rate of 0, a warm-up that spans the only step) reads
+    exactly like its start, so the result and the report flag it."""
+    if trained.policy is start.reference or not hasattr(trained.policy, "model"):
+        return None
+    a, b = trained.policy.model.state_dict(), start.reference.model.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return None
+    with torch.no_grad():
+        num = sum(float(((a[k].float() - b[k].float().to(a[k].device)) ** 2).sum()) for k in a)
+        den = sum(float((b[k].float() ** 2).sum()) for k in b)
+    rel = (num / den) ** 0.5 if den else float(num > 0)
+    return {"from": start.name, "relative_change": rel, "moved": rel >= MOVE_TOLERANCE}
 
 
 def typed(name: str, result: object) -> Trained:
@@ -426,6 +448,7 @@ def new_record(cell: Cell, key: str, plan: C.Plan) -> dict[str, Any]:
         "method_config": cell.method_config, "scenario": plan.matrix.scenario.name,
         "start": cell.method.starts_from,
         "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
+        "warnings": [],  # what may make a finished cell's numbers mean something else
     }
 
 
@@ -446,7 +469,13 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     status, error, step = "ok", None, None
     try:
         seed_everything(cell.seed)
-        trained, record["start"] = train_cell(cell, stages, ctx)
+        trained, start = train_cell(cell, stages, ctx)
+        record["movement"] = movement(trained, start)
+        if record["movement"] and not record["movement"]["moved"]:
+            record["warnings"].append(
+                f"the trained policy did not move from its start ({start.name}: relative "
+                f"weight change {record['movement']['relative_change']:.1e}); its numbers are "
+                f"the start's")
         train_budget = ledger.snapshot()
         record["eval_spend"] = evaluate_cell(cell, trained, ctx, world, stages, record).spent
         record["budget"] = train_budget

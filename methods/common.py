@@ -4,6 +4,7 @@ benchmark cell, and a guard that stops a run on the first non-finite tensor."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from typing import Any
 
@@ -45,11 +46,21 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
     names = {f.name for f in dataclasses.fields(config_cls)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
         "gradient_checkpointing"
-    return config_cls(
+    base = dict(
         output_dir=str(ctx.cell_dir / "trainer" / stage), report_to="none",
         save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
         disable_tqdm=not ctx.progress, use_cpu=use_cpu, dataloader_num_workers=0,
-        bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: False}, **kw)
+        bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: False})
+    return config_cls(**{**base, **kw})  # a stage may set its own logging_steps
+
+
+def warmup(ratio: float, n_examples: int, batch_size: int, epochs: float) -> float:
+    """``ratio`` for a trainer's ``warmup_steps``, or 0 when the run is a single step.
+    transformers rounds a ratio's warm-up up to whole steps and the first warm-up step has a
+    learning rate of 0, so a one-step run (a tiny budget: 20 comparisons in one batch) would
+    train at lr 0 and leave the model exactly as it started; every longer run is unchanged."""
+    steps = math.ceil(math.ceil(n_examples / batch_size) * epochs)
+    return ratio if steps > 1 else 0.0
 
 
 def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0):

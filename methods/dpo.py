@@ -16,7 +16,7 @@ from bench.budget import capped
 from bench.models import n_params
 from bench.seeding import derive_seed
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
-                            trainer_args)
+                            trainer_args, warmup)
 from methods.feedback import label_rollouts, ranked_pairs, shared_comparisons
 
 
@@ -49,7 +49,8 @@ def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], 
 
     args = trainer_args(TRLDPOConfig, ctx, stage, beta=cfg.beta, learning_rate=cfg.lr,
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                        loss_type=[cfg.loss_type], lr_scheduler_type="cosine", warmup_steps=0.05)
+                        loss_type=[cfg.loss_type], lr_scheduler_type="cosine",
+                        warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs))
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     peft = lora_config(cfg)
     trainer = DPOTrainer(model=policy.model,

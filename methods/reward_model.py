@@ -12,7 +12,7 @@ from pydantic import Field
 from bench.api import MethodConfig, TrainContext
 from bench.models import n_params
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
-                            trainer_args)
+                            trainer_args, warmup)
 
 
 class RewardModelConfig(LoRAOptions):
@@ -61,7 +61,7 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     args = trainer_args(RewardConfig, ctx, stage, num_train_epochs=cfg.rm_epochs,
                         learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size,
                         center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type="cosine",
-                        warmup_steps=0.05)
+                        warmup_steps=warmup(0.05, len(pairs), cfg.rm_batch_size, cfg.rm_epochs))
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tok_side = tokenizer.padding_side
     trainer = RewardTrainer(model=model, args=args, train_dataset=data,

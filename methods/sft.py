@@ -13,7 +13,8 @@ from pydantic import Field
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.models import n_params
-from methods.common import FiniteGuard, LoRAOptions, lora_config, merged, metered, trainer_args
+from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
+                            trainer_args, warmup)
 
 
 class SFTConfig(LoRAOptions):
@@ -53,7 +54,9 @@ class SFT:
         demos = ctx.scenario.demonstrations(n, ctx.seed)
         args = trainer_args(
             TRLSFTConfig, ctx, "sft", num_train_epochs=config.epochs, learning_rate=config.lr,
-            per_device_train_batch_size=config.batch_size, warmup_steps=config.warmup_ratio,
+            per_device_train_batch_size=config.batch_size,
+            warmup_steps=warmup(config.warmup_ratio, len(demos), config.batch_size,
+                                config.epochs),
             max_length=config.max_length, completion_only_loss=config.completion_only_loss,
             lr_scheduler_type="cosine")
         trainer = SFTTrainer(model=policy.model, args=args,

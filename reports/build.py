@@ -172,6 +172,7 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
         "methods": methods, "colors": figures.colors(methods), "reference": ref,
         "pending": [r for r in recs if r.get("status") == "pending"],
         "bad": [r for r in recs if r.get("status") not in ("ok", "pending")],
+        "warned": [r for r in ok if r.get("warnings")],
         "seeds": sorted({r["seed"] for r in ok if r.get("seed") is not None}),
         "figures": figures.declared(ok), "sources": _sources(ok),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -277,14 +278,15 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
             lines.append(f"\n- A/A CHECK FAILED: {c['row']} {c['metric']} = {_fmt(c['mean'])} "
                          f"[{_fmt(c['lo'])}, {_fmt(c['hi'])}] excludes {c['null']}, the value a "
                          f"model compared with itself must give")
-    for title, recs in (("Failed cells", d["bad"]), ("Pending cells (planned, no result)",
-                                                      d["pending"]),
+    for title, recs in (("Failed cells", d["bad"]), ("Warnings", d["warned"]),
+                        ("Pending cells (planned, no result)", d["pending"]),
                         ("Not in this matrix (other configurations; never averaged)",
                          d["other"])):
         if recs:
             lines += ["", f"## {title}", ""]
             lines += [f"- {r['status'].upper()}: {group_label(r)} seed {r.get('seed')} "
-                      f"(cell {r['key']}): {r.get('error') or ''}" for r in recs]
+                      f"(cell {r['key']}): {r.get('error') or '; '.join(r.get('warnings', []))}"
+                      for r in recs]
     store.atomic_write_text(path, "\n".join(lines) + "\n")
 
 

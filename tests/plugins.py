@@ -27,6 +27,22 @@ class Echo:
         return Trained(policy=start.reference)
 
 
+class Frozen:
+    """Trains a copy of its start and leaves it unchanged: what a learning rate of 0, or a
+    warm-up spanning the only step, does (a KTO plugin did this and read exactly like SFT)."""
+
+    name = "frozen"
+    description = "test plugin: a trained copy that never moved"
+    starts_from = "sft"
+    shared_stage = False
+
+    class Config(MethodConfig):
+        pass
+
+    def train(self, start, ctx, config):
+        return Trained(policy=start.trainable())
+
+
 class Exploding:
     """A method whose loss turns NaN at step 3."""
 

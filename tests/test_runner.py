@@ -137,6 +137,27 @@ def test_failing_cells_stay_local(monkeypatch, tmp_path):
     assert got[("echo", 0)][1]["truthfulqa.mc1"] == got[("sft", 0)][1]["truthfulqa.mc1"]
 
 
+def test_a_policy_that_did_not_move_from_its_start_is_flagged(monkeypatch, tmp_path):
+    patch_entry_points(monkeypatch, {"alignbench.methods": [
+        FakeEP("frozen", "tests.plugins:Frozen")]})
+    runner.run(config.parse({**MATRIX, "methods": ["sft", "frozen", "dpo"], "seeds": [0]}),
+               tmp_path)
+    recs = {r["method"]: r for r in map(json.loads,
+                                        (tmp_path / "results.jsonl").read_text().splitlines())}
+    frozen, dpo = recs["frozen"], recs["dpo"]
+    assert frozen["status"] == "ok"
+    assert frozen["movement"] == {"from": "sft", "relative_change": 0.0, "moved": False}
+    assert frozen["warnings"] == ["the trained policy did not move from its start (sft: "
+                                  "relative weight change 0.0e+00); its numbers are the start's"]
+    assert dpo["movement"]["moved"] and dpo["movement"]["relative_change"] > 1e-4
+    assert dpo["warnings"] == [] and recs["sft"]["warnings"] == []
+    assert recs["sft"]["movement"]["from"] == "base" and recs["sft"]["movement"]["moved"]
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="warnings"' in html and "1 with a warning" in html
+    assert "did not move from its start" in html
+    assert "## Warnings" in (tmp_path / "report.md").read_text()
+
+
 def test_a_method_written_to_the_old_contract_fails_in_training_naming_the_fix(
         monkeypatch, tmp_path):
     patch_entry_points(monkeypatch, {"alignbench.methods": [
@@ -195,22 +216,28 @@ def test_a_matrix_that_cannot_fit_its_budget_is_refused_before_anything_runs(tmp
 
 def test_every_method_spends_what_it_plans(tmp_path):
     """The preflight's arithmetic against the ledger: every registered method that declares a
-    plan spends exactly that, over rounds and both RLAIF optimizers. K=4 (6 pairs a prompt)
+    plan spends exactly that, over rounds and both RLAIF optimizers, and moves its parameters
+    (the SFT row from the base model; base is the base model itself). K=4 (6 pairs a prompt)
     makes the rounds matter: 20 comparisons in one round rank 3 prompts (12 rollouts), in two
     rounds of 10 one prompt each (8)."""
     from bench import registry
     m = config.parse({
-        **MATRIX, "methods": ["base", "sft", "ppo", "dpo", "rlaif"], "seeds": [0],
-        "evals": ["truthfulqa"], "eval": {},
+        **MATRIX, "methods": ["base", "sft", "ppo", "dpo", "rlaif", "rloo", "grpo"],
+        "seeds": [0], "evals": ["truthfulqa"], "eval": {},
         "budget": {**MATRIX["budget"], "rollouts": 200},
         "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "rounds": 2, "k": 4},
                    "ppo": {"steps": 2, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4},
-                   "rlaif": {"epochs": 1, "min_margin": 0.0, "ppo": {"steps": 1}}},
+                   "rlaif": {"epochs": 1, "min_margin": 0.0, "ppo": {"steps": 1}},
+                   "rloo": {"steps": 3, "batch_size": 8, "k": 4, "rm_epochs": 1},
+                   "grpo": {"steps": 2, "batch_size": 8, "k": 4, "rm_epochs": 1}},
         "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"]}})
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert len(recs) == 7 and all(r["status"] == "ok" for r in recs), \
+    assert len(recs) == 9 and all(r["status"] == "ok" for r in recs), \
         [r["error"] for r in recs if r["status"] != "ok"]
+    for r in recs:  # every method that trains moved its parameters
+        assert (r["movement"] is None) == (r["method"] == "base"), r["method"]
+        assert r["movement"] is None or r["movement"]["moved"], (r["method"], r["movement"])
     planned = 0
     for r in recs:
         cfg = registry.resolve("methods", r["method"]).Config.model_validate(r["method_config"])
@@ -219,13 +246,14 @@ def test_every_method_spends_what_it_plans(tmp_path):
         for unit, (need, _) in plan.items():
             assert r["budget"]["spent"][unit] == need, (r["method"], r["point"], unit)
             planned += 1
-    assert planned == 6
+    assert planned == 8
     spent = {(r["method"], tuple(sorted(r["point"].items()))): r["budget"]["spent"]["rollouts"]
              for r in recs}
     assert spent[("dpo", ())] == 8
     assert spent[("ppo", (("ppo.rounds", 1),))] == 12 + 2 * 4
     assert spent[("ppo", (("ppo.rounds", 2),))] == 8 + 2 * 2 * 4
     assert spent[("rlaif", (("rlaif.optimizer", "ppo"),))] == 10 + 64  # one step of PPO's 64
+    assert spent[("rloo", ())] == 12 + 3 * 8 and spent[("grpo", ())] == 12 + 2 * 8
 
 
 def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch):
