@@ -26,6 +26,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "rlaif": "methods.rlaif:RLAIF",
         "rloo": "methods.rloo:RLOO",
         "grpo": "methods.grpo:GRPO",
+        "kto": "methods.kto:KTO",
+        "simpo": "methods.simpo:SimPO",
     },
     "evals": {
         "truthfulqa": "evals.truthfulqa:TruthfulQA",

@@ -448,6 +448,7 @@ def new_record(cell: Cell, key: str, plan: C.Plan) -> dict[str, Any]:
         "method_config": cell.method_config, "scenario": plan.matrix.scenario.name,
         "start": cell.method.starts_from,
         "metrics": {}, "uncertainty": {}, "n": {}, "evals": {}, "curves": {},
+        "movement": None,  # how far training moved the policy from its start
         "warnings": [],  # what may make a finished cell's numbers mean something else
     }
 

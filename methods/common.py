@@ -63,6 +63,17 @@ def warmup(ratio: float, n_examples: int, batch_size: int, epochs: float) -> flo
     return ratio if steps > 1 else 0.0
 
 
+def batch_tokens(inputs: dict[str, Any]) -> int:
+    """The non-padding tokens of a trainer's batch: its attention mask, or (CPO, which keeps
+    chosen and rejected apart, each with its prompt inside) the masks of its sequences."""
+    if "attention_mask" in inputs:
+        return int(inputs["attention_mask"].sum())
+    masks = [k for k in inputs if k.endswith("attention_mask") and not k.startswith("prompt")]
+    if not masks:
+        raise KeyError(f"the batch has no attention mask to count tokens from ({sorted(inputs)})")
+    return int(sum(inputs[k].sum() for k in masks))
+
+
 def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0):
     """``trainer`` (a transformers/TRL Trainer) with every training step charged to the ledger
     *before* it runs: the batch's non-padding tokens (its attention mask; SFT, DPO and reward
@@ -73,8 +84,7 @@ def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0
     step = trainer.training_step
 
     def charged(model, inputs, *args, **kwargs):
-        ledger.record_training(n_params, int(inputs["attention_mask"].sum()),
-                               reference_params=reference_params)
+        ledger.record_training(n_params, batch_tokens(inputs), reference_params=reference_params)
         return step(model, inputs, *args, **kwargs)
 
     trainer.training_step = charged

@@ -222,18 +222,21 @@ def test_every_method_spends_what_it_plans(tmp_path):
     rounds of 10 one prompt each (8)."""
     from bench import registry
     m = config.parse({
-        **MATRIX, "methods": ["base", "sft", "ppo", "dpo", "rlaif", "rloo", "grpo"],
+        **MATRIX, "methods": ["base", "sft", "ppo", "dpo", "rlaif", "rloo", "grpo", "kto",
+                              "simpo"],
         "seeds": [0], "evals": ["truthfulqa"], "eval": {},
         "budget": {**MATRIX["budget"], "rollouts": 200},
         "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "rounds": 2, "k": 4},
                    "ppo": {"steps": 2, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4},
                    "rlaif": {"epochs": 1, "min_margin": 0.0, "ppo": {"steps": 1}},
                    "rloo": {"steps": 3, "batch_size": 8, "k": 4, "rm_epochs": 1},
-                   "grpo": {"steps": 2, "batch_size": 8, "k": 4, "rm_epochs": 1}},
+                   "grpo": {"steps": 2, "batch_size": 8, "k": 4, "rm_epochs": 1},
+                   "kto": {"epochs": 1, "k": 4, "batch_size": 4},
+                   "simpo": {"epochs": 1, "k": 4, "batch_size": 4}},
         "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"]}})
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert len(recs) == 9 and all(r["status"] == "ok" for r in recs), \
+    assert len(recs) == 11 and all(r["status"] == "ok" for r in recs), \
         [r["error"] for r in recs if r["status"] != "ok"]
     for r in recs:  # every method that trains moved its parameters
         assert (r["movement"] is None) == (r["method"] == "base"), r["method"]
@@ -246,7 +249,7 @@ def test_every_method_spends_what_it_plans(tmp_path):
         for unit, (need, _) in plan.items():
             assert r["budget"]["spent"][unit] == need, (r["method"], r["point"], unit)
             planned += 1
-    assert planned == 8
+    assert planned == 10
     spent = {(r["method"], tuple(sorted(r["point"].items()))): r["budget"]["spent"]["rollouts"]
              for r in recs}
     assert spent[("dpo", ())] == 8
@@ -254,6 +257,7 @@ def test_every_method_spends_what_it_plans(tmp_path):
     assert spent[("ppo", (("ppo.rounds", 2),))] == 8 + 2 * 2 * 4
     assert spent[("rlaif", (("rlaif.optimizer", "ppo"),))] == 10 + 64  # one step of PPO's 64
     assert spent[("rloo", ())] == 12 + 3 * 8 and spent[("grpo", ())] == 12 + 2 * 8
+    assert spent[("kto", ())] == spent[("simpo", ())] == 12  # the shared set, as dpo's
 
 
 def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch):

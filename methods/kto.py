@@ -1,0 +1,84 @@
+"""Kahneman-Tversky Optimization (Ethayarajh et al. 2024) with TRL's KTOTrainer: unpaired
+"desirable"/"undesirable" labels instead of pairs, a prospect-theory loss against the SFT model.
+
+Its labels come from the very comparisons DPO and PPO's reward model see (the shared set: the
+SFT model's K samples per prompt ranked by the panel), made unpaired the way the KTO paper
+turns paired data into binary data: a response ranked in the top half of its prompt's K is
+desirable, one in the bottom half undesirable, and the median (odd K) is dropped. So kto against
+dpo at one budget compares the losses on the same labels.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from pydantic import Field
+
+from bench.api import Start, TrainContext, Trained
+from bench.budget import capped
+from bench.models import n_params
+from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
+                            trainer_args, warmup)
+from methods.feedback import label_rollouts, shared_comparisons
+
+
+class KTOConfig(LoRAOptions):
+    k: int = Field(5, ge=2, description="responses ranked per prompt (the shared set's K)")
+    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
+    max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
+    beta: float = Field(0.1, description="KL strength (Ethayarajh et al.: 0.1)")
+    desirable_weight: float = Field(1.0, gt=0, description="loss weight of desirable examples")
+    undesirable_weight: float = Field(1.0, gt=0, description="loss weight of undesirable ones")
+    lr: float = Field(5e-5, gt=0, description="learning rate (DPO's, for a fair comparison)")
+    epochs: float = Field(2.0, gt=0, description="passes over the examples (DPO's)")
+    batch_size: int = Field(32, ge=2, description="examples per step (KTO's KL term needs 2+)")
+
+    def planned_spend(self, budget):
+        n = capped(budget, "comparisons")
+        label = label_rollouts(n, self.k, 1)
+        return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
+
+
+def unpaired(pairs: list[dict[str, str]], k: int) -> list[dict[str, str | bool]]:
+    """Ranked pairs (all K(K-1)/2 of each prompt's K responses) as KTO examples: each response
+    once, desirable when it won more of its pairs than it lost, undesirable when it lost more;
+    a response that won as many as it lost (the median of an odd K) is dropped."""
+    wins: dict[tuple[str, str], int] = {}
+    for p in pairs:
+        wins[(p["prompt"], p["chosen"])] = wins.get((p["prompt"], p["chosen"]), 0) + 1
+        wins[(p["prompt"], p["rejected"])] = wins.get((p["prompt"], p["rejected"]), 0) - 1
+    return [{"prompt": prompt, "completion": response, "label": net > 0}
+            for (prompt, response), net in wins.items() if net != 0]
+
+
+class KTO:
+    name = "kto"
+    description = "KTO: unpaired desirable/undesirable labels from the shared comparisons (TRL)"
+    Config = KTOConfig
+    starts_from = "sft"
+    shared_stage = False
+
+    def train(self, start: Start, ctx: TrainContext, config: KTOConfig) -> Trained:
+        from trl import KTOConfig as TRLKTOConfig
+        from trl import KTOTrainer
+
+        sft, policy = start.reference, start.trainable()
+        pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
+        examples = unpaired(pairs, config.k)
+        args = trainer_args(TRLKTOConfig, ctx, "kto", beta=config.beta, learning_rate=config.lr,
+                            num_train_epochs=config.epochs,
+                            per_device_train_batch_size=config.batch_size,
+                            desirable_weight=config.desirable_weight,
+                            undesirable_weight=config.undesirable_weight,
+                            lr_scheduler_type="cosine",
+                            warmup_steps=warmup(0.05, len(examples), config.batch_size,
+                                                config.epochs))
+        peft = lora_config(config)
+        trainer = KTOTrainer(model=policy.model, ref_model=None if peft else sft.model,
+                             args=args, train_dataset=Dataset.from_list(examples),
+                             processing_class=policy.tokenizer,
+                             callbacks=[FiniteGuard(policy.model)], peft_config=peft)
+        metered(trainer, ctx.ledger, n_params(policy.model),
+                reference_params=n_params(sft.model)).train()
+        policy.model = merged(trainer.model)
+        policy.model.eval()
+        return Trained(policy=policy)

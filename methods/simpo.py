@@ -1,0 +1,66 @@
+"""SimPO (Meng et al. 2024): a reference-free preference loss on the length-normalized
+log-likelihood with a target margin, through TRL's experimental CPOTrainer
+(``loss_type="simpo"``, ``cpo_alpha=0``: no behaviour-cloning term, which is SimPO rather than
+CPO-SimPO). It trains on the shared comparison set DPO sees, so simpo against dpo at one budget
+compares the losses on the same labels; with no reference model it costs one model's memory and
+FLOPs where DPO costs two.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from pydantic import Field
+
+from bench.api import Start, TrainContext, Trained
+from bench.budget import capped
+from bench.models import n_params
+from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
+                            trainer_args, warmup)
+from methods.feedback import label_rollouts, shared_comparisons
+
+
+class SimPOConfig(LoRAOptions):
+    k: int = Field(5, ge=2, description="responses ranked per prompt (the shared set's K)")
+    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
+    max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
+    beta: float = Field(2.0, gt=0, description="reward scale (Meng et al.: 2.0-2.5)")
+    gamma: float = Field(0.5, ge=0, description="target reward margin (TRL's simpo_gamma)")
+    lr: float = Field(5e-5, gt=0, description="learning rate (DPO's, for a fair comparison)")
+    epochs: float = Field(2.0, gt=0, description="passes over the comparisons (DPO's)")
+    batch_size: int = Field(32, ge=1, description="comparisons per step (DPO's)")
+
+    def planned_spend(self, budget):
+        n = capped(budget, "comparisons")
+        label = label_rollouts(n, self.k, 1)
+        return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
+
+
+class SimPO:
+    name = "simpo"
+    description = "SimPO: reference-free, length-normalized preference loss (TRL CPOTrainer)"
+    Config = SimPOConfig
+    starts_from = "sft"
+    shared_stage = False
+
+    def train(self, start: Start, ctx: TrainContext, config: SimPOConfig) -> Trained:
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        policy = start.trainable()
+        pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
+        args = trainer_args(CPOConfig, ctx, "simpo", loss_type="simpo", cpo_alpha=0.0,
+                            beta=config.beta, simpo_gamma=config.gamma, learning_rate=config.lr,
+                            num_train_epochs=config.epochs,
+                            per_device_train_batch_size=config.batch_size,
+                            lr_scheduler_type="cosine",
+                            warmup_steps=warmup(0.05, len(pairs), config.batch_size,
+                                                config.epochs))
+        data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
+                                  for p in pairs])
+        trainer = CPOTrainer(model=policy.model, args=args, train_dataset=data,
+                             processing_class=policy.tokenizer,
+                             callbacks=[FiniteGuard(policy.model)],
+                             peft_config=lora_config(config))
+        metered(trainer, ctx.ledger, n_params(policy.model)).train()  # no reference model
+        policy.model = merged(trainer.model)
+        policy.model.eval()
+        return Trained(policy=policy)
