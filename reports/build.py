@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import output, store
 from bench.stats import paired_seed_delta, seed_interval
-from reports import figures
+from reports import figures, ranking
 from reports.records import budget_point, eval_extra, group_label, null, se
 
 INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
@@ -183,6 +183,8 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     d["rows"] = [_row(g, groups[g], d, ref_by if groups[g][0]["method"] != ref else None)
                  for g in order]
     _mark_best(d["rows"], d["columns"], directions)
+    d["ranking"] = ranking.rank({g: groups[g] for g in order}, ranking.METRIC,
+                                directions.get(ranking.METRIC, True))
     first = ok[0] if ok else (recs[0] if recs else {})
     prov = first.get("provenance", {})
     toml = Path(out) / "matrix.toml"
@@ -273,6 +275,7 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
         b = row["budget"]
         lines.append(f"| {row['label']} | " + " | ".join(vals)
                      + f" | {b.get('comparisons', 0):.0f} | {b.get('ai_comparisons', 0):.0f} |")
+    lines += ranking_markdown(d["ranking"])
     for c in d["aa_checks"]:
         if not c["ok"]:
             lines.append(f"\n- A/A CHECK FAILED: {c['row']} {c['metric']} = {_fmt(c['mean'])} "
@@ -288,6 +291,23 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
                       f"(cell {r['key']}): {r.get('error') or '; '.join(r.get('warnings', []))}"
                       for r in recs]
     store.atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def ranking_markdown(rk: dict[str, Any] | None) -> list[str]:
+    if not rk:
+        return []
+    lines = ["", f"## Ranking on {rk['metric']}", "",
+             "| rank | method | mean [95% interval] | P(first) |", "|---|---|---|---|"]
+    for i, r in enumerate(rk["rows"], 1):
+        p = "n/a" if r["p_first"] is None else f"{r['p_first']:.2f}"
+        lines.append(f"| {i} | {r['label']} | {_fmt(r['mean'])} [{_fmt(r['lo'])}, "
+                     f"{_fmt(r['hi'])}] | {p} |")
+    resolved = [p for p in rk["pairs"] if p["resolved"]]
+    lines += ["", f"{len(resolved)} of {len(rk['pairs'])} pairs resolved at this seed count"
+              + (": " + "; ".join(f"{p['a']} {'>' if p['delta'] > 0 else '<'} {p['b']} "
+                                  f"(Δ {p['delta']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}])"
+                                  for p in resolved) if resolved else ".")]
+    return lines
 
 
 def build_report(out: Path) -> Path:
@@ -307,6 +327,7 @@ def build_report(out: Path) -> Path:
                     "status": r["status"], "error": r.get("error")} for r in d[src]]
             for part, src in (("failed", "bad"), ("pending", "pending"), ("other", "other"))}}))
     store.atomic_write_text(out / "report.html", html)
+    store.atomic_write_json(out / "ranking.json", d["ranking"])  # null: nothing to rank
     write_csv(d, out / "summary.csv")
     write_markdown(d, out / "report.md")
     return out / "report.html"

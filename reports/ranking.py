@@ -1,0 +1,79 @@
+"""Who wins, and how sure we can be at this seed count: the rows ranked on one metric with
+their intervals, every pair's paired difference (resolved when its interval excludes zero),
+and each row's probability of ranking first under a bootstrap over seeds.
+
+The bootstrap resamples seeds, not cells: one resample draws n seeds with replacement and gives
+every row the same draw, since the cells of one seed share a world's SFT model and comparison
+set and are compared at that seed. With 3 seeds there are only 10 distinct resamples, so the
+probabilities are coarse; they say how often the order would change, not how large a gap is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from bench.stats import paired_seed_delta, seed_interval
+from reports.records import se
+
+METRIC = "win_rate.vs_sft"  # the gold judge's preference against the shared SFT model
+N_BOOT = 2000
+
+
+def rank(groups: dict[str, list[dict[str, Any]]], metric: str = METRIC, higher: bool = True,
+         *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any] | None:
+    """``groups`` (row label -> its cells, one per seed) ranked on ``metric``; None when fewer
+    than two rows carry it."""
+    by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(metric) is not None}
+               for g, rs in groups.items()}
+    by_seed = {g: s for g, s in by_seed.items() if s}
+    if len(by_seed) < 2:
+        return None
+    rows = []
+    for g, cells in by_seed.items():
+        vals = [c["metrics"][metric] for c in cells.values()]
+        mean, lo, hi = seed_interval(vals, [se(c, metric) for c in cells.values()])
+        rows.append({"label": g, "method": next(iter(cells.values()))["method"], "mean": mean,
+                     "lo": lo, "hi": hi, "n_seeds": len(cells)})
+    rows.sort(key=lambda r: -r["mean"] if higher else r["mean"])
+    common = sorted(set.intersection(*(set(s) for s in by_seed.values())))
+    p_first = first_probabilities(
+        {g: [by_seed[g][s]["metrics"][metric] for s in common] for g in by_seed}, higher,
+        n_boot=n_boot, seed=seed)
+    for r in rows:
+        r["p_first"] = p_first.get(r["label"])
+    pairs = []
+    for a, b in itertools.combinations([r["label"] for r in rows], 2):
+        shared = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if len(shared) < 2:
+            continue
+        ca, cb = [by_seed[a][s] for s in shared], [by_seed[b][s] for s in shared]
+        d, lo, hi = paired_seed_delta([c["metrics"][metric] for c in ca],
+                                      [c["metrics"][metric] for c in cb],
+                                      [se(c, metric) for c in ca], [se(c, metric) for c in cb])
+        resolved = math.isfinite(lo) and (lo > 0 or hi < 0)
+        pairs.append({"a": a, "b": b, "delta": d, "lo": lo, "hi": hi, "resolved": resolved,
+                      "n_seeds": len(shared)})
+    return {"metric": metric, "higher_is_better": higher, "rows": rows, "pairs": pairs,
+            "bootstrap_seeds": common, "n_boot": n_boot}
+
+
+def first_probabilities(values: dict[str, list[float]], higher: bool = True, *,
+                        n_boot: int = N_BOOT, seed: int = 0) -> dict[str, float | None]:
+    """P(each row has the best mean) over bootstrap resamples of the seeds (``values[g][i]``:
+    row g at the i-th common seed; one draw of seeds shared by all rows). Rows tied for best in
+    a resample share it equally. None for every row when fewer than two seeds are common."""
+    labels = list(values)
+    x = np.asarray([values[g] for g in labels], dtype=float)  # rows x seeds
+    if x.shape[1] < 2:
+        return {g: None for g in labels}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, x.shape[1], size=(n_boot, x.shape[1]))
+    means = x[:, draws].mean(-1)  # rows x resamples
+    best = means.max(0) if higher else means.min(0)
+    top = np.isclose(means, best[None], rtol=0, atol=1e-12)
+    share = (top / top.sum(0, keepdims=True)).mean(1)
+    return {g: float(p) for g, p in zip(labels, share)}
