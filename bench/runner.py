@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import output, registry, store
+from bench import meter, output, registry, store
 from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
                        TrainablePolicy, TrainContext, Trained, TrainView, World)
 from bench.budget import UNITS, BudgetExceeded, Ledger
@@ -459,6 +459,7 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     result, written by the caller (the local executor into OUT, Ray's driver likewise)."""
     started = datetime.now(timezone.utc).isoformat()
     t0 = time.perf_counter()
+    scope = meter.reset_peak()
     ledger = Ledger(caps={u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None})
     gold = world.gold_reward
     ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
@@ -490,6 +491,11 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     del record["_phase"]
     record.setdefault("budget", ledger.snapshot())
     record["curves"] = ctx.curves
+    spent = record["budget"]["spent"]  # training's own (shared stages' included), not evals'
+    record["cost"] = {"wall_seconds": time.perf_counter() - t0, **meter.peak(scope),
+                      "train_tokens": spent.get("train_tokens", 0.0),
+                      "train_flops": spent.get("flops", 0.0),
+                      "rollouts": spent.get("rollouts", 0.0)}
     record.update(status=status, error=error, failed_step=step, provenance={
         **store.provenance(device), "started": started,
         "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,

@@ -136,7 +136,24 @@ def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], ref_by: dict | Non
         for u, v in (r.get("budget", {}).get("spent") or {}).items():
             spent[u].append(v or 0.0)
     return {"label": g, "method": rs[0]["method"], "seeds": sorted(r["seed"] for r in rs),
-            "cells": cells, "budget": {u: (sum(v) / len(v)) for u, v in spent.items()}}
+            "cells": cells, "budget": {u: (sum(v) / len(v)) for u, v in spent.items()},
+            "cost": cost(rs)}
+
+
+def cost(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A row's cost per cell: mean wall seconds, training tokens, FLOPs and rollouts over its
+    seeds, and the largest peak memory of any of them (None for cells that predate costs)."""
+    have = [r["cost"] for r in rs if isinstance(r.get("cost"), dict)]
+    if not have:
+        return None
+    out = {k: sum(c.get(k) or 0.0 for c in have) / len(have)
+           for k in ("wall_seconds", "train_tokens", "train_flops", "rollouts")}
+    out["peak_rss_bytes"] = max(c.get("peak_rss_bytes") or 0 for c in have)
+    out["peak_rss_scope"] = "cell" if all(c.get("peak_rss_scope") == "cell" for c in have) \
+        else "process"
+    gpu = [c["peak_gpu_bytes"] for c in have if c.get("peak_gpu_bytes") is not None]
+    out["peak_gpu_bytes"] = max(gpu) if gpu else None
+    return out
 
 
 def _mark_best(rows: list[dict[str, Any]], columns: list[str], directions: dict[str, bool]

@@ -49,3 +49,18 @@ def test_absorb_respects_caps():
     assert led.spent["demonstrations"] == 100 and led.spent["wall_seconds"] == 0
     with pytest.raises(BudgetExceeded):
         Ledger(caps={"demonstrations": 50}).absorb({"demonstrations": 100})
+
+
+def test_each_cells_peak_memory_is_its_own():
+    """A cell's peak is measured from its own start: a large allocation in one cell does not
+    show up as the next cell's peak (Linux lets a process reset its VmHWM)."""
+    from bench import meter
+    import numpy as np
+    scope = meter.reset_peak()
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    first = meter.peak(scope)["peak_rss_bytes"]
+    del big
+    scope = meter.reset_peak()
+    second = meter.peak(scope)["peak_rss_bytes"]
+    assert scope == "cell"  # this project's Linux machines
+    assert first - second > 300 * 2**20, (first, second)
