@@ -117,3 +117,30 @@ def test_quickstart_science(tmp_path):
                                          per_seed(method, tox, "uncertainty"),
                                          per_seed("sft", tox, "uncertainty"), level=LEVEL)
         assert high < 0, (method, d, low, high)
+
+
+@pytest.mark.slow
+@pytest.mark.science
+def test_rloo_and_grpo_beat_sft_at_the_zoos_budgets(tmp_path):
+    """The zoo report's claim, on its own cells: rloo and grpo beat SFT on gold win-rate, paired
+    per seed, at the zoo's seeds (0-2) and its 95% level. This is the level and seed count the
+    report resolves at (a two-sided 95% interval: a nil effect passes 2.5% of the time), not the
+    seven-seed 1% standard above; measured from an empty cache: rloo +0.043 [0.008, 0.078],
+    grpo +0.041 [0.005, 0.076]."""
+    from bench.stats import paired_seed_delta
+
+    m = config.load("zoo").model_copy(update={"progress": False})
+    dump = m.model_dump(mode="json")
+    m = config.parse({**dump, "methods": ["sft", "rloo", "grpo"], "evals": ["win_rate"],
+                      "eval": {"win_rate": {**dump["eval"]["win_rate"], "references": ["sft"]}},
+                      "sweep": {}})
+    recs = _run(tmp_path, m)
+    by = {(r["method"], r["seed"]): r for r in recs}
+    seeds, w = sorted(m.seeds), "win_rate.vs_sft"
+
+    def col(method, part):
+        return [by[method, s][part][w] for s in seeds]
+    for method in ("rloo", "grpo"):  # the report's paired difference, its noise floor included
+        gap, low, high = paired_seed_delta(col(method, "metrics"), col("sft", "metrics"),
+                                           col(method, "uncertainty"), col("sft", "uncertainty"))
+        assert low > 0, (method, "does not beat sft", gap, low, high)
