@@ -26,6 +26,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             MissingExtra)
 
 
+def _run_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that stop a run for a reason outside its input: one line, exit 1."""
+    from bench.ray_executor import ClusterLost
+    return (ClusterLost,)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import config, runner
     m = config.load(args.matrix)
@@ -193,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"alignbench: error: {err}", file=sys.stderr)
         return 2
+    except _run_errors() as err:  # the run stopped for a reason outside the input
+        print(f"alignbench: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("alignbench: interrupted; finished cells are kept, and the same command resumes",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

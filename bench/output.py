@@ -106,7 +106,7 @@ def own_cell_dirs(out: Path) -> list[Path]:
             if d.is_dir() and ((d / CELL_MARKER).is_file() or _is_key_dir(d))]
 
 
-CELL_FILES = ("result.json", CELL_MARKER)
+CELL_FILES = ("result.json", "log.txt", CELL_MARKER)  # log.txt: the Ray executor's
 CELL_DIRS = ("trainer",)  # the trainers' output_dir (no checkpoints are saved there)
 
 
@@ -125,6 +125,7 @@ def clear(out: Path) -> None:
     for name in (*OWN_FILES, ".lock"):
         (out / name).unlink(missing_ok=True)
     (out / MARKER / "plan.json").unlink(missing_ok=True)
+    shutil.rmtree(out / MARKER / "stage-logs", ignore_errors=True)  # the Ray executor's
     if (out / "cells").is_dir() and not any((out / "cells").iterdir()):
         (out / "cells").rmdir()
 

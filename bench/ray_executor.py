@@ -7,7 +7,9 @@ How it divides the work (a scheduler of our own would get retries and placement 
 - **Ray schedules**: each cell is a task with the resources its method asks for
   (``[resources]``, ``[resources.method.NAME]``); a cell whose worker or node is lost mid-cell
   is rerun by Ray (``resources.max_retries``). A cell that fails by itself (a NaN, a budget
-  overrun) returns a failed result, as on the local executor, and is not rerun.
+  overrun) returns a failed result, as on the local executor, and is not rerun. A cell that
+  asks for a GPU gets a fresh worker process (``max_calls=1``): torch binds a process to the
+  GPU it first sees, and a reused worker would keep an earlier cell's GPU.
 - **The driver writes**: a worker computes its cell in a scratch folder of its own and returns
   the result and the cell's log; only the driver writes OUT, exactly as the local executor does
   (``cells/KEY/result.json`` last and atomically, ``log.txt`` beside it). A lost attempt never
@@ -17,46 +19,55 @@ How it divides the work (a scheduler of our own would get retries and placement 
 - **The shared work is a DAG**: the driver builds (or reads) the world, since every key depends
   on it; each shared stage (SFT per seed and demonstration budget) is one task; every cell task
   takes the stage tasks of its seed and budget as arguments, so Ray starts it when they are
-  done, never polling. A compute-once stage that only a method knows of (the comparison set
-  PPO and DPO share) is claimed through one small actor: the first cell to ask computes it, the
-  others wait on the actor and then read it; a claim that dies with its cell passes to a waiter.
+  done, never polling. A cell with a compute cap builds its stages itself, under its own caps,
+  as on the local executor. A compute-once set that only a method knows of (the comparison set
+  PPO and DPO share) is computed under the cache's file lock, as locally: a second cell that
+  asks waits for the lock and then reads it, and a lock whose holder died is released by the
+  kernel, so a lost cell never leaves the others waiting. (An actor-held claim did: a waiter
+  holding the only GPU starved the dead claimant's retry.)
 - **The cache is a shared filesystem**: every node must see the same cache root
-  (``ALIGNBENCH_CACHE``, passed to the workers), on the same path. Stages are model folders,
-  from megabytes to gigabytes: shipping them through Ray's object store would put a copy in
-  each node's memory for every cell, and lose them when the cluster goes; the cache is already
-  content-keyed, verified on load and built under a file lock, so a shared disk needs nothing
-  more, and a rerun on a new cluster finds every stage.
+  (``ALIGNBENCH_CACHE``) on the same path, with working file locks (NFSv4, Lustre, GPFS). Each
+  task is given the driver's root and refuses to run where the driver's world is not there.
+  Stages are model folders, from megabytes to gigabytes: shipping them through Ray's object
+  store would put a copy in each node's memory for every cell, and lose them when the cluster
+  goes; the cache is already content-keyed, verified on load and built under a file lock, and a
+  rerun on a new cluster finds every stage.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
 import os
+import socket
 import sys
 import tempfile
 import uuid
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
 from bench import output, runner, store
-from bench.api import JSON, World
+from bench.api import World
 from bench.budget import UNITS, Ledger
 from bench.extras import require
 from bench.store import cache_root
 
-T = TypeVar("T")
 GiB = 2**30
-# what a worker must see as the driver does; the cache root above all (module docstring)
+# what a worker must see as the driver does (the cache root is also given to every task)
 PASSED_ENV = ("ALIGNBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+COMPUTE_CAPS = ("train_tokens", "flops")
+
+
+class ClusterLost(RuntimeError):
+    """The Ray cluster itself went away mid-matrix (its head, or the driver's node): one line
+    for the user, exit 1; every result written so far stays, and rerunning resumes."""
 
 
 def require_ray() -> ModuleType:
@@ -64,53 +75,94 @@ def require_ray() -> ModuleType:
     return require("ray", "the ray executor")
 
 
-# --- the driver -----------------------------------------------------------------------------
+# --- the driver: preflight ------------------------------------------------------------------
 
-def run_cells(todo: list[tuple[runner.Cell, str]], cells: list[runner.Cell],
-              stages: runner.Stages, world_threads: int, device: str, out: Path) -> None:
-    """Run ``todo`` (cells of ``cells``, with their keys) on Ray, writing each result into
-    ``out`` as it arrives."""
-    ray = require_ray()
-    m = stages.plan.matrix
-    started_here = _connect(ray, m)
-    try:
-        _check_fits(ray, m, {c.name for c, _ in todo})
-        coordinator = Coordinator.options(name=f"alignbench-{uuid.uuid4().hex[:8]}").remote()
-        ray.get(coordinator.status.remote())  # placed and alive before any cell asks it
-        ctx = _Job(m, stages.world.key, world_threads, device, coordinator)
+def check_matrix(plan: C.Plan) -> None:
+    """What the local executor accepts and Ray cannot: a device decided on the driver for cells
+    that run elsewhere, or CUDA cells that Ray reserves no GPU for."""
+    m = plan.matrix
+    if m.device == "auto":
+        raise C.ConfigError('device = "auto" would be decided on the driver, not on the nodes '
+                            'that run the cells; under the ray executor set device = "cpu" or '
+                            '"cuda"')
+    no_gpu = [n for n in plan.methods if not m.resources.of(n).num_gpus]
+    if m.device == "cuda" and no_gpu:
+        raise C.ConfigError(f'device = "cuda" but {", ".join(no_gpu)} ask for no GPU '
+                            f"(resources.num_gpus = 0), so Ray would reserve none for their "
+                            f"cells; set [resources] num_gpus (or [resources.method.NAME]) above 0")
+
+
+class Session:
+    """A Ray connection checked against the matrix: made before the output folder is touched
+    (``--fresh`` deletes nothing for a matrix Ray then refuses), closed after the run."""
+
+    def __init__(self, plan: C.Plan):
+        check_matrix(plan)
+        self.ray, self.plan = require_ray(), plan
+        self.started_here = _connect(self.ray, plan.matrix)
+        try:
+            _check_fits(self.ray, plan.matrix, set(plan.methods))  # the stages' tasks too
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
+
+    def run(self, todo: list[tuple[runner.Cell, str]], cells: list[runner.Cell],
+            stages: runner.Stages, world_threads: int, device: str, out: Path) -> None:
+        """Run ``todo`` (cells of ``cells``, with their keys), writing each result into
+        ``out`` as it arrives."""
+        ray, m = self.ray, self.plan.matrix
+        tracker = Tracker.options(name=f"alignbench-{uuid.uuid4().hex[:8]}").remote()
+        ray.get(tracker.status.remote())  # placed and alive before any cell reports to it
+        job = _Job(m, stages.world.key, str(stages.world.base_model), world_threads, device,
+                   str(cache_root()), tracker)
         index = {id(c): i for i, c in enumerate(cells)}
         stage_refs: dict[Any, tuple[str, str]] = {}
         by_key: dict[str, Any] = {}
         pending: dict[Any, tuple[runner.Cell, str]] = {}
         for cell, key in todo:
             deps = []
-            for name in sorted(stages.plan.stage_names):
+            capped = any(cell.budget.get(u) is not None for u in COMPUTE_CAPS)
+            for name in [] if capped else sorted(self.plan.stage_names):
                 skey, _ = stages.stage_key(name, cell.seed, cell.budget)
                 if skey not in by_key:
                     by_key[skey] = _remote(stage_task, m, name).remote(
-                        ctx, name, cell.seed, cell.budget)
+                        job, name, cell.seed, cell.budget)
                     stage_refs[by_key[skey]] = (name, skey)
                 deps.append(by_key[skey])
-            ref = _remote(cell_task, m, cell.name).remote(ctx, index[id(cell)], key, *deps)
+            ref = _remote(cell_task, m, cell.name).remote(job, index[id(cell)], key, *deps)
             pending[ref] = (cell, key)
             runner.write_event(out, event="cell_submitted", key=key, cell=cell.label)
-        _collect(ray, pending, stage_refs, coordinator, stages.plan, device, out, m.progress)
-    finally:
-        if started_here:
-            ray.shutdown()
+        try:
+            _collect(ray, pending, stage_refs, tracker, self.plan, device, out, m.progress)
+        except ray.exceptions.RayError as err:  # a cell's own loss is a result; this is not
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ClusterLost(f"the Ray cluster went away mid-matrix ({type(err).__name__}: "
+                              f"{first[:200]}); finished cells are kept, and the same command "
+                              f"resumes once the cluster is back") from None
+        except BaseException:  # Ctrl-C: nothing more is started, what finished stays
+            with contextlib.suppress(Exception):
+                for ref in [*pending, *stage_refs]:
+                    ray.cancel(ref, force=True)
+            raise
 
 
 def _connect(ray: ModuleType, m: C.Matrix) -> bool:
-    """Join the cluster at ``m.ray_address``, or start a local instance sized to this machine;
-    True when this call started Ray (and the driver stops it at the end)."""
-    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-    env["ALIGNBENCH_CACHE"] = str(cache_root())  # resolved here: workers see the same root
+    """Join the cluster at ``m.ray_address``, or (none given) what Ray itself picks: the
+    cluster in ``RAY_ADDRESS`` or one already running on this machine, else a new local
+    instance sized to the machine. True when this call started Ray (the driver stops it)."""
     if ray.is_initialized():  # a caller's own session (tests, a notebook): used as it is
         return False
+    _probe(m.ray_address)
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env["ALIGNBENCH_CACHE"] = str(cache_root())
     try:
         ray.init(address=m.ray_address, runtime_env={"env_vars": env}, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    except ConnectionError as err:
+                 log_to_driver=False, logging_level=logging.ERROR)
+    except (ConnectionError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise C.ConfigError(f"cannot join the Ray cluster at {m.ray_address!r} ({first}); start "
                             f"it with 'ray start --head', or leave --address out for a local "
@@ -118,8 +170,25 @@ def _connect(ray: ModuleType, m: C.Matrix) -> bool:
     return True
 
 
+def _probe(address: str | None) -> None:
+    """A HOST:PORT that nothing answers at is refused in seconds (``ray.init`` retries it for
+    minutes); "auto", "local" and ray:// addresses are Ray's to resolve."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise C.ConfigError(f"--address {address!r} is not HOST:PORT, 'auto' or ray://HOST:PORT; "
+                            f"give the address 'ray start --head' printed")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise C.ConfigError(f"nothing answers at {address} ({err.strerror or err}); start the "
+                            f"head node with 'ray start --head --port={port}' or check the "
+                            f"address") from None
+
+
 def _check_fits(ray: ModuleType, m: C.Matrix, methods: set[str]) -> None:
-    """A cell that asks for more than any node has would wait forever: refused up front."""
+    """A task that asks for more than any node has would wait forever: refused up front."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     for name in sorted(methods):
         r = m.resources.of(name)
@@ -127,7 +196,7 @@ def _check_fits(ray: ModuleType, m: C.Matrix, methods: set[str]) -> None:
         if not any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
             most = {k: max((node.get(k, 0) for node in nodes), default=0) for k in need}
             raise C.ConfigError(
-                f"{name}'s cells ask for {r.num_cpus:g} CPUs, {r.num_gpus:g} GPUs and "
+                f"{name}'s tasks ask for {r.num_cpus:g} CPUs, {r.num_gpus:g} GPUs and "
                 f"{r.memory or 0:g} GiB, but no node of this Ray cluster has that much (the "
                 f"largest have {most['CPU']:g} CPUs, {most['GPU']:g} GPUs, "
                 f"{most['memory'] / GiB:.1f} GiB); lower [resources] or add a larger node")
@@ -140,16 +209,20 @@ def _remote(fn: Callable[..., Any], m: C.Matrix, method: str) -> Any:
                             "max_retries": m.resources.max_retries}
     if r.memory:
         opts["memory"] = int(r.memory * GiB)
-    return _task(fn).options(**opts)
+    return _task(fn, bool(r.num_gpus)).options(**opts)
 
 
 @functools.cache
-def _task(fn: Callable[..., Any]) -> Any:  # exported to the cluster once per function
-    return require_ray().remote(fn)
+def _task(fn: Callable[..., Any], one_per_process: bool) -> Any:
+    """Exported to the cluster once per function; a GPU task gets a fresh worker process."""
+    ray = require_ray()
+    return ray.remote(max_calls=1)(fn) if one_per_process else ray.remote(fn)
 
+
+# --- the driver: results --------------------------------------------------------------------
 
 def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
-             stage_refs: dict[Any, tuple[str, str]], coordinator: Any, plan: C.Plan,
+             stage_refs: dict[Any, tuple[str, str]], tracker: Any, plan: C.Plan,
              device: str, out: Path, progress: bool) -> None:
     """Write every result as it arrives; the bar counts running, finished and failed cells."""
     bar = tqdm(total=len(pending), desc="cells", disable=not progress)
@@ -161,7 +234,7 @@ def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
     while waiting:
         # the timeout only refreshes the bar's running count; results arrive as they finish
         ready, _ = ray.wait(list(waiting), num_returns=1, timeout=2.0)
-        status = ray.get(coordinator.status.remote())
+        status = ray.get(tracker.status.remote())
         for key, nodes in status["nodes"].items():  # the audit trail of where each attempt ran
             for n in range(seen[key], len(nodes)):
                 runner.write_event(out, event="cell_running", key=key, cell=labels[key],
@@ -174,7 +247,6 @@ def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
             cell, key = waiting.pop(ref)
             rec = _cell_done(ray, ref, cell, key, plan, device, out, status["attempts"])
             if rec["status"] != "ok":
-                ray.get(coordinator.abandon.remote(key))  # its claims pass to a waiter
                 runner.log.warning("cell %s failed: %s", cell.label, rec["error"])
             counts["finished" if rec["status"] == "ok" else "failed"] += 1
             ended.add(key)
@@ -189,9 +261,8 @@ def _stage_done(ray: ModuleType, ref: Any, what: tuple[str, str], out: Path) -> 
     name, key = what
     try:
         res = ray.get(ref)
-    except ray.exceptions.RayError as err:  # its cells build it themselves and say why
-        runner.log.warning("stage %s %s was lost (%s); its cells build it", name, key,
-                           type(err).__name__)
+    except ray.exceptions.RayError as err:  # its cells fail as lost; a rerun retries them
+        runner.log.warning("stage %s %s was lost (%s)", name, key, type(err).__name__)
         return
     for built in res["built"]:
         runner.write_event(out, event="stage_built", cell=f"{name} stage", **built)
@@ -205,12 +276,13 @@ def _stage_done(ray: ModuleType, ref: Any, what: tuple[str, str], out: Path) -> 
 
 def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.Plan,
                device: str, out: Path, attempts: dict[str, int]) -> dict[str, Any]:
-    """Write one cell's result (or, when every attempt was lost, a failed result saying so)."""
+    """Write one cell's result (or, when the cell returned none, a failed result saying why)."""
     try:
         res = ray.get(ref)
         rec, log_text, built = res["record"], res["log"], res["built"]
     except ray.exceptions.RayError as err:
-        rec, log_text, built = _lost(cell, key, plan, device, err, attempts.get(key, 0)), "", []
+        rec, log_text, built = _unreturned(cell, key, plan, device, err,
+                                           attempts.get(key, 0)), "", []
     rec["provenance"].setdefault("executor", {})["attempts"] = attempts.get(key, 0)
     cell_dir = output.make_cell_dir(out, key)
     store.atomic_write_text(cell_dir / "log.txt", log_text)
@@ -222,21 +294,26 @@ def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.P
     return rec
 
 
-def _lost(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exception,
-          attempts: int) -> dict[str, Any]:
-    """The failed result of a cell that returned none: its task raised on the worker (a
-    cell's own failures are results; this is the executor's, such as a node with other
-    code), or every attempt was lost with its worker or node."""
+def _unreturned(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exception,
+                attempts: int) -> dict[str, Any]:
+    """The failed result of a cell that returned none: its task raised on the worker (a cell's
+    own failures are results; these are the executor's, such as a node with other code), a
+    stage it waits for was lost for good, or every attempt of it was lost with its worker or
+    node."""
     ray = require_ray()
     rec = runner.new_record(cell, key, plan)
     caps = {u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None}
-    if isinstance(err, ray.exceptions.RayTaskError):
-        cause = err.cause if isinstance(err.cause, BaseException) else err
+    cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) \
+        and isinstance(err.cause, BaseException) else err
+    retry = "rerun the matrix to retry this cell, or raise resources.max_retries"
+    if attempts == 0 and isinstance(cause, ray.exceptions.RayError):
+        error = (f"lost before it ran: a shared stage it waits for was lost "
+                 f"({type(cause).__name__}); {retry}")
+    elif isinstance(err, ray.exceptions.RayTaskError):
         error = f"on the worker: {type(cause).__name__}: {cause}"
     else:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        error = (f"lost: {type(err).__name__} after {attempts} attempt(s) ({first[:300]}); "
-                 f"rerun the matrix to retry this cell, or raise resources.max_retries")
+        error = f"lost: {type(err).__name__} after {attempts} attempt(s) ({first[:300]}); {retry}"
     rec.update(status="failed", failed_step=None, budget=Ledger(caps=caps).snapshot(),
                error=error,
                provenance={**store.provenance(device), "executor": {"name": "ray"},
@@ -249,20 +326,30 @@ def _lost(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exception
 class _Job:
     """What every task of one matrix needs to rebuild the driver's view (picklable)."""
 
-    def __init__(self, m: C.Matrix, world_key: str, world_threads: int, device: str,
-                 coordinator: Any):
-        self.matrix, self.world_key, self.world_threads = m, world_key, world_threads
-        self.device, self.coordinator = device, coordinator
+    def __init__(self, m: C.Matrix, world_key: str, world_path: str, world_threads: int,
+                 device: str, cache: str, tracker: Any):
+        self.matrix, self.world_key, self.world_path = m, world_key, world_path
+        self.world_threads, self.device, self.cache, self.tracker = (world_threads, device,
+                                                                     cache, tracker)
 
 
-_STATE: dict[str, tuple[C.Plan, list[runner.Cell], World, RayStages]] = {}
+_STATE: dict[str, tuple[C.Plan, list[runner.Cell], World, runner.Stages]] = {}
 
 
-def _state(job: _Job) -> tuple[C.Plan, list[runner.Cell], World, RayStages]:
+def _state(job: _Job) -> tuple[C.Plan, list[runner.Cell], World, runner.Stages]:
     """The plan, cells, world and stages of ``job``, built once per worker process (a worker
     runs many cells: the world and each stage's weights are read once, as on the local
-    executor)."""
-    tag = store.canonical([job.matrix.model_dump(mode="json"), job.world_key, job.device])
+    executor), in the driver's cache."""
+    os.environ["ALIGNBENCH_CACHE"] = job.cache  # also when the caller started Ray itself
+    if not Path(job.world_path).exists():
+        raise RuntimeError(f"this node does not see the driver's cache: the world it built "
+                           f"({job.world_path}) is not there; give every node the same "
+                           f"shared cache at the same path (README: Running on a cluster)")
+    if job.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("the cell was given a GPU but this worker sees no CUDA device; "
+                           "check the node's CUDA install and [resources] num_gpus")
+    tag = store.canonical([job.matrix.model_dump(mode="json"), job.world_key, job.device,
+                           job.cache])
     if tag not in _STATE:
         plan = C.plan(job.matrix)
         with runner.torch_threads(job.world_threads):  # the thread count its key was made with
@@ -271,49 +358,10 @@ def _state(job: _Job) -> tuple[C.Plan, list[runner.Cell], World, RayStages]:
             raise RuntimeError(f"this worker built world {world.key}, the driver {job.world_key}: "
                                f"the nodes run other code or library versions; install the "
                                f"same alignbench and packages on every node")
-        stages = RayStages(world, plan, job.device, False, runner.thread_counts(plan),
-                           job.coordinator)
+        stages = runner.Stages(world, plan, job.device, False, runner.thread_counts(plan))
         _STATE.clear()  # one matrix per worker at a time
         _STATE[tag] = (plan, runner.expand(plan), world, stages)
     return _STATE[tag]
-
-
-class RayStages(runner.Stages):
-    """The runner's stages, with compute-once JSON claimed through the coordinator actor so
-    that two cells asking at once compute it once, on any node."""
-
-    def __init__(self, world: World, plan: C.Plan, device: str, progress: bool,
-                 threads: dict[str, int], coordinator: Any):
-        super().__init__(world, plan, device, progress, threads)
-        self.coordinator, self.owner = coordinator, ""
-
-    def once(self, kind: str, key: dict[str, JSON], ledger: Ledger,
-             compute: Callable[[Ledger], JSON]) -> JSON:
-        full = self.once_key(kind, key)
-        rec = store.read_json(self.root / kind / f"{full}.json")
-
-        def here() -> JSON:  # computes it when it is not in the cache, else reads it
-            return super(RayStages, self).once(kind, key, ledger, compute)
-        if isinstance(rec, dict) and "value" in rec:  # computed before: read it
-            return here()
-        return claimed(self.coordinator, full, self.owner, compute=here, read=here)
-
-
-def claimed(coordinator: Any, key: str, owner: str, *, compute: Callable[[], T],
-            read: Callable[[], T]) -> T:
-    """``compute()`` once per ``key`` across the cluster: the first owner to claim it computes
-    it, everyone else waits on the coordinator until it is done and then calls ``read()``. When
-    the computing cell fails, or is lost for good, the next waiter computes it."""
-    ray = require_ray()
-    if not ray.get(coordinator.claim.remote(key, owner)):
-        return read()
-    ok = False
-    try:
-        value = compute()
-        ok = True
-        return value
-    finally:
-        ray.get(coordinator.release.remote(key, ok))
 
 
 @contextlib.contextmanager
@@ -356,14 +404,13 @@ def _where() -> dict[str, Any]:
 def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> dict[str, Any]:
     """One cell on a worker: its result, its log and the stages it computed."""
     ray = require_ray()
-    ray.get(job.coordinator.started.remote(key, ray.get_runtime_context().get_node_id()))
+    ray.get(job.tracker.started.remote(key, ray.get_runtime_context().get_node_id()))
     plan, cells, world, stages = _state(job)
     cell = cells[index]
     torch.set_num_threads(stages.threads[cell.name])
     if runner.cell_key(cell, world, plan, job.device, stages.threads) != key:
         raise RuntimeError(f"cell {cell.label} has another key on this worker than on the "
                            f"driver; install the same alignbench and packages on every node")
-    stages.owner = key
     seen = len(stages.built)
     with tempfile.TemporaryDirectory(prefix="alignbench-cell-") as scratch:
         log_path = Path(scratch) / "log.txt"
@@ -393,64 +440,35 @@ def stage_task(job: _Job, name: str, seed: int, budget: dict[str, float | None]
     return {"built": stages.built[seen:], "error": error, "log": text}
 
 
-class _Coordinator:
-    """Claims on compute-once stages, and which cells have started (for the progress bar and
-    each result's attempt count). An async actor: a waiter awaits an event, never polls."""
+class _Tracker:
+    """Which cells have started, how often and where (for the progress bar, the audit trail
+    and each result's attempt count). It only counts: nothing ever waits on it."""
 
     def __init__(self) -> None:
-        self.owner: dict[str, str] = {}
-        self.done: set[str] = set()
-        self.events: dict[str, asyncio.Event] = {}
         self.attempts: Counter[str] = Counter()
         self.running: set[str] = set()
         self.nodes: dict[str, list[str]] = {}  # the node of each attempt of each cell
 
-    async def claim(self, key: str, owner: str) -> bool:
-        """True: ``owner`` computes ``key`` (also when it claimed it in an attempt that was
-        lost); False: it was computed by another cell. Waits while another cell holds it."""
-        while True:
-            if key in self.done:
-                return False
-            if self.owner.get(key) in (None, owner):
-                self.owner[key] = owner
-                return True
-            await self.events.setdefault(key, asyncio.Event()).wait()
-
-    async def release(self, key: str, ok: bool) -> None:
-        if ok:
-            self.done.add(key)
-        self.owner.pop(key, None)
-        event = self.events.pop(key, None)
-        if event is not None:
-            event.set()
-
-    async def abandon(self, owner: str) -> None:
-        """A cell that will not come back: its claims pass to whoever waits on them."""
-        self.running.discard(owner)
-        for key, who in list(self.owner.items()):
-            if who == owner:
-                await self.release(key, ok=False)
-
-    async def started(self, key: str, node: str) -> None:
+    def started(self, key: str, node: str) -> None:
         self.attempts[key] += 1
         self.running.add(key)
         self.nodes.setdefault(key, []).append(node)
 
-    async def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         return {"running": sorted(self.running), "attempts": dict(self.attempts),
-                "nodes": dict(self.nodes)}
+                "nodes": {k: list(v) for k, v in self.nodes.items()}}
 
 
 class _LazyActor:
-    """``Coordinator.options(...).remote()`` without importing Ray at import time."""
+    """``Tracker.options(...).remote()`` without importing Ray at import time."""
 
     def options(self, **kw: Any) -> Any:
         """On the driver's node, which the matrix cannot outlive anyway: a worker node lost
-        mid-matrix must not take the claims with it."""
+        mid-matrix must not take the counts with it."""
         ray = require_ray()
         here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)
-        return ray.remote(num_cpus=0)(_Coordinator).options(scheduling_strategy=here, **kw)
+        return ray.remote(num_cpus=0)(_Tracker).options(scheduling_strategy=here, **kw)
 
 
-Coordinator = _LazyActor()
+Tracker = _LazyActor()

@@ -518,6 +518,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     if m.executor == "ray":  # before OUT or the world is touched: a missing extra costs nothing
         from bench import ray_executor
         ray_executor.require_ray()
+        ray_executor.check_matrix(plan)
     out = output.claim(Path(out or m.out))  # refuses a folder that is not alignbench's
     if not m.progress:  # the libraries' own bars too, so logs stay readable
         import datasets
@@ -525,23 +526,29 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
     with output.locked(out):
-        # everything that can refuse the matrix runs before anything in OUT is touched
-        device = resolve_device(m.device)
+        # everything that can refuse the matrix runs before anything in OUT is touched; on
+        # Ray the device is the workers' ("cpu" or "cuda", checked where the cells run)
+        device = m.device if m.executor == "ray" else resolve_device(m.device)
         world_threads = torch.get_num_threads()  # the micro world's key holds it
         world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
         threads = thread_counts(plan)
         stages = Stages(world, plan, device, m.progress, threads)
         check_compute(cells, stages)
         keys = [cell_key(c, world, plan, device, threads) for c in cells]
-        if fresh:
-            output.clear(out)
-        output.remove_stale_temp_files(out)
-        _write_matrix(out, m, cells, keys)
-        todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
-        if m.executor == "ray":
-            ray_executor.run_cells(todo, cells, stages, world_threads, device, out)
-        else:
-            _run_local(todo, world, stages, out, device)
+        session = ray_executor.Session(plan) if m.executor == "ray" else None
+        try:
+            if fresh:
+                output.clear(out)
+            output.remove_stale_temp_files(out)
+            _write_matrix(out, m, cells, keys)
+            todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
+            if session is not None:
+                session.run(todo, cells, stages, world_threads, device, out)
+            else:
+                _run_local(todo, world, stages, out, device)
+        finally:
+            if session is not None:
+                session.close()
         from reports.build import build_report
         build_report(out)  # regenerates results.jsonl from cells/ first
         return out
