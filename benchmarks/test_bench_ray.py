@@ -41,7 +41,8 @@ def test_r1_scheduling_overhead_per_cell(benchmark, tmp_path):
     m = _smoke().model_copy(update={"resources": config.Resources(
         num_cpus=torch.get_num_threads())})
     t0 = time.perf_counter()
-    ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=torch.get_num_threads(), include_dashboard=False,
+             log_to_driver=False)
     start = time.perf_counter() - t0
     try:
         runner.run(m, tmp_path / "warm")  # stages cached, for both executors alike
@@ -81,7 +82,7 @@ def test_r2_quickstart_with_two_ray_workers_against_local(benchmark, tmp_path, m
         shutil.copytree(built.base_model, cache / "micro" / built.key)
         monkeypatch.setenv("ALIGNBENCH_CACHE", str(cache))
         if name == "ray":
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             timings[name] = (benchmark.pedantic(_timed, args=(matrix, tmp_path / name),
                                                 rounds=1, iterations=1)

@@ -322,7 +322,7 @@ def ranking_markdown(rk: dict[str, Any] | None) -> list[str]:
     resolved = [p for p in rk["pairs"] if p["resolved"]]
     lines += ["", f"{len(resolved)} of {len(rk['pairs'])} pairs resolved at this seed count"
               + (": " + "; ".join(f"{p['a']} {'>' if p['delta'] > 0 else '<'} {p['b']} "
-                                  f"(Δ {p['delta']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}])"
+                                  f"({p['delta']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}])"
                                   for p in resolved) if resolved else ".")]
     return lines
 

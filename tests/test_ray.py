@@ -87,8 +87,10 @@ def test_smoke_matrix_gives_the_local_executors_keys_and_bitwise_its_results(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_quickstart_sized_matrix_is_identical_under_ray(tmp_path):
-    """The quickstart's world, methods, budgets and evals, at one seed."""
+    """The quickstart's world, methods, budgets and evals, at one seed (about 4 minutes: left
+    out of the default test command, run by .ci/run right after it)."""
     import torch
     m = config.load("quickstart").model_copy(update={
         "progress": False, "seeds": [0],
@@ -106,7 +108,7 @@ def test_a_shared_stage_is_computed_once_when_the_cells_that_need_it_start_at_on
     cache = tmp_path / "cache"
     shutil.copytree(tiny_world.base_model, cache / "micro" / tiny_world.key)  # the world only
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(cache))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     d = smoke(methods=["ppo", "dpo"], executor="ray")
     del d["method"]["rlaif"]
     try:
@@ -143,7 +145,7 @@ def test_a_compute_once_set_is_computed_once_by_concurrent_workers_and_survives_
     four Ray workers ask for one cached value at once; one computes it (slowly), the others
     wait and read it. Then a holder whose worker dies mid-compute: the kernel releases its lock
     and the next worker computes instead, so no one waits forever."""
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_once_and_count)
         counter = str(tmp_path / "builds")
@@ -175,7 +177,8 @@ def test_each_gpu_cell_gets_a_fresh_worker_process():
     for tasks given GPUs through .options() alone (seen: one process ran four such tasks, seeing
     both GPUs in turn); the executor's GPU tasks get a fresh process each."""
     from bench.ray_executor import _task
-    ray.init(num_cpus=1, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, num_gpus=2, include_dashboard=False,
+             log_to_driver=False)
     try:
         fresh = [ray.get(_task(_where_am_i, True).options(num_gpus=1).remote())
                  for _ in range(4)]
@@ -397,7 +400,7 @@ def test_losing_the_cluster_mid_matrix_is_one_line_and_the_rerun_resumes(tmp_pat
     stops with ClusterLost (one line, exit 1 in the CLI), keeps what it wrote, and the rerun
     completes the matrix."""
     from bench.ray_executor import ClusterLost
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     m = config.parse(smoke(executor="ray"))
     out = tmp_path / "o"
 

@@ -215,16 +215,16 @@ def test_a_rebuilt_world_with_the_same_weights_keeps_every_key(tmp_path, tiny_wo
 
 
 def test_a_plugins_code_and_version_enter_its_keys(tmp_path, monkeypatch, tiny_world):
-    pkg = tmp_path / "kto_plugin"
+    pkg = tmp_path / "toy_plugin"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     method = pkg / "method.py"
     method.write_text(textwrap.dedent('''
         from bench.api import MethodConfig, Trained
-        from kto_plugin.helpers import SCALE
+        from toy_plugin.helpers import SCALE
 
-        class KTO:
-            name = "kto"
+        class Toy:
+            name = "toy"
             description = "test plugin"
             starts_from = "base"
             shared_stage = False
@@ -240,9 +240,9 @@ def test_a_plugins_code_and_version_enter_its_keys(tmp_path, monkeypatch, tiny_w
 
     def key(version: str) -> str:
         patch_entry_points(monkeypatch, {"alignbench.methods": [
-            FakeEP("kto", "kto_plugin.method:KTO", dist="kto-plugin", version=version)]})
+            FakeEP("toy", "toy_plugin.method:Toy", dist="toy-plugin", version=version)]})
         registry.source_hash.cache_clear()
-        mm = config.parse({**SMALL, "methods": ["kto"], "method": {}})
+        mm = config.parse({**SMALL, "methods": ["toy"], "method": {}})
         return keys(mm, tiny_world)[0]
 
     k0 = key("0.1")
