@@ -4,9 +4,26 @@ methods compared at equal budget also collect their labels the same way."""
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from bench.api import Judge, Labeler, Policy, Start, TrainContext
-from bench.budget import Ledger
+from bench.budget import Ledger, capped
+from methods.common import LoRAOptions
+
+
+class SharedSetConfig(LoRAOptions):
+    """The settings of a method that trains offline on the shared comparison set (one round):
+    the same K, sampling temperature and length as PPO's and DPO's, so it gets the same
+    labels, and the rollouts that drawing them costs."""
+
+    k: int = Field(5, ge=2, description="responses ranked per prompt (the shared set's K)")
+    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
+    max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
+
+    def planned_spend(self, budget):
+        n = capped(budget, "comparisons")
+        label = label_rollouts(n, self.k, 1)
+        return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
 
 
 def pick_prompts(pool: list[str], n: int, seed: int) -> list[str]:

@@ -14,28 +14,18 @@ from datasets import Dataset
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
-from bench.budget import capped
 from bench.models import n_params
-from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
-                            trainer_args, warmup)
-from methods.feedback import label_rollouts, shared_comparisons
+from methods.common import FiniteGuard, lora_config, merged, metered, trainer_args, warmup
+from methods.feedback import SharedSetConfig, shared_comparisons
 
 
-class KTOConfig(LoRAOptions):
-    k: int = Field(5, ge=2, description="responses ranked per prompt (the shared set's K)")
-    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
-    max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
+class KTOConfig(SharedSetConfig):
     beta: float = Field(0.1, description="KL strength (Ethayarajh et al.: 0.1)")
     desirable_weight: float = Field(1.0, gt=0, description="loss weight of desirable examples")
     undesirable_weight: float = Field(1.0, gt=0, description="loss weight of undesirable ones")
     lr: float = Field(5e-5, gt=0, description="learning rate (DPO's, for a fair comparison)")
     epochs: float = Field(2.0, gt=0, description="passes over the examples (DPO's)")
     batch_size: int = Field(32, ge=2, description="examples per step (KTO's KL term needs 2+)")
-
-    def planned_spend(self, budget):
-        n = capped(budget, "comparisons")
-        label = label_rollouts(n, self.k, 1)
-        return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
 
 
 def unpaired(pairs: list[dict[str, str]], k: int) -> list[dict[str, str | bool]]:

@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import MethodConfig, TrainContext
+from bench.api import TrainContext
 from bench.models import n_params
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args, warmup)

@@ -12,27 +12,17 @@ from datasets import Dataset
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
-from bench.budget import capped
 from bench.models import n_params
-from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
-                            trainer_args, warmup)
-from methods.feedback import label_rollouts, shared_comparisons
+from methods.common import FiniteGuard, lora_config, merged, metered, trainer_args, warmup
+from methods.feedback import SharedSetConfig, shared_comparisons
 
 
-class SimPOConfig(LoRAOptions):
-    k: int = Field(5, ge=2, description="responses ranked per prompt (the shared set's K)")
-    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
-    max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
+class SimPOConfig(SharedSetConfig):
     beta: float = Field(2.0, gt=0, description="reward scale (Meng et al.: 2.0-2.5)")
     gamma: float = Field(0.5, ge=0, description="target reward margin (TRL's simpo_gamma)")
     lr: float = Field(5e-5, gt=0, description="learning rate (DPO's, for a fair comparison)")
     epochs: float = Field(2.0, gt=0, description="passes over the comparisons (DPO's)")
     batch_size: int = Field(32, ge=1, description="comparisons per step (DPO's)")
-
-    def planned_spend(self, budget):
-        n = capped(budget, "comparisons")
-        label = label_rollouts(n, self.k, 1)
-        return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
 
 
 class SimPO:
