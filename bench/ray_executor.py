@@ -57,6 +57,7 @@ from bench import output, runner, store
 from bench.api import World
 from bench.budget import UNITS, Ledger
 from bench.extras import require
+from bench.logs import cell_log
 from bench.store import cache_root
 
 GiB = 2**30
@@ -371,13 +372,10 @@ def _captured(path: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logger = logging.getLogger("alignbench")
     level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    with open(path, "a") as f:
+    logger.setLevel(logging.INFO)  # a worker has no terminal: its file gets alignbench's INFO
+    with open(path, "a") as f, cell_log(path):
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         try:
@@ -389,9 +387,7 @@ def _captured(path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-            logger.removeHandler(handler)
             logger.setLevel(level)
-            handler.close()
 
 
 def _where() -> dict[str, Any]:

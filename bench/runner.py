@@ -33,6 +33,7 @@ from bench import meter, output, registry, store
 from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
                        TrainablePolicy, TrainContext, Trained, TrainView, World)
 from bench.budget import UNITS, BudgetExceeded, Ledger
+from bench.logs import cell_log
 from bench.models import resolve_device
 from bench.output import OutputLocked  # noqa: F401 - part of this module's interface
 from bench.seeding import derive_seed, rng_neutral, seed_everything
@@ -434,9 +435,11 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
 
 def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
              device: str) -> dict[str, Any]:
-    """Compute one cell into its folder in OUT and write its result (the local executor)."""
+    """Compute one cell into its folder in OUT and write its result (the local executor); the
+    trainers' log lines go to the cell's ``log.txt``, not the terminal."""
     cell_dir = output.make_cell_dir(out, key)
-    record = compute_cell(cell, key, world, stages, cell_dir, device)
+    with cell_log(cell_dir / "log.txt"):
+        record = compute_cell(cell, key, world, stages, cell_dir, device)
     store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
     return record
 

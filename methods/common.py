@@ -16,6 +16,7 @@ from pydantic import Field
 from bench.api import MethodConfig, NonFiniteError, TrainContext
 from bench.budget import Ledger
 from bench.extras import require
+from bench.logs import TRAINER_LOG
 
 
 class FiniteGuard(TrainerCallback):
@@ -63,6 +64,24 @@ def warmup(ratio: float, n_examples: int, batch_size: int, epochs: float) -> flo
     return ratio if steps > 1 else 0.0
 
 
+class LogToCell(TrainerCallback):
+    """A trainer's log lines (loss, rewards, learning rate per logging step) into the cell's
+    log file instead of the terminal: transformers prints them with its PrinterCallback
+    whenever its progress bar is off, a dict per step in every ``--no-progress`` run."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            TRAINER_LOG.info("step %d %s", state.global_step, logs)
+
+
+def to_cell_log(trainer):
+    """``trainer`` with its log lines sent to the cell's log (see :class:`LogToCell`)."""
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogToCell())
+    return trainer
+
+
 def batch_tokens(inputs: dict[str, Any]) -> int:
     """The non-padding tokens of a trainer's batch: its attention mask, or (CPO, which keeps
     chosen and rejected apart, each with its prompt inside) the masks of its sequences."""
@@ -80,7 +99,9 @@ def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0
     batches all carry one, DPO's holding chosen and rejected rows) as train_tokens, and their
     FLOPs. A cap on either unit stops the trainer with BudgetExceeded before the step that
     would cross it. Trainer offers no pre-step hook that sees the batch (callbacks get no
-    inputs), so this wraps ``training_step`` on the instance."""
+    inputs), so this wraps ``training_step`` on the instance. Its log lines go to the cell's
+    log (:func:`to_cell_log`)."""
+    to_cell_log(trainer)
     step = trainer.training_step
 
     def charged(model, inputs, *args, **kwargs):

@@ -21,7 +21,7 @@ from pydantic import Field
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.models import n_params
-from methods.common import FiniteGuard, lora_config, merged, trainer_args
+from methods.common import FiniteGuard, lora_config, merged, to_cell_log, trainer_args
 from methods.feedback import label_rollouts, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
@@ -75,7 +75,7 @@ def train_online(name: str, trainer_cls: type, config_cls: type, start: Start,
                           train_dataset=data, processing_class=policy.tokenizer,
                           callbacks=[FiniteGuard(policy.model)], peft_config=lora_config(cfg))
     _metered(trainer, ctx, n_params(policy.model), cfg.kl_coef > 0)
-    trainer.train()
+    to_cell_log(trainer).train()
     _merge_logs(ctx.curves.get(name, []), trainer.state.log_history)
     policy.model = merged(trainer.model)
     policy.model.eval()

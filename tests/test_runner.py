@@ -137,6 +137,18 @@ def test_failing_cells_stay_local(monkeypatch, tmp_path):
     assert got[("echo", 0)][1]["truthfulqa.mc1"] == got[("sft", 0)][1]["truthfulqa.mc1"]
 
 
+def test_trainer_log_lines_go_to_the_cells_log_not_the_terminal(tmp_path, capfd):
+    """With progress off, transformers prints a dict per logging step (its PrinterCallback);
+    those lines belong in the cell's log.txt, and the terminal keeps only what a user reads."""
+    runner.run(config.parse({**MATRIX, "methods": ["sft", "dpo"], "seeds": [0]}), tmp_path)
+    seen = capfd.readouterr()
+    assert "train_loss" not in seen.out + seen.err
+    recs = {r["method"]: r for r in map(json.loads,
+                                        (tmp_path / "results.jsonl").read_text().splitlines())}
+    log = (tmp_path / "cells" / recs["dpo"]["key"] / "log.txt").read_text()
+    assert "alignbench.trainer INFO: step" in log and "train_loss" in log
+
+
 def test_a_policy_that_did_not_move_from_its_start_is_flagged(monkeypatch, tmp_path):
     patch_entry_points(monkeypatch, {"alignbench.methods": [
         FakeEP("frozen", "tests.plugins:Frozen")]})

@@ -1,0 +1,31 @@
+"""Each cell's own log file, ``OUT/cells/KEY/log.txt``, on both executors: the trainers' log
+lines (``TRAINER_LOG``, which never reaches the terminal) and alignbench's warnings while the
+cell runs (which also reach the terminal, as before)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+TRAINER_LOG = logging.getLogger("alignbench.trainer")
+TRAINER_LOG.propagate = False  # a dict per logging step: the cell's file, not the terminal
+TRAINER_LOG.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def cell_log(path: Path) -> Iterator[None]:
+    """While the block runs, the trainers' lines and alignbench's own records (at the level
+    its logger is set to) are appended to ``path``."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    loggers = (logging.getLogger("alignbench"), TRAINER_LOG)
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+        handler.close()
