@@ -35,6 +35,9 @@ def _run_errors() -> tuple[type[BaseException], ...]:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import config, runner
     m = config.load(args.matrix)
+    if args.methods is not None or args.seeds is not None or args.set:
+        m = config.overridden(m, methods=_names(args.methods), seeds=_seeds(args.seeds),
+                              sets=args.set or ())
     if args.no_progress:
         m = m.model_copy(update={"progress": False})
     if args.address is not None and (args.executor or m.executor) != "ray":
@@ -54,6 +57,21 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{out / 'report.html'}#failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _names(given: str | None) -> list[str] | None:
+    return None if given is None else [n.strip() for n in given.split(",") if n.strip()]
+
+
+def _seeds(given: str | None) -> list[int] | None:
+    from bench.config import ConfigError
+    if given is None:
+        return None
+    try:
+        return [int(s) for s in given.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {given!r}: give whole numbers separated by commas, e.g. "
+                          f"--seeds 0,1,2") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -153,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: the matrix's 'out')")
     r.add_argument("--fresh", action="store_true", help="discard finished cells and start over")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--methods", help="run only these methods (comma-separated); the others' "
+                   "tables are ignored")
+    r.add_argument("--seeds", help="run these seeds instead (comma-separated)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting, validated like the file (repeatable), e.g. "
+                   "--set budget.comparisons=300")
     r.add_argument("--executor", choices=["local", "ray"],
                    help="where cells run (default: the matrix's 'executor', local)")
     r.add_argument("--address", help="with --executor ray: a running cluster, 'auto' or "

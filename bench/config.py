@@ -346,6 +346,58 @@ def _read_matrix_file(p: Path) -> str:
                           f"permissions") from None
 
 
+def overridden(m: Matrix, *, methods: list[str] | None = None, seeds: list[int] | None = None,
+               sets: list[str] | tuple[str, ...] = ()) -> Matrix:
+    """``m`` with the command line's subset and settings (``--methods``, ``--seeds``,
+    ``--set KEY=VALUE``) applied, then validated exactly as a matrix file is; the result is
+    what OUT/matrix.toml records. ``--methods`` drops the tables and sweeps of the methods it
+    leaves out (and of stages no kept method starts from), so a preset's other tables are no
+    error. A VALUE is read as TOML (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
+    d = m.model_dump(mode="json")
+    if methods is not None:
+        d["methods"] = methods
+        try:
+            keep = set(methods) | stage_names(methods)
+        except (registry.UnknownName, ConfigError):  # parse names the unknown method below
+            keep = set(methods)
+        d["method"] = {k: v for k, v in d["method"].items() if k in keep}
+        d["resources"]["method"] = {k: v for k, v in d["resources"]["method"].items()
+                                    if k in keep}
+        d["sweep"] = {k: v for k, v in d["sweep"].items()
+                      if k.startswith("budget.") or k.split(".", 1)[0] in keep}
+    if seeds is not None:
+        d["seeds"] = seeds
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. --set budget.comparisons=300")
+        _set(d, key.strip(), _toml_value(raw.strip()), item)
+    return parse(d, source="the command line")
+
+
+def _toml_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word: the string it spells
+
+
+def _set(d: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set a dotted ``key`` in the matrix dict; under ``sweep`` the rest of the key is one
+    name ("sweep.ppo.kl_coef" sets the sweep "ppo.kl_coef")."""
+    parts = key.split(".")
+    if parts[0] == "sweep" and len(parts) > 1:
+        d.setdefault("sweep", {})[".".join(parts[1:])] = value
+        return
+    node = d
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: '{'.'.join(parts[:i + 1])}' is a value, not a "
+                              f"table; set it directly")
+    node[parts[-1]] = value
+
+
 def presets() -> list[str]:
     return sorted(f.name[:-5] for f in resources.files("bench.presets").iterdir()
                   if f.name.endswith(".toml"))

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
@@ -38,3 +40,38 @@ def test_report_command_on_a_missing_folder(tmp_path):
 def test_unknown_preset_names_the_choices():
     p = run("run", "quikstart")
     assert p.returncode == 2 and "quickstart" in p.stderr and "smoke" in p.stderr
+
+
+def test_run_a_subset_of_a_preset_with_settings_from_the_command_line(tmp_path):
+    """--methods keeps two of smoke's five methods (the others' tables are ignored, not an
+    error), --seeds one seed, --set a budget; the resolved matrix records them."""
+    import tomllib
+    out = tmp_path / "o"
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", "smoke", "--out", str(out),
+                        "--no-progress", "--methods", "sft,dpo", "--seeds", "1",
+                        "--set", "budget.comparisons=20", "--set", "method.dpo.beta=0.2"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["seed"]) for r in recs) == [("dpo", 1), ("sft", 1)]
+    dpo = next(r for r in recs if r["method"] == "dpo")
+    assert dpo["budget"]["given"]["comparisons"] == 20 and dpo["method_config"]["beta"] == 0.2
+    resolved = tomllib.loads((out / "matrix.toml").read_text())
+    assert resolved["methods"] == ["sft", "dpo"] and resolved["seeds"] == [1]
+    assert resolved["budget"]["comparisons"] == 20 and "ppo" not in resolved["method"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "budget.comparisons=-1"], ["'budget.comparisons'", "greater than or equal to 0"]),
+    (["--set", "budgett.comparisons=1"], ["unknown key 'budgett'"]),
+    (["--set", "comparisons"], ["--set 'comparisons': give KEY=VALUE"]),
+    (["--methods", "dpoo"], ["unknown method 'dpoo'", "did you mean 'dpo'"]),
+    (["--seeds", "0,x"], ["--seeds '0,x': give whole numbers"]),
+])
+def test_bad_command_line_settings_are_one_line(tmp_path, args, words):
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", "smoke", "--out",
+                        str(tmp_path / "o"), *args], capture_output=True, text=True)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "o").exists()
