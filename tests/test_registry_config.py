@@ -105,6 +105,11 @@ def test_readme_matrix_is_valid_and_fits_its_budget():
         cells = runner.expand(plan)
         runner.check_budgets(cells, plan)
         assert len(cells) == len(m.seeds) * (2 * 2 + 2 + 2)  # ppo x 4 points, sft and dpo x 2
+    ray_blocks = [b for b in blocks if "resources" in b]  # "Running on a cluster"
+    assert ray_blocks
+    for b in ray_blocks:
+        m = config.parse(b)
+        assert m.executor == "ray" and m.resources.of("ppo").num_gpus == 1
 
 
 def test_sweep_expands_only_the_swept_method():
