@@ -89,9 +89,8 @@ def test_smoke_matrix_gives_the_local_executors_keys_and_bitwise_its_results(tmp
 @pytest.mark.slow
 @pytest.mark.long
 def test_a_quickstart_sized_matrix_is_identical_under_ray(tmp_path):
-    """The quickstart's world, methods, budgets and evals, at one seed (several minutes: left
-    out of the default test command and of .ci/run, which it would push past 45 minutes; run
-    it with -m long)."""
+    """The quickstart's world, methods, budgets and evals, at one seed (about 4 minutes: left
+    out of the default test command, run by .ci/run right after it)."""
     import torch
     m = config.load("quickstart").model_copy(update={
         "progress": False, "seeds": [0],
