@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 HARD_UNITS = ("demonstrations", "comparisons", "ai_comparisons", "rollouts")
 RECORDED_UNITS = ("train_tokens", "flops", "wall_seconds")
 UNITS = HARD_UNITS + RECORDED_UNITS
+COMPUTE_UNITS = ("train_tokens", "flops")  # recorded, and capped when the budget sets them
+
+
+def compute_capped(budget: dict[str, float | None]) -> bool:
+    """Whether a cell's budget caps its compute (a capped cell trains its stages under it)."""
+    return any(budget.get(u) is not None for u in COMPUTE_UNITS)
 
 
 class BudgetExceeded(RuntimeError):

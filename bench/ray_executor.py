@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from bench import config as C
 from bench import output, runner, store
 from bench.api import World
-from bench.budget import UNITS, Ledger
+from bench.budget import UNITS, Ledger, compute_capped
 from bench.extras import require
 from bench.logs import cell_log
 from bench.store import cache_root
@@ -63,12 +63,16 @@ from bench.store import cache_root
 GiB = 2**30
 # what a worker must see as the driver does (the cache root is also given to every task)
 PASSED_ENV = ("ALIGNBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-COMPUTE_CAPS = ("train_tokens", "flops")
 
 
 class ClusterLost(RuntimeError):
     """The Ray cluster itself went away mid-matrix (its head, or the driver's node): one line
     for the user, exit 1; every result written so far stays, and rerunning resumes."""
+
+
+def _first_line(err: BaseException, default: str = "") -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else default
 
 
 def require_ray() -> ModuleType:
@@ -94,11 +98,11 @@ def check_matrix(plan: C.Plan) -> None:
 
 
 class Session:
-    """A Ray connection checked against the matrix: made before the output folder is touched
-    (``--fresh`` deletes nothing for a matrix Ray then refuses), closed after the run."""
+    """A Ray connection checked against the cluster's nodes: made before the output folder is
+    touched (``--fresh`` deletes nothing for a matrix Ray then refuses), closed after the run.
+    ``runner.run`` has checked the matrix itself (:func:`check_matrix`) before that."""
 
     def __init__(self, plan: C.Plan):
-        check_matrix(plan)
         self.ray, self.plan = require_ray(), plan
         self.started_here = _connect(self.ray, plan.matrix)
         try:
@@ -126,8 +130,7 @@ class Session:
         pending: dict[Any, tuple[runner.Cell, str]] = {}
         for cell, key in todo:
             deps = []
-            capped = any(cell.budget.get(u) is not None for u in COMPUTE_CAPS)
-            for name in [] if capped else sorted(self.plan.stage_names):
+            for name in [] if compute_capped(cell.budget) else sorted(self.plan.stage_names):
                 skey, _ = stages.stage_key(name, cell.seed, cell.budget)
                 if skey not in by_key:
                     by_key[skey] = _remote(stage_task, m, name).remote(
@@ -140,9 +143,8 @@ class Session:
         try:
             _collect(ray, pending, stage_refs, tracker, self.plan, device, out, m.progress)
         except ray.exceptions.RayError as err:  # a cell's own loss is a result; this is not
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise ClusterLost(f"the Ray cluster went away mid-matrix ({type(err).__name__}: "
-                              f"{first[:200]}); finished cells are kept, and the same command "
+                              f"{_first_line(err)[:200]}); finished cells are kept, and the same command "
                               f"resumes once the cluster is back") from None
         except BaseException:  # Ctrl-C: nothing more is started, what finished stays
             with contextlib.suppress(Exception):
@@ -164,7 +166,7 @@ def _connect(ray: ModuleType, m: C.Matrix) -> bool:
         ray.init(address=m.ray_address, runtime_env={"env_vars": env}, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = _first_line(err, type(err).__name__)
         raise C.ConfigError(f"cannot join the Ray cluster at {m.ray_address!r} ({first}); start "
                             f"it with 'ray start --head', or leave --address out for a local "
                             f"instance") from None
@@ -313,8 +315,8 @@ def _unreturned(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exc
     elif isinstance(err, ray.exceptions.RayTaskError):
         error = f"on the worker: {type(cause).__name__}: {cause}"
     else:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        error = f"lost: {type(err).__name__} after {attempts} attempt(s) ({first[:300]}); {retry}"
+        error = (f"lost: {type(err).__name__} after {attempts} attempt(s) "
+                 f"({_first_line(err)[:300]}); {retry}")
     rec.update(status="failed", failed_step=None, budget=Ledger(caps=caps).snapshot(),
                error=error,
                provenance={**store.provenance(device), "executor": {"name": "ray"},

@@ -32,7 +32,7 @@ from bench import config as C
 from bench import meter, output, registry, store
 from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
                        TrainablePolicy, TrainContext, Trained, TrainView, World)
-from bench.budget import UNITS, BudgetExceeded, Ledger
+from bench.budget import COMPUTE_UNITS, UNITS, BudgetExceeded, Ledger, compute_capped
 from bench.logs import cell_log
 from bench.models import resolve_device
 from bench.output import OutputLocked  # noqa: F401 - part of this module's interface
@@ -119,8 +119,7 @@ def check_compute(cells: list[Cell], stages: Stages) -> None:
     from bench.budget import training_flops
     from bench.models import n_params
     problems: dict[str, None] = {}
-    capped = [c for c in cells
-              if c.budget.get("train_tokens") is not None or c.budget.get("flops") is not None]
+    capped = [c for c in cells if compute_capped(c.budget)]
     if not capped:
         return
     base = stages.base()  # the frozen base every run loads anyway
@@ -275,8 +274,7 @@ class Stages:
     def _build_stage(self, name: str, seed: int, caps: dict[str, float], ledger: Ledger,
                      tmp: Path) -> None:
         # the cell's compute caps bound the stage too: it stops at the cap, not after it
-        stage_ledger = Ledger(caps={**caps, **{u: ledger.remaining(u) for u in
-                                               ("train_tokens", "flops")
+        stage_ledger = Ledger(caps={**caps, **{u: ledger.remaining(u) for u in COMPUTE_UNITS
                                                if ledger.caps.get(u) is not None}})
         sub = TrainContext(scenario=view(self.world), ledger=stage_ledger, seed=seed,
                            cell_dir=tmp, log=log.getChild(name), stages=self,

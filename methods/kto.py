@@ -28,7 +28,7 @@ class KTOConfig(SharedSetConfig):
     batch_size: int = Field(32, ge=2, description="examples per step (KTO's KL term needs 2+)")
 
 
-def unpaired(pairs: list[dict[str, str]], k: int) -> list[dict[str, str | bool]]:
+def unpaired(pairs: list[dict[str, str]]) -> list[dict[str, str | bool]]:
     """Ranked pairs (all K(K-1)/2 of each prompt's K responses) as KTO examples: each response
     once, desirable when it won more of its pairs than it lost, undesirable when it lost more;
     a response that won as many as it lost (the median of an odd K) is dropped."""
@@ -53,7 +53,7 @@ class KTO:
 
         sft, policy = start.reference, start.trainable()
         pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        examples = unpaired(pairs, config.k)
+        examples = unpaired(pairs)
         args = trainer_args(TRLKTOConfig, ctx, "kto", beta=config.beta, learning_rate=config.lr,
                             num_train_epochs=config.epochs,
                             per_device_train_batch_size=config.batch_size,

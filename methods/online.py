@@ -22,14 +22,14 @@ from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.models import n_params
 from methods.common import FiniteGuard, lora_config, merged, to_cell_log, trainer_args
-from methods.feedback import label_rollouts, shared_comparisons
+from methods.feedback import SharedSetConfig, label_rollouts, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
 
-class OnlineRLConfig(RewardModelConfig):
-    k: int = Field(5, ge=2, description="responses ranked per prompt for the reward model's "
-                   "labels (PPO's: the same comparison set)")
-    label_temperature: float = Field(1.0, description="sampling temperature for labeling")
+class OnlineRLConfig(RewardModelConfig, SharedSetConfig):
+    """The reward model's settings and the shared set it trains on (PPO's K, temperature and
+    length), then the online trainer's."""
+
     steps: int = Field(40, ge=1, description="optimizer steps (PPO's steps)")
     batch_size: int = Field(64, ge=1, description="responses sampled per step (PPO's batch)")
     num_generations: int = Field(4, ge=2, description="responses per prompt in a group")
@@ -40,7 +40,6 @@ class OnlineRLConfig(RewardModelConfig):
     temperature: float = Field(0.7, description="rollout temperature (PPO's)")
     missing_eos_penalty: float = Field(1.0, description="subtracted when a response never ends "
                                        "(PPO's)")
-    max_new_tokens: int = Field(24, ge=1, description="response length limit")
 
     def planned_spend(self, budget):
         if self.batch_size % self.num_generations:

@@ -8,10 +8,10 @@ def test_kto_labels_from_ranked_pairs_top_half_desirable_median_dropped():
     ranked = ["a", "b", "c", "d", "e"]  # best first, as the panel ranked them
     pairs = [{"prompt": "p", "chosen": ranked[i], "rejected": ranked[j]}
              for i in range(5) for j in range(i + 1, 5)]
-    got = {(e["completion"], e["label"]) for e in unpaired(pairs, 5)}
+    got = {(e["completion"], e["label"]) for e in unpaired(pairs)}
     assert got == {("a", True), ("b", True), ("d", False), ("e", False)}
     pairs4 = [p for p in pairs if "e" not in (p["chosen"], p["rejected"])]  # K=4: no median
-    assert {(e["completion"], e["label"]) for e in unpaired(pairs4, 4)} == {
+    assert {(e["completion"], e["label"]) for e in unpaired(pairs4)} == {
         ("a", True), ("b", True), ("c", False), ("d", False)}
 
 
