@@ -113,6 +113,27 @@ class Labeler(Judge, Protocol):
         """Indices of ``responses`` best first. Charges K(K-1)/2 comparisons."""
 
 
+@runtime_checkable
+class Rater(Protocol):
+    """A labeler panel that also gives binary ratings (is this answer acceptable?): KTO's
+    direct source. Each rating charges one ``ratings`` unit of the ledger it was bound to."""
+
+    def rate(self, prompts: list[str], responses: list[str]) -> list[bool]:
+        """One labeler's verdict per response: True when acceptable."""
+
+
+@runtime_checkable
+class SelectingPolicy(Policy, Protocol):
+    """A policy that serves each answer by sampling ``n`` responses from ``base`` and returning
+    one of them (best-of-n). Its probability of a given answer has no closed form, so its
+    ``logprob`` is the base's (a multiple-choice eval scores what the base believes) and the
+    KL eval reports the analytic bound to the base, log n - (n-1)/n (Beirami et al. 2024),
+    instead of a sampled estimate."""
+
+    n: int
+    base: Policy
+
+
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """Scores completions: ``reward(prompts, completions) -> list[float]`` (higher is better)."""
 
@@ -298,11 +319,14 @@ class Trained:
     that evals measure. ``reward_fn`` is a learned reward (PPO's reward model: labeler_agreement
     scores it against the panel, win_rate judges with it when a scenario has no gold judge);
     ``make_ai_judge(ledger)`` rebuilds the method's AI judge on the evaluation's own ledger,
-    so evaluating it never spends the method's budget."""
+    so evaluating it never spends the method's budget. ``samples_per_response`` is what the
+    policy samples to serve one answer (best-of-n's n): recorded in the budget as the
+    inference-time cost of every method, 1 for a policy that answers with one sample."""
 
     policy: Policy
     reward_fn: RewardFn | None = None
     make_ai_judge: Callable[[Ledger], Judge] | None = None
+    samples_per_response: int = 1
 
 
 class Method(Protocol):

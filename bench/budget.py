@@ -8,10 +8,13 @@ stops with its ledger exactly at what it had legitimately spent.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
-HARD_UNITS = ("demonstrations", "comparisons", "ai_comparisons", "rollouts")
-RECORDED_UNITS = ("train_tokens", "flops", "wall_seconds")
+HARD_UNITS = ("demonstrations", "comparisons", "ai_comparisons", "ratings", "rollouts",
+              "samples_per_response")
+RECORDED_UNITS = ("train_tokens", "flops", "inference_flops", "wall_seconds")
 UNITS = HARD_UNITS + RECORDED_UNITS
 COMPUTE_UNITS = ("train_tokens", "flops")  # recorded, and capped when the budget sets them
 
@@ -98,8 +101,6 @@ class Ledger:
                          "flops": training_flops(n_params, tokens)
                          + inference_flops(reference_params, tokens)})
 
-    def record_inference(self, n_params: int, tokens: int) -> None:
-        self.charge("flops", inference_flops(n_params, tokens))
 
     def absorb(self, spent: dict[str, float]) -> None:
         """Charge what a cached shared stage spent, as if this cell had spent it itself."""
@@ -111,3 +112,43 @@ class Ledger:
         spent = dict(self.spent)
         spent["wall_seconds"] = spent["wall_seconds"] + (time.perf_counter() - self._t0)
         return {"given": {u: self.caps.get(u) for u in UNITS}, "spent": spent}
+
+
+# --------------------------------------------------------------------------- inference FLOPs
+#
+# Training compute is charged step by step by the trainers' wrappers (``record_training``).
+# What a cell computes *without* gradients -- sampling responses, scoring them with a reward
+# model or a judge, every forward pass of its evaluation -- is charged to ``inference_flops``
+# (2 N per token a model processes) by the few functions every such pass goes through:
+# bench.sampling.sample (each step's input, padding included: the compute is spent on it),
+# HFPolicy.logprob_ids (each pair's context and continuation, with no credit for a shared
+# prefix's cache: an upper bound), the reward model's scoring, and TRL's own generation in
+# rloo/grpo. They do not hold the ledger, so the runner names the ledger that pays for the
+# current phase with :func:`charging` (the cell's while it trains, the evaluation's while it
+# evaluates, a cached stage's own while it is built, so that reusing the stage charges what
+# building it cost, as for every other unit). Outside any phase nothing is charged.
+
+_paying: list[Ledger] = []
+
+
+@contextmanager
+def charging(ledger: Ledger) -> Iterator[Ledger]:
+    """Inference FLOPs computed inside this block are charged to ``ledger``."""
+    _paying.append(ledger)
+    try:
+        yield ledger
+    finally:
+        _paying.pop()
+
+
+def charge_inference(model, tokens: int) -> None:
+    """A forward pass of ``model`` (a torch module) over ``tokens`` tokens, without gradients."""
+    if _paying:
+        charge_inference_flops(inference_flops(sum(p.numel() for p in model.parameters()),
+                                               tokens))
+
+
+def charge_inference_flops(flops: float) -> None:
+    """Inference FLOPs computed once and reused (cached reference samples), charged again."""
+    if _paying:
+        _paying[-1].charge("inference_flops", flops)

@@ -49,7 +49,12 @@ class Budget(_Strict):
     demonstrations: int | None = Field(256, ge=0, description="SFT examples")
     comparisons: int | None = Field(1000, ge=0, description="human pairwise labels")
     ai_comparisons: int | None = Field(1000, ge=0, description="AI-judge pairwise labels")
+    ratings: int | None = Field(None, ge=0, description="human binary ratings (is this answer "
+                                "acceptable?), cheaper than a comparison: kto's direct source")
     rollouts: int | None = Field(20000, ge=0, description="responses sampled in training")
+    samples_per_response: int | None = Field(
+        None, ge=1, description="responses sampled at inference per answer served (best-of-n's "
+        "n; 1 for a policy that answers with one sample)")
     train_tokens: int | None = Field(None, ge=0, description="cap on training tokens")
     flops: float | None = Field(None, ge=0, description="cap on estimated FLOPs")
 

@@ -41,3 +41,4 @@ def peak(scope: str) -> dict[str, Any]:
         rss, scope = (kb if sys.platform == "darwin" else kb * 1024), "process"
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     return {"peak_rss_bytes": rss, "peak_rss_scope": scope, "peak_gpu_bytes": gpu}
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from bench import scoring
+from bench.budget import charge_inference
 from bench.sampling import left_pad, sample, strip_after_eos
 
 Pair = tuple[list[int], list[int]]
@@ -76,6 +77,7 @@ class HFPolicy:
         run through the model once and its key/value cache reused for the continuations;
         otherwise one padded forward pass per batch. Both give the same numbers up to float
         rounding (tests/test_truthfulqa.py holds them to 1e-5 against one pass per pair)."""
+        charge_inference(self.model, sum(len(c) + len(k) for c, k in pairs))
         n_ctx = len({tuple(c) for c, _ in pairs})
         if pairs and n_ctx * 2 <= len(pairs):
             return self.logprob_ids_shared(pairs)

@@ -28,6 +28,9 @@ BUILTIN: dict[str, dict[str, str]] = {
         "grpo": "methods.grpo:GRPO",
         "kto": "methods.kto:KTO",
         "simpo": "methods.simpo:SimPO",
+        "orpo": "methods.orpo:ORPO",
+        "best_of_n": "methods.best_of_n:BestOfN",
+        "rsft": "methods.rsft:RSFT",
     },
     "evals": {
         "truthfulqa": "evals.truthfulqa:TruthfulQA",

@@ -32,7 +32,8 @@ from bench import config as C
 from bench import meter, output, registry, store
 from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
                        TrainablePolicy, TrainContext, Trained, TrainView, World)
-from bench.budget import COMPUTE_UNITS, UNITS, BudgetExceeded, Ledger, compute_capped
+from bench.budget import (COMPUTE_UNITS, UNITS, BudgetExceeded, Ledger, charge_inference_flops,
+                          charging, compute_capped)
 from bench.logs import cell_log
 from bench.models import resolve_device
 from bench.output import OutputLocked  # noqa: F401 - part of this module's interface
@@ -279,7 +280,7 @@ class Stages:
         sub = TrainContext(scenario=view(self.world), ledger=stage_ledger, seed=seed,
                            cell_dir=tmp, log=log.getChild(name), stages=self,
                            progress=self.progress, device=self.device)
-        with rng_neutral(), torch_threads(self.threads[name]):
+        with rng_neutral(), torch_threads(self.threads[name]), charging(stage_ledger):
             trained = typed(name, self.plan.methods[name].train(self.base_start(), sub,
                                                                 self.plan.configs[name]))
         policy = trained.policy
@@ -312,7 +313,7 @@ class Stages:
             self.built.append({"kind": kind, "key": full})
             sub = Ledger(caps=dict(ledger.caps))
             sub.spent.update({u: 0.0 for u in UNITS})
-            with rng_neutral():
+            with rng_neutral(), charging(sub):
                 data = compute(sub)
             return {"spent": sub.spent, "data": data}
 
@@ -331,7 +332,9 @@ class FrozenReference:
     SFT model) and that nothing trains. Sampling is seeded per call, so the same prompts, options
     and seed give the same completions in every cell: they are drawn once per matrix process and
     reused (in the quickstart they were two of the three sample sets the win-rate drew in every
-    cell). Everything else is the wrapped policy's."""
+    cell); each cell that uses them is charged the inference FLOPs of drawing them, so a cell's
+    evaluation cost does not depend on which cell came first. Everything else is the wrapped
+    policy's."""
 
     def __init__(self, policy: TrainablePolicy):
         self.policy = policy
@@ -341,9 +344,14 @@ class FrozenReference:
                  seed: int = 0) -> list[str]:
         key = (tuple(prompts), max_new_tokens, float(temperature), seed)
         if key not in self._samples:
-            self._samples[key] = self.policy.generate(
-                prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-        return list(self._samples[key])
+            ledger = Ledger()  # what drawing them costs, charged to every cell that uses them
+            with charging(ledger):
+                texts = self.policy.generate(prompts, max_new_tokens=max_new_tokens,
+                                             temperature=temperature, seed=seed)
+            self._samples[key] = (texts, ledger.spent["inference_flops"])
+        texts, flops = self._samples[key]
+        charge_inference_flops(flops)
+        return list(texts)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
@@ -410,24 +418,25 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
     evaluation's own ledger (its spend never counts against the method's budget)."""
     refs = stages.references(cell.seed, cell.budget)
     eval_ledger = Ledger()
-    for name, (ev, options) in stages.plan.evals.items():
-        record["_phase"] = f"eval {name}"
-        seed_everything(derive_seed(cell.seed, "eval"))
-        ectx = EvalContext(world=world, seed=cell.seed, references=refs, trained=trained,
-                           curves=ctx.curves, options=options, ledger=eval_ledger,
-                           data=world.eval_data.get(name), progress=stages.progress)
-        res = ev.evaluate(trained.policy, ectx)
-        for k, v in res.metrics.items():
-            record["metrics"][f"{name}.{k}"] = v
-            if k in res.uncertainty:
-                record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
-        record["n"][name] = res.n
-        record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
-                                 "rows": res.rows, "extra": res.extra,
-                                 "plots": [dataclasses.asdict(p) for p in res.plots]}
-        bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
-        if bad:
-            raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")
+    with charging(eval_ledger):  # every forward pass of the evaluation is its own spend
+        for name, (ev, options) in stages.plan.evals.items():
+            record["_phase"] = f"eval {name}"
+            seed_everything(derive_seed(cell.seed, "eval"))
+            ectx = EvalContext(world=world, seed=cell.seed, references=refs, trained=trained,
+                               curves=ctx.curves, options=options, ledger=eval_ledger,
+                               data=world.eval_data.get(name), progress=stages.progress)
+            res = ev.evaluate(trained.policy, ectx)
+            for k, v in res.metrics.items():
+                record["metrics"][f"{name}.{k}"] = v
+                if k in res.uncertainty:
+                    record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
+            record["n"][name] = res.n
+            record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
+                                     "rows": res.rows, "extra": res.extra,
+                                     "plots": [dataclasses.asdict(p) for p in res.plots]}
+            bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
+            if bad:
+                raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")
     return eval_ledger
 
 
@@ -472,7 +481,11 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     status, error, step = "ok", None, None
     try:
         seed_everything(cell.seed)
-        trained, start = train_cell(cell, stages, ctx)
+        with charging(ledger):  # what training samples and scores without gradients
+            trained, start = train_cell(cell, stages, ctx)
+        # what serving one answer takes: 1 sample, or best-of-n's n (capped before training
+        # by its planned_spend, recorded for every method)
+        ledger.charge("samples_per_response", trained.samples_per_response)
         record["movement"] = movement(trained, start)
         if record["movement"] and not record["movement"]["moved"]:
             record["warnings"].append(
@@ -496,7 +509,10 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     record["cost"] = {"wall_seconds": time.perf_counter() - t0, **meter.peak(scope),
                       "train_tokens": spent.get("train_tokens", 0.0),
                       "train_flops": spent.get("flops", 0.0),
-                      "rollouts": spent.get("rollouts", 0.0)}
+                      "inference_flops": spent.get("inference_flops", 0.0),
+                      "eval_flops": record.get("eval_spend", {}).get("inference_flops", 0.0),
+                      "rollouts": spent.get("rollouts", 0.0),
+                      "samples_per_response": spent.get("samples_per_response", 0.0)}
     record.update(status=status, error=error, failed_step=step, provenance={
         **store.provenance(device), "started": started,
         "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,

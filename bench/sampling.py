@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from bench.budget import charge_inference
 from bench.scoring import expand_cache
 
 
@@ -60,6 +61,7 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     logits = model(input_ids=prefill_ids, attention_mask=prefill_mask,
                    position_ids=(prefill_mask.cumsum(-1) - 1).clamp(min=0), cache=cache,
                    use_cache=True, logits_to_keep=1).logits
+    charge_inference(model, prefill_ids.numel())
     if rows is not None:
         logits, cache = logits[rows], expand_cache(cache, rows, model.config)
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -86,5 +88,6 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
         logits = model(input_ids=tok[:, None], attention_mask=attention_mask,
                        position_ids=next_pos, cache=cache, use_cache=True,
                        logits_to_keep=1).logits
+        charge_inference(model, b)
         next_pos = next_pos + 1
     return torch.stack(new, 1) if new else input_ids.new_zeros((b, 0))

@@ -8,11 +8,13 @@ Gao et al. (2022) overoptimization summary.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy
+from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy, SelectingPolicy
 from bench.seeding import derive_seed
 from bench.stats import bootstrap_se
 
@@ -40,6 +42,12 @@ def overoptimization(curve: list[dict[str, float]]) -> dict[str, float]:
             "window": float(w)}
 
 
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || base) <= log n - (n - 1) / n (Stiennon et al. 2020; Beirami et al. 2024
+    show it is a bound, tight when the base rarely repeats a response)."""
+    return math.log(n) - (n - 1) / n
+
+
 class KLOptions(EvalOptions):
     samples: int = Field(4, ge=1, description="responses sampled per prompt")
 
@@ -55,14 +63,18 @@ class KL:
     name = "kl"
     Options = KLOptions
     description = "KL to the SFT reference (k1) and RL overoptimization summary"
-    version = "1.1"  # 1.1: the overoptimization summary is smoothed (see overoptimization)
+    version = "1.2"  # 1.1: overoptimization smoothed; 1.2: best-of-n gets its analytic KL bound
     metrics = {"k1": False, "gold_peak": True, "gold_final": True, "gold_drop": False,
                "proxy_final": True}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         ref = ctx.references.get("sft")
         metrics, unc, extra = {}, {}, {}
-        if ref is not None:
+        if ref is not None and isinstance(policy, SelectingPolicy):
+            # best-of-n's own likelihood has no closed form; its base is the SFT model
+            metrics["k1"] = best_of_n_kl(policy.n)
+            extra["k1"] = f"analytic bound log n - (n-1)/n for best of {policy.n} (not sampled)"
+        elif ref is not None:
             prompts = ctx.prompts(self.name)
             n = self.Options.model_validate(ctx.options).samples
             flat = [p for p in prompts for _ in range(n)]

@@ -29,12 +29,30 @@ class DPOConfig(LoRAOptions):
     lr: float = Field(5e-5, gt=0, description="learning rate (tiny models; ~5e-7 for real LMs)")
     epochs: float = Field(2.0, gt=0, description="passes over the comparisons per round")
     batch_size: int = Field(32, ge=1, description="comparisons per step")
-    loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, ...")
+    loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, "
+                           "robust, ...")
+    label_smoothing: float | None = Field(
+        None, ge=0, lt=0.5, description="robust DPO's label flip rate (Chowdhury et al. 2024); "
+        "unset: the scenario's known flip rate, for robust only")
 
     def planned_spend(self, budget):
         n = capped(budget, "comparisons")
         label = label_rollouts(n, self.k, self.rounds)
         return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
+
+
+def flip_rate(cfg: DPOConfig, ctx: TrainContext) -> float:
+    """The label smoothing DPO trains with: the config's, or for ``robust`` the scenario's
+    known rate of flipped labels (robust DPO's flip probability)."""
+    if cfg.label_smoothing is not None:
+        return cfg.label_smoothing
+    if cfg.loss_type != "robust":
+        return 0.0
+    known = ctx.scenario.describe.get("label_flip_rate")
+    if known is None:
+        raise ValueError("dpo loss_type = \"robust\": this scenario states no label flip rate; "
+                         "set method.dpo.label_smoothing")
+    return float(known)
 
 
 def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], ctx: TrainContext,
@@ -49,7 +67,8 @@ def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], 
 
     args = trainer_args(TRLDPOConfig, ctx, stage, beta=cfg.beta, learning_rate=cfg.lr,
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                        loss_type=[cfg.loss_type], lr_scheduler_type="cosine",
+                        loss_type=[cfg.loss_type], label_smoothing=flip_rate(cfg, ctx),
+                        lr_scheduler_type="cosine",
                         warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs))
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     peft = lora_config(cfg)

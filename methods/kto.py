@@ -6,17 +6,26 @@ SFT model's K samples per prompt ranked by the panel), made unpaired the way the
 turns paired data into binary data: a response ranked in the top half of its prompt's K is
 desirable, one in the bottom half undesirable, and the median (odd K) is dropped. So kto against
 dpo at one budget compares the losses on the same labels.
+
+With ``source = "ratings"`` the labels are instead the panel's direct binary ratings (is this
+answer acceptable?) of the SFT model's K samples per prompt: one ``ratings`` unit each, the
+budget's ``ratings``. A rating is cheaper for a person than a comparison; how many ratings one
+comparison's price buys is the matrix's choice of ``budget.ratings`` against
+``budget.comparisons``, recorded in every result's budget.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import Start, TrainContext, Trained
+from bench.api import DataError, Rater, Start, TrainContext, Trained
+from bench.budget import capped
 from bench.models import n_params
 from methods.common import FiniteGuard, lora_config, merged, metered, trainer_args, warmup
-from methods.feedback import SharedSetConfig, shared_comparisons
+from methods.feedback import SharedSetConfig, pick_prompts, sample_k, shared_comparisons
 
 
 class KTOConfig(SharedSetConfig):
@@ -26,6 +35,34 @@ class KTOConfig(SharedSetConfig):
     lr: float = Field(5e-5, gt=0, description="learning rate (DPO's, for a fair comparison)")
     epochs: float = Field(2.0, gt=0, description="passes over the examples (DPO's)")
     batch_size: int = Field(32, ge=2, description="examples per step (KTO's KL term needs 2+)")
+    source: Literal["comparisons", "ratings"] = Field(
+        "comparisons", description="labels from the shared ranked comparisons, or the panel's "
+        "direct binary ratings (budget.ratings)")
+
+    def planned_spend(self, budget):
+        if self.source == "comparisons":
+            return super().planned_spend(budget)
+        n = capped(budget, "ratings")
+        rated = n // self.k * self.k
+        return {"ratings": (rated, f"{rated} of the SFT model's samples rated, k={self.k} a "
+                            f"prompt"),
+                "rollouts": (rated, f"{rated} sampled to be rated")}
+
+
+def rated(ctx: TrainContext, start: Start, n: int, cfg: KTOConfig) -> list[dict[str, str | bool]]:
+    """KTO examples from the panel's binary ratings of K SFT samples for each of n // K
+    prompts: desirable when the labeler called the answer acceptable."""
+    panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+    if not isinstance(panel, Rater):
+        raise DataError("kto: this scenario's panel gives no binary ratings; set "
+                        "method.kto.source = \"comparisons\"")
+    prompts = pick_prompts(ctx.scenario.train_prompts, n // cfg.k, ctx.seed)
+    samples = sample_k(start.reference, prompts, cfg.k, ctx.ledger, seed=ctx.seed,
+                       temperature=cfg.label_temperature, max_new_tokens=cfg.max_new_tokens)
+    flat_p = [p for p in prompts for _ in range(cfg.k)]
+    flat_r = [r for rs in samples for r in rs]
+    return [{"prompt": p, "completion": r, "label": ok}
+            for p, r, ok in zip(flat_p, flat_r, panel.rate(flat_p, flat_r))]
 
 
 def unpaired(pairs: list[dict[str, str]]) -> list[dict[str, str | bool]]:
@@ -52,8 +89,12 @@ class KTO:
         from trl import KTOTrainer
 
         sft, policy = start.reference, start.trainable()
-        pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        examples = unpaired(pairs)
+        if config.source == "ratings":
+            examples = rated(ctx, start, int(ctx.ledger.remaining("ratings")), config)
+        else:
+            pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")),
+                                       config)
+            examples = unpaired(pairs)
         args = trainer_args(TRLKTOConfig, ctx, "kto", beta=config.beta, learning_rate=config.lr,
                             num_train_epochs=config.epochs,
                             per_device_train_batch_size=config.batch_size,

@@ -19,7 +19,7 @@ from datasets import Dataset
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
-from bench.budget import capped
+from bench.budget import capped, charge_inference
 from bench.models import n_params
 from methods.common import FiniteGuard, lora_config, merged, to_cell_log, trainer_args
 from methods.feedback import SharedSetConfig, label_rollouts, shared_comparisons
@@ -115,6 +115,7 @@ def _metered(trainer: Any, ctx: TrainContext, params: int, has_reference: bool) 
         ctx.ledger.charge("rollouts", len(inputs))
         out = generate(inputs)
         tokens = int(out["prompt_mask"].sum() + out["completion_mask"].sum())
+        charge_inference(trainer.model, tokens)  # TRL sampled them
         ctx.ledger.record_training(params, tokens,
                                    reference_params=params if has_reference else 0)
         return out

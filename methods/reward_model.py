@@ -10,6 +10,7 @@ from datasets import Dataset
 from pydantic import Field
 
 from bench.api import TrainContext
+from bench.budget import charge_inference
 from bench.models import n_params
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args, warmup)
@@ -40,6 +41,7 @@ class RewardModel:
             for i in range(0, len(texts), self.batch_size):
                 enc = tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True)
                 dev = next(self.model.parameters()).device
+                charge_inference(self.model, enc["input_ids"].numel())
                 out += self.model(**{k: v.to(dev) for k, v in enc.items()}).logits[:, 0].tolist()
         finally:
             tok.padding_side = side

@@ -10,14 +10,17 @@ from __future__ import annotations
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import Start, TrainContext, Trained
+from bench.api import Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import capped
 from bench.models import n_params
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args, warmup)
 
 
-class SFTConfig(LoRAOptions):
+class SFTOptions(LoRAOptions):
+    """How supervised fine-tuning trains (SFT's stage, and rsft's fine-tuning on its best
+    samples)."""
+
     epochs: float = Field(3.0, gt=0, description="passes over the demonstrations")
     lr: float = Field(3e-4, gt=0,
                       description="peak learning rate (tiny models; ~2e-5 for real LMs)")
@@ -26,6 +29,8 @@ class SFTConfig(LoRAOptions):
     max_length: int = Field(256, ge=1, description="tokens per example, prompt included")
     completion_only_loss: bool = Field(True, description="loss on the answer only (InstructGPT)")
 
+
+class SFTConfig(SFTOptions):
     def planned_spend(self, budget):
         n = capped(budget, "demonstrations")
         return {"demonstrations": (n, "the shared SFT stage trains on all of them")}
@@ -37,6 +42,26 @@ class SFTConfig(LoRAOptions):
         return tokens, f"{len(demos)} demonstrations x {self.epochs:g} epochs"
 
 
+def sft_train(policy: TrainablePolicy, examples: list[dict[str, str]], ctx: TrainContext,
+              cfg: SFTOptions, stage: str) -> None:
+    """One SFTTrainer run on ``examples`` (prompt/completion), in place on ``policy``."""
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    args = trainer_args(
+        TRLSFTConfig, ctx, stage, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        warmup_steps=warmup(cfg.warmup_ratio, len(examples), cfg.batch_size, cfg.epochs),
+        max_length=cfg.max_length, completion_only_loss=cfg.completion_only_loss,
+        lr_scheduler_type="cosine")
+    trainer = SFTTrainer(model=policy.model, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=policy.tokenizer, callbacks=[FiniteGuard(policy.model)],
+                         peft_config=lora_config(cfg))
+    metered(trainer, ctx.ledger, n_params(policy.model)).train()  # compute charged per step
+    policy.model = merged(trainer.model)
+    policy.model.eval()
+
+
 class SFT:
     name = "sft"
     description = "supervised fine-tuning on demonstrations (TRL SFTTrainer); the shared stage"
@@ -45,26 +70,8 @@ class SFT:
     shared_stage = True
 
     def train(self, start: Start, ctx: TrainContext, config: SFTConfig) -> Trained:
-        from trl import SFTConfig as TRLSFTConfig
-        from trl import SFTTrainer
-
         policy = start.trainable()
         n = int(ctx.ledger.remaining("demonstrations"))
         ctx.ledger.charge("demonstrations", n)
-        demos = ctx.scenario.demonstrations(n, ctx.seed)
-        args = trainer_args(
-            TRLSFTConfig, ctx, "sft", num_train_epochs=config.epochs, learning_rate=config.lr,
-            per_device_train_batch_size=config.batch_size,
-            warmup_steps=warmup(config.warmup_ratio, len(demos), config.batch_size,
-                                config.epochs),
-            max_length=config.max_length, completion_only_loss=config.completion_only_loss,
-            lr_scheduler_type="cosine")
-        trainer = SFTTrainer(model=policy.model, args=args,
-                             train_dataset=Dataset.from_list(demos),
-                             processing_class=policy.tokenizer,
-                             callbacks=[FiniteGuard(policy.model)],
-                             peft_config=lora_config(config))
-        metered(trainer, ctx.ledger, n_params(policy.model)).train()  # compute charged per step
-        policy.model = merged(trainer.model)
-        policy.model.eval()
+        sft_train(policy, ctx.scenario.demonstrations(n, ctx.seed), ctx, config, "sft")
         return Trained(policy=policy)

@@ -19,10 +19,9 @@ def test_charge_within_cap_and_exceed_spends_nothing():
 def test_uncapped_and_recorded_units():
     led = Ledger(caps={"rollouts": 5})
     led.charge("ai_comparisons", 1000)  # no cap given: recorded only
-    led.record_training(n_params=10, tokens=100)
-    led.record_inference(n_params=10, tokens=50)
+    led.record_training(n_params=10, tokens=100, reference_params=4)
     assert led.spent["train_tokens"] == 100
-    assert led.spent["flops"] == 6 * 10 * 100 + 2 * 10 * 50
+    assert led.spent["flops"] == 6 * 10 * 100 + 2 * 4 * 100
     snap = led.snapshot()
     assert snap["given"]["rollouts"] == 5 and snap["given"]["comparisons"] is None
     assert snap["spent"]["wall_seconds"] >= 0
@@ -64,3 +63,23 @@ def test_each_cells_peak_memory_is_its_own():
     second = meter.peak(scope)["peak_rss_bytes"]
     assert scope == "cell"  # this project's Linux machines
     assert first - second > 300 * 2**20, (first, second)
+
+
+def test_inference_flops_go_to_the_ledger_of_the_current_phase():
+    """Forward passes without gradients are charged (2 N per token) to the innermost ledger
+    named by ``charging``, nothing outside any phase, and a reused computation's FLOPs again."""
+    import torch
+
+    from bench.budget import charge_inference, charge_inference_flops, charging
+    model = torch.nn.Linear(3, 2)  # 8 parameters
+    outer, inner = Ledger(), Ledger()
+    charge_inference(model, 1000)  # no phase: nobody pays
+    with charging(outer):
+        charge_inference(model, 10)
+        with charging(inner):
+            charge_inference(model, 5)
+            charge_inference_flops(7.0)
+        charge_inference(model, 1)
+    assert outer.spent["inference_flops"] == 2 * 8 * 10 + 2 * 8 * 1
+    assert inner.spent["inference_flops"] == 2 * 8 * 5 + 7.0
+    assert outer.spent["flops"] == 0  # training FLOPs are a separate unit

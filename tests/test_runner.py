@@ -228,31 +228,41 @@ def test_a_matrix_that_cannot_fit_its_budget_is_refused_before_anything_runs(tmp
 
 def test_every_method_spends_what_it_plans(tmp_path):
     """The preflight's arithmetic against the ledger: every registered method that declares a
-    plan spends exactly that, over rounds and both RLAIF optimizers, and moves its parameters
-    (the SFT row from the base model; base is the base model itself). K=4 (6 pairs a prompt)
-    makes the rounds matter: 20 comparisons in one round rank 3 prompts (12 rollouts), in two
-    rounds of 10 one prompt each (8)."""
+    plan spends exactly that, over rounds, both RLAIF optimizers, both KTO label sources and
+    DPO's robust loss, and moves its parameters (the SFT row and ORPO from the base model; base
+    is the base model itself and best-of-n trains no policy). K=4 (6 pairs a prompt) makes the
+    rounds matter: 20 comparisons in one round rank 3 prompts (12 rollouts), in two rounds of
+    10 one prompt each (8). Every cell records what serving one answer samples."""
     from bench import registry
+    every = registry.names("methods")
     m = config.parse({
-        **MATRIX, "methods": ["base", "sft", "ppo", "dpo", "rlaif", "rloo", "grpo", "kto",
-                              "simpo"],
+        **MATRIX, "methods": every,
         "seeds": [0], "evals": ["truthfulqa"], "eval": {},
-        "budget": {**MATRIX["budget"], "rollouts": 200},
+        "budget": {**MATRIX["budget"], "rollouts": 200, "ratings": 12},
         "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "rounds": 2, "k": 4},
                    "ppo": {"steps": 2, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4},
                    "rlaif": {"epochs": 1, "min_margin": 0.0, "ppo": {"steps": 1}},
                    "rloo": {"steps": 3, "batch_size": 8, "k": 4, "rm_epochs": 1},
                    "grpo": {"steps": 2, "batch_size": 8, "k": 4, "rm_epochs": 1},
                    "kto": {"epochs": 1, "k": 4, "batch_size": 4},
-                   "simpo": {"epochs": 1, "k": 4, "batch_size": 4}},
-        "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"]}})
+                   "simpo": {"epochs": 1, "k": 4, "batch_size": 4},
+                   "orpo": {"epochs": 1, "k": 4, "batch_size": 4},
+                   "best_of_n": {"n": 3, "k": 4, "rm_epochs": 1},
+                   "rsft": {"n": 2, "prompts": 4, "k": 4, "rm_epochs": 1, "epochs": 1}},
+        "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"],
+                  "kto.source": ["comparisons", "ratings"], "dpo.loss_type": ["sigmoid", "robust"]}})
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert len(recs) == 11 and all(r["status"] == "ok" for r in recs), \
+    assert {r["method"] for r in recs} == set(every)
+    assert len(recs) == len(every) + 4 and all(r["status"] == "ok" for r in recs), \
         [r["error"] for r in recs if r["status"] != "ok"]
-    for r in recs:  # every method that trains moved its parameters
-        assert (r["movement"] is None) == (r["method"] == "base"), r["method"]
+    for r in recs:  # every method that trains a policy moved its parameters
+        assert (r["movement"] is None) == (r["method"] in ("base", "best_of_n")), r["method"]
         assert r["movement"] is None or r["movement"]["moved"], (r["method"], r["movement"])
+        assert r["movement"] is None or r["movement"]["from"] == (
+            "base" if r["method"] in ("sft", "orpo") else "sft")
+        serve = 3 if r["method"] == "best_of_n" else 1
+        assert r["budget"]["spent"]["samples_per_response"] == serve, r["method"]
     planned = 0
     for r in recs:
         cfg = registry.resolve("methods", r["method"]).Config.model_validate(r["method_config"])
@@ -261,15 +271,22 @@ def test_every_method_spends_what_it_plans(tmp_path):
         for unit, (need, _) in plan.items():
             assert r["budget"]["spent"][unit] == need, (r["method"], r["point"], unit)
             planned += 1
-    assert planned == 10
-    spent = {(r["method"], tuple(sorted(r["point"].items()))): r["budget"]["spent"]["rollouts"]
+    assert planned == 18
+    spent = {(r["method"], tuple(sorted(r["point"].items()))): r["budget"]["spent"]
              for r in recs}
-    assert spent[("dpo", ())] == 8
-    assert spent[("ppo", (("ppo.rounds", 1),))] == 12 + 2 * 4
-    assert spent[("ppo", (("ppo.rounds", 2),))] == 8 + 2 * 2 * 4
-    assert spent[("rlaif", (("rlaif.optimizer", "ppo"),))] == 10 + 64  # one step of PPO's 64
-    assert spent[("rloo", ())] == 12 + 3 * 8 and spent[("grpo", ())] == 12 + 2 * 8
-    assert spent[("kto", ())] == spent[("simpo", ())] == 12  # the shared set, as dpo's
+    rollouts = {k: v["rollouts"] for k, v in spent.items()}
+    assert rollouts[("dpo", (("dpo.loss_type", "sigmoid"),))] == 8
+    assert rollouts[("ppo", (("ppo.rounds", 1),))] == 12 + 2 * 4
+    assert rollouts[("ppo", (("ppo.rounds", 2),))] == 8 + 2 * 2 * 4
+    assert rollouts[("rlaif", (("rlaif.optimizer", "ppo"),))] == 10 + 64  # one step of 64
+    assert rollouts[("rloo", ())] == 12 + 3 * 8 and rollouts[("grpo", ())] == 12 + 2 * 8
+    assert rollouts[("kto", (("kto.source", "comparisons"),))] == rollouts[("simpo", ())] == 12
+    assert rollouts[("orpo", ())] == 12 + 16  # its rankings, and one rejected per demonstration
+    assert rollouts[("best_of_n", ())] == 12 and rollouts[("rsft", ())] == 12 + 4 * 2
+    ratings = spent[("kto", (("kto.source", "ratings"),))]
+    assert ratings["ratings"] == 12 and ratings["comparisons"] == 0 and ratings["rollouts"] == 12
+    assert spent[("orpo", ())]["demonstrations"] == 16
+    assert spent[("orpo", ())]["flops"] > 0 and spent[("orpo", ())]["inference_flops"] > 0
 
 
 def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch):

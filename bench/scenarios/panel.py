@@ -59,6 +59,19 @@ class SimulatedPanel:
         u = np.array([self._u(prompt, r, who) for r in responses])
         return plackett_luce(u, self.panel.tau, self.rng)
 
+    def rate(self, prompts: list[str], responses: list[str]) -> list[bool]:
+        """Binary ratings (a :class:`bench.api.Rater`): one labeler drawn at random per response
+        calls it acceptable when it wins a Bradley-Terry comparison, with the panel's noise,
+        against a reference answer of utility 0 (in the micro-world: clean, of typical length,
+        with a truth score of 0, between admitting ignorance at -0.5 and the truth at 1: a true
+        clean answer is usually acceptable, a false one usually not). One ``ratings`` unit
+        each."""
+        self.ledger.charge("ratings", len(prompts))
+        who = self.rng.integers(self.panel.n_labelers, size=len(prompts))
+        p = self.panel
+        return [W.bt_label(self._u(q, r, int(k)), 0.0, p.tau, self.rng, flip=p.flip) == 1.0
+                for q, r, k in zip(prompts, responses, who)]
+
     def label_matrix(self, prompts: list[str], a: list[str], b: list[str],
                      labelers: list[int] | None = None) -> np.ndarray:
         """Labels [pairs, labelers] from several labelers on the same pairs (nan = skipped)."""

@@ -1,0 +1,73 @@
+"""Best-of-n (Nakano et al. 2021; Stiennon et al. 2020): no policy training at all. At inference
+the SFT model samples ``n`` responses per prompt and the method's reward model picks its
+favourite, the baseline every RL method must beat at its KL (Gao et al. 2022).
+
+Fair by construction: its reward model trains on the shared comparison set PPO's and DPO's do,
+charged the same labels and rollouts; and its inference is never free: the ``n`` samples per
+served answer are the budget's ``samples_per_response`` (a cap on it refuses an ``n`` above it
+before anything runs), and every forward pass of sampling and scoring at evaluation is charged to
+the evaluation's ``inference_flops``, so its cost table row shows what serving it costs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from bench.api import Policy, RewardFn, Start, TrainContext, Trained
+from methods.feedback import SharedSetConfig, shared_comparisons
+from methods.reward_model import RewardModelConfig, train_reward_model
+
+
+class BestOfNConfig(RewardModelConfig, SharedSetConfig):
+    n: int = Field(8, ge=1, description="responses sampled per answer served; the reward "
+                   "model's favourite is returned")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the n "
+                               "candidates (AlpacaFarm's 1.0)")
+
+    def planned_spend(self, budget):
+        return {**super().planned_spend(budget),
+                "samples_per_response": (self.n, f"best of {self.n} at inference")}
+
+
+class BestOfNPolicy:
+    """A :class:`bench.api.SelectingPolicy`: ``generate`` samples ``n`` candidates per prompt
+    from ``base`` at the method's own temperature and returns the one ``reward`` scores
+    highest (the first on a tie). The caller's temperature is not used: best-of-n's answer is
+    its choice among its samples, deterministic for a seed, so a greedy request gets it too."""
+
+    def __init__(self, base: Policy, reward: RewardFn, n: int, temperature: float):
+        self.base, self.reward, self.n, self.temperature = base, reward, n, temperature
+        self.name = f"best_of_{n}"
+
+    def format_chat(self, user_messages: list[str]) -> list[str]:
+        return self.base.format_chat(user_messages)
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 seed: int = 0) -> list[str]:
+        if not prompts:
+            return []
+        flat = [p for p in prompts for _ in range(self.n)]
+        texts = self.base.generate(flat, max_new_tokens=max_new_tokens,
+                                   temperature=self.temperature, seed=seed)
+        scores = np.asarray(self.reward(flat, texts), dtype=float).reshape(len(prompts), self.n)
+        best = scores.argmax(axis=1)
+        return [texts[i * self.n + int(j)] for i, j in enumerate(best)]
+
+    def logprob(self, prompts: list[str], completions: list[str]) -> list[float]:
+        return self.base.logprob(prompts, completions)
+
+
+class BestOfN:
+    name = "best_of_n"
+    description = "best-of-n: the reward model picks among n SFT samples at inference"
+    Config = BestOfNConfig
+    starts_from = "sft"
+    shared_stage = False
+
+    def train(self, start: Start, ctx: TrainContext, config: BestOfNConfig) -> Trained:
+        pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
+        rm = train_reward_model(start.path, start.reference.tokenizer, pairs, ctx, config,
+                                stage="best_of_n_reward_model")
+        policy = BestOfNPolicy(start.reference, rm.reward, config.n, config.temperature)
+        return Trained(policy=policy, reward_fn=rm.reward, samples_per_response=config.n)
