@@ -54,6 +54,14 @@ class MethodConfig(BaseModel):
         The default declares nothing."""
         return {}
 
+    def spends(self) -> frozenset[str] | None:
+        """The hard budget units this config's cells can spend, so that a budget sweep over any
+        other unit leaves its cells alone: they run once and appear once (the compute caps
+        bound every training step and always count). None, the default, when any unit may
+        matter; the empty set for a method that trains nothing (the base model), which no unit
+        touches. The ledger still charges and caps every unit as it is spent."""
+        return None
+
     def planned_tokens(self, budget: dict[str, float | None],
                        demonstrations: Callable[[int, int], list[dict[str, str]]], seed: int,
                        count: Callable[[str], int]) -> tuple[int, str] | None:

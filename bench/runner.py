@@ -64,25 +64,40 @@ class Cell:
         return f"{self.name} seed={self.seed}{extra}"
 
 
+def budget_units_used(plan: C.Plan, name: str, cfg: MethodConfig) -> set[str] | None:
+    """The budget units a cell of method ``name`` with config ``cfg`` can depend on: what it
+    and its start stages spend (``MethodConfig.spends``), and the compute caps, which bound
+    every training step. None when a config does not say: every unit may matter."""
+    own = cfg.spends()
+    stages = [plan.configs[n].spends() for n in plan.chain(name)]
+    if own is None or None in stages:
+        return None
+    if not own and not stages:  # spends nothing and trains nothing (the base model)
+        return set()
+    return set(COMPUTE_UNITS).union(own, *stages)
+
+
 def expand(plan: C.Plan) -> list[Cell]:
-    """method x seed x sweep point; a method option sweep only multiplies that method's cells."""
+    """method x seed x sweep point; a method option sweep only multiplies that method's cells,
+    and a budget sweep only the cells that spend the swept unit (sft and base run once under a
+    ``budget.comparisons`` sweep, and appear once)."""
     m = plan.matrix
     cells, seen = [], set()
     for point in C.sweep_points(m):
         for name in m.methods:
-            relevant = {k: v for k, v in point.items()
-                        if k.startswith("budget.") or k.split(".", 1)[0] == name}
-            over = {k.split(".", 1)[1]: v for k, v in relevant.items()
-                    if not k.startswith("budget.")}
-            budget = m.budget.model_dump()
-            budget.update({k.split(".", 1)[1]: v for k, v in relevant.items()
-                           if k.startswith("budget.")})
-            cfg = C.method_config(m, name, override=over)
+            own = {k: v for k, v in point.items() if k.split(".", 1)[0] == name}
+            cfg = C.method_config(m, name, override={k.split(".", 1)[1]: v
+                                                     for k, v in own.items()})
+            used = budget_units_used(plan, name, cfg)
+            swept = {k: v for k, v in point.items() if k.startswith("budget.")
+                     and (used is None or k.split(".", 1)[1] in used)}
+            budget = {**m.budget.model_dump(), **{k.split(".", 1)[1]: v for k, v in swept.items()}}
             for seed in m.seeds:
                 sig = store.canonical([name, seed, budget, cfg.model_dump(mode="json")])
                 if sig not in seen:
                     seen.add(sig)
-                    cells.append(Cell(name, plan.methods[name], cfg, seed, budget, relevant))
+                    cells.append(Cell(name, plan.methods[name], cfg, seed, budget,
+                                      {**swept, **own}))
     return cells
 
 

@@ -12,7 +12,8 @@ class Base:
     shared_stage = False
 
     class Config(MethodConfig):
-        pass
+        def spends(self):
+            return frozenset()
 
     def train(self, start: Start, ctx: TrainContext, config: Config) -> Trained:
         return Trained(policy=start.reference)  # frozen and shared: nothing trains it

@@ -25,6 +25,9 @@ class BestOfNConfig(RewardModelConfig, SharedSetConfig):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the n "
                                "candidates (AlpacaFarm's 1.0)")
 
+    def spends(self):
+        return super().spends() | {"samples_per_response"}
+
     def planned_spend(self, budget):
         return {**super().planned_spend(budget),
                 "samples_per_response": (self.n, f"best of {self.n} at inference")}

@@ -35,6 +35,9 @@ class DPOConfig(LoRAOptions):
         None, ge=0, lt=0.5, description="robust DPO's label flip rate (Chowdhury et al. 2024); "
         "unset: the scenario's known flip rate, for robust only")
 
+    def spends(self):
+        return frozenset({"comparisons", "rollouts"})
+
     def planned_spend(self, budget):
         n = capped(budget, "comparisons")
         label = label_rollouts(n, self.k, self.rounds)

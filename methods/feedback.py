@@ -20,6 +20,9 @@ class SharedSetConfig(LoRAOptions):
     label_temperature: float = Field(1.0, description="sampling temperature for labeling")
     max_new_tokens: int = Field(24, ge=1, description="response length limit when sampling")
 
+    def spends(self):
+        return frozenset({"comparisons", "rollouts"})
+
     def planned_spend(self, budget):
         n = capped(budget, "comparisons")
         label = label_rollouts(n, self.k, 1)

@@ -39,6 +39,10 @@ class KTOConfig(SharedSetConfig):
         "comparisons", description="labels from the shared ranked comparisons, or the panel's "
         "direct binary ratings (budget.ratings)")
 
+    def spends(self):
+        return super().spends() if self.source == "comparisons" else \
+            frozenset({"ratings", "rollouts"})
+
     def planned_spend(self, budget):
         if self.source == "comparisons":
             return super().planned_spend(budget)

@@ -33,6 +33,9 @@ class ORPOConfig(SharedSetConfig):
     demonstration_pairs: bool = Field(True, description="each demonstration as chosen against "
                                       "a base-model sample (off: comparisons only)")
 
+    def spends(self):
+        return super().spends() | ({"demonstrations"} if self.demonstration_pairs else set())
+
     def planned_spend(self, budget):
         plan = super().planned_spend(budget)  # the ranked comparisons' rollouts
         if not self.demonstration_pairs:

@@ -154,6 +154,9 @@ class PPOConfig(RewardModelConfig):
         return n, (f"{n} for {rounds} round(s) x {self.steps} {steps_key} x batch_size "
                    f"{self.batch_size}")
 
+    def spends(self):
+        return frozenset({"comparisons", "rollouts"})
+
     def planned_spend(self, budget):
         n = capped(budget, "comparisons")
         label = label_rollouts(n, self.k, self.rounds)

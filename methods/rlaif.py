@@ -79,6 +79,9 @@ class RLAIFConfig(DPOConfig):
             out["ppo"] = {k: v for k, v in out["ppo"].items() if k not in DECIDED}
         return out
 
+    def spends(self):
+        return frozenset({"ai_comparisons", "rollouts"})
+
     def planned_spend(self, budget):
         n = capped(budget, "ai_comparisons")
         total = label_rollouts(n, self.k, self.rounds)

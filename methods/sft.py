@@ -31,6 +31,9 @@ class SFTOptions(LoRAOptions):
 
 
 class SFTConfig(SFTOptions):
+    def spends(self):
+        return frozenset({"demonstrations"})
+
     def planned_spend(self, budget):
         n = capped(budget, "demonstrations")
         return {"demonstrations": (n, "the shared SFT stage trains on all of them")}

@@ -21,7 +21,7 @@ from typing import Any
 from bench import output, store
 from bench.stats import paired_seed_delta, seed_interval
 from reports import figures, ranking
-from reports.records import budget_point, eval_extra, group_label, null, se
+from reports.records import eval_extra, group_label, null, paired_reference, se
 
 INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
              "mean squared per-seed standard error) / n, so never narrower than the evaluation "
@@ -29,7 +29,8 @@ INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the 
              "evaluation prompts). Metrics whose eval records no per-seed standard error (curve "
              "summaries, agreement indices) get the plain t-interval.")
 BASE_START = "base"  # a record's "start" when its method starts from the base model
-HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "rollouts", "flops")
+HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "ratings", "rollouts",
+                   "samples_per_response", "flops", "inference_flops")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -99,12 +100,13 @@ def reference(ok: list[dict[str, Any]], methods: list[str]) -> str | None:
     return next((m for m in methods if m in starts), None)
 
 
-def _delta(have: list[dict[str, Any]], ref_by: dict, m: str, higher: bool
+def _delta(have: list[dict[str, Any]], refs: list[dict[str, Any]], m: str, higher: bool
            ) -> dict[str, Any] | None:
     """The paired difference of metric ``m`` against the reference cell of the same seed and
-    budget point, over at least two such pairs; None otherwise."""
-    paired = [(r, ref_by[(r["seed"], budget_point(r))]) for r in have
-              if (r["seed"], budget_point(r)) in ref_by]
+    budget point (:func:`reports.records.paired_reference`), over at least two such pairs;
+    None otherwise."""
+    paired = [(r, paired_reference(r, refs)) for r in have]
+    paired = [(a, b) for a, b in paired if b is not None]
     paired = [(a, b) for a, b in paired if b["metrics"].get(m) is not None]
     if len(paired) < 2:
         return None
@@ -115,7 +117,7 @@ def _delta(have: list[dict[str, Any]], ref_by: dict, m: str, higher: bool
             "better": bool((d > 0) == higher)}
 
 
-def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], ref_by: dict | None
+def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], refs: list[dict[str, Any]] | None
          ) -> dict[str, Any]:
     """One table row: every column's mean, interval and Δ; appends its A/A checks to
     ``d["aa_checks"]``."""
@@ -124,7 +126,7 @@ def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], ref_by: dict | Non
         have = [r for r in rs if r["metrics"].get(m) is not None]
         mean, lo, hi = seed_interval([r["metrics"][m] for r in have], [se(r, m) for r in have])
         cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(have),
-                    "delta": _delta(have, ref_by, m, d["directions"][m]) if ref_by else None,
+                    "delta": _delta(have, refs, m, d["directions"][m]) if refs else None,
                     "se": se(rs[0], m) if len(rs) == 1 else None}
         nulls = {null(r, m) for r in have}
         if len(nulls) == 1 and None not in nulls and math.isfinite(lo):
@@ -141,13 +143,15 @@ def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], ref_by: dict | Non
 
 
 def cost(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A row's cost per cell: mean wall seconds, training tokens, FLOPs and rollouts over its
+    """A row's cost per cell: mean wall seconds, training tokens, training and inference FLOPs
+    (while training, and while evaluating), rollouts and samples per served answer over its
     seeds, and the largest peak memory of any of them (None for cells that predate costs)."""
     have = [r["cost"] for r in rs if isinstance(r.get("cost"), dict)]
     if not have:
         return None
     out = {k: sum(c.get(k) or 0.0 for c in have) / len(have)
-           for k in ("wall_seconds", "train_tokens", "train_flops", "rollouts")}
+           for k in ("wall_seconds", "train_tokens", "train_flops", "inference_flops",
+                     "eval_flops", "rollouts", "samples_per_response")}
     out["peak_rss_bytes"] = max(c.get("peak_rss_bytes") or 0 for c in have)
     out["peak_rss_scope"] = "cell" if all(c.get("peak_rss_scope") == "cell" for c in have) \
         else "process"
@@ -196,8 +200,8 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     }
     groups = _groups(out, ok)
     order = sorted(groups, key=lambda g: (methods.index(groups[g][0]["method"]), g))
-    ref_by = {(r["seed"], budget_point(r)): r for r in ok if r["method"] == ref}
-    d["rows"] = [_row(g, groups[g], d, ref_by if groups[g][0]["method"] != ref else None)
+    refs = [r for r in ok if r["method"] == ref]
+    d["rows"] = [_row(g, groups[g], d, refs if groups[g][0]["method"] != ref else None)
                  for g in order]
     _mark_best(d["rows"], d["columns"], directions)
     d["ranking"] = ranking.rank({g: groups[g] for g in order}, ranking.METRIC,

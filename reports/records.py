@@ -15,11 +15,18 @@ def group_label(r: dict[str, Any]) -> str:
     return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
 
 
-def budget_point(r: dict[str, Any]) -> str:
-    """The budget part of a cell's sweep point: the reference cell a row is paired with
-    shares it."""
-    return store.canonical({k: v for k, v in (r.get("point") or {}).items()
-                            if k.startswith("budget.")})
+def _budget_items(r: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(k, store.canonical(v)) for k, v in (r.get("point") or {}).items()
+            if k.startswith("budget.")}
+
+
+def paired_reference(r: dict[str, Any], refs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The reference cell a cell is paired with: the same seed, and the same budget point, or
+    the part of it the reference's method spends (under a ``budget.comparisons`` sweep the SFT
+    stage's own row runs once, with no point, and pairs with every point's cells)."""
+    mine = _budget_items(r)
+    fits = [x for x in refs if x["seed"] == r["seed"] and _budget_items(x) <= mine]
+    return max(fits, key=lambda x: len(_budget_items(x)), default=None)
 
 
 def se(r: dict[str, Any], metric: str) -> float | None:

@@ -57,3 +57,98 @@ def test_rank_orders_rows_and_resolves_only_what_the_seeds_support():
     assert abs(sum(r["p_first"] for r in rk["rows"]) - 1) < 1e-9
     assert rk["rows"][-1]["p_first"] == 0.0  # sft is never first
     assert rank({"sft": groups["sft"]}) is None
+
+
+# ---------------------------------------------------------------- best-of-n, rsft, orpo, kto
+
+
+class _Counter:
+    """A base policy whose i-th sample of a call is "s<i>", and a reward that likes one index."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, *, max_new_tokens, temperature=1.0, seed=0):
+        self.calls.append((len(prompts), temperature, seed))
+        return [f" s{i}" for i in range(len(prompts))]
+
+    def logprob(self, prompts, completions):
+        return [-1.0] * len(prompts)
+
+    def format_chat(self, m):
+        return m
+
+
+def test_best_of_n_returns_the_reward_models_favourite_of_its_own_n_samples():
+    from bench.api import SelectingPolicy
+    from methods.best_of_n import BestOfNPolicy
+    base = _Counter()
+    liked = {" s2": 5.0, " s3": 9.0, " s4": 1.0}  # prompt 0 samples s0-s2, prompt 1 s3-s5
+    bon = BestOfNPolicy(base, lambda p, c: [liked.get(x, 0.0) for x in c], n=3, temperature=0.7)
+    out = bon.generate(["a", "b"], max_new_tokens=4, temperature=0.0, seed=11)
+    assert out == [" s2", " s3"]
+    assert base.calls == [(6, 0.7, 11)]  # n per prompt, at its own temperature, the caller's seed
+    assert bon.logprob(["a"], [" x"]) == [-1.0]  # the base's likelihood
+    assert isinstance(bon, SelectingPolicy) and not isinstance(base, SelectingPolicy)
+    tie = BestOfNPolicy(_Counter(), lambda p, c: [0.0] * len(c), n=4, temperature=1.0)
+    assert tie.generate(["a"], max_new_tokens=1) == [" s0"]  # first on a tie
+
+
+def test_best_of_n_kl_bound_known_answers():
+    import math
+
+    from evals.kl import best_of_n_kl
+    assert best_of_n_kl(1) == 0.0
+    assert math.isclose(best_of_n_kl(2), math.log(2) - 0.5)
+    assert math.isclose(best_of_n_kl(8), 1.2044415416798357, rel_tol=1e-12)
+
+
+def test_rsft_keeps_each_prompts_best_candidate():
+    from methods.rsft import best_of
+    assert best_of([["a", "b", "c"], ["d", "e"]], [[0.1, 0.9, 0.5], [2.0, 2.0]]) == ["b", "d"]
+
+
+def test_orpo_demonstrations_are_the_chosen_side():
+    from methods.orpo import ORPOConfig, demonstration_pairs
+    demos = [{"prompt": "p1", "completion": " good"}, {"prompt": "p2", "completion": " fine"}]
+    assert demonstration_pairs(demos, [" bad", " worse"]) == [
+        {"prompt": "p1", "chosen": " good", "rejected": " bad"},
+        {"prompt": "p2", "chosen": " fine", "rejected": " worse"}]
+    plan = ORPOConfig(k=4).planned_spend({"comparisons": 20, "demonstrations": 16})
+    assert plan["demonstrations"][0] == 16 and plan["rollouts"][0] == 12 + 16
+    assert set(ORPOConfig(demonstration_pairs=False).planned_spend(
+        {"comparisons": 20, "demonstrations": 16})) == {"rollouts"}
+
+
+def test_robust_dpo_takes_the_scenarios_flip_rate_and_an_explicit_one_wins():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from methods.dpo import DPOConfig, flip_rate
+    ctx = SimpleNamespace(scenario=SimpleNamespace(describe={"label_flip_rate": 0.2}))
+    assert flip_rate(DPOConfig(loss_type="robust"), ctx) == 0.2
+    assert flip_rate(DPOConfig(loss_type="robust", label_smoothing=0.05), ctx) == 0.05
+    assert flip_rate(DPOConfig(), ctx) == 0.0  # sigmoid: TRL's default, as before
+    silent = SimpleNamespace(scenario=SimpleNamespace(describe={}))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        flip_rate(DPOConfig(loss_type="robust"), silent)
+
+
+def test_panel_ratings_charge_one_unit_each_and_favour_true_answers(tiny_world):
+    """Binary ratings: a demonstration (a true, clean answer) is usually acceptable, a garbled
+    answer usually not; each rating is one ``ratings`` unit, and a cap stops them."""
+    import pytest
+
+    from bench.api import Rater
+    from bench.budget import BudgetExceeded, Ledger
+    ledger = Ledger(caps={"ratings": 200})
+    panel = tiny_world.make_panel(ledger, 0)
+    assert isinstance(panel, Rater)
+    demos = tiny_world.demonstrations(5, 0)
+    good = panel.rate([d["prompt"] for d in demos] * 20, [d["completion"] for d in demos] * 20)
+    bad = panel.rate([d["prompt"] for d in demos] * 20, [" the the the"] * 100)
+    assert ledger.spent["ratings"] == 200 and ledger.spent["comparisons"] == 0
+    assert sum(good) / 100 > 0.7 and sum(bad) / 100 < 0.3, (sum(good), sum(bad))
+    with pytest.raises(BudgetExceeded):
+        panel.rate(["p"], [" x"])

@@ -120,8 +120,37 @@ def test_sweep_expands_only_the_swept_method():
     ppo = [c for c in cells if c.name == "ppo"]
     sft = [c for c in cells if c.name == "sft"]
     assert len(ppo) == 2 * 2 * 2  # seeds x kl x budget
-    assert len(sft) == 2 * 2  # seeds x budget: the kl sweep does not multiply sft
+    assert len(sft) == 2  # seeds: neither the kl sweep nor the comparisons sweep touches sft
     assert {c.method_config["kl_coef"] for c in ppo} == {0.0, 0.05}
+    assert all(c.point == {} and c.budget["comparisons"] == 1000 for c in sft)
+
+
+def test_a_budget_sweep_multiplies_only_the_cells_that_spend_the_unit():
+    """Under a comparisons sweep, base, sft and kto on ratings run once (and appear once);
+    under a demonstrations sweep every method that starts from sft is multiplied, since its
+    start stage spends them, and orpo, which spends them itself; base never is. A method with
+    no declared plan is multiplied by every budget sweep (anything may matter to it)."""
+    from bench.runner import expand
+
+    def counts(sweep, **extra):
+        m = config.parse({"methods": ["base", "sft", "dpo", "kto", "orpo"], "seeds": [0],
+                          "budget": {"ratings": 40}, "sweep": sweep, **extra})
+        cells = expand(config.plan(m))
+        return {n: sorted(str(c.point) for c in cells if c.name == n)
+                for n in ("base", "sft", "dpo", "kto", "orpo")}
+    ratings = {"method": {"kto": {"source": "ratings"}}}
+    got = counts({"budget.comparisons": [100, 200]}, **ratings)
+    assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 1, "dpo": 2, "kto": 1,
+                                                  "orpo": 2}
+    got = counts({"budget.ratings": [20, 40]}, **ratings)
+    assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 1, "dpo": 1, "kto": 2,
+                                                  "orpo": 1}
+    got = counts({"budget.demonstrations": [16, 32]})
+    assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 2, "dpo": 2, "kto": 2,
+                                                  "orpo": 2}
+    got = counts({"budget.flops": [1e12, 2e12]})  # a compute cap bounds every training step
+    assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 2, "dpo": 2, "kto": 2,
+                                                  "orpo": 2}
 
 
 def test_a_plugin_must_say_where_it_starts(monkeypatch):

@@ -158,3 +158,17 @@ def test_no_stage_among_the_methods_means_no_paired_difference(out):
     assert all(c["delta"] is None for r in report_data(out)["rows"] for c in r["cells"].values())
     assert "Δ" not in (out / "report.md").read_text()
     assert "Δ vs" not in (out / "report.html").read_text()
+
+
+def test_a_reference_that_a_budget_sweep_left_alone_pairs_with_every_point():
+    """Under a comparisons sweep the SFT row runs once, with no point; each dpo cell pairs with
+    the SFT cell of its own seed. Under a demonstrations sweep SFT has a point per value and
+    pairs exactly; a reference at another seed or another point never pairs."""
+    from reports.records import paired_reference
+    sft = [{"seed": s, "point": {}} for s in (0, 1)]
+    assert paired_reference({"seed": 1, "point": {"budget.comparisons": 300}}, sft) is sft[1]
+    per_demo = [{"seed": 0, "point": {"budget.demonstrations": d}} for d in (16, 32)]
+    cell = {"seed": 0, "point": {"budget.demonstrations": 32, "budget.comparisons": 300}}
+    assert paired_reference(cell, per_demo + sft) is per_demo[1]  # the most specific one
+    assert paired_reference({"seed": 2, "point": {}}, sft) is None
+    assert paired_reference({"seed": 0, "point": {"budget.demonstrations": 64}}, per_demo) is None

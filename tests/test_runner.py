@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import config, runner, store
+from bench.budget import HARD_UNITS
 from tests.conftest import TINY_WORLD
 from tests.plugins import FakeEP, patch_entry_points
 
@@ -263,6 +264,12 @@ def test_every_method_spends_what_it_plans(tmp_path):
             "base" if r["method"] in ("sft", "orpo") else "sft")
         serve = 3 if r["method"] == "best_of_n" else 1
         assert r["budget"]["spent"]["samples_per_response"] == serve, r["method"]
+    plan = config.plan(m)
+    for r in recs:  # what a cell spends is what its config (and its start's) says it may
+        cfg = registry.resolve("methods", r["method"]).Config.model_validate(r["method_config"])
+        may = set(cfg.spends()).union(*(plan.configs[s].spends() for s in plan.chain(r["method"])))
+        used = {u for u in HARD_UNITS if r["budget"]["spent"][u]} - {"samples_per_response"}
+        assert used <= may, (r["method"], r["point"], used - may)
     planned = 0
     for r in recs:
         cfg = registry.resolve("methods", r["method"]).Config.model_validate(r["method_config"])
