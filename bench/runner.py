@@ -447,6 +447,7 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
                     record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
             record["n"][name] = res.n
             record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
+                                     "bounds": dict(getattr(ev, "bounds", {})),
                                      "rows": res.rows, "extra": res.extra,
                                      "plots": [dataclasses.asdict(p) for p in res.plots]}
             bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]

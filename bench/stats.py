@@ -90,6 +90,40 @@ def seed_interval(values: Sequence[float], ses: Sequence[float | None] | None = 
     return (m, m - half, m + half)
 
 
+MIN_SEEDS = 3  # below this the report draws no interval over seeds (t with 1 df: +-12.7 SE)
+
+
+def bounded_seed_interval(values: Sequence[float], ses: Sequence[float | None] | None,
+                          bounds: tuple[float, float], *, level: float = 0.95
+                          ) -> tuple[float, float, float]:
+    """:func:`seed_interval` for a metric that lives in ``bounds`` (a rate in [0, 1], a kappa
+    in [-1, 1]), intersected with that range: two seeds' toxicity of 0.75 and 1.0 gave
+    [-0.713, 2.463]. The true value lies in the range, so the intersection covers it exactly
+    as often as the interval did: coverage is kept, and an interval away from the ends is
+    unchanged. (A logit-scale interval also stays in range but needs the values held off the
+    ends by an arbitrary margin, which then decides its width: a seed at exactly 1.0, common
+    for a rate over a hundred prompts, stretched three seeds' interval to [0.00002, 0.99999].)"""
+    mean, lo, hi = seed_interval(values, ses, level=level)
+    low, high = float(bounds[0]), float(bounds[1])
+    return (mean, max(lo, low) if math.isfinite(lo) else lo,
+            min(hi, high) if math.isfinite(hi) else hi)
+
+
+def report_interval(values: Sequence[float], ses: Sequence[float | None] | None,
+                    bounds: tuple[float, float] | None, *, level: float = 0.95
+                    ) -> tuple[float, float, float]:
+    """The interval over seeds a report shows: none (nan) below :data:`MIN_SEEDS` seeds, where
+    a t-interval is too wide to mean anything; within its range for a bounded metric
+    (:func:`bounded_seed_interval`); else :func:`seed_interval`."""
+    n = sum(v is not None and math.isfinite(v) for v in values)
+    if n < MIN_SEEDS:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        return (float(np.mean(finite)) if finite else math.nan, math.nan, math.nan)
+    if bounds is not None:
+        return bounded_seed_interval(values, ses, bounds, level=level)
+    return seed_interval(values, ses, level=level)
+
+
 def paired_seed_delta(a: Sequence[float], b: Sequence[float],
                       se_a: Sequence[float | None] | None = None,
                       se_b: Sequence[float | None] | None = None, *, level: float = 0.95

@@ -116,6 +116,8 @@ class LabelerAgreement:
     metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
                "krippendorff_alpha": True, "rm_vs_labelers": True, "rm_vs_gold": True,
                "ai_judge_vs_majority": True}
+    bounds = {**{m: (0.0, 1.0) for m in metrics}, "fleiss_kappa": (-1.0, 1.0),
+              "krippendorff_alpha": (-1.0, 1.0)}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)

@@ -50,6 +50,7 @@ class Toxicity:
     description = "RealToxicityPrompts metrics (EMT, toxicity probability) with a local scorer"
     version = "1.0"
     metrics = {"emt": False, "probability": False, "mean": False, "toxic_fraction": False}
+    bounds = {m: (0.0, 1.0) for m in metrics}  # toxicity scores and rates
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o: ToxicityOptions = ctx.options

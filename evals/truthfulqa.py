@@ -113,6 +113,7 @@ class TruthfulQA:
     description = "TruthfulQA MC1/MC2 (lm-eval 0.4.x definitions), by Type and category"
     version = "1.0"
     metrics = {"mc1": True, "mc2": True, "gen_true": True}
+    bounds = {m: (0.0, 1.0) for m in metrics}  # rates; their slices too
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o: TruthfulQAOptions = ctx.options

@@ -71,6 +71,7 @@ class WinRate:
     description = "win-rate vs the SFT and base models (gold judge in the micro-world), raw + LC"
     version = "1.1"  # 1.1: the length-controlled rates carry an SE and an A/A null
     metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True}
+    bounds = {m: (0.0, 1.0) for m in metrics}
 
     def judge(self, ctx: EvalContext) -> tuple[Judge, str]:
         if ctx.world.gold_judge is not None:

@@ -19,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from bench import output, store
-from bench.stats import paired_seed_delta, seed_interval
+from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
 from reports import figures, ranking
-from reports.records import eval_extra, group_label, null, paired_reference, se
+from reports.records import (bounds_of, eval_extra, group_label, metric_bounds, null,
+                             paired_reference, se)
 
 INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
              "mean squared per-seed standard error) / n, so never narrower than the evaluation "
              "noise each seed carries (a floored random-effects interval, for this scenario's "
              "evaluation prompts). Metrics whose eval records no per-seed standard error (curve "
-             "summaries, agreement indices) get the plain t-interval.")
+             "summaries, agreement indices) get the plain t-interval. A metric with a range "
+             "(rates, toxicity, kappas) has its interval cut to that range, which keeps its "
+             "coverage, since the true value lies in it. Below 3 seeds no interval or paired "
+             "difference is shown: with 2 seeds a t-interval is 12.7 standard errors wide and "
+             "means nothing.")
 BASE_START = "base"  # a record's "start" when its method starts from the base model
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "ratings", "rollouts",
                    "samples_per_response", "flops", "inference_flops")
@@ -103,12 +108,11 @@ def reference(ok: list[dict[str, Any]], methods: list[str]) -> str | None:
 def _delta(have: list[dict[str, Any]], refs: list[dict[str, Any]], m: str, higher: bool
            ) -> dict[str, Any] | None:
     """The paired difference of metric ``m`` against the reference cell of the same seed and
-    budget point (:func:`reports.records.paired_reference`), over at least two such pairs;
-    None otherwise."""
+    budget point (:func:`reports.records.paired_reference`), over at least ``MIN_SEEDS``
+    such pairs; None otherwise (two seeds' t-interval is too wide to mean anything)."""
     paired = [(r, paired_reference(r, refs)) for r in have]
-    paired = [(a, b) for a, b in paired if b is not None]
-    paired = [(a, b) for a, b in paired if b["metrics"].get(m) is not None]
-    if len(paired) < 2:
+    paired = [(a, b) for a, b in paired if b is not None and b["metrics"].get(m) is not None]
+    if len(paired) < MIN_SEEDS:
         return None
     d, lo, hi = paired_seed_delta(
         [a["metrics"][m] for a, _ in paired], [b["metrics"][m] for _, b in paired],
@@ -124,12 +128,13 @@ def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], refs: list[dict[st
     cells = {}
     for m in d["columns"]:
         have = [r for r in rs if r["metrics"].get(m) is not None]
-        mean, lo, hi = seed_interval([r["metrics"][m] for r in have], [se(r, m) for r in have])
+        mean, lo, hi = report_interval([r["metrics"][m] for r in have],
+                                       [se(r, m) for r in have], bounds_of(d["bounds"], m))
         cells[m] = {"mean": mean, "lo": lo, "hi": hi, "n": len(have),
                     "delta": _delta(have, refs, m, d["directions"][m]) if refs else None,
                     "se": se(rs[0], m) if len(rs) == 1 else None}
         nulls = {null(r, m) for r in have}
-        if len(nulls) == 1 and None not in nulls and math.isfinite(lo):
+        if len(nulls) == 1 and None not in nulls and math.isfinite(lo) and math.isfinite(hi):
             value = cells[m]["null"] = nulls.pop()
             d["aa_checks"].append({"row": g, "metric": m, "null": value, "mean": mean, "lo": lo,
                                    "hi": hi, "ok": bool(lo <= value <= hi)})
@@ -189,6 +194,7 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     ref = reference(ok, methods)
     d: dict[str, Any] = {
         "records": recs, "ok": ok, "other": other, "aa_checks": [], "directions": directions,
+        "bounds": metric_bounds(ok),
         "columns": [m for m in directions if any(m in r["metrics"] for r in ok)],
         "methods": methods, "colors": figures.colors(methods), "reference": ref,
         "pending": [r for r in recs if r.get("status") == "pending"],
@@ -205,7 +211,8 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
                  for g in order]
     _mark_best(d["rows"], d["columns"], directions)
     d["ranking"] = ranking.rank({g: groups[g] for g in order}, ranking.METRIC,
-                                directions.get(ranking.METRIC, True))
+                                directions.get(ranking.METRIC, True),
+                                bounds=bounds_of(d["bounds"], ranking.METRIC))
     first = ok[0] if ok else (recs[0] if recs else {})
     prov = first.get("provenance", {})
     toml = Path(out) / "matrix.toml"

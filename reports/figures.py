@@ -21,8 +21,8 @@ from functools import partial
 from typing import Any, Callable, NamedTuple
 
 from bench import store
-from bench.stats import seed_interval
-from reports.records import eval_extra, finite, group_label, null, se
+from bench.stats import report_interval
+from reports.records import bounds_of, eval_extra, finite, group_label, null, se
 
 # colours by position in the matrix's method order: the quickstart's base, sft, ppo, dpo,
 # rlaif keep the colours they always had
@@ -148,8 +148,9 @@ def _stat(d: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[float, f
         have = [r for r in _rows_records(d, row) if finite(r["metrics"].get(metric))]
         if not have:
             return None
-        mean, lo, hi = seed_interval([r["metrics"][metric] for r in have],
-                                     [se(r, metric) for r in have])
+        mean, lo, hi = report_interval([r["metrics"][metric] for r in have],
+                                       [se(r, metric) for r in have],
+                                       bounds_of(d["bounds"], metric))
         cell = {"mean": mean, "lo": lo, "hi": hi}
     return (cell["mean"], cell["lo"], cell["hi"]) if finite(cell["mean"]) else None
 

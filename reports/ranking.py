@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.stats import paired_seed_delta, seed_interval
+from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
 from reports.records import se
 
 METRIC = "win_rate.vs_sft"  # the gold judge's preference against the shared SFT model
@@ -24,9 +24,11 @@ N_BOOT = 2000
 
 
 def rank(groups: dict[str, list[dict[str, Any]]], metric: str = METRIC, higher: bool = True,
-         *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any] | None:
-    """``groups`` (row label -> its cells, one per seed) ranked on ``metric``; None when fewer
-    than two rows carry it."""
+         *, bounds: tuple[float, float] | None = None, n_boot: int = N_BOOT, seed: int = 0
+         ) -> dict[str, Any] | None:
+    """``groups`` (row label -> its cells, one per seed) ranked on ``metric`` (its range
+    ``bounds`` keeps intervals inside it); None when fewer than two rows carry it. Below
+    ``MIN_SEEDS`` seeds no interval is drawn and no pair is resolved."""
     by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(metric) is not None}
                for g, rs in groups.items()}
     by_seed = {g: s for g, s in by_seed.items() if s}
@@ -35,20 +37,20 @@ def rank(groups: dict[str, list[dict[str, Any]]], metric: str = METRIC, higher: 
     rows = []
     for g, cells in by_seed.items():
         vals = [c["metrics"][metric] for c in cells.values()]
-        mean, lo, hi = seed_interval(vals, [se(c, metric) for c in cells.values()])
+        mean, lo, hi = report_interval(vals, [se(c, metric) for c in cells.values()], bounds)
         rows.append({"label": g, "method": next(iter(cells.values()))["method"], "mean": mean,
                      "lo": lo, "hi": hi, "n_seeds": len(cells)})
     rows.sort(key=lambda r: -r["mean"] if higher else r["mean"])
     common = sorted(set.intersection(*(set(s) for s in by_seed.values())))
     p_first = first_probabilities(
         {g: [by_seed[g][s]["metrics"][metric] for s in common] for g in by_seed}, higher,
-        n_boot=n_boot, seed=seed)
+        n_boot=n_boot, seed=seed) if len(common) >= MIN_SEEDS else {}
     for r in rows:
         r["p_first"] = p_first.get(r["label"])
     pairs = []
     for a, b in itertools.combinations([r["label"] for r in rows], 2):
         shared = sorted(set(by_seed[a]) & set(by_seed[b]))
-        if len(shared) < 2:
+        if len(shared) < MIN_SEEDS:
             continue
         ca, cb = [by_seed[a][s] for s in shared], [by_seed[b][s] for s in shared]
         d, lo, hi = paired_seed_delta([c["metrics"][metric] for c in ca],

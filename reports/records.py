@@ -15,6 +15,24 @@ def group_label(r: dict[str, Any]) -> str:
     return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
 
 
+def metric_bounds(ok: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Full metric name -> its range, as each record's evals declared them (``Eval.bounds``)."""
+    out: dict[str, tuple[float, float]] = {}
+    for r in ok:
+        for ev, info in (r.get("evals") or {}).items():
+            for m, b in ((info or {}).get("bounds") or {}).items():
+                out[f"{ev}.{m}"] = (float(b[0]), float(b[1]))
+    return out
+
+
+def bounds_of(bounds: dict[str, tuple[float, float]], metric: str
+              ) -> tuple[float, float] | None:
+    """A metric's range: its own, or its headline metric's for a slice (``mc1.Adversarial``
+    is a rate like ``mc1``); None when unbounded."""
+    ev, _, rest = metric.partition(".")
+    return bounds.get(metric) or bounds.get(f"{ev}.{rest.split('.', 1)[0]}")
+
+
 def _budget_items(r: dict[str, Any]) -> set[tuple[str, str]]:
     return {(k, store.canonical(v)) for k, v in (r.get("point") or {}).items()
             if k.startswith("budget.")}

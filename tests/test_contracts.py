@@ -44,6 +44,8 @@ def test_eval_contract(name):
         assert info.description, f"{name}.{field} has no one-line doc"
     with pytest.raises(Exception):
         e.Options(not_an_option=1)
+    for m, (low, high) in getattr(e, "bounds", {}).items():  # a range the report keeps to
+        assert m in e.metrics and low < high, (name, m)
 
 
 # a tiny build of every registered scenario: a scenario missing here fails the contract test

@@ -11,7 +11,8 @@ from scipy import stats as sps
 
 from bench.api import EvalContext
 from bench.budget import Ledger
-from bench.stats import paired_seed_delta, seed_interval, t_interval
+from bench.stats import (MIN_SEEDS, bounded_seed_interval, paired_seed_delta, report_interval,
+                         seed_interval, t_interval)
 
 
 def test_three_seeds_that_agree_by_chance_keep_their_evaluation_noise():
@@ -115,6 +116,63 @@ def test_the_report_flags_an_aa_interval_that_misses_one_half(tmp_path):
         assert 'id="aa-checks"' in html
         assert ("A/A check failed" in html) is flagged
         assert ("A/A CHECK FAILED" in (out / "report.md").read_text()) is flagged
+
+
+def test_a_bounded_metrics_interval_stays_in_its_range_and_is_otherwise_unchanged():
+    """Known answers: three seeds of a rate near 1 whose raw interval crosses 1 are cut at 1
+    (the low end as the raw interval's); an interval inside the range is the raw one; a kappa
+    near -1 is cut at -1; below 3 seeds there is no interval."""
+    raw = seed_interval([0.75, 1.0, 0.9], [0.01] * 3)
+    assert raw[2] > 1
+    got = bounded_seed_interval([0.75, 1.0, 0.9], [0.01] * 3, (0.0, 1.0))
+    assert got == (raw[0], raw[1], 1.0)
+    inside = [0.50, 0.52, 0.48]
+    assert report_interval(inside, [0.01] * 3, (0.0, 1.0)) == seed_interval(inside, [0.01] * 3)
+    kappa = report_interval([-0.95, -0.6, -0.99], None, (-1.0, 1.0))
+    assert kappa[1] == -1.0 and kappa[2] < 0
+    assert MIN_SEEDS == 3
+    mean, lo, hi = report_interval([0.75, 1.0], [0.01, 0.01], (0.0, 1.0))
+    assert mean == 0.875 and math.isnan(lo) and math.isnan(hi)
+    assert math.isnan(report_interval([0.5, 0.6], None, None)[1])  # unbounded too
+
+
+def test_the_report_keeps_bounded_intervals_in_range_and_draws_none_below_three_seeds(tmp_path):
+    """End to end through the report: a toxicity row near 0 whose raw interval goes below 0
+    reads from 0.000; a row with 2 seeds says it has no interval and gets no paired
+    difference; the ranking draws no interval and resolves no pair below 3 seeds."""
+    import json as _json
+
+    from bench import store
+    from reports.build import build_report
+
+    def rec(method, seed, tox, win):
+        return {"key": f"{method}{seed}".ljust(store.KEY_LEN, "0"), "method": method,
+                "seed": seed, "point": {}, "status": "ok", "start": "base" if method == "sft"
+                else "sft", "metrics": {"toxicity.probability": tox, "win_rate.vs_sft": win},
+                "uncertainty": {"toxicity.probability": 0.01, "win_rate.vs_sft": 0.01},
+                "evals": {"toxicity": {"higher_is_better": {"probability": False},
+                                       "bounds": {"probability": [0.0, 1.0]}},
+                          "win_rate": {"higher_is_better": {"vs_sft": True},
+                                       "bounds": {"vs_sft": [0.0, 1.0]}}},
+                "budget": {"given": {}, "spent": {}}, "provenance": {"seconds": 1.0}}
+
+    out = tmp_path / "out"
+    cells = [rec("sft", s, t, 0.5) for s, t in enumerate([0.01, 0.09, 0.0])]
+    cells += [rec("dpo", s, t, w) for s, t, w in ((0, 0.0, 0.6), (1, 0.02, 0.62))]
+    for r in cells:
+        store.atomic_write_json(out / "cells" / r["key"] / "result.json", r)
+    build_report(out)
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    sft_row = next(line for line in md.splitlines() if line.startswith("| sft"))
+    raw = seed_interval([0.01, 0.09, 0.0], [0.01] * 3)
+    assert raw[1] < 0 and "[0.000, " in sft_row, sft_row
+    assert "2 seeds: no interval" in html
+    dpo_row = next(line for line in md.splitlines() if line.startswith("| dpo"))
+    assert "[" not in dpo_row and "Δ" not in dpo_row, dpo_row
+    ranking = _json.loads((out / "ranking.json").read_text())
+    assert {r["label"]: r["lo"] is None for r in ranking["rows"]} == {"sft": False, "dpo": True}
+    assert ranking["pairs"] == []  # dpo and sft share 2 seeds: nothing to resolve
 
 
 def test_the_science_tests_pass_a_null_effect_at_most_one_time_in_a_hundred():
