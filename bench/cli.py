@@ -81,10 +81,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bench.api import EvalContext
     from bench.budget import Ledger
     from bench.config import SEEDS, ConfigError
-    from bench.models import load_hf
+    from bench.models import load_hf, resolve_device
     from bench.store import cache_root
 
     ev = registry.resolve("evals", args.eval)
+    saved = _saved_policy(args.model)  # a cell's policy (save_policies): its world and seed
+    if args.seed is None:
+        args.seed = saved["seed"] if saved else 0
     if args.seed not in SEEDS:
         raise ConfigError(f"--seed {args.seed} is outside [0, 2**32); give a seed from 0 to "
                           f"{SEEDS[-1]}")
@@ -93,6 +96,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     given = {"data": args.data, "limit": args.limit, "source": args.source}
     options = {k: v for k, v in given.items() if v is not None}
     unusable = [k for k in options if k not in ev.Options.model_fields]
+    # a saved cell policy is evaluated with its matrix's options unless the command sets one
+    options = {**((saved or {}).get("eval_options") or {}).get(ev.name, {}), **options}
     if unusable:
         raise ConfigError(f"eval {ev.name} takes no --{unusable[0]}; its options: "
                           f"{', '.join(ev.Options.model_fields)}")
@@ -103,10 +108,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
         what = f"--{e['loc'][0]} {e['input']}" if e["loc"] else f"eval {ev.name}'s options"
         raise ConfigError(f"{what}: {e['msg']}; change the value or leave the option out") \
             from None
-    scen = registry.resolve("scenarios", args.scenario) if validated.needs_scenario() else None
-    policy = load_hf(args.model, revision=args.revision, device=args.device,
-                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-    world = scen.build(scen.Options(), cache_root(), progress=not args.json) if scen else None
+    trained_in = saved["world"] if saved else None
+    if trained_in and args.scenario not in (None, trained_in["scenario"]):
+        raise ConfigError(f"--model {args.model} was trained in the {trained_in['scenario']} "
+                          f"scenario; leave --scenario out to evaluate it there")
+    name = args.scenario or (trained_in["scenario"] if trained_in else "micro")
+    scen = registry.resolve("scenarios", name) if validated.needs_scenario() else None
+    if scen is None:
+        world = None
+    elif trained_in:  # the world it was trained in, rebuilt from its options if not cached
+        world = scen.build(scen.Options.model_validate(trained_in["options"]), cache_root(),
+                           progress=not args.json)
+        if world.key != trained_in["key"]:
+            raise ConfigError(f"--model {args.model} was trained in world {trained_in['key']}, "
+                              f"but its options build world {world.key} with this alignbench "
+                              f"(its code changed how worlds are built); evaluate it with the "
+                              f"version that trained it")
+    else:
+        world = scen.build(scen.Options(), cache_root(), progress=not args.json)
+    if saved and world is not None:
+        policy = world.load_policy(Path(args.model))  # the world's conventions (BOS, ...)
+        policy.model.to(resolve_device(args.device))
+    else:
+        policy = load_hf(args.model, revision=args.revision, device=args.device,
+                         trust_remote_code=args.trust_remote_code,
+                         allow_pickle=args.allow_pickle)
     ctx = EvalContext(world=world, seed=args.seed, references={}, trained=None, curves={},
                       options=validated, ledger=Ledger(),
                       data=world.eval_data.get(ev.name) if world else None,
@@ -123,6 +149,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{ev.name}.{k:<32} {v:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
         print(f"n = {res.n}")
     return 0
+
+
+def _saved_policy(model: str) -> dict | None:
+    """What a policy folder saved by ``save_policies`` says of itself (None for any other
+    model); a cell's folder given instead of its policy is refused, naming the fix."""
+    from bench import policies
+    from bench.config import ConfigError
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    if (path / "result.json").is_file() and not (path / "config.json").is_file():
+        hint = (f"pass {path / policies.POLICY_DIR}" if (path / policies.POLICY_DIR).is_dir()
+                else "rerun its matrix with save_policies = true to keep the cell's policy in "
+                     f"{path / policies.POLICY_DIR}")
+        raise ConfigError(f"--model {model} is a cell's folder, not a model; {hint}")
+    return policies.read_meta(path)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -189,8 +231,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="TruthfulQA CSV or multiple_choice JSON/parquet")
     e.add_argument("--source", choices=["hub"], help="load TruthfulQA from the hub")
     e.add_argument("--limit", type=int)
-    e.add_argument("--scenario", default="micro")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--scenario", help="the world to evaluate in (default: the one a saved "
+                   "cell policy was trained in, else micro)")
+    e.add_argument("--seed", type=int, help="default: a saved cell policy's seed, else 0")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--allow-pickle", action="store_true")

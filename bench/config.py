@@ -116,6 +116,9 @@ class Matrix(_Strict):
         description='"budget.UNIT" or "METHOD.OPTION" -> list of values; cells span the product')
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     progress: bool = True
+    save_policies: bool = Field(
+        False, description="keep each cell's trained policy as a Hugging Face folder in "
+        "cells/KEY/policy (safetensors, tokenizer, model card, the world it was trained in)")
     executor: Literal["local", "ray"] = Field(
         "local", description='"local" (one process, the reference) or "ray" (bench/ray_executor.py)')
     ray_address: str | None = Field(

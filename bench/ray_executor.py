@@ -53,7 +53,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import output, runner, store
+from bench import output, policies, runner, store
 from bench.api import World
 from bench.budget import UNITS, Ledger, compute_capped
 from bench.extras import require
@@ -282,13 +282,15 @@ def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.P
     """Write one cell's result (or, when the cell returned none, a failed result saying why)."""
     try:
         res = ray.get(ref)
-        rec, log_text, built = res["record"], res["log"], res["built"]
+        rec, log_text, built, saved = res["record"], res["log"], res["built"], res["policy"]
     except ray.exceptions.RayError as err:
-        rec, log_text, built = _unreturned(cell, key, plan, device, err,
-                                           attempts.get(key, 0)), "", []
+        rec, log_text, built, saved = _unreturned(cell, key, plan, device, err,
+                                                  attempts.get(key, 0)), "", [], None
     rec["provenance"].setdefault("executor", {})["attempts"] = attempts.get(key, 0)
     cell_dir = output.make_cell_dir(out, key)
     store.atomic_write_text(cell_dir / "log.txt", log_text)
+    if saved:
+        policies.unpack(saved, cell_dir / policies.POLICY_DIR)
     for b in built:
         runner.write_event(out, event="stage_built", cell=cell.label, **b)
     store.atomic_write_json(cell_dir / "result.json", rec)  # the completion marker, last
@@ -400,7 +402,8 @@ def _where() -> dict[str, Any]:
 
 
 def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> dict[str, Any]:
-    """One cell on a worker: its result, its log and the stages it computed."""
+    """One cell on a worker: its result, its log, the stages it computed and, with
+    ``save_policies``, its policy folder's files (the driver writes them into OUT)."""
     ray = require_ray()
     ray.get(job.tracker.started.remote(key, ray.get_runtime_context().get_node_id()))
     plan, cells, world, stages = _state(job)
@@ -416,8 +419,10 @@ def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> 
             rec = runner.compute_cell(cell, key, world, stages, Path(scratch) / "cell",
                                       job.device)
         text = log_path.read_text(errors="replace")
+        saved = policies.pack(Path(scratch) / "cell" / rec["policy"]) if rec.get("policy") \
+            else None
     rec["provenance"]["executor"] = _where()
-    return {"record": rec, "log": text, "built": stages.built[seen:]}
+    return {"record": rec, "log": text, "built": stages.built[seen:], "policy": saved}
 
 
 def stage_task(job: _Job, name: str, seed: int, budget: dict[str, float | None]

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import meter, output, registry, store
+from bench import meter, output, policies, registry, store
 from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
                        TrainablePolicy, TrainContext, Trained, TrainView, World)
 from bench.budget import (COMPUTE_UNITS, UNITS, BudgetExceeded, Ledger, charge_inference_flops,
@@ -511,6 +511,9 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
         train_budget = ledger.snapshot()
         record["eval_spend"] = evaluate_cell(cell, trained, ctx, world, stages, record).spent
         record["budget"] = train_budget
+        if stages.plan.matrix.save_policies:
+            record["_phase"] = "saving the policy"
+            record["policy"] = keep_policy(trained, record, world, stages.plan, cell_dir)
     except NonFiniteError as err:
         status, error, step = "failed", f"{record['_phase']}: {err}", err.step
     except BudgetExceeded as err:
@@ -536,6 +539,22 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
         "world": world.describe, "matrix_name": stages.plan.matrix.name,
     })
     return record
+
+
+def keep_policy(trained: Trained, record: dict[str, Any], world: World, plan: C.Plan,
+                cell_dir: Path) -> str | None:
+    """``save_policies``: the trained policy as a Hugging Face folder in the cell's folder
+    (:mod:`bench.policies`); the folder's name, or None (with a warning) for a policy that is
+    not one set of weights."""
+    if not policies.savable(trained.policy):
+        record["warnings"].append(
+            f"save_policies: {record['method']}'s policy ({type(trained.policy).__name__}) is "
+            f"not one set of weights, so no folder was saved")
+        return None
+    options = {name: opts.model_dump(mode="json") for name, (_, opts) in plan.evals.items()}
+    policies.save(trained.policy, record, world.describe, plan.matrix.scenario.name, options,
+                  cell_dir / policies.POLICY_DIR)
+    return policies.POLICY_DIR
 
 
 def is_done(out: Path, key: str) -> bool:

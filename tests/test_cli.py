@@ -75,3 +75,55 @@ def test_bad_command_line_settings_are_one_line(tmp_path, args, words):
     assert p.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert all(w in err for w in words), err
     assert not (tmp_path / "o").exists()
+
+
+def test_saved_policies_reload_with_transformers_and_re_evaluate_to_the_cells_metrics(tmp_path):
+    """save_policies: each trained cell's policy is a Hugging Face folder that
+    AutoModelForCausalLM loads as lm-eval's HF backend does, with a model card and the world it
+    was trained in; ``alignbench eval --model cells/KEY/policy`` evaluates it in that world (the
+    tiny one, not the default) at the cell's seed, to exactly the metrics the cell recorded.
+    best_of_n has no single set of weights: no folder, and a warning that says so. The cell's
+    own folder given as --model is one line naming the policy folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench import config, runner
+    from tests.conftest import TINY_WORLD
+    m = config.parse({
+        "name": "saved", "methods": ["sft", "dpo", "best_of_n"], "seeds": [1],
+        "evals": ["truthfulqa", "toxicity"], "progress": False, "save_policies": True,
+        "scenario": {"name": "micro", "options": TINY_WORLD},
+        "budget": {"demonstrations": 16, "comparisons": 20, "ai_comparisons": 20, "rollouts": 200},
+        "method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1},
+                   "best_of_n": {"n": 2, "rm_epochs": 1}},
+        "eval": {"toxicity": {"k": 2}}})
+    out = tmp_path / "out"
+    runner.run(m, out)
+    recs = {r["method"]: r for r in map(json.loads,
+                                         (out / "results.jsonl").read_text().splitlines())}
+    assert all(r["status"] == "ok" for r in recs.values())
+    assert recs["best_of_n"]["policy"] is None and any(
+        "save_policies" in w for w in recs["best_of_n"]["warnings"])
+    dpo = recs["dpo"]
+    folder = out / "cells" / dpo["key"] / "policy"
+    assert dpo["policy"] == "policy" and (folder / "model.safetensors").is_file()
+    card = (folder / "README.md").read_text()
+    assert "library_name: transformers" in card and dpo["key"] in card
+    meta = json.loads((folder / "alignbench.json").read_text())
+    assert meta["world"]["options"]["n_entities"] == TINY_WORLD["n_entities"] and meta["seed"] == 1
+    model = AutoModelForCausalLM.from_pretrained(folder)  # as lm-eval's HF backend loads it
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([[tok.bos_token_id] + tok.encode("hello", add_special_tokens=False)])
+    assert torch.isfinite(model(ids).logits).all()
+    for ev in ("truthfulqa", "toxicity"):
+        p = run("eval", ev, "--model", str(folder), "--json")
+        assert p.returncode == 0, p.stderr[-2000:]
+        got = json.loads(p.stdout)["metrics"]
+        want = {k.split(".", 1)[1]: v for k, v in dpo["metrics"].items()
+                if k.startswith(ev + ".")}
+        assert got == want, ev
+    p = run("eval", "truthfulqa", "--model", str(out / "cells" / dpo["key"]), "--json")
+    assert p.returncode == 2 and "cell's folder" in p.stderr and "policy" in p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = run("eval", "truthfulqa", "--model", str(folder), "--scenario", "real", "--json")
+    assert p.returncode == 2 and "leave --scenario out" in p.stderr

@@ -70,12 +70,18 @@ def assert_identical(local: Path, distributed: Path) -> None:
 
 def test_smoke_matrix_gives_the_local_executors_keys_and_bitwise_its_results(tmp_path, capfd):
     import torch
-    m = config.parse(smoke(resources={"num_cpus": torch.get_num_threads()}))
+    m = config.parse(smoke(resources={"num_cpus": torch.get_num_threads()}, save_policies=True))
     runner.run(m, tmp_path / "local")
     capfd.readouterr()
     runner.run(m.model_copy(update={"executor": "ray"}), tmp_path / "ray")
     driver = capfd.readouterr()
     assert_identical(tmp_path / "local", tmp_path / "ray")
+    # save_policies: the driver writes each worker's policy folder, the same bytes as locally
+    for key, rec in records(tmp_path / "ray").items():
+        assert rec["policy"] == "policy", rec["method"]
+        a, b = (tmp_path / side / "cells" / key / "policy" for side in ("local", "ray"))
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     # each cell's log is under its folder, not interleaved on the driver's output
     dpo = next(r for r in records(tmp_path / "ray").values() if r["method"] == "dpo")
     log = (tmp_path / "ray" / "cells" / dpo["key"] / "log.txt").read_text()

@@ -34,6 +34,7 @@ class Distinct:
     description = "example plugin: distinct-1 and distinct-2 of sampled answers (diversity)"
     version = "1.0"
     metrics = {"distinct_1": True, "distinct_2": True}
+    bounds = {m: (0.0, 1.0) for m in metrics}  # fractions: the report keeps intervals in range
     Options = DistinctOptions
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
