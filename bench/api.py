@@ -422,8 +422,8 @@ class EvalResult:
 
 
 class Eval(Protocol):
-    """``bounds`` (optional) gives a metric's range (a rate's (0, 1), a kappa's (-1, 1)), which
-    its slices share: the report keeps the metric's intervals inside it."""
+    """``bounds`` (optional) gives a metric's finite range (a rate's (0, 1), a kappa's
+    (-1, 1)), which its slices share: the report keeps the metric's intervals inside it."""
 
     name: str
     description: str

@@ -117,6 +117,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if scen is None:
         world = None
     elif trained_in:  # the world it was trained in, rebuilt from its options if not cached
+        if trained_in.get("n_threads"):  # the thread count is part of a built world's key
+            import torch
+            torch.set_num_threads(int(trained_in["n_threads"]))
         world = scen.build(scen.Options.model_validate(trained_in["options"]), cache_root(),
                            progress=not args.json)
         if world.key != trained_in["key"]:
@@ -138,6 +141,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       data=world.eval_data.get(ev.name) if world else None,
                       progress=not args.json)
     res = ev.evaluate(policy, ctx)
+    if not res.metrics:
+        raise ConfigError(f"eval {ev.name} measured nothing for --model {args.model}: it compares "
+                          f"a policy with the matrix's reference models or its training (SFT, "
+                          f"base, a reward model), which a lone model does not have; run it in a "
+                          f"matrix")
     payload = {"eval": ev.name, "version": ev.version, "model": args.model,
                "metrics": res.metrics, "uncertainty": res.uncertainty, "n": res.n,
                "source": res.extra.get("source")}

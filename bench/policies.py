@@ -46,7 +46,8 @@ def save(policy: Any, record: dict[str, Any], world_describe: dict[str, Any], sc
         "budget": record.get("budget"), "metrics": record.get("metrics", {}),
         "add_bos": bool(getattr(policy, "add_bos", False)), "eval_options": eval_options,
         "world": {"scenario": scenario, "key": world_describe.get("world_key"),
-                  "options": world_describe.get("options", {})},
+                  "options": world_describe.get("options", {}),
+                  "n_threads": world_describe.get("n_threads")},
     }
     store.atomic_write_json(tmp / META, meta)
     store.atomic_write_text(tmp / "README.md", card(meta))

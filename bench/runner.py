@@ -66,13 +66,15 @@ class Cell:
 
 def budget_units_used(plan: C.Plan, name: str, cfg: MethodConfig) -> set[str] | None:
     """The budget units a cell of method ``name`` with config ``cfg`` can depend on: what it
-    and its start stages spend (``MethodConfig.spends``), and the compute caps, which bound
-    every training step. None when a config does not say: every unit may matter."""
+    spends (``MethodConfig.spends``), what every shared stage of the matrix spends (it starts
+    from one, and its evals compare it with each of them at its own budget: win-rate against
+    SFT), and the compute caps, which bound every training step (and the stages'). None when a
+    config does not say: every unit may matter."""
     own = cfg.spends()
-    stages = [plan.configs[n].spends() for n in plan.chain(name)]
+    stages = [plan.configs[n].spends() for n in sorted(plan.stage_names)]
     if own is None or None in stages:
         return None
-    if not own and not stages:  # spends nothing and trains nothing (the base model)
+    if not own and not stages:  # trains nothing and is compared with nothing trained
         return set()
     return set(COMPUTE_UNITS).union(own, *stages)
 
@@ -544,22 +546,29 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
 def keep_policy(trained: Trained, record: dict[str, Any], world: World, plan: C.Plan,
                 cell_dir: Path) -> str | None:
     """``save_policies``: the trained policy as a Hugging Face folder in the cell's folder
-    (:mod:`bench.policies`); the folder's name, or None (with a warning) for a policy that is
-    not one set of weights."""
-    if not policies.savable(trained.policy):
-        record["warnings"].append(
-            f"save_policies: {record['method']}'s policy ({type(trained.policy).__name__}) is "
-            f"not one set of weights, so no folder was saved")
+    (:mod:`bench.policies`); the folder's name, or None for a policy that is not one set of
+    weights or (with a warning) one that could not be written."""
+    if not policies.savable(trained.policy):  # best-of-n: a reward model choosing samples
+        log.info("save_policies: %s's policy is not one set of weights; nothing saved",
+                 record["method"])
         return None
     options = {name: opts.model_dump(mode="json") for name, (_, opts) in plan.evals.items()}
-    policies.save(trained.policy, record, world.describe, plan.matrix.scenario.name, options,
-                  cell_dir / policies.POLICY_DIR)
+    try:
+        policies.save(trained.policy, record, world.describe, plan.matrix.scenario.name,
+                      options, cell_dir / policies.POLICY_DIR)
+    except OSError as err:  # a full disk must not throw away a trained and evaluated cell
+        record["warnings"].append(f"save_policies: the policy could not be saved ({err})")
+        return None
     return policies.POLICY_DIR
 
 
-def is_done(out: Path, key: str) -> bool:
+def is_done(out: Path, key: str, save_policies: bool = False) -> bool:
+    """A cell's result is there and ok; with ``save_policies``, and it was saved with its
+    policy (the setting is not in the key, so a finished cell run without it is redone, to
+    the same numbers, to keep its policy)."""
     rec = store.read_json(out / "cells" / key / "result.json")
-    return isinstance(rec, dict) and rec.get("key") == key and rec.get("status") == "ok"
+    ok = isinstance(rec, dict) and rec.get("key") == key and rec.get("status") == "ok"
+    return ok and (not save_policies or "policy" in rec)
 
 
 def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
@@ -593,7 +602,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
                 output.clear(out)
             output.remove_stale_temp_files(out)
             _write_matrix(out, m, cells, keys)
-            todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k)]
+            todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k, m.save_policies)]
             if session is not None:
                 session.run(todo, cells, stages, world_threads, device, out)
             else:

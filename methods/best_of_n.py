@@ -11,6 +11,8 @@ the evaluation's ``inference_flops``, so its cost table row shows what serving i
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from pydantic import Field
 
@@ -22,8 +24,6 @@ from methods.reward_model import RewardModelConfig, train_reward_model
 class BestOfNConfig(RewardModelConfig, SharedSetConfig):
     n: int = Field(8, ge=1, description="responses sampled per answer served; the reward "
                    "model's favourite is returned")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of the n "
-                               "candidates (AlpacaFarm's 1.0)")
 
     def spends(self):
         return super().spends() | {"samples_per_response"}
@@ -35,12 +35,16 @@ class BestOfNConfig(RewardModelConfig, SharedSetConfig):
 
 class BestOfNPolicy:
     """A :class:`bench.api.SelectingPolicy`: ``generate`` samples ``n`` candidates per prompt
-    from ``base`` at the method's own temperature and returns the one ``reward`` scores
-    highest (the first on a tie). The caller's temperature is not used: best-of-n's answer is
-    its choice among its samples, deterministic for a seed, so a greedy request gets it too."""
+    from ``base`` at the caller's temperature and returns the one ``reward`` scores highest
+    (the first on a tie), so it is compared with the other rows at the decoding every row
+    gets (the win-rate's 0.7 for both sides). A greedy request (temperature 0) has one
+    candidate, the base's greedy answer, which it returns without sampling it n times.
 
-    def __init__(self, base: Policy, reward: RewardFn, n: int, temperature: float):
-        self.base, self.reward, self.n, self.temperature = base, reward, n, temperature
+    (The first zoo run sampled the candidates at a fixed 1.0 while the win-rate sampled every
+    other row at 0.7: best of 8 at 1.0 read 0.483 against SFT at 0.7, SFT's own level.)"""
+
+    def __init__(self, base: Policy, reward: RewardFn, n: int):
+        self.base, self.reward, self.n = base, reward, n
         self.name = f"best_of_{n}"
 
     def format_chat(self, user_messages: list[str]) -> list[str]:
@@ -48,11 +52,12 @@ class BestOfNPolicy:
 
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
                  seed: int = 0) -> list[str]:
-        if not prompts:
-            return []
+        if temperature <= 0 or not prompts:  # greedy: every candidate is the same answer
+            return self.base.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                                      seed=seed)
         flat = [p for p in prompts for _ in range(self.n)]
         texts = self.base.generate(flat, max_new_tokens=max_new_tokens,
-                                   temperature=self.temperature, seed=seed)
+                                   temperature=temperature, seed=seed)
         scores = np.asarray(self.reward(flat, texts), dtype=float).reshape(len(prompts), self.n)
         best = scores.argmax(axis=1)
         return [texts[i * self.n + int(j)] for i, j in enumerate(best)]
@@ -70,7 +75,8 @@ class BestOfN:
 
     def train(self, start: Start, ctx: TrainContext, config: BestOfNConfig) -> Trained:
         pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        rm = train_reward_model(start.path, start.reference.tokenizer, pairs, ctx, config,
-                                stage="best_of_n_reward_model")
-        policy = BestOfNPolicy(start.reference, rm.reward, config.n, config.temperature)
+        # a copy: the trainer may change the tokenizer, and the SFT stage's is shared
+        rm = train_reward_model(start.path, copy.deepcopy(start.reference.tokenizer), pairs,
+                                ctx, config, stage="best_of_n_reward_model")
+        policy = BestOfNPolicy(start.reference, rm.reward, config.n)
         return Trained(policy=policy, reward_fn=rm.reward, samples_per_response=config.n)

@@ -38,6 +38,8 @@ class KTOConfig(SharedSetConfig):
     source: Literal["comparisons", "ratings"] = Field(
         "comparisons", description="labels from the shared ranked comparisons, or the panel's "
         "direct binary ratings (budget.ratings)")
+    balance: bool = Field(True, description="scale desirable_weight by n_undesirable / "
+                          "n_desirable so both classes weigh the same (Ethayarajh et al.)")
 
     def spends(self):
         return super().spends() if self.source == "comparisons" else \
@@ -48,9 +50,26 @@ class KTOConfig(SharedSetConfig):
             return super().planned_spend(budget)
         n = capped(budget, "ratings")
         rated = n // self.k * self.k
+        if not rated:
+            raise ValueError(f"budget.ratings {n} rates no prompt's k={self.k} samples; raise "
+                             f"budget.ratings to at least {self.k}")
         return {"ratings": (rated, f"{rated} of the SFT model's samples rated, k={self.k} a "
                             f"prompt"),
                 "rollouts": (rated, f"{rated} sampled to be rated")}
+
+
+def class_weights(examples: list[dict[str, str | bool]], desirable: float, undesirable: float,
+                  balance: bool) -> tuple[float, float]:
+    """KTO's loss weights. Ethayarajh et al. ask for lambda_D n_D / (lambda_U n_U) in [1, 4/3];
+    ``balance`` scales the desirable weight by n_U / n_D, so the ratio is the configured
+    weights' (1 by default) whatever the class sizes (labels from the comparisons are balanced
+    by construction; ratings are as balanced as the SFT model is good). A class with no
+    examples leaves the weights as given."""
+    n_d = sum(bool(e["label"]) for e in examples)
+    n_u = len(examples) - n_d
+    if not balance or not n_d or not n_u:
+        return desirable, undesirable
+    return desirable * n_u / n_d, undesirable
 
 
 def rated(ctx: TrainContext, start: Start, n: int, cfg: KTOConfig) -> list[dict[str, str | bool]]:
@@ -99,11 +118,15 @@ class KTO:
             pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")),
                                        config)
             examples = unpaired(pairs)
+        w_d, w_u = class_weights(examples, config.desirable_weight, config.undesirable_weight,
+                                 config.balance)
+        ctx.log.info("kto: %d desirable, %d undesirable examples; weights %.3g / %.3g",
+                     sum(bool(e["label"]) for e in examples),
+                     sum(not e["label"] for e in examples), w_d, w_u)
         args = trainer_args(TRLKTOConfig, ctx, "kto", beta=config.beta, learning_rate=config.lr,
                             num_train_epochs=config.epochs,
                             per_device_train_batch_size=config.batch_size,
-                            desirable_weight=config.desirable_weight,
-                            undesirable_weight=config.undesirable_weight,
+                            desirable_weight=w_d, undesirable_weight=w_u,
                             lr_scheduler_type="cosine",
                             warmup_steps=warmup(0.05, len(examples), config.batch_size,
                                                 config.epochs))

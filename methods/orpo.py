@@ -1,6 +1,8 @@
 """ORPO (Hong et al. 2024): one stage from the base model, no SFT stage and no reference model.
-Its loss is SFT's likelihood on the chosen response plus an odds-ratio term that pushes the
-chosen response's odds above the rejected one's; through TRL's experimental ORPOTrainer.
+Its loss is a likelihood term on the chosen side plus an odds-ratio term that pushes the chosen
+response's odds above the rejected one's; through TRL's experimental ORPOTrainer, whose
+likelihood term covers the prompt's tokens as well as the response's (TRL 1.16 computes it
+"over the full prompt and response"), where alignbench's SFT trains on the answer only.
 
 At the budget SFT-then-DPO gets, ORPO gets the same labels from the start it has: the base
 model. Its pairs are (a) every demonstration of ``budget.demonstrations`` as the chosen

@@ -19,7 +19,7 @@ from pydantic import Field, model_serializer, model_validator
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.seeding import derive_seed
-from methods.dpo import DPOConfig, dpo_train
+from methods.dpo import DPOConfig, dpo_train, flip_rate
 from methods.feedback import judged_pairs, label_rollouts
 from methods.ppo import PPOConfig, ppo_round
 
@@ -83,6 +83,7 @@ class RLAIFConfig(DPOConfig):
         return frozenset({"ai_comparisons", "rollouts"})
 
     def planned_spend(self, budget):
+        flip_rate(self)  # robust DPO on AI labels needs their flip rate stated too
         n = capped(budget, "ai_comparisons")
         total = label_rollouts(n, self.k, self.rounds)
         why = f"{total} sampled for {n} AI comparisons at k={self.k}"

@@ -9,6 +9,8 @@ rollouts, charged before they are sampled.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from pydantic import Field
 
@@ -51,8 +53,9 @@ class RSFT:
 
     def train(self, start: Start, ctx: TrainContext, config: RSFTConfig) -> Trained:
         pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        rm = train_reward_model(start.path, start.reference.tokenizer, pairs, ctx, config,
-                                stage="rsft_reward_model")
+        # a copy: the trainer may change the tokenizer, and the SFT stage's is shared
+        rm = train_reward_model(start.path, copy.deepcopy(start.reference.tokenizer), pairs,
+                                ctx, config, stage="rsft_reward_model")
         seed = derive_seed(ctx.seed, "rsft.candidates")
         prompts = pick_prompts(ctx.scenario.train_prompts, config.prompts, seed)
         cands = sample_k(start.reference, prompts, config.n, ctx.ledger, seed=seed,

@@ -21,7 +21,9 @@ def metric_bounds(ok: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     for r in ok:
         for ev, info in (r.get("evals") or {}).items():
             for m, b in ((info or {}).get("bounds") or {}).items():
-                out[f"{ev}.{m}"] = (float(b[0]), float(b[1]))
+                if isinstance(b, (list, tuple)) and len(b) == 2 and all(
+                        isinstance(x, (int, float)) and math.isfinite(x) for x in b):
+                    out[f"{ev}.{m}"] = (float(b[0]), float(b[1]))  # else: no range kept
     return out
 
 

@@ -82,8 +82,9 @@ def test_saved_policies_reload_with_transformers_and_re_evaluate_to_the_cells_me
     AutoModelForCausalLM loads as lm-eval's HF backend does, with a model card and the world it
     was trained in; ``alignbench eval --model cells/KEY/policy`` evaluates it in that world (the
     tiny one, not the default) at the cell's seed, to exactly the metrics the cell recorded.
-    best_of_n has no single set of weights: no folder, and a warning that says so. The cell's
-    own folder given as --model is one line naming the policy folder."""
+    best_of_n has no single set of weights: no folder. The cell's own folder given as --model
+    is one line naming the policy folder; an eval that needs the matrix's references is one
+    line too. Turning save_policies on for a finished folder redoes its cells to keep them."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -102,8 +103,7 @@ def test_saved_policies_reload_with_transformers_and_re_evaluate_to_the_cells_me
     recs = {r["method"]: r for r in map(json.loads,
                                          (out / "results.jsonl").read_text().splitlines())}
     assert all(r["status"] == "ok" for r in recs.values())
-    assert recs["best_of_n"]["policy"] is None and any(
-        "save_policies" in w for w in recs["best_of_n"]["warnings"])
+    assert recs["best_of_n"]["policy"] is None and not recs["best_of_n"]["warnings"]
     dpo = recs["dpo"]
     folder = out / "cells" / dpo["key"] / "policy"
     assert dpo["policy"] == "policy" and (folder / "model.safetensors").is_file()
@@ -127,3 +127,13 @@ def test_saved_policies_reload_with_transformers_and_re_evaluate_to_the_cells_me
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = run("eval", "truthfulqa", "--model", str(folder), "--scenario", "real", "--json")
     assert p.returncode == 2 and "leave --scenario out" in p.stderr
+    p = run("eval", "win_rate", "--model", str(folder), "--json")
+    assert p.returncode == 2 and "measured nothing" in p.stderr and "Traceback" not in p.stderr
+    assert runner.is_done(out, dpo["key"], save_policies=True)  # saved with its policy
+    first = tmp_path / "first"  # a folder run without save_policies, then with it
+    plain = m.model_copy(update={"save_policies": False, "methods": ["sft"]})
+    runner.run(plain, first)
+    key = json.loads((first / "results.jsonl").read_text())["key"]
+    assert not (first / "cells" / key / "policy").exists()
+    runner.run(plain.model_copy(update={"save_policies": True}), first)
+    assert (first / "cells" / key / "policy" / "model.safetensors").is_file()

@@ -15,6 +15,15 @@ def test_kto_labels_from_ranked_pairs_top_half_desirable_median_dropped():
         ("a", True), ("b", True), ("c", False), ("d", False)}
 
 
+def test_kto_balances_its_classes_as_the_paper_asks():
+    from methods.kto import class_weights
+    ex = [{"label": True}] * 10 + [{"label": False}] * 30
+    assert class_weights(ex, 1.0, 1.0, True) == (3.0, 1.0)  # lambda_D n_D / lambda_U n_U = 1
+    assert class_weights(ex, 1.0, 1.0, False) == (1.0, 1.0)
+    assert class_weights(ex, 1.2, 1.0, True) == (3.6, 1.0)  # the configured ratio 1.2 kept
+    assert class_weights([{"label": True}] * 4, 1.0, 1.0, True) == (1.0, 1.0)  # one class only
+
+
 def test_warmup_never_swallows_a_one_step_run():
     assert warmup(0.05, 32, 32, 1.0) == 0.0  # one step: it would train at lr 0
     assert warmup(0.05, 33, 32, 1.0) == 0.05  # two steps
@@ -84,13 +93,15 @@ def test_best_of_n_returns_the_reward_models_favourite_of_its_own_n_samples():
     from methods.best_of_n import BestOfNPolicy
     base = _Counter()
     liked = {" s2": 5.0, " s3": 9.0, " s4": 1.0}  # prompt 0 samples s0-s2, prompt 1 s3-s5
-    bon = BestOfNPolicy(base, lambda p, c: [liked.get(x, 0.0) for x in c], n=3, temperature=0.7)
-    out = bon.generate(["a", "b"], max_new_tokens=4, temperature=0.0, seed=11)
+    bon = BestOfNPolicy(base, lambda p, c: [liked.get(x, 0.0) for x in c], n=3)
+    out = bon.generate(["a", "b"], max_new_tokens=4, temperature=0.7, seed=11)
     assert out == [" s2", " s3"]
-    assert base.calls == [(6, 0.7, 11)]  # n per prompt, at its own temperature, the caller's seed
+    assert base.calls == [(6, 0.7, 11)]  # n per prompt, at the caller's temperature and seed
+    assert bon.generate(["a", "b"], max_new_tokens=4, temperature=0.0, seed=3) == [" s0", " s1"]
+    assert base.calls[-1] == (2, 0.0, 3)  # greedy: one candidate each, the base's answer
     assert bon.logprob(["a"], [" x"]) == [-1.0]  # the base's likelihood
     assert isinstance(bon, SelectingPolicy) and not isinstance(base, SelectingPolicy)
-    tie = BestOfNPolicy(_Counter(), lambda p, c: [0.0] * len(c), n=4, temperature=1.0)
+    tie = BestOfNPolicy(_Counter(), lambda p, c: [0.0] * len(c), n=4)
     assert tie.generate(["a"], max_new_tokens=1) == [" s0"]  # first on a tie
 
 
@@ -120,19 +131,18 @@ def test_orpo_demonstrations_are_the_chosen_side():
         {"comparisons": 20, "demonstrations": 16})) == {"rollouts"}
 
 
-def test_robust_dpo_takes_the_scenarios_flip_rate_and_an_explicit_one_wins():
-    from types import SimpleNamespace
-
+def test_robust_dpo_needs_its_flip_rate_stated_before_anything_runs():
     import pytest
 
     from methods.dpo import DPOConfig, flip_rate
-    ctx = SimpleNamespace(scenario=SimpleNamespace(describe={"label_flip_rate": 0.2}))
-    assert flip_rate(DPOConfig(loss_type="robust"), ctx) == 0.2
-    assert flip_rate(DPOConfig(loss_type="robust", label_smoothing=0.05), ctx) == 0.05
-    assert flip_rate(DPOConfig(), ctx) == 0.0  # sigmoid: TRL's default, as before
-    silent = SimpleNamespace(scenario=SimpleNamespace(describe={}))
-    with pytest.raises(ValueError, match="label_smoothing"):
-        flip_rate(DPOConfig(loss_type="robust"), silent)
+    from methods.rlaif import RLAIFConfig
+    assert flip_rate(DPOConfig(loss_type="robust", label_smoothing=0.05)) == 0.05
+    assert flip_rate(DPOConfig()) == 0.0  # sigmoid: TRL's default, as before
+    budget = {"comparisons": 20, "ai_comparisons": 20}
+    for cfg in (DPOConfig(loss_type="robust"), RLAIFConfig(loss_type="robust")):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            cfg.planned_spend(budget)  # the preflight refuses it, in one line
+    assert DPOConfig(loss_type="robust", label_smoothing=0.1).planned_spend(budget)
 
 
 def test_panel_ratings_charge_one_unit_each_and_favour_true_answers(tiny_world):

@@ -104,7 +104,8 @@ def test_readme_matrix_is_valid_and_fits_its_budget():
         plan = config.plan(m)
         cells = runner.expand(plan)
         runner.check_budgets(cells, plan)
-        assert len(cells) == len(m.seeds) * (2 * 2 + 2 + 2)  # ppo x 4 points, sft and dpo x 2
+        # ppo x 4 points, dpo x 2 (the comparisons sweep), sft once: it spends no comparisons
+        assert len(cells) == len(m.seeds) * (2 * 2 + 2 + 1)
     ray_blocks = [b for b in blocks if "resources" in b]  # "Running on a cluster"
     assert ray_blocks
     for b in ray_blocks:
@@ -127,9 +128,9 @@ def test_sweep_expands_only_the_swept_method():
 
 def test_a_budget_sweep_multiplies_only_the_cells_that_spend_the_unit():
     """Under a comparisons sweep, base, sft and kto on ratings run once (and appear once);
-    under a demonstrations sweep every method that starts from sft is multiplied, since its
-    start stage spends them, and orpo, which spends them itself; base never is. A method with
-    no declared plan is multiplied by every budget sweep (anything may matter to it)."""
+    under a demonstrations sweep every cell is multiplied: the methods that start from sft,
+    orpo, which spends them itself, and base too, whose win-rate is measured against the SFT
+    stage at its own budget; a compute cap bounds every stage, so it multiplies base too."""
     from bench.runner import expand
 
     def counts(sweep, **extra):
@@ -146,10 +147,10 @@ def test_a_budget_sweep_multiplies_only_the_cells_that_spend_the_unit():
     assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 1, "dpo": 1, "kto": 2,
                                                   "orpo": 1}
     got = counts({"budget.demonstrations": [16, 32]})
-    assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 2, "dpo": 2, "kto": 2,
+    assert {n: len(v) for n, v in got.items()} == {"base": 2, "sft": 2, "dpo": 2, "kto": 2,
                                                   "orpo": 2}
     got = counts({"budget.flops": [1e12, 2e12]})  # a compute cap bounds every training step
-    assert {n: len(v) for n, v in got.items()} == {"base": 1, "sft": 2, "dpo": 2, "kto": 2,
+    assert {n: len(v) for n, v in got.items()} == {"base": 2, "sft": 2, "dpo": 2, "kto": 2,
                                                   "orpo": 2}
 
 

@@ -309,8 +309,7 @@ def describe(o: MicroOptions, key: str, path: Path, spec: W.WorldSpec, info: dic
     return {"scenario": "micro", "options": o.model_dump(), "world_key": key,
             "base_model_sha256": store.recorded_sha256(path, "model.safetensors"),
             "facts": counts, **{k: v for k, v in info.items() if k != "build_seconds"},
-            # the panel's known rate of flipped labels (robust DPO reads it)
-            "label_flip_rate": o.flip,
+            "n_threads": torch.get_num_threads(),  # the key's; alignbench eval rebuilds with it
             "timing": {"build_seconds": info.get("build_seconds")}}
 
 

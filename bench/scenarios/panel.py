@@ -61,7 +61,7 @@ class SimulatedPanel:
 
     def rate(self, prompts: list[str], responses: list[str]) -> list[bool]:
         """Binary ratings (a :class:`bench.api.Rater`): one labeler drawn at random per response
-        calls it acceptable when it wins a Bradley-Terry comparison, with the panel's noise,
+        calls it acceptable when it wins a Bradley-Terry comparison, with the panel's flips,
         against a reference answer of utility 0 (in the micro-world: clean, of typical length,
         with a truth score of 0, between admitting ignorance at -0.5 and the truth at 1: a true
         clean answer is usually acceptable, a false one usually not). One ``ratings`` unit
