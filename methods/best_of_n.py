@@ -11,14 +11,12 @@ the evaluation's ``inference_flops``, so its cost table row shows what serving i
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 from pydantic import Field
 
 from bench.api import Policy, RewardFn, Start, TrainContext, Trained
-from methods.feedback import SharedSetConfig, shared_comparisons
-from methods.reward_model import RewardModelConfig, train_reward_model
+from methods.feedback import SharedSetConfig
+from methods.reward_model import RewardModelConfig, shared_set_reward_model
 
 
 class BestOfNConfig(RewardModelConfig, SharedSetConfig):
@@ -74,9 +72,6 @@ class BestOfN:
     shared_stage = False
 
     def train(self, start: Start, ctx: TrainContext, config: BestOfNConfig) -> Trained:
-        pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        # a copy: the trainer may change the tokenizer, and the SFT stage's is shared
-        rm = train_reward_model(start.path, copy.deepcopy(start.reference.tokenizer), pairs,
-                                ctx, config, stage="best_of_n_reward_model")
+        rm = shared_set_reward_model(ctx, start, config, "best_of_n_reward_model")
         policy = BestOfNPolicy(start.reference, rm.reward, config.n)
         return Trained(policy=policy, reward_fn=rm.reward, samples_per_response=config.n)

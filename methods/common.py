@@ -112,6 +112,30 @@ def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0
     return trainer
 
 
+def train_reference_free(trainer_cls: type, config_cls: type, policy, pairs: list[dict],
+                         ctx: TrainContext, cfg, stage: str, **loss: Any) -> None:
+    """One run of a reference-free TRL preference trainer (CPOTrainer with the SimPO loss,
+    ORPOTrainer) on ``pairs`` (prompt/chosen/rejected), in place on ``policy``: ``cfg``'s
+    learning rate, epochs and batch size on a cosine schedule with DPO's warm-up, ``loss``
+    the trainer's own settings, and one model's FLOPs per step (there is no reference)."""
+    from datasets import Dataset
+
+    from bench.models import n_params
+    args = trainer_args(config_cls, ctx, stage, learning_rate=cfg.lr,
+                        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                        lr_scheduler_type="cosine",
+                        warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs),
+                        **loss)
+    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
+                              for p in pairs])
+    trainer = trainer_cls(model=policy.model, args=args, train_dataset=data,
+                          processing_class=policy.tokenizer,
+                          callbacks=[FiniteGuard(policy.model)], peft_config=lora_config(cfg))
+    metered(trainer, ctx.ledger, n_params(policy.model)).train()
+    policy.model = merged(trainer.model)
+    policy.model.eval()
+
+
 class LoRAOptions(MethodConfig):
     """LoRA (Hu et al. 2021, through peft) for any training method, so bigger models fit. Each
     stage trains fresh adapters and merges them when it ends, so every stage's output is a

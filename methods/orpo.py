@@ -14,14 +14,12 @@ model's. So "orpo from base" against "sft then dpo" is a comparison at equal lab
 
 from __future__ import annotations
 
-from datasets import Dataset
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
-from bench.models import n_params
 from bench.seeding import derive_seed
-from methods.common import FiniteGuard, lora_config, merged, metered, trainer_args, warmup
+from methods.common import train_reference_free
 from methods.feedback import SharedSetConfig, ranked_pairs, sample_k
 
 
@@ -81,19 +79,6 @@ class ORPO:
                                 temperature=config.label_temperature,
                                 max_new_tokens=config.max_new_tokens)
             pairs += demonstration_pairs(demos, [r[0] for r in rejected])
-        args = trainer_args(TRLORPOConfig, ctx, "orpo", beta=config.beta,
-                            learning_rate=config.lr, num_train_epochs=config.epochs,
-                            per_device_train_batch_size=config.batch_size,
-                            lr_scheduler_type="cosine",
-                            warmup_steps=warmup(0.05, len(pairs), config.batch_size,
-                                                config.epochs))
-        data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
-                                  for p in pairs])
-        trainer = ORPOTrainer(model=policy.model, args=args, train_dataset=data,
-                              processing_class=policy.tokenizer,
-                              callbacks=[FiniteGuard(policy.model)],
-                              peft_config=lora_config(config))
-        metered(trainer, ctx.ledger, n_params(policy.model)).train()  # no reference model
-        policy.model = merged(trainer.model)
-        policy.model.eval()
+        train_reference_free(ORPOTrainer, TRLORPOConfig, policy, pairs, ctx, config, "orpo",
+                             beta=config.beta)
         return Trained(policy=policy)

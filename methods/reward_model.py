@@ -3,13 +3,14 @@ own through the labeler_agreement eval (accuracy against labelers and the gold j
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from pydantic import Field
 
-from bench.api import TrainContext
+from bench.api import Start, TrainContext
 from bench.budget import charge_inference
 from bench.models import n_params
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
@@ -48,6 +49,17 @@ class RewardModel:
         return out
 
     __call__ = reward
+
+
+def shared_set_reward_model(ctx: TrainContext, start: Start, cfg, stage: str) -> RewardModel:
+    """A reward model on the shared comparison set (``cfg``: a :class:`RewardModelConfig` and
+    a :class:`methods.feedback.SharedSetConfig`), as best_of_n and rsft train theirs: the very
+    labels PPO's reward model and DPO see, charged to the cell."""
+    from methods.feedback import shared_comparisons
+    pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), cfg)
+    # a copy: the trainer may change the tokenizer, and the SFT stage's is shared by every cell
+    return train_reward_model(start.path, copy.deepcopy(start.reference.tokenizer), pairs, ctx,
+                              cfg, stage=stage)
 
 
 def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: TrainContext,

@@ -9,17 +9,14 @@ rollouts, charged before they are sampled.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.seeding import derive_seed
-from methods.feedback import (SharedSetConfig, label_rollouts, pick_prompts, sample_k,
-                              shared_comparisons)
-from methods.reward_model import RewardModelConfig, train_reward_model
+from methods.feedback import SharedSetConfig, label_rollouts, pick_prompts, sample_k
+from methods.reward_model import RewardModelConfig, shared_set_reward_model
 from methods.sft import SFTOptions, sft_train
 
 
@@ -52,10 +49,7 @@ class RSFT:
     shared_stage = False
 
     def train(self, start: Start, ctx: TrainContext, config: RSFTConfig) -> Trained:
-        pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        # a copy: the trainer may change the tokenizer, and the SFT stage's is shared
-        rm = train_reward_model(start.path, copy.deepcopy(start.reference.tokenizer), pairs,
-                                ctx, config, stage="rsft_reward_model")
+        rm = shared_set_reward_model(ctx, start, config, "rsft_reward_model")
         seed = derive_seed(ctx.seed, "rsft.candidates")
         prompts = pick_prompts(ctx.scenario.train_prompts, config.prompts, seed)
         cands = sample_k(start.reference, prompts, config.n, ctx.ledger, seed=seed,

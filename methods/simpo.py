@@ -8,12 +8,10 @@ FLOPs where DPO costs two.
 
 from __future__ import annotations
 
-from datasets import Dataset
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
-from bench.models import n_params
-from methods.common import FiniteGuard, lora_config, merged, metered, trainer_args, warmup
+from methods.common import train_reference_free
 from methods.feedback import SharedSetConfig, shared_comparisons
 
 
@@ -37,20 +35,7 @@ class SimPO:
 
         policy = start.trainable()
         pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), config)
-        args = trainer_args(CPOConfig, ctx, "simpo", loss_type="simpo", cpo_alpha=0.0,
-                            beta=config.beta, simpo_gamma=config.gamma, learning_rate=config.lr,
-                            num_train_epochs=config.epochs,
-                            per_device_train_batch_size=config.batch_size,
-                            lr_scheduler_type="cosine",
-                            warmup_steps=warmup(0.05, len(pairs), config.batch_size,
-                                                config.epochs))
-        data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
-                                  for p in pairs])
-        trainer = CPOTrainer(model=policy.model, args=args, train_dataset=data,
-                             processing_class=policy.tokenizer,
-                             callbacks=[FiniteGuard(policy.model)],
-                             peft_config=lora_config(config))
-        metered(trainer, ctx.ledger, n_params(policy.model)).train()  # no reference model
-        policy.model = merged(trainer.model)
-        policy.model.eval()
+        train_reference_free(CPOTrainer, CPOConfig, policy, pairs, ctx, config, "simpo",
+                             loss_type="simpo", cpo_alpha=0.0, beta=config.beta,
+                             simpo_gamma=config.gamma)
         return Trained(policy=policy)
