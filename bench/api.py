@@ -422,14 +422,15 @@ class EvalResult:
 
 
 class Eval(Protocol):
-    """``bounds`` (optional) gives a metric's finite range (a rate's (0, 1), a kappa's
-    (-1, 1)), which its slices share: the report keeps the metric's intervals inside it."""
+    """``bounds`` (optional) gives a metric's range (a rate's (0, 1), a kappa's (-1, 1), a
+    drop's (0, None): None for an open side), which its slices share: the report keeps the
+    metric's intervals inside it."""
 
     name: str
     description: str
     version: str
     metrics: ClassVar[dict[str, bool]]  # headline metric -> higher_is_better
-    bounds: ClassVar[dict[str, tuple[float, float]]]  # headline metric -> (low, high)
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]]  # metric -> (low, high)
     Options: ClassVar[type[EvalOptions]]
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult: ...

@@ -94,7 +94,7 @@ MIN_SEEDS = 3  # below this the report draws no interval over seeds (t with 1 df
 
 
 def bounded_seed_interval(values: Sequence[float], ses: Sequence[float | None] | None,
-                          bounds: tuple[float, float], *, level: float = 0.95
+                          bounds: tuple[float | None, float | None], *, level: float = 0.95
                           ) -> tuple[float, float, float]:
     """:func:`seed_interval` for a metric that lives in ``bounds`` (a rate in [0, 1], a kappa
     in [-1, 1]), intersected with that range: two seeds' toxicity of 0.75 and 1.0 gave
@@ -104,13 +104,13 @@ def bounded_seed_interval(values: Sequence[float], ses: Sequence[float | None] |
     ends by an arbitrary margin, which then decides its width: a seed at exactly 1.0, common
     for a rate over a hundred prompts, stretched three seeds' interval to [0.00002, 0.99999].)"""
     mean, lo, hi = seed_interval(values, ses, level=level)
-    low, high = float(bounds[0]), float(bounds[1])
-    return (mean, max(lo, low) if math.isfinite(lo) else lo,
-            min(hi, high) if math.isfinite(hi) else hi)
+    low, high = bounds  # None: that side is open (a drop is >= 0, with no upper end)
+    return (mean, max(lo, float(low)) if low is not None and math.isfinite(lo) else lo,
+            min(hi, float(high)) if high is not None and math.isfinite(hi) else hi)
 
 
 def report_interval(values: Sequence[float], ses: Sequence[float | None] | None,
-                    bounds: tuple[float, float] | None, *, level: float = 0.95
+                    bounds: tuple[float | None, float | None] | None, *, level: float = 0.95
                     ) -> tuple[float, float, float]:
     """The interval over seeds a report shows: none (nan) below :data:`MIN_SEEDS` seeds, where
     a t-interval is too wide to mean anything; within its range for a bounded metric

@@ -66,6 +66,8 @@ class KL:
     version = "1.2"  # 1.1: overoptimization smoothed; 1.2: best-of-n gets its analytic KL bound
     metrics = {"k1": False, "gold_peak": True, "gold_final": True, "gold_drop": False,
                "proxy_final": True}
+    bounds = {"gold_drop": (0.0, None)}  # >= 0 by construction (see overoptimization); k1
+    # is a sampled estimate that can fall below 0
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         ref = ctx.references.get("sft")

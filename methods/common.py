@@ -74,6 +74,28 @@ class LogToCell(TrainerCallback):
             TRAINER_LOG.info("step %d %s", state.global_step, logs)
 
 
+# what the TRL trainers log per logging step that a cell's curve keeps, under one set of names
+# (DPO, KTO, CPO/SimPO and ORPO log rewards/*; KTO logs its KL estimate; SFT and the reward
+# model their loss): the report draws every value, one panel each
+TRAINER_LOGGED = {"loss": "loss", "rewards/margins": "reward_margin",
+                  "rewards/accuracies": "reward_accuracy", "rewards/chosen": "reward_chosen",
+                  "rewards/rejected": "reward_rejected", "kl": "kl", "accuracy": "accuracy"}
+
+
+class CurveFromLogs(TrainerCallback):
+    """A trainer's logged values (:data:`TRAINER_LOGGED`) appended to a cell's curve, one
+    point per logging step, so every TRL-backed method records its curves as PPO does."""
+
+    def __init__(self, curve: list[dict[str, float]]):
+        self.curve = curve
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        point = {ours: float(logs[theirs]) for theirs, ours in TRAINER_LOGGED.items()
+                 if isinstance((logs or {}).get(theirs), (int, float))}
+        if point:
+            self.curve.append({"step": float(state.global_step), **point})
+
+
 def to_cell_log(trainer):
     """``trainer`` with its log lines sent to the cell's log (see :class:`LogToCell`)."""
     from transformers.trainer_callback import PrinterCallback
@@ -93,15 +115,19 @@ def batch_tokens(inputs: dict[str, Any]) -> int:
     return int(sum(inputs[k].sum() for k in masks))
 
 
-def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0):
+def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0,
+            curve: list[dict[str, float]] | None = None):
     """``trainer`` (a transformers/TRL Trainer) with every training step charged to the ledger
     *before* it runs: the batch's non-padding tokens (its attention mask; SFT, DPO and reward
     batches all carry one, DPO's holding chosen and rejected rows) as train_tokens, and their
     FLOPs. A cap on either unit stops the trainer with BudgetExceeded before the step that
     would cross it. Trainer offers no pre-step hook that sees the batch (callbacks get no
     inputs), so this wraps ``training_step`` on the instance. Its log lines go to the cell's
-    log (:func:`to_cell_log`)."""
+    log (:func:`to_cell_log`), and its logged values to ``curve`` when one is given (a list in
+    the cell's ``ctx.curves``)."""
     to_cell_log(trainer)
+    if curve is not None:
+        trainer.add_callback(CurveFromLogs(curve))
     step = trainer.training_step
 
     def charged(model, inputs, *args, **kwargs):
@@ -131,7 +157,8 @@ def train_reference_free(trainer_cls: type, config_cls: type, policy, pairs: lis
     trainer = trainer_cls(model=policy.model, args=args, train_dataset=data,
                           processing_class=policy.tokenizer,
                           callbacks=[FiniteGuard(policy.model)], peft_config=lora_config(cfg))
-    metered(trainer, ctx.ledger, n_params(policy.model)).train()
+    metered(trainer, ctx.ledger, n_params(policy.model),
+            curve=ctx.curves.setdefault(stage, [])).train()
     policy.model = merged(trainer.model)
     policy.model.eval()
 

@@ -82,8 +82,8 @@ def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], 
                          args=args, train_dataset=data, processing_class=policy.tokenizer,
                          callbacks=[FiniteGuard(policy.model)], peft_config=peft)
     # per step, before it runs: policy forward+backward, plus the reference's forward
-    metered(trainer, ctx.ledger, n_params(policy.model),
-            reference_params=n_params(ref.model)).train()
+    metered(trainer, ctx.ledger, n_params(policy.model), reference_params=n_params(ref.model),
+            curve=ctx.curves.setdefault(stage, [])).train()
     policy.model = merged(trainer.model)
     policy.model.eval()
 

@@ -135,8 +135,8 @@ class KTO:
                              args=args, train_dataset=Dataset.from_list(examples),
                              processing_class=policy.tokenizer,
                              callbacks=[FiniteGuard(policy.model)], peft_config=peft)
-        metered(trainer, ctx.ledger, n_params(policy.model),
-                reference_params=n_params(sft.model)).train()
+        metered(trainer, ctx.ledger, n_params(policy.model), reference_params=n_params(sft.model),
+                curve=ctx.curves.setdefault("kto", [])).train()
         policy.model = merged(trainer.model)
         policy.model.eval()
         return Trained(policy=policy)

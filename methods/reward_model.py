@@ -81,7 +81,8 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     trainer = RewardTrainer(model=model, args=args, train_dataset=data,
                             processing_class=tokenizer, callbacks=[FiniteGuard(model)],
                             peft_config=lora_config(cfg, "SEQ_CLS"))
-    metered(trainer, ctx.ledger, n_params(model)).train()  # compute charged per step
+    metered(trainer, ctx.ledger, n_params(model),  # compute charged per step
+            curve=ctx.curves.setdefault(stage, [])).train()
     model = merged(trainer.model)
     tokenizer.padding_side = tok_side
     model.eval()

@@ -60,7 +60,8 @@ def sft_train(policy: TrainablePolicy, examples: list[dict[str, str]], ctx: Trai
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=policy.tokenizer, callbacks=[FiniteGuard(policy.model)],
                          peft_config=lora_config(cfg))
-    metered(trainer, ctx.ledger, n_params(policy.model)).train()  # compute charged per step
+    metered(trainer, ctx.ledger, n_params(policy.model),  # compute charged per step
+            curve=ctx.curves.setdefault(stage, [])).train()
     policy.model = merged(trainer.model)
     policy.model.eval()
 

@@ -210,6 +210,9 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     d["rows"] = [_row(g, groups[g], d, refs if groups[g][0]["method"] != ref else None)
                  for g in order]
     _mark_best(d["rows"], d["columns"], directions)
+    headline_metrics = [m for m in d["columns"] if m in directions and m.count(".") == 1]
+    d["headline"] = ranking.headline({g: groups[g] for g in order}, directions, d["bounds"],
+                                     headline_metrics)
     d["ranking"] = ranking.rank({g: groups[g] for g in order}, ranking.METRIC,
                                 directions.get(ranking.METRIC, True),
                                 bounds=bounds_of(d["bounds"], ranking.METRIC))
@@ -284,7 +287,8 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
     delta = (f" Δ: paired difference against {d['reference']} at the same seed and budget "
              f"point; * when its 95% interval excludes 0." if d["reference"] else "")
     lines = [f"# alignbench: {d['title']}", "",
-             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}{delta}", "",
+             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}{delta}",
+             *headline_markdown(d["headline"]), "", "## Comparison", "",
              "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
              + " | comparisons | ai_comparisons |",
              "|---" * (len(cols) + 3) + "|"]
@@ -319,6 +323,25 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
                       f"(cell {r['key']}): {r.get('error') or '; '.join(r.get('warnings', []))}"
                       for r in recs]
     store.atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Summary: who wins on what", "",
+             "| metric | best | mean [95% interval] | runner-up | best - runner-up | resolved |",
+             "|---|---|---|---|---|---|"]
+    for h in rows:
+        arrow = "↑" if h["higher_is_better"] else "↓"
+        best = "tie: " + ", ".join(h["tied"]) if h["tied"] else h["best"]
+        gap = "–" if h["delta"] is None else \
+            f"{h['delta']:+.3f} [{h['d_lo']:+.3f}, {h['d_hi']:+.3f}]"
+        verdict = ("yes" if h["resolved"] else "no") if h["delta"] is not None else \
+            ("tied" if h["tied"] else f"not at {h['n_seeds']} seed(s)")
+        lines.append(f"| {h['metric']} {arrow} | {best} | {_fmt(h['mean'])} [{_fmt(h['lo'])}, "
+                     f"{_fmt(h['hi'])}] | {h['runner_up']} ({_fmt(h['runner_up_mean'])}) | "
+                     f"{gap} | {verdict} |")
+    return lines
 
 
 def ranking_markdown(rk: dict[str, Any] | None) -> list[str]:

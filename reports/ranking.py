@@ -79,3 +79,45 @@ def first_probabilities(values: dict[str, list[float]], higher: bool = True, *,
     top = np.isclose(means, best[None], rtol=0, atol=1e-12)
     share = (top / top.sum(0, keepdims=True)).mean(1)
     return {g: float(p) for g, p in zip(labels, share)}
+
+
+def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool],
+             bounds: dict[str, tuple[float, float]], metrics: list[str]) -> list[dict[str, Any]]:
+    """Who wins on what: for each headline metric (one an eval declares), the row with the best
+    mean over seeds, its interval, the runner-up, and their paired difference over the seeds
+    they share, resolved when its 95% interval excludes zero (never below ``MIN_SEEDS``
+    shared seeds). Rows whose means tie exactly for best are all named and none wins."""
+    from reports.records import bounds_of
+    out = []
+    for m in metrics:
+        higher = directions[m]
+        by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(m) is not None
+                       and math.isfinite(r["metrics"][m])} for g, rs in groups.items()}
+        stats = []
+        for g, cells in by_seed.items():
+            if cells:
+                vals = [c["metrics"][m] for c in cells.values()]
+                mean, lo, hi = report_interval(vals, [se(c, m) for c in cells.values()],
+                                               bounds_of(bounds, m))
+                stats.append((mean, g, lo, hi))
+        if len(stats) < 2:
+            continue
+        stats.sort(key=lambda s: -s[0] if higher else s[0])
+        best, second = stats[0], stats[1]
+        tied = [s[1] for s in stats if s[0] == best[0]]
+        row = {"metric": m, "higher_is_better": higher, "best": best[1], "mean": best[0],
+               "lo": best[2], "hi": best[3], "runner_up": second[1], "runner_up_mean": second[0],
+               "tied": tied if len(tied) > 1 else [], "delta": None, "d_lo": None,
+               "d_hi": None, "resolved": False, "n_seeds": 0}
+        shared = sorted(set(by_seed[best[1]]) & set(by_seed[second[1]]))
+        row["n_seeds"] = len(shared)
+        if not row["tied"] and len(shared) >= MIN_SEEDS:
+            a = [by_seed[best[1]][s] for s in shared]
+            b = [by_seed[second[1]][s] for s in shared]
+            d, lo, hi = paired_seed_delta([c["metrics"][m] for c in a],
+                                          [c["metrics"][m] for c in b],
+                                          [se(c, m) for c in a], [se(c, m) for c in b])
+            row.update(delta=d, d_lo=lo, d_hi=hi,
+                       resolved=bool(math.isfinite(lo) and (lo > 0 or hi < 0)))
+        out.append(row)
+    return out

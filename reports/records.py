@@ -15,20 +15,22 @@ def group_label(r: dict[str, Any]) -> str:
     return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
 
 
-def metric_bounds(ok: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Full metric name -> its range, as each record's evals declared them (``Eval.bounds``)."""
-    out: dict[str, tuple[float, float]] = {}
+def metric_bounds(ok: list[dict[str, Any]]) -> dict[str, tuple[float | None, float | None]]:
+    """Full metric name -> its range, as each record's evals declared them (``Eval.bounds``;
+    None for an open side); a malformed range is left out (the metric is then unbounded)."""
+    out: dict[str, tuple[float | None, float | None]] = {}
     for r in ok:
         for ev, info in (r.get("evals") or {}).items():
             for m, b in ((info or {}).get("bounds") or {}).items():
                 if isinstance(b, (list, tuple)) and len(b) == 2 and all(
-                        isinstance(x, (int, float)) and math.isfinite(x) for x in b):
-                    out[f"{ev}.{m}"] = (float(b[0]), float(b[1]))  # else: no range kept
+                        x is None or (isinstance(x, (int, float)) and math.isfinite(x))
+                        for x in b) and b != [None, None] and b != (None, None):
+                    out[f"{ev}.{m}"] = tuple(None if x is None else float(x) for x in b)
     return out
 
 
-def bounds_of(bounds: dict[str, tuple[float, float]], metric: str
-              ) -> tuple[float, float] | None:
+def bounds_of(bounds: dict[str, tuple[float | None, float | None]], metric: str
+              ) -> tuple[float | None, float | None] | None:
     """A metric's range: its own, or its headline metric's for a slice (``mc1.Adversarial``
     is a rate like ``mc1``); None when unbounded."""
     ev, _, rest = metric.partition(".")

@@ -130,6 +130,8 @@ def test_a_bounded_metrics_interval_stays_in_its_range_and_is_otherwise_unchange
     assert report_interval(inside, [0.01] * 3, (0.0, 1.0)) == seed_interval(inside, [0.01] * 3)
     kappa = report_interval([-0.95, -0.6, -0.99], None, (-1.0, 1.0))
     assert kappa[1] == -1.0 and kappa[2] < 0
+    drop = report_interval([0.01, 0.2, 0.1], None, (0.0, None))  # one side open
+    assert drop[1] == 0.0 and drop[2] == seed_interval([0.01, 0.2, 0.1], None)[2]
     assert MIN_SEEDS == 3
     mean, lo, hi = report_interval([0.75, 1.0], [0.01, 0.01], (0.0, 1.0))
     assert mean == 0.875 and math.isnan(lo) and math.isnan(hi)

@@ -162,3 +162,16 @@ def test_panel_ratings_charge_one_unit_each_and_favour_true_answers(tiny_world):
     assert sum(good) / 100 > 0.7 and sum(bad) / 100 < 0.3, (sum(good), sum(bad))
     with pytest.raises(BudgetExceeded):
         panel.rate(["p"], [" x"])
+
+
+def test_trainer_logs_become_the_cells_curve_under_shared_names():
+    from types import SimpleNamespace
+
+    from methods.common import CurveFromLogs
+    curve = []
+    cb = CurveFromLogs(curve)
+    state = SimpleNamespace(global_step=5)
+    cb.on_log(None, state, None, logs={"loss": 0.7, "rewards/margins": 0.2, "kl": 0.01,
+                                       "learning_rate": 1e-4, "epoch": 0.5})
+    cb.on_log(None, SimpleNamespace(global_step=6), None, logs={"train_runtime": 3.0})
+    assert curve == [{"step": 5.0, "loss": 0.7, "reward_margin": 0.2, "kl": 0.01}]

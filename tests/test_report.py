@@ -120,6 +120,8 @@ def open_in_browser(html: Path, screenshot: Path | None = None):
             text: document.body.innerText,
             figures: [...document.querySelectorAll('figure')].map(f => f.id),
             table: !!document.querySelector('#comparison-table tbody tr'),
+            summary: [...document.querySelectorAll('#summary-table tbody tr')].map(
+                tr => [tr.dataset.metric, tr.dataset.best]),
             data: JSON.parse(document.getElementById('report-data').textContent),
         })""")
         if screenshot:
@@ -143,6 +145,19 @@ def test_report_renders_in_a_real_browser(tmp_path):
     assert [c for c in console if c[0] in ("error", "pageerror")] == []
     assert info["table"]
     assert info["figures"] == FIGURES
+    # the summary names, per headline metric, the row with the best mean (none on a tie)
+    recs = [record(m, s) for m in ("base", "sft", "ppo") for s in (0, 1, 2)]
+    want = []
+    for ev in ("truthfulqa", "toxicity", "win_rate", "kl", "labeler_agreement", "echo"):
+        for name, higher in recs[0]["evals"][ev]["higher_is_better"].items():
+            m = f"{ev}.{name}"
+            means = {meth: np.mean([r["metrics"][m] for r in recs if r["method"] == meth])
+                     for meth in ("base", "sft", "ppo")}
+            top = (max if higher else min)(means.values())
+            best = [k for k, v in means.items() if v == top]
+            want.append([m, best[0] if len(best) == 1 else ""])
+    assert sorted(info["summary"]) == sorted(want)
+    assert ["labeler_agreement.inter_labeler", ""] in info["summary"]  # 0.7 everywhere: a tie
     assert all(src.startswith("data:image/png;base64") for src in info["imgs"])
     px = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert px.std() > 10  # not blank

@@ -172,3 +172,23 @@ def test_a_reference_that_a_budget_sweep_left_alone_pairs_with_every_point():
     assert paired_reference(cell, per_demo + sft) is per_demo[1]  # the most specific one
     assert paired_reference({"seed": 2, "point": {}}, sft) is None
     assert paired_reference({"seed": 0, "point": {"budget.demonstrations": 64}}, per_demo) is None
+
+
+def test_the_summary_names_the_best_row_and_resolves_it_against_the_runner_up_by_hand(out):
+    """win_rate.vs_sft: dpo at 200 comparisons is best (0.630), dpo at 100 the runner-up
+    (0.577); their paired difference over seeds 0-2, with each side's SE of 0.01, is resolved
+    exactly when the by-hand interval excludes 0. toxicity.emt (lower is better) likewise."""
+    md = (out / "report.md").read_text()
+    summary = md[md.index("## Summary"):md.index("## Comparison")]
+    for metric, higher in (("win_rate.vs_sft", True), ("toxicity.emt", False)):
+        table = WIN if metric == "win_rate.vs_sft" else TOX
+        means = {k: np.mean(v) for k, v in table.items()}
+        order = sorted(means, key=lambda k: -means[k] if higher else means[k])
+        (bm, bn), (rm, rn) = order[0], order[1]
+        diffs = [a - b for a, b in zip(table[order[0]], table[order[1]])]
+        d, lo, hi = by_hand(diffs, math.hypot(SE[metric], SE[metric]))
+        line = next(x for x in summary.splitlines() if x.startswith(f"| {metric} "))
+        assert f"| {bm} [budget.comparisons={bn}] |" in line, line
+        assert f"| {rm} [budget.comparisons={rn}] ({means[order[1]]:.3f}) |" in line, line
+        assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" in line, line
+        assert line.rstrip().endswith("| yes |" if (lo > 0 or hi < 0) else "| no |"), line
