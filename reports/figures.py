@@ -20,6 +20,8 @@ from collections import defaultdict
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
+
 from bench import store
 from bench.stats import report_interval
 from reports.records import bounds_of, eval_extra, finite, group_label, null, se
@@ -27,7 +29,8 @@ from reports.records import bounds_of, eval_extra, finite, group_label, null, se
 # colours by position in the matrix's method order: the quickstart's base, sft, ppo, dpo,
 # rlaif keep the colours they always had
 PALETTE = ("#888888", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e",
-           "#e377c2", "#bcbd22", "#17becf")
+           "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
+           "#7b4173", "#000000")  # 16: the zoo's 14 rows each get their own
 BAR = "#4a7fb5"
 COUNTERS = ("step", "round")  # curve keys that count, rather than measure
 SEED_STYLES = ("-", "--", ":", "-.")
@@ -209,9 +212,22 @@ def _draw_slices(d: dict[str, Any], prefix: str, names: list[str], ax: Any) -> N
     ax.legend(fontsize=7)
 
 
+def pareto_front(points: dict[str, tuple[float, float]], x_higher: bool, y_higher: bool
+                 ) -> list[str]:
+    """The labels whose (x, y) no other point dominates (at least as good on both, better on
+    one), in ``points``' order: the trade-off view's front, each metric in its direction."""
+    sx, sy = (1 if x_higher else -1), (1 if y_higher else -1)
+
+    def beats(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return sx * a[0] >= sx * b[0] and sy * a[1] >= sy * b[1] and a != b
+    return [k for k, p in points.items() if not any(beats(q, p) for q in points.values())]
+
+
 def scatter(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
-    """``metrics = (x, y)``: one point per cell, coloured by method; a horizontal line at the
-    value y must take in an A/A comparison, where its eval declares one."""
+    """``metrics = (x, y)``: one small point per cell and one large point per row (its mean
+    over seeds), coloured by method; the rows on the Pareto front (no other row better on
+    both, each metric in its direction) joined by a dashed line and named; a horizontal line
+    at the value y must take in an A/A comparison, where its eval declares one."""
     if len(plot["metrics"]) != 2:
         return []
     x, y = plot["metrics"]
@@ -220,12 +236,26 @@ def scatter(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
 
 
 def _draw_scatter(d: dict[str, Any], x: str, y: str, cells: list, ax: Any) -> None:
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in cells:
-        ax.scatter(r["metrics"][x], r["metrics"][y], s=25, label=group_label(r),
+        rows[group_label(r)].append(r)
+        ax.scatter(r["metrics"][x], r["metrics"][y], s=12, alpha=0.45,
                    color=_color(d, r["method"]))
+    means = {g: (float(np.mean([r["metrics"][x] for r in rs])),
+                 float(np.mean([r["metrics"][y] for r in rs]))) for g, rs in rows.items()}
+    for g, (mx, my) in means.items():
+        ax.scatter(mx, my, s=60, label=g, color=_color(d, rows[g][0]["method"]),
+                   edgecolors="black", linewidths=0.6, zorder=3)
+    if d["directions"].get(x) is not None and d["directions"].get(y) is not None:
+        front = sorted(pareto_front(means, d["directions"][x], d["directions"][y]),
+                       key=lambda g: means[g][0])
+        ax.plot([means[g][0] for g in front], [means[g][1] for g in front], ls="--",
+                color="black", lw=0.8, zorder=2, label="Pareto front (row means)")
+        for g in front:
+            ax.annotate(g, means[g], fontsize=6, xytext=(3, 3), textcoords="offset points")
     h, lab = ax.get_legend_handles_labels()
     uniq = dict(zip(lab, h))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    ax.legend(uniq.values(), uniq.keys(), fontsize=6)
     for value in sorted({v for r in d["ok"] if finite(v := null(r, y))}):
         ax.axhline(value, color="grey", lw=0.5)
     ax.set_xlabel(_metric_title(d, x))

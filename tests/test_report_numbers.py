@@ -192,3 +192,14 @@ def test_the_summary_names_the_best_row_and_resolves_it_against_the_runner_up_by
         assert f"| {rm} [budget.comparisons={rn}] ({means[order[1]]:.3f}) |" in line, line
         assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" in line, line
         assert line.rstrip().endswith("| yes |" if (lo > 0 or hi < 0) else "| no |"), line
+
+
+def test_pareto_front_known_answers():
+    """Win-rate up, toxicity down: a row better on both beats one, a trade-off keeps both."""
+    from reports.figures import pareto_front
+    pts = {"ppo": (0.56, 0.07), "dpo": (0.54, 0.13), "bon": (0.53, 0.01), "sft": (0.49, 0.26),
+           "twin": (0.56, 0.07)}
+    assert pareto_front(pts, True, False) == ["ppo", "bon", "twin"]  # equal points both stay
+    assert pareto_front({"a": (1, 1), "b": (2, 2)}, True, True) == ["b"]
+    assert pareto_front({"a": (1, 1), "b": (2, 2)}, False, False) == ["a"]
+    assert pareto_front({"a": (1, 2), "b": (2, 1)}, True, True) == ["a", "b"]
