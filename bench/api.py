@@ -411,7 +411,9 @@ class EvalResult:
     ``metrics`` maps names (without the eval prefix; slices as ``mc1.Adversarial``) to floats;
     ``uncertainty`` maps the same names to a standard error; ``n`` is the sample count behind
     the headline metrics; ``rows`` are per-example records shown in the report; ``extra`` is
-    any further JSON-able detail (matrices, curves, sources); ``plots`` the figures to draw."""
+    any further JSON-able detail (matrices, curves, sources); ``plots`` the figures to draw;
+    ``warnings`` what may make a metric mean something other than it seems (the runner adds
+    them to the cell's warnings, which the report lists)."""
 
     metrics: dict[str, float]
     uncertainty: dict[str, float] = field(default_factory=dict)
@@ -419,6 +421,7 @@ class EvalResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     plots: list[Plot] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Eval(Protocol):

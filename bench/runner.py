@@ -448,6 +448,7 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
                 if k in res.uncertainty:
                     record["uncertainty"][f"{name}.{k}"] = res.uncertainty[k]
             record["n"][name] = res.n
+            record["warnings"] += [f"{name}: {w}" for w in res.warnings]
             record["evals"][name] = {"version": ev.version, "higher_is_better": ev.metrics,
                                      "bounds": dict(getattr(ev, "bounds", {})),
                                      "rows": res.rows, "extra": res.extra,

@@ -44,6 +44,9 @@ def length_controlled(pref: np.ndarray, len_a: np.ndarray, len_b: np.ndarray) ->
     return 1.0 / (1.0 + math.exp(-b0)) if b0 > -700 else 0.0
 
 
+LC_WARN = 0.10  # AlpacaEval 2 warns when length control moves a win-rate more than 10 points
+
+
 class _RewardJudge:
     def __init__(self, reward):
         self.reward = reward
@@ -69,7 +72,7 @@ class WinRate:
     name = "win_rate"
     Options = WinRateOptions
     description = "win-rate vs the SFT and base models (gold judge in the micro-world), raw + LC"
-    version = "1.1"  # 1.1: the length-controlled rates carry an SE and an A/A null
+    version = "1.2"  # 1.1: the LC rates carry an SE and an A/A null; 1.2: LC gap + warning
     metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True}
     bounds = {m: (0.0, 1.0) for m in metrics}
 
@@ -83,6 +86,7 @@ class WinRate:
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
+        warnings_: list[str] = []
         n_samples, temperature, max_new = o.samples_per_prompt, o.temperature, o.max_new_tokens
         prompts = ctx.prompts(self.name)
         flat = [p for p in prompts for _ in range(n_samples)]
@@ -108,6 +112,13 @@ class WinRate:
             unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
             extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
             metrics[f"lc_{name}"] = length_controlled(pref, la, lb)
+            gap = metrics[f"lc_{name}"] - metrics[name]
+            extra.setdefault("lc_gap", {})[name] = gap
+            if abs(gap) > LC_WARN:  # AlpacaEval 2's safeguard: a length model that moves the
+                # rate this far is explaining more than length (or is fitted on too little)
+                warnings_.append(f"lc_{name} {metrics[f'lc_{name}']:.3f} is {gap:+.3f} from the "
+                                 f"raw {metrics[name]:.3f}, more than {LC_WARN:.2f}: read the raw "
+                                 f"rate, or give the eval more prompts")
             # the LC rate's own noise, resampling prompts whole (100 refits of its GLM)
             unc[f"lc_{name}"] = cluster_bootstrap_se(
                 lambda i: length_controlled(pref[i], la[i], lb[i]), len(prompts), n_samples,
@@ -121,4 +132,4 @@ class WinRate:
                         for i in range(0, min(len(flat), 48), n_samples)]
         extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(prompts), rows=rows,
-                          extra=extra, plots=PLOTS)
+                          extra=extra, plots=PLOTS, warnings=warnings_)

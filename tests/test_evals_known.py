@@ -106,3 +106,42 @@ def test_an_eval_without_its_scenario_data_names_it(tiny_world, tiny_policy):
     bare = dataclasses.replace(tiny_world, eval_data={})
     with pytest.raises(DataError, match="eval kl: the scenario supplies no prompts"):
         KL().evaluate(tiny_policy, ctx(bare, {"sft": FrozenReference(tiny_policy)}))
+
+
+def test_win_rate_warns_when_length_control_moves_the_rate_more_than_ten_points():
+    """A judge that only likes length, and a policy that is mostly the longer side: the raw
+    win-rate is high, the rate at equal length about one half, so the LC rate is over 10
+    points from the raw one: recorded as the gap and as a warning (AlpacaEval 2's safeguard);
+    with a policy as long as its reference, no warning."""
+    import math
+    from types import SimpleNamespace
+
+    from bench.api import EvalContext, EvalData
+    from bench.budget import Ledger
+    from evals.win_rate import WinRate, WinRateOptions
+
+    class Lengths:  # sample i of a call: a fixed number of words
+        def __init__(self, sizes):
+            self.sizes = sizes
+
+        def generate(self, prompts, *, max_new_tokens, temperature=1.0, seed=0):
+            return [" w" * self.sizes[i % len(self.sizes)] for i in range(len(prompts))]
+
+    class LikesLength:
+        def prefer(self, prompts, a, b):
+            return [1 / (1 + math.exp(-(len(x.split()) - len(y.split())))) for x, y in zip(a, b)]
+
+    def run(mine):
+        ctx = EvalContext(world=SimpleNamespace(gold_judge=LikesLength(), attributes=None),
+                          seed=0, references={"sft": Lengths([5])}, trained=None, curves={},
+                          options=WinRateOptions(samples_per_prompt=10, references=["sft"]),
+                          ledger=Ledger(), data=EvalData(prompts=[f"q{i}" for i in range(20)]))
+        return WinRate().evaluate(Lengths(mine), ctx)
+
+    longer = run([7, 7, 7, 7, 7, 7, 7, 7, 4, 5])
+    gap = longer.extra["lc_gap"]["vs_sft"]
+    assert longer.metrics["vs_sft"] > 0.7 and gap < -0.10, longer.metrics
+    assert gap == longer.metrics["lc_vs_sft"] - longer.metrics["vs_sft"]
+    assert len(longer.warnings) == 1 and "lc_vs_sft" in longer.warnings[0]
+    even = run([4, 6, 5, 5, 4, 6, 5, 5, 4, 6])
+    assert abs(even.extra["lc_gap"]["vs_sft"]) < 0.10 and even.warnings == []
