@@ -31,8 +31,12 @@ from methods.reward_model import RewardModel, RewardModelConfig, train_reward_mo
 # --------------------------------------------------------------------------- pure math
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor,
+                denom: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the valid entries; with ``denom`` (the valid entries of a whole
+    minibatch) this part's share of that minibatch's mean, so the shares of its micro-batches
+    add up to it (gradient accumulation that is the same update)."""
+    return (x * mask).sum() / (mask.sum().clamp(min=1) if denom is None else denom)
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
@@ -67,22 +71,24 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-                mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate (Schulman et al. 2017), token-level mean. Returns (loss,
-    fraction of tokens where the clip was active)."""
+                mask: torch.Tensor, clip: float, denom: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate (Schulman et al. 2017), token-level mean (``denom``: see
+    :func:`masked_mean`). Returns (loss, fraction of tokens where the clip was active)."""
     ratio = torch.exp(logp - old_logp)
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, denom)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask, denom)
     return loss, clipfrac
 
 
 def value_loss(v: torch.Tensor, old_v: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float) -> torch.Tensor:
+               clip: float, denom: torch.Tensor | None = None) -> torch.Tensor:
     """Clipped value loss (N+ #"value function loss clipping"): 0.5 * max of squared errors."""
     v_clipped = old_v + torch.clamp(v - old_v, -clip, clip)
-    return 0.5 * masked_mean(torch.maximum((v - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    return 0.5 * masked_mean(torch.maximum((v - returns) ** 2, (v_clipped - returns) ** 2), mask,
+                             denom)
 
 
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -131,6 +137,10 @@ class PPOConfig(RewardModelConfig):
     batch_size: int = Field(64, ge=1, description="rollouts per PPO iteration")
     epochs: int = Field(4, ge=1, description="passes over each batch (N+: 4)")
     minibatches: int = Field(1, ge=1, description="minibatches per epoch")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="rows per forward and backward pass within a minibatch, the "
+        "gradients accumulated (the same update, to float rounding, in less memory); None: "
+        "the whole minibatch at once")
     lr: float = Field(3e-5, gt=0, description="policy learning rate (tiny models; ~1e-6 real LMs)")
     value_lr: float = Field(3e-5, gt=0, description="value model learning rate")
     kl_coef: float = Field(0.1, ge=0, description="KL penalty (N+: 0.05; 0.1 holds gold here)")
@@ -326,28 +336,39 @@ def update(model, value_model, opt: Optimizers, b: Batch, t: Targets, cfg: PPOCo
         for s in range(0, len(order), mb):
             i = torch.tensor(order[s:s + mb], device=b.ids.device)
             sub = Batch(b.ids[i], b.attn[i], b.pos[i], b.mask[i], b.ended[i], b.p_len)
-            if first is not None and epoch == 0:
-                (logp, ent), v = first
-            else:
-                logp, ent = token_logprobs(model, sub, cfg.temperature)
-                v = token_values(value_model, sub)
-            pl, cf = policy_loss(logp, t.old_logp[i], t.adv[i], sub.mask, cfg.clip)
-            vl = value_loss(v, t.old_v[i], t.returns[i], sub.mask, cfg.value_clip)
-            if not torch.isfinite(pl) or not torch.isfinite(vl):
-                raise NonFiniteError("ppo loss", step)
             opt.policy.zero_grad(set_to_none=True)
             opt.value.zero_grad(set_to_none=True)
-            (pl + vl).backward()  # separate networks: the sum just runs both backwards
+            denom = sub.mask.sum().clamp(min=1)  # the minibatch's valid tokens
+            rows = len(i) if cfg.micro_batch_size is None else cfg.micro_batch_size
+            pl_sum = vl_sum = cf_sum = ent_sum = 0.0
+            for c in range(0, len(i), rows):  # micro-batches: each adds its share of the mean
+                j = slice(c, c + rows)
+                part = Batch(sub.ids[j], sub.attn[j], sub.pos[j], sub.mask[j], sub.ended[j],
+                             sub.p_len)
+                if first is not None and epoch == 0:
+                    (logp, ent), v = first
+                else:
+                    logp, ent = token_logprobs(model, part, cfg.temperature)
+                    v = token_values(value_model, part)
+                pl, cf = policy_loss(logp, t.old_logp[i][j], t.adv[i][j], part.mask, cfg.clip,
+                                     denom)
+                vl = value_loss(v, t.old_v[i][j], t.returns[i][j], part.mask, cfg.value_clip,
+                                denom)
+                if not torch.isfinite(pl) or not torch.isfinite(vl):
+                    raise NonFiniteError("ppo loss", step)
+                (pl + vl).backward()  # separate networks: the sum just runs both backwards
+                pl_sum, vl_sum, cf_sum = pl_sum + pl.item(), vl_sum + vl.item(), cf_sum + cf.item()
+                ent_sum += float(masked_mean(ent.detach(), part.mask, denom))
             gn = torch.nn.utils.clip_grad_norm_(opt.trainable, cfg.max_grad_norm)
             torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(gn):
                 raise NonFiniteError("policy gradient", step)
             opt.policy.step()
             opt.value.step()
-            stats["pg_loss"] += pl.item()
-            stats["value_loss"] += vl.item()
-            stats["clipfrac"] += cf.item()
-            stats["entropy"] += float(masked_mean(ent.detach(), sub.mask))
+            stats["pg_loss"] += pl_sum
+            stats["value_loss"] += vl_sum
+            stats["clipfrac"] += cf_sum
+            stats["entropy"] += ent_sum
             n_updates += 1
     model.eval()
     return {k: v / n_updates for k, v in stats.items()}
@@ -364,9 +385,15 @@ def old_outputs(model, value_model, b: Batch, cfg: PPOConfig, reuse: bool
         model.train()
         first = token_logprobs(model, b, cfg.temperature), token_values(value_model, b)
         return first[0][0].detach(), first[1].detach(), first
-    with torch.no_grad():
-        old_logp, _ = token_logprobs(model, b, cfg.temperature)
-        return old_logp, token_values(value_model, b), None
+    rows = b.ids.shape[0] if cfg.micro_batch_size is None else cfg.micro_batch_size
+    logps, values = [], []
+    with torch.no_grad():  # in micro-batches too: rows of one batch share its padded width
+        for c in range(0, b.ids.shape[0], rows):
+            j = slice(c, c + rows)
+            part = Batch(b.ids[j], b.attn[j], b.pos[j], b.mask[j], b.ended[j], b.p_len)
+            logps.append(token_logprobs(model, part, cfg.temperature)[0])
+            values.append(token_values(value_model, part))
+    return torch.cat(logps), torch.cat(values), None
 
 
 def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
@@ -384,7 +411,9 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
     gen = torch.Generator().manual_seed(seed)
     ref_model.eval()
-    reuse = cfg.minibatches == 1 and not has_dropout(model) and not has_dropout(value_model)
+    whole = cfg.micro_batch_size is None or cfg.micro_batch_size >= cfg.batch_size
+    reuse = cfg.minibatches == 1 and whole and not has_dropout(model) and \
+        not has_dropout(value_model)
     history = []
     it = tqdm(range(steps), desc="ppo", disable=not progress, leave=False)
     for step in it:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,7 +67,7 @@ def test_adaptive_kl_controller():
     assert c.update(0.0, 64) < 0.1 * (1 + 0.2 * 64 / 10000)  # too little KL: coefficient falls
 
 
-def _toy(tiny_world, kl_coef, steps, seed=0):
+def _toy(tiny_world, kl_coef, steps, seed=0, **ppo):
     """Fresh tiny Llama; reward 1 when the answer's first word is the target word."""
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -89,7 +90,7 @@ def _toy(tiny_world, kl_coef, steps, seed=0):
         return [1.0 if c.split()[:1] == ["red"] else 0.0 for c in cs]
 
     cfg_ppo = P.PPOConfig(batch_size=32, steps=steps, lr=3e-3, value_lr=3e-3, kl_coef=kl_coef,
-                          max_new_tokens=3, temperature=1.0, missing_eos_penalty=0.0)
+                          max_new_tokens=3, temperature=1.0, missing_eos_penalty=0.0, **ppo)
     hist = P.ppo_loop(policy, ref, value, reward, prompts, cfg_ppo, Ledger(), seed=seed,
                       steps=steps)
     return hist
@@ -121,6 +122,17 @@ def test_first_pass_reuse_equals_separate_rollout_forward(tiny_world, monkeypatc
             assert a[k] == pytest.approx(b[k], abs=1e-4), k
 
 
+def test_a_micro_batched_ppo_run_is_the_same_run(tiny_world):
+    """Whole PPO steps (rollout, old log-probs and values in micro-batches, the update) with
+    micro-batches of 5 rows against the whole batch of 32 at once: the same run, to float
+    noise."""
+    whole = _toy(tiny_world, kl_coef=0.1, steps=4)
+    micro = _toy(tiny_world, kl_coef=0.1, steps=4, micro_batch_size=5)
+    for a, b in zip(whole, micro):
+        for k in ("proxy_reward", "kl", "pg_loss", "value_loss", "entropy"):
+            assert a[k] == pytest.approx(b[k], abs=1e-4), k
+
+
 def test_has_dropout_sees_lora_and_attention_dropout():
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -132,3 +144,59 @@ def test_has_dropout_sees_lora_and_attention_dropout():
                                                          "attention_dropout": 0.1})))
     assert P.has_dropout(with_adapters(LlamaForCausalLM(cfg),
                                        LoRAOptions(lora=True, lora_target=["q_proj"])))
+
+
+def test_micro_batched_updates_equal_the_single_batch_update(tiny_world):
+    """Gradient accumulation over micro-batches is the same PPO update: each micro-batch adds
+    its share of the minibatch's token mean. Same gradients (before the step), and the same
+    weights after one step of AdamW, to 1e-5 relative, for micro-batches of 3 (uneven: 8 rows
+    make 3 + 3 + 2) and of 1; the losses and statistics it reports are the same too."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    tok = tiny_world.load_policy(tiny_world.base_model).tokenizer
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    value = LlamaForSequenceClassification(cfg.__class__(**{**cfg.to_dict(), "num_labels": 1}))
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(5, len(tok), (8, 4), generator=g)
+    pattn = torch.ones_like(prompt)
+    pattn[:3, :2] = 0  # some left padding
+    resp = torch.randint(5, len(tok), (8, 5), generator=g)
+    resp[2, 2] = resp[5, 0] = tok.eos_token_id  # responses of other lengths
+    b = P.make_batch(prompt, pattn, resp, tok.pad_token_id, tok.eos_token_id)
+    with torch.no_grad():
+        old_logp, _ = P.token_logprobs(model, b, 1.0)
+        old_v = P.token_values(value, b)
+    t = P.Targets(old_logp=old_logp + 0.05 * torch.randn(old_logp.shape, generator=g),
+                  old_v=old_v, adv=torch.randn(old_logp.shape, generator=g) * b.mask,
+                  returns=torch.randn(old_logp.shape, generator=g) * b.mask,
+                  kl=torch.zeros(8))
+
+    def one_step(micro):
+        m, v = copy.deepcopy(model), copy.deepcopy(value)
+        trainable = list(m.parameters())
+        # ppo_loop's optimizers (eps 1e-5: Adam's first step is g / (|g| + eps), which with
+        # eps 1e-8 turns the rounding of a near-zero gradient into a whole step either way)
+        opt = P.Optimizers(torch.optim.AdamW(trainable, lr=1e-3, eps=1e-5),
+                           torch.optim.AdamW(v.parameters(), lr=1e-3, eps=1e-5), trainable)
+        c = P.PPOConfig(epochs=1, temperature=1.0, micro_batch_size=micro, max_grad_norm=1e9)
+        grads = {}
+        step = opt.policy.step
+        opt.policy.step = lambda: (grads.update({k: p.grad.clone() for k, p in
+                                                 m.named_parameters()}), step())
+        stats = P.update(m, v, opt, b, t, c, np.random.default_rng(0), None, 0)
+        return grads, dict(m.named_parameters()), stats
+
+    g_full, w_full, s_full = one_step(None)
+    for micro in (3, 1):
+        g_mb, w_mb, s_mb = one_step(micro)
+        for k in g_full:
+            assert torch.allclose(g_mb[k], g_full[k], rtol=1e-5, atol=1e-7), (micro, k)
+            assert torch.allclose(w_mb[k], w_full[k], rtol=1e-5, atol=1e-7), (micro, k)
+        for k in s_full:
+            assert s_mb[k] == pytest.approx(s_full[k], rel=1e-5, abs=1e-7), (micro, k)
