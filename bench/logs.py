@@ -29,3 +29,23 @@ def cell_log(path: Path) -> Iterator[None]:
         for lg in loggers:
             lg.removeHandler(handler)
         handler.close()
+
+
+@contextlib.contextmanager
+def to_trainer_log(name: str) -> Iterator[None]:
+    """While the block runs, logger ``name``'s records (a library's, such as transformers'
+    load report for a reward model's new head, expected every time) go to the cell's log
+    (``TRAINER_LOG``) instead of the terminal."""
+    lg = logging.getLogger(name)
+    handler = _Forward()
+    saved = lg.propagate, list(lg.handlers)
+    lg.handlers, lg.propagate = [handler], False
+    try:
+        yield
+    finally:
+        lg.propagate, lg.handlers = saved[0], saved[1]
+
+
+class _Forward(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        TRAINER_LOG.handle(record)

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from bench.api import Start, TrainContext
 from bench.budget import charge_inference
+from bench.logs import to_trainer_log
 from bench.models import n_params
 from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
                             trainer_args, warmup)
@@ -68,8 +69,11 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
-                                                               use_safetensors=True)
+    # the new head is missing from the SFT checkpoint by design: transformers' load report
+    # saying so goes to the cell's log, not the terminal of every --no-progress run
+    with to_trainer_log("transformers"):
+        model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
+                                                                   use_safetensors=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(ctx.device)
     args = trainer_args(RewardConfig, ctx, stage, num_train_epochs=cfg.rm_epochs,

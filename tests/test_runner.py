@@ -139,15 +139,19 @@ def test_failing_cells_stay_local(monkeypatch, tmp_path):
 
 
 def test_trainer_log_lines_go_to_the_cells_log_not_the_terminal(tmp_path, capfd):
-    """With progress off, transformers prints a dict per logging step (its PrinterCallback);
-    those lines belong in the cell's log.txt, and the terminal keeps only what a user reads."""
-    runner.run(config.parse({**MATRIX, "methods": ["sft", "dpo"], "seeds": [0]}), tmp_path)
+    """With progress off, transformers prints a dict per logging step (its PrinterCallback),
+    and a load report for every reward model's new head; those lines belong in the cell's
+    log.txt, and the terminal keeps only what a user reads."""
+    runner.run(config.parse({**MATRIX, "methods": ["sft", "dpo", "best_of_n"], "seeds": [0],
+                             "method": {**MATRIX["method"], "best_of_n": {"n": 2}}}), tmp_path)
     seen = capfd.readouterr()
     assert "train_loss" not in seen.out + seen.err
+    assert "LOAD REPORT" not in seen.out + seen.err
     recs = {r["method"]: r for r in map(json.loads,
                                         (tmp_path / "results.jsonl").read_text().splitlines())}
     log = (tmp_path / "cells" / recs["dpo"]["key"] / "log.txt").read_text()
     assert "alignbench.trainer INFO: step" in log and "train_loss" in log
+    assert "LOAD REPORT" in (tmp_path / "cells" / recs["best_of_n"]["key"] / "log.txt").read_text()
 
 
 def test_a_policy_that_did_not_move_from_its_start_is_flagged(monkeypatch, tmp_path):
