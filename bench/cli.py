@@ -114,6 +114,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           f"scenario; leave --scenario out to evaluate it there")
     name = args.scenario or (trained_in["scenario"] if trained_in else "micro")
     scen = registry.resolve("scenarios", name) if validated.needs_scenario() else None
+    policy = None
+    if not saved:  # before the world is built: a bad --model costs seconds, not a world build
+        policy = load_hf(args.model, revision=args.revision, device=args.device,
+                         trust_remote_code=args.trust_remote_code,
+                         allow_pickle=args.allow_pickle)
     if scen is None:
         world = None
     elif trained_in:  # the world it was trained in, rebuilt from its options if not cached
@@ -129,13 +134,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               f"version that trained it")
     else:
         world = scen.build(scen.Options(), cache_root(), progress=not args.json)
-    if saved and world is not None:
+    if policy is None and world is not None:  # a saved cell policy, in its own world
         policy = world.load_policy(Path(args.model))  # the world's conventions (BOS, ...)
         policy.model.to(resolve_device(args.device))
-    else:
-        policy = load_hf(args.model, revision=args.revision, device=args.device,
-                         trust_remote_code=args.trust_remote_code,
-                         allow_pickle=args.allow_pickle)
+    elif policy is None:  # a saved policy evaluated on data alone
+        policy = load_hf(args.model, device=args.device, add_bos=saved.get("add_bos"))
     ctx = EvalContext(world=world, seed=args.seed, references={}, trained=None, curves={},
                       options=validated, ledger=Ledger(),
                       data=world.eval_data.get(ev.name) if world else None,

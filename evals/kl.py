@@ -87,6 +87,8 @@ class KL:
             k1 = lp - lr
             metrics["k1"] = float(k1.mean())
             unc["k1"] = bootstrap_se(k1, seed=ctx.seed)
+            if getattr(ref, "policy", ref) is policy:  # the SFT row against itself: 0 exactly
+                extra["null"] = {"k1": 0.0}
         for name, curve in ctx.curves.items():
             if curve and "gold_reward" in curve[0] and "proxy_reward" in curve[0]:
                 metrics.update(overoptimization(curve))

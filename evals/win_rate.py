@@ -112,17 +112,19 @@ class WinRate:
             unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
             extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
             metrics[f"lc_{name}"] = length_controlled(pref, la, lb)
-            gap = metrics[f"lc_{name}"] - metrics[name]
-            extra.setdefault("lc_gap", {})[name] = gap
-            if abs(gap) > LC_WARN:  # AlpacaEval 2's safeguard: a length model that moves the
-                # rate this far is explaining more than length (or is fitted on too little)
-                warnings_.append(f"lc_{name} {metrics[f'lc_{name}']:.3f} is {gap:+.3f} from the "
-                                 f"raw {metrics[name]:.3f}, more than {LC_WARN:.2f}: read the raw "
-                                 f"rate, or give the eval more prompts")
             # the LC rate's own noise, resampling prompts whole (100 refits of its GLM)
             unc[f"lc_{name}"] = cluster_bootstrap_se(
                 lambda i: length_controlled(pref[i], la[i], lb[i]), len(prompts), n_samples,
                 n_boot=100, seed=ctx.seed)
+            gap = metrics[f"lc_{name}"] - metrics[name]
+            extra.setdefault("lc_gap", {})[name] = gap
+            aa = name in extra.get("null", {})  # against itself: any gap is noise
+            if not aa and abs(gap) > LC_WARN and abs(gap) > 2 * unc[f"lc_{name}"]:
+                # AlpacaEval 2's safeguard, past the LC rate's own noise: a length model that
+                # moves the rate this far explains more than length, or is fitted on too little
+                warnings_.append(f"lc_{name} {metrics[f'lc_{name}']:.3f} is {gap:+.3f} from the "
+                                 f"raw {metrics[name]:.3f}, more than {LC_WARN:.2f}: read the raw "
+                                 f"rate, or give the eval more prompts")
             extra[f"mean_length_{ref_name}"] = float(lb.mean())
             if ref_name == "sft":
                 attrs = ctx.world.attributes or (lambda p, r: {})

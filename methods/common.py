@@ -77,9 +77,9 @@ class LogToCell(TrainerCallback):
 # what the TRL trainers log per logging step that a cell's curve keeps, under one set of names
 # (DPO, KTO, CPO/SimPO and ORPO log rewards/*; KTO logs its KL estimate; SFT and the reward
 # model their loss): the report draws every value, one panel each
-TRAINER_LOGGED = {"loss": "loss", "rewards/margins": "reward_margin",
+TRAINER_LOGGED = {"loss": "loss", "rewards/margins": "reward_margin", "margin": "reward_margin",
                   "rewards/accuracies": "reward_accuracy", "rewards/chosen": "reward_chosen",
-                  "rewards/rejected": "reward_rejected", "kl": "kl", "accuracy": "accuracy"}
+                  "rewards/rejected": "reward_rejected", "kl": "kto_kl", "accuracy": "accuracy"}
 
 
 class CurveFromLogs(TrainerCallback):
@@ -90,6 +90,8 @@ class CurveFromLogs(TrainerCallback):
         self.curve = curve
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if "train_runtime" in (logs or {}):  # the end-of-training summary, not a step's values
+            return
         point = {ours: float(logs[theirs]) for theirs, ours in TRAINER_LOGGED.items()
                  if isinstance((logs or {}).get(theirs), (int, float))}
         if point:

@@ -280,7 +280,7 @@ def rollout(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     ledger.charge_all({"train_tokens": n_tok * cfg.epochs, "flops": inference_flops(
         n_params(model), n_tok * 3) + training_flops(
         n_params(model) + n_params(value_model), n_tok * cfg.epochs)})
-    ref_logp, _ = token_logprobs(ref_model, b, cfg.temperature)
+    ref_logp = no_grad_logprobs(ref_model, b, cfg)
     return Rollout(batch_prompts, texts, b, score, proxy, ref_logp)
 
 
@@ -340,6 +340,7 @@ def update(model, value_model, opt: Optimizers, b: Batch, t: Targets, cfg: PPOCo
             opt.value.zero_grad(set_to_none=True)
             denom = sub.mask.sum().clamp(min=1)  # the minibatch's valid tokens
             rows = len(i) if cfg.micro_batch_size is None else cfg.micro_batch_size
+            assert first is None or rows >= len(i), "the first pass covers the whole batch"
             pl_sum = vl_sum = cf_sum = ent_sum = 0.0
             for c in range(0, len(i), rows):  # micro-batches: each adds its share of the mean
                 j = slice(c, c + rows)
@@ -385,15 +386,27 @@ def old_outputs(model, value_model, b: Batch, cfg: PPOConfig, reuse: bool
         model.train()
         first = token_logprobs(model, b, cfg.temperature), token_values(value_model, b)
         return first[0][0].detach(), first[1].detach(), first
-    rows = b.ids.shape[0] if cfg.micro_batch_size is None else cfg.micro_batch_size
-    logps, values = [], []
-    with torch.no_grad():  # in micro-batches too: rows of one batch share its padded width
-        for c in range(0, b.ids.shape[0], rows):
-            j = slice(c, c + rows)
-            part = Batch(b.ids[j], b.attn[j], b.pos[j], b.mask[j], b.ended[j], b.p_len)
-            logps.append(token_logprobs(model, part, cfg.temperature)[0])
-            values.append(token_values(value_model, part))
-    return torch.cat(logps), torch.cat(values), None
+    with torch.no_grad():
+        return (no_grad_logprobs(model, b, cfg), torch.cat([
+            token_values(value_model, part) for part in micro_batches(b, cfg.micro_batch_size)]),
+            None)
+
+
+def micro_batches(b: Batch, rows: int | None) -> list[Batch]:
+    """``b`` in consecutive parts of ``rows`` rows (all of it for None): the rows of one
+    batch share its padded width, so the parts' outputs concatenate back."""
+    n = b.ids.shape[0]
+    step = n if rows is None else rows
+    return [Batch(b.ids[c:c + step], b.attn[c:c + step], b.pos[c:c + step], b.mask[c:c + step],
+                  b.ended[c:c + step], b.p_len) for c in range(0, n, step)]
+
+
+@torch.no_grad()
+def no_grad_logprobs(model, b: Batch, cfg: PPOConfig) -> torch.Tensor:
+    """Response-token log-probs of ``model`` on ``b`` in micro-batches (the rollout policy's,
+    the frozen reference's), so no forward holds a whole batch's [B, T, V] logits."""
+    return torch.cat([token_logprobs(model, part, cfg.temperature)[0]
+                      for part in micro_batches(b, cfg.micro_batch_size)])
 
 
 def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,

@@ -169,7 +169,8 @@ def _mark_best(rows: list[dict[str, Any]], columns: list[str], directions: dict[
                ) -> None:
     for m in columns:
         vals = [(row["cells"][m]["mean"], i) for i, row in enumerate(rows)
-                if row["cells"][m]["mean"] is not None and math.isfinite(row["cells"][m]["mean"])]
+                if row["cells"][m]["mean"] is not None and math.isfinite(row["cells"][m]["mean"])
+                and row["cells"][m].get("null") is None]  # an A/A cell is fixed, not best
         if vals:
             top = (max if directions[m] else min)(v for v, _ in vals)
             winners = [i for v, i in vals if v == top]
@@ -338,9 +339,10 @@ def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
             f"{h['delta']:+.3f} [{h['d_lo']:+.3f}, {h['d_hi']:+.3f}]"
         verdict = ("yes" if h["resolved"] else "no") if h["delta"] is not None else \
             ("tied" if h["tied"] else f"not at {h['n_seeds']} seed(s)")
+        second = "–" if h["runner_up"] is None else \
+            f"{h['runner_up']} ({_fmt(h['runner_up_mean'])})"
         lines.append(f"| {h['metric']} {arrow} | {best} | {_fmt(h['mean'])} [{_fmt(h['lo'])}, "
-                     f"{_fmt(h['hi'])}] | {h['runner_up']} ({_fmt(h['runner_up_mean'])}) | "
-                     f"{gap} | {verdict} |")
+                     f"{_fmt(h['hi'])}] | {second} | {gap} | {verdict} |")
     return lines
 
 

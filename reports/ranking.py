@@ -86,13 +86,16 @@ def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool
     """Who wins on what: for each headline metric (one an eval declares), the row with the best
     mean over seeds, its interval, the runner-up, and their paired difference over the seeds
     they share, resolved when its 95% interval excludes zero (never below ``MIN_SEEDS``
-    shared seeds). Rows whose means tie exactly for best are all named and none wins."""
-    from reports.records import bounds_of
+    shared seeds) in the best row's favour. Rows whose means tie exactly for best are all named
+    and none wins. A cell whose value is fixed by construction (an A/A comparison: SFT's
+    win-rate against itself, its KL to itself) is not in the running."""
+    from reports.records import bounds_of, null
     out = []
     for m in metrics:
         higher = directions[m]
         by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(m) is not None
-                       and math.isfinite(r["metrics"][m])} for g, rs in groups.items()}
+                       and math.isfinite(r["metrics"][m]) and null(r, m) is None}
+                   for g, rs in groups.items()}
         stats = []
         for g, cells in by_seed.items():
             if cells:
@@ -103,21 +106,29 @@ def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool
         if len(stats) < 2:
             continue
         stats.sort(key=lambda s: -s[0] if higher else s[0])
-        best, second = stats[0], stats[1]
+        best = stats[0]
         tied = [s[1] for s in stats if s[0] == best[0]]
+        second = next((s for s in stats if s[0] != best[0]), None)
         row = {"metric": m, "higher_is_better": higher, "best": best[1], "mean": best[0],
-               "lo": best[2], "hi": best[3], "runner_up": second[1], "runner_up_mean": second[0],
+               "lo": best[2], "hi": best[3],
+               "runner_up": second[1] if second else None,
+               "runner_up_mean": second[0] if second else None,
                "tied": tied if len(tied) > 1 else [], "delta": None, "d_lo": None,
                "d_hi": None, "resolved": False, "n_seeds": 0}
+        if row["tied"] or second is None:
+            out.append(row)
+            continue
         shared = sorted(set(by_seed[best[1]]) & set(by_seed[second[1]]))
         row["n_seeds"] = len(shared)
-        if not row["tied"] and len(shared) >= MIN_SEEDS:
+        if len(shared) >= MIN_SEEDS:
             a = [by_seed[best[1]][s] for s in shared]
             b = [by_seed[second[1]][s] for s in shared]
             d, lo, hi = paired_seed_delta([c["metrics"][m] for c in a],
                                           [c["metrics"][m] for c in b],
                                           [se(c, m) for c in a], [se(c, m) for c in b])
+            # resolved only in the best row's favour: on the seeds they share, the runner-up
+            # can be the better one (the best row's mean covers seeds the other lacks)
             row.update(delta=d, d_lo=lo, d_hi=hi,
-                       resolved=bool(math.isfinite(lo) and (lo > 0 or hi < 0)))
+                       resolved=bool(math.isfinite(lo) and (lo > 0 if higher else hi < 0)))
         out.append(row)
     return out

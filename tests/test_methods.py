@@ -173,5 +173,30 @@ def test_trainer_logs_become_the_cells_curve_under_shared_names():
     state = SimpleNamespace(global_step=5)
     cb.on_log(None, state, None, logs={"loss": 0.7, "rewards/margins": 0.2, "kl": 0.01,
                                        "learning_rate": 1e-4, "epoch": 0.5})
-    cb.on_log(None, SimpleNamespace(global_step=6), None, logs={"train_runtime": 3.0})
-    assert curve == [{"step": 5.0, "loss": 0.7, "reward_margin": 0.2, "kl": 0.01}]
+    # the end-of-training log: DPO's and KTO's log() merge their leftover rewards into it
+    cb.on_log(None, SimpleNamespace(global_step=7), None,
+              logs={"train_runtime": 3.0, "train_loss": 0.6, "rewards/margins": 0.3})
+    cb.on_log(None, SimpleNamespace(global_step=10), None, logs={"loss": 0.5, "margin": 1.0})
+    assert curve == [{"step": 5.0, "loss": 0.7, "reward_margin": 0.2, "kto_kl": 0.01},
+                     {"step": 10.0, "loss": 0.5, "reward_margin": 1.0}]
+
+
+def test_headline_resolves_only_in_the_best_rows_favour_and_names_ties():
+    """The best row by its mean over its own seeds can be the worse one on the seeds it shares
+    with the runner-up: then it is not resolved. A tie names every tied row, and the
+    runner-up is the best row outside the tie. An A/A cell (a null value) is not a contender."""
+    from reports.ranking import headline
+
+    def cells(method, values, null=None):
+        return [{"method": method, "seed": s, "metrics": {"e.x": v}, "uncertainty": {},
+                 "evals": {"e": {"extra": {"null": {"x": null}}}} if null is not None else {}}
+                for s, v in enumerate(values)]
+    rev = headline({"a": cells("a", [0.50, 0.51, 0.50, 0.9, 0.9]),
+                    "b": cells("b", [0.600, 0.601, 0.602])}, {"e.x": True}, {}, ["e.x"])[0]
+    assert rev["best"] == "a" and rev["delta"] < 0 and rev["d_hi"] < 0 and not rev["resolved"]
+    tie = headline({"a": cells("a", [0.7] * 3), "b": cells("b", [0.7] * 3),
+                    "c": cells("c", [0.6, 0.62, 0.61])}, {"e.x": True}, {}, ["e.x"])[0]
+    assert tie["tied"] == ["a", "b"] and tie["runner_up"] == "c" and not tie["resolved"]
+    aa = headline({"sft": cells("sft", [0.0] * 3, null=0.0), "dpo": cells("dpo", [0.3] * 3),
+                   "ppo": cells("ppo", [0.5, 0.6, 0.55])}, {"e.x": False}, {}, ["e.x"])[0]
+    assert aa["best"] == "dpo" and aa["runner_up"] == "ppo"
