@@ -81,8 +81,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bench.api import EvalContext
     from bench.budget import Ledger
     from bench.config import SEEDS, ConfigError
-    from bench.models import load_hf, resolve_device
-    from bench.store import cache_root
 
     ev = registry.resolve("evals", args.eval)
     saved = _saved_policy(args.model)  # a cell's policy (save_policies): its world and seed
@@ -108,12 +106,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
         what = f"--{e['loc'][0]} {e['input']}" if e["loc"] else f"eval {ev.name}'s options"
         raise ConfigError(f"{what}: {e['msg']}; change the value or leave the option out") \
             from None
+    world, policy = _eval_world_and_policy(args, saved, validated.needs_scenario())
+    ctx = EvalContext(world=world, seed=args.seed, references={}, trained=None, curves={},
+                      options=validated, ledger=Ledger(),
+                      data=world.eval_data.get(ev.name) if world else None,
+                      progress=not args.json)
+    res = ev.evaluate(policy, ctx)
+    if not res.metrics:
+        raise ConfigError(f"eval {ev.name} measured nothing for --model {args.model}: it compares "
+                          f"a policy with the matrix's reference models or its training (SFT, "
+                          f"base, a reward model), which a lone model does not have; run it in a "
+                          f"matrix")
+    payload = {"eval": ev.name, "version": ev.version, "model": args.model,
+               "metrics": res.metrics, "uncertainty": res.uncertainty, "n": res.n,
+               "source": res.extra.get("source")}
+    if args.json:
+        print(json.dumps(payload, indent=1))
+    else:
+        for k, v in sorted(res.metrics.items()):
+            se = res.uncertainty.get(k)
+            print(f"{ev.name}.{k:<32} {v:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
+        print(f"n = {res.n}")
+    return 0
+
+
+def _eval_world_and_policy(args: argparse.Namespace, saved: dict | None, needs_world: bool):
+    """The world ``alignbench eval`` scores in (a saved cell policy's own, rebuilt from its
+    options, else the named or default scenario's; None when the eval needs none) and the
+    policy. A plain model is loaded first, so a bad --model costs seconds, not a world build."""
+    from bench import registry
+    from bench.config import ConfigError
+    from bench.models import load_hf, resolve_device
+    from bench.store import cache_root
+
     trained_in = saved["world"] if saved else None
     if trained_in and args.scenario not in (None, trained_in["scenario"]):
         raise ConfigError(f"--model {args.model} was trained in the {trained_in['scenario']} "
                           f"scenario; leave --scenario out to evaluate it there")
     name = args.scenario or (trained_in["scenario"] if trained_in else "micro")
-    scen = registry.resolve("scenarios", name) if validated.needs_scenario() else None
+    scen = registry.resolve("scenarios", name) if needs_world else None
     policy = None
     if not saved:  # before the world is built: a bad --model costs seconds, not a world build
         policy = load_hf(args.model, revision=args.revision, device=args.device,
@@ -139,27 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         policy.model.to(resolve_device(args.device))
     elif policy is None:  # a saved policy evaluated on data alone
         policy = load_hf(args.model, device=args.device, add_bos=saved.get("add_bos"))
-    ctx = EvalContext(world=world, seed=args.seed, references={}, trained=None, curves={},
-                      options=validated, ledger=Ledger(),
-                      data=world.eval_data.get(ev.name) if world else None,
-                      progress=not args.json)
-    res = ev.evaluate(policy, ctx)
-    if not res.metrics:
-        raise ConfigError(f"eval {ev.name} measured nothing for --model {args.model}: it compares "
-                          f"a policy with the matrix's reference models or its training (SFT, "
-                          f"base, a reward model), which a lone model does not have; run it in a "
-                          f"matrix")
-    payload = {"eval": ev.name, "version": ev.version, "model": args.model,
-               "metrics": res.metrics, "uncertainty": res.uncertainty, "n": res.n,
-               "source": res.extra.get("source")}
-    if args.json:
-        print(json.dumps(payload, indent=1))
-    else:
-        for k, v in sorted(res.metrics.items()):
-            se = res.uncertainty.get(k)
-            print(f"{ev.name}.{k:<32} {v:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
-        print(f"n = {res.n}")
-    return 0
+    return world, policy
 
 
 def _saved_policy(model: str) -> dict | None:

@@ -33,17 +33,19 @@ def cell_log(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def to_trainer_log(name: str) -> Iterator[None]:
-    """While the block runs, logger ``name``'s records (a library's, such as transformers'
+    """While the block runs, logger ``name``'s warnings (a library's, such as transformers'
     load report for a reward model's new head, expected every time) go to the cell's log
-    (``TRAINER_LOG``) instead of the terminal."""
+    (``TRAINER_LOG``) instead of the terminal, whatever verbosity the library was set to."""
     lg = logging.getLogger(name)
     handler = _Forward()
-    saved = lg.propagate, list(lg.handlers)
+    saved = lg.propagate, list(lg.handlers), lg.level
     lg.handlers, lg.propagate = [handler], False
+    lg.setLevel(min(lg.getEffectiveLevel(), logging.WARNING))
     try:
         yield
     finally:
         lg.propagate, lg.handlers = saved[0], saved[1]
+        lg.setLevel(saved[2])
 
 
 class _Forward(logging.Handler):
