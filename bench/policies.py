@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench import store
 
@@ -35,11 +35,6 @@ def save(policy: Any, record: dict[str, Any], world_describe: dict[str, Any], sc
     """Write ``policy`` (a :class:`bench.api.TrainablePolicy`) and its cell's identity to
     ``dest``, replacing an earlier folder of the same cell. ``eval_options`` are the matrix's
     options per eval, which ``alignbench eval`` starts from for this policy."""
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    policy.model.save_pretrained(tmp, safe_serialization=True)
-    policy.tokenizer.save_pretrained(tmp)
     meta = {
         "key": record["key"], "method": record["method"], "seed": record["seed"],
         "point": record.get("point") or {}, "method_config": record["method_config"],
@@ -49,11 +44,13 @@ def save(policy: Any, record: dict[str, Any], world_describe: dict[str, Any], sc
                   "options": world_describe.get("options", {}),
                   "n_threads": world_describe.get("n_threads")},
     }
-    store.atomic_write_json(tmp / META, meta)
-    store.atomic_write_text(tmp / "README.md", card(meta))
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
+
+    def write(tmp: Path) -> None:
+        policy.model.save_pretrained(tmp, safe_serialization=True)
+        policy.tokenizer.save_pretrained(tmp)
+        store.atomic_write_json(tmp / META, meta)
+        store.atomic_write_text(tmp / "README.md", card(meta))
+    _write_whole(dest, write)
 
 
 def card(meta: dict[str, Any]) -> str:
@@ -94,11 +91,19 @@ def pack(folder: Path) -> dict[str, bytes]:
 
 def unpack(files: dict[str, bytes], dest: Path) -> None:
     """Write a packed folder to ``dest``, whole or not at all."""
+    def write(tmp: Path) -> None:
+        for name, data in files.items():
+            (tmp / Path(name).name).write_bytes(data)
+    _write_whole(dest, write)
+
+
+def _write_whole(dest: Path, write: Callable[[Path], None]) -> None:
+    """``write`` fills a folder beside ``dest``, which then replaces ``dest`` (an earlier
+    folder of the same cell): a crash leaves the old folder or none, never half of one."""
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, data in files.items():
-        (tmp / Path(name).name).write_bytes(data)
+    write(tmp)
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

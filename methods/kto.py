@@ -58,15 +58,14 @@ class KTOConfig(SharedSetConfig):
                 "rollouts": (rated, f"{rated} sampled to be rated")}
 
 
-def class_weights(examples: list[dict[str, str | bool]], desirable: float, undesirable: float,
+def class_weights(n_d: int, n_u: int, desirable: float, undesirable: float,
                   balance: bool) -> tuple[float, float]:
     """KTO's loss weights. Ethayarajh et al. ask for lambda_D n_D / (lambda_U n_U) in [1, 4/3];
     ``balance`` scales the desirable weight by n_U / n_D, so the ratio is the configured
     weights' (1 by default) whatever the class sizes (labels from the comparisons are balanced
     by construction; ratings are as balanced as the SFT model is good). A class with no
-    examples leaves the weights as given."""
-    n_d = sum(bool(e["label"]) for e in examples)
-    n_u = len(examples) - n_d
+    examples leaves the weights as given. ``n_d``, ``n_u``: the desirable and undesirable
+    examples."""
     if not balance or not n_d or not n_u:
         return desirable, undesirable
     return desirable * n_u / n_d, undesirable
@@ -118,11 +117,12 @@ class KTO:
             pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")),
                                        config)
             examples = unpaired(pairs)
-        w_d, w_u = class_weights(examples, config.desirable_weight, config.undesirable_weight,
+        n_d = sum(bool(e["label"]) for e in examples)
+        n_u = len(examples) - n_d
+        w_d, w_u = class_weights(n_d, n_u, config.desirable_weight, config.undesirable_weight,
                                  config.balance)
         ctx.log.info("kto: %d desirable, %d undesirable examples; weights %.3g / %.3g",
-                     sum(bool(e["label"]) for e in examples),
-                     sum(not e["label"] for e in examples), w_d, w_u)
+                     n_d, n_u, w_d, w_u)
         args = trainer_args(TRLKTOConfig, ctx, "kto", beta=config.beta, learning_rate=config.lr,
                             num_train_epochs=config.epochs,
                             per_device_train_batch_size=config.batch_size,

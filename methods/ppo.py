@@ -342,10 +342,9 @@ def update(model, value_model, opt: Optimizers, b: Batch, t: Targets, cfg: PPOCo
             rows = len(i) if cfg.micro_batch_size is None else cfg.micro_batch_size
             assert first is None or rows >= len(i), "the first pass covers the whole batch"
             pl_sum = vl_sum = cf_sum = ent_sum = 0.0
-            for c in range(0, len(i), rows):  # micro-batches: each adds its share of the mean
+            # micro-batches: each adds its share of the minibatch's mean
+            for c, part in zip(range(0, len(i), rows), micro_batches(sub, rows)):
                 j = slice(c, c + rows)
-                part = Batch(sub.ids[j], sub.attn[j], sub.pos[j], sub.mask[j], sub.ended[j],
-                             sub.p_len)
                 if first is not None and epoch == 0:
                     (logp, ent), v = first
                 else:

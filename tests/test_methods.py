@@ -17,11 +17,10 @@ def test_kto_labels_from_ranked_pairs_top_half_desirable_median_dropped():
 
 def test_kto_balances_its_classes_as_the_paper_asks():
     from methods.kto import class_weights
-    ex = [{"label": True}] * 10 + [{"label": False}] * 30
-    assert class_weights(ex, 1.0, 1.0, True) == (3.0, 1.0)  # lambda_D n_D / lambda_U n_U = 1
-    assert class_weights(ex, 1.0, 1.0, False) == (1.0, 1.0)
-    assert class_weights(ex, 1.2, 1.0, True) == (3.6, 1.0)  # the configured ratio 1.2 kept
-    assert class_weights([{"label": True}] * 4, 1.0, 1.0, True) == (1.0, 1.0)  # one class only
+    assert class_weights(10, 30, 1.0, 1.0, True) == (3.0, 1.0)  # lambda_D n_D / lambda_U n_U = 1
+    assert class_weights(10, 30, 1.0, 1.0, False) == (1.0, 1.0)
+    assert class_weights(10, 30, 1.2, 1.0, True) == (3.6, 1.0)  # the configured ratio 1.2 kept
+    assert class_weights(4, 0, 1.0, 1.0, True) == (1.0, 1.0)  # one class only
 
 
 def test_warmup_never_swallows_a_one_step_run():

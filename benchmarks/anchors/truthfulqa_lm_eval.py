@@ -1,8 +1,8 @@
 """The anchor for issue 8's TruthfulQA target: lm-evaluation-harness scoring the same file.
 
-Not part of the suite (lm-eval is not a dependency). Install it into a side environment
-(`python3 -m venv --system-site-packages /tmp/lmeval && /tmp/lmeval/bin/pip install
-lm_eval==0.4.13`) and run
+Not part of the suite (lm-eval is the optional ``anchors`` extra, which no test installs).
+Install it into a side environment (`python3 -m venv --system-site-packages /tmp/lmeval &&
+/tmp/lmeval/bin/pip install lm_eval==0.4.13`, the extra's pin) and run
 
     /tmp/lmeval/bin/python benchmarks/anchors/truthfulqa_lm_eval.py MODEL.gguf CSV [--limit N] [--stride N]
 
