@@ -8,6 +8,7 @@ difference (Dubois et al. 2024).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from typing import Literal
@@ -72,7 +73,9 @@ class WinRate:
     name = "win_rate"
     Options = WinRateOptions
     description = "win-rate vs the SFT and base models (gold judge in the micro-world), raw + LC"
-    version = "1.2"  # 1.1: the LC rates carry an SE and an A/A null; 1.2: LC gap + warning
+    # 1.1: the LC rates carry an SE and an A/A null; 1.2: LC gap + warning; 1.3: every judged
+    # pair is stored (``extra["pairs"]``) so the report can fit prompt difficulty across cells
+    version = "1.3"
     metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True}
     bounds = {m: (0.0, 1.0) for m in metrics}
 
@@ -126,6 +129,12 @@ class WinRate:
                                  f"raw {metrics[name]:.3f}, more than {LC_WARN:.2f}: read the raw "
                                  f"rate, or give the eval more prompts")
             extra[f"mean_length_{ref_name}"] = float(lb.mean())
+            # every judged pair, for the report's length control fitted jointly over the
+            # matrix's cells (reports.length_control): the prompt's index into
+            # ``extra["prompt_ids"]``, the preference and both lengths in words
+            extra.setdefault("pairs", {})[name] = {
+                "prompt": [i // n_samples for i in range(len(flat))],
+                "pref": pref.tolist(), "len_method": la.tolist(), "len_reference": lb.tolist()}
             if ref_name == "sft":
                 attrs = ctx.world.attributes or (lambda p, r: {})
                 rows = [{"prompt": flat[i], "method": mine[i], "reference": theirs[i],
@@ -133,5 +142,7 @@ class WinRate:
                          "reference_attributes": attrs(flat[i], theirs[i])}
                         for i in range(0, min(len(flat), 48), n_samples)]
         extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
+        # the prompts' identities, so pairs from different cells are matched by prompt
+        extra["prompt_ids"] = [hashlib.sha256(p.encode()).hexdigest()[:12] for p in prompts]
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(prompts), rows=rows,
                           extra=extra, plots=PLOTS, warnings=warnings_)
