@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import output, store
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
-from reports import figures, ranking
+from reports import figures, length_control, ranking
 from reports.records import (bounds_of, eval_extra, group_label, metric_bounds, null,
                              paired_reference, se)
 
@@ -33,6 +33,13 @@ INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the 
              "coverage, since the true value lies in it. Below 3 seeds no interval or paired "
              "difference is shown: with 2 seeds a t-interval is 12.7 standard errors wide and "
              "means nothing.")
+LENGTH_NOTE = ("Raw: the win-rate as judged. LC (per cell): the win_rate eval's own length "
+               "control (AlpacaEval 2's length model fitted on the cell's pairs, no prompt "
+               "term). LC (joint): the same model with each prompt's difficulty fitted jointly "
+               "over every cell of this matrix, read at equal length and averaged over prompts "
+               "(reports/length_control.py). (!): the joint rate is more than 0.10 from the raw "
+               "one (AlpacaEval 2's safeguard): read the raw rate, or give the eval more "
+               "prompts. Intervals over seeds; none below 3 seeds.")
 BASE_START = "base"  # a record's "start" when its method starts from the base model
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "ratings", "rollouts",
                    "samples_per_response", "flops", "inference_flops")
@@ -147,6 +154,35 @@ def _row(g: str, rs: list[dict[str, Any]], d: dict[str, Any], refs: list[dict[st
             "cost": cost(rs)}
 
 
+def length_rows(groups: dict[str, list[dict[str, Any]]], joint: dict[str, dict[str, float]]
+                ) -> list[dict[str, Any]]:
+    """Per reference and row: the raw win-rate, the eval's own length-controlled rate, the
+    rate with each prompt's difficulty fitted jointly over the matrix
+    (:mod:`reports.length_control`), each with its interval over seeds, and the joint rate's
+    gap from the raw one (``warn`` past AlpacaEval 2's 10 points)."""
+    out = []
+    for name, by_key in joint.items():
+        for g, rs in groups.items():
+            have = [r for r in rs if r["key"] in by_key]
+            if not have:
+                continue
+            vals = {}
+            for part, metric in (("raw", f"win_rate.{name}"), ("lc", f"win_rate.lc_{name}"),
+                                 ("joint", None)):
+                if metric is None:  # the joint rate: no per-seed SE, the plain t-interval
+                    xs, ses = [by_key[r["key"]] for r in have], [None] * len(have)
+                else:
+                    use = [r for r in have if r["metrics"].get(metric) is not None]
+                    xs, ses = [r["metrics"][metric] for r in use], [se(r, metric) for r in use]
+                vals[part] = report_interval(xs, ses, (0.0, 1.0)) if xs else None
+            gaps = [by_key[r["key"]] - r["metrics"][f"win_rate.{name}"] for r in have
+                    if r["metrics"].get(f"win_rate.{name}") is not None]
+            gap = sum(gaps) / len(gaps) if gaps else None
+            out.append({"reference": name, "row": g, "n": len(have), **vals, "gap": gap,
+                        "warn": gap is not None and abs(gap) > length_control.WARN})
+    return out
+
+
 def cost(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """A row's cost per cell: mean wall seconds, training tokens, training and inference FLOPs
     (while training, and while evaluating), rollouts and samples per served answer over its
@@ -211,6 +247,8 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     d["rows"] = [_row(g, groups[g], d, refs if groups[g][0]["method"] != ref else None)
                  for g in order]
     _mark_best(d["rows"], d["columns"], directions)
+    d["length_control"] = length_rows({g: groups[g] for g in order},
+                                      length_control.matrix_length_control(ok))
     headline_metrics = [m for m in d["columns"] if m in directions and m.count(".") == 1]
     d["headline"] = ranking.headline({g: groups[g] for g in order}, directions, d["bounds"],
                                      headline_metrics)
@@ -309,6 +347,7 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
         lines.append(f"| {row['label']} | " + " | ".join(vals)
                      + f" | {b.get('comparisons', 0):.0f} | {b.get('ai_comparisons', 0):.0f} |")
     lines += ranking_markdown(d["ranking"])
+    lines += length_markdown(d["length_control"])
     for c in d["aa_checks"]:
         if not c["ok"]:
             lines.append(f"\n- A/A CHECK FAILED: {c['row']} {c['metric']} = {_fmt(c['mean'])} "
@@ -346,6 +385,24 @@ def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def length_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+
+    def iv(v: tuple[float, float, float] | None) -> str:
+        if v is None:
+            return "–"
+        return _fmt(v[0]) + (f" [{_fmt(v[1])}, {_fmt(v[2])}]" if math.isfinite(v[1]) else "")
+    lines = ["", "## Length control", "", LENGTH_NOTE, "",
+             "| reference | method | raw | LC (per cell) | LC (joint) | joint − raw |",
+             "|---|---|---|---|---|---|"]
+    for x in rows:
+        gap = "–" if x["gap"] is None else f"{x['gap']:+.3f}" + (" (!)" if x["warn"] else "")
+        lines.append(f"| {x['reference']} | {x['row']} | {iv(x['raw'])} | {iv(x['lc'])} | "
+                     f"{iv(x['joint'])} | {gap} |")
+    return lines
+
+
 def ranking_markdown(rk: dict[str, Any] | None) -> list[str]:
     if not rk:
         return []
@@ -374,8 +431,8 @@ def build_report(out: Path) -> Path:
                       loader=PackageLoader("reports", "templates"))
     env.filters["fmt"] = _fmt
     html = env.get_template("report.html").render(
-        d=d, intervals=INTERVALS, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
-        data_json=json_for_html({"rows": d["rows"], **{
+        d=d, intervals=INTERVALS, length_note=LENGTH_NOTE, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
+        data_json=json_for_html({"rows": d["rows"], "length_control": d["length_control"], **{
             part: [{"key": r["key"], "method": r["method"], "seed": r.get("seed"),
                     "status": r["status"], "error": r.get("error")} for r in d[src]]
             for part, src in (("failed", "bad"), ("pending", "pending"), ("other", "other"))}}))
