@@ -9,10 +9,13 @@ renders them with autoescaping, so model text is always shown as text.
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import math
+import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 from bench import output, store
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
 from reports import figures, length_control, ranking
-from reports.records import (bounds_of, eval_extra, group_label, metric_bounds, null,
+from reports.records import (bounds_of, eval_extra, finite, group_label, metric_bounds, null,
                              paired_reference, se)
 
 INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
@@ -74,13 +77,18 @@ def _fmt(x: float | None, nd: int = 3) -> str:
 
 
 def _directions(ok: list[dict[str, Any]]) -> dict[str, bool]:
-    """Full metric name -> higher_is_better, as each record's evals declared them."""
+    """Full metric name -> higher_is_better, as each record's evals declared them, and each
+    slice of a declared metric with its metric's direction."""
     directions: dict[str, bool] = {}
     for r in ok:
         for ev, info in (r.get("evals") or {}).items():
             for m, hib in (info or {}).get("higher_is_better", {}).items():
                 directions[f"{ev}.{m}"] = hib
-    return directions
+    # a slice (``eval.metric.SLICE``: TruthfulQA's categories, a plugin's ``rate.Unknown``)
+    # goes the way its headline metric does, and is a column of its own (hidden at first)
+    slices = {m: directions[head] for r in ok for m in r.get("metrics") or {}
+              if m.count(".") >= 2 and (head := ".".join(m.split(".")[:2])) in directions}
+    return {**directions, **slices}
 
 
 def _groups(out: Path, ok: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -267,32 +275,106 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def plots(d: dict[str, Any]) -> list[dict[str, str]]:
-    """The figures as ``[{"id", "title", "src"}]`` (see reports.figures)."""
-    return figures.render(d)
+    """The figures as ``[{"id", "title", "src", "svg", "csv"}]`` (see reports.figures): the
+    PNG shown, and the SVG and the drawn values as CSV, each a data URI to download."""
+    return [{"id": f.id, "title": f.title, "src": f.src,
+             "svg": "data:image/svg+xml;base64," + base64.b64encode(f.svg).decode(),
+             "csv": "data:text/csv;charset=utf-8;base64,"
+                    + base64.b64encode(figure_csv(f.data).encode()).decode()}
+            for f in figures.render(d)]
+
+
+def figure_csv(rows: list[dict[str, Any]]) -> str:
+    """A figure's drawn values as CSV: one column per key in order of first appearance, an
+    empty field where a row has none or its value is not finite (an interval below 3 seeds),
+    formulas neutralized as in summary.csv."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([neutralize(v if finite(v := r.get(c)) or isinstance(v, str) else "")
+                    for c in cols])
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- outputs
 
 
-def samples(d: dict[str, Any], n: int = 6) -> list[dict[str, Any]]:
-    """The same prompts, each row's answer side by side (first seed of each row), for every
-    eval whose rows carry a ``prompt`` and the policy's answer under ``method`` (with
-    ``p_method``, the judged probability that it beats the eval's reference answer, and the
-    scenario's ``method_attributes`` where present): ``[{"eval", "prompts": [...]}]``."""
+def samples(d: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
+    """The same prompts answered by every row and seed, for every eval whose rows carry a
+    ``prompt`` and the policy's answer under ``method`` (with ``p_method``, the judged
+    probability that it beats the eval's reference answer, and the scenario's
+    ``method_attributes`` where present): ``[{"eval", "prompts": [{"prompt", "answers"}]}]``,
+    the first ``n`` prompts of each eval. Each answer carries ``tags``, its attributes as the
+    sample browser filters on them (:func:`attribute_tags`)."""
     by_eval: dict[str, dict[str, dict[str, Any]]] = {}
     for row in d["rows"]:
-        rs = [r for r in d["ok"] if group_label(r) == row["label"]]
-        for ev, info in ((rs[0].get("evals") or {}).items() if rs else ()):
-            shown = [s for s in (info or {}).get("rows") or [] if isinstance(s, dict)
-                     and isinstance(s.get("prompt"), str) and isinstance(s.get("method"), str)]
-            for s in shown[:n]:
-                entry = by_eval.setdefault(ev, {}).setdefault(
-                    s["prompt"], {"prompt": s["prompt"], "answers": []})
-                entry["answers"].append({"method": row["label"], "text": s["method"],
-                                         "p": s.get("p_method"),
-                                         "attrs": s.get("method_attributes") or {}})
+        rs = sorted((r for r in d["ok"] if group_label(r) == row["label"]),
+                    key=lambda r: r.get("seed") or 0)
+        for r in rs:
+            for ev, info in (r.get("evals") or {}).items():
+                shown = [s for s in (info or {}).get("rows") or [] if isinstance(s, dict)
+                         and isinstance(s.get("prompt"), str)
+                         and isinstance(s.get("method"), str)]
+                for s in shown[:n]:
+                    entry = by_eval.setdefault(ev, {}).setdefault(
+                        s["prompt"], {"prompt": s["prompt"], "answers": []})
+                    attrs = s.get("method_attributes") or {}
+                    entry["answers"].append({"method": row["label"], "seed": r.get("seed"),
+                                             "text": s["method"], "p": s.get("p_method"),
+                                             "attrs": attrs, "tags": attribute_tags(attrs)})
     return [{"eval": ev, "prompts": list(prompts.values())[:n]}
             for ev, prompts in by_eval.items()]
+
+
+def attribute_tags(attrs: dict[str, Any]) -> list[str]:
+    """A parsed answer's attributes as filter tags, whatever the scenario names them: a true
+    flag by its name (``myth``), a text value as ``name=value`` (``truth=unknown_admitted``,
+    the micro-world's "I do not know"), a positive count as ``name>0`` (``toxicity>0``)."""
+    tags = []
+    for k, v in attrs.items():
+        if isinstance(v, bool):
+            tags += [k] if v else []
+        elif isinstance(v, str):
+            tags.append(f"{k}={v}")
+        elif finite(v) and v > 0:
+            tags.append(f"{k}>0")
+    return tags
+
+
+def sample_filters(groups: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The sample browser's choices: rows, seeds, prompts and tags present, in order."""
+    answers = [a for g in groups for s in g["prompts"] for a in s["answers"]]
+    return {"methods": list(dict.fromkeys(a["method"] for a in answers)),
+            "seeds": sorted({a["seed"] for a in answers if a["seed"] is not None}),
+            "prompts": list(dict.fromkeys(s["prompt"] for g in groups for s in g["prompts"])),
+            "tags": sorted({t for a in answers for t in a["tags"]})}
+
+
+def column_groups(columns: list[str]) -> list[dict[str, Any]]:
+    """The comparison table's column groups, in column order: each eval's headline metrics
+    (``eval.metric``), shown; then each metric's slices (``eval.metric.SLICE``, a plugin's
+    ``rate.Unknown`` or TruthfulQA's categories), one group per metric, hidden until the
+    reader shows them. ``short``: the header without the group's prefix."""
+    groups: dict[str, dict[str, Any]] = {}
+    for c in columns:
+        parts = c.split(".")
+        name = parts[0] if len(parts) == 2 else ".".join(parts[:2])
+        g = groups.setdefault(name, {"name": name, "slices": len(parts) > 2, "columns": [],
+                                     "id": "g-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)})
+        g["columns"].append({"metric": c, "short": c[len(name) + 1:]})
+    return ([g for g in groups.values() if not g["slices"]]
+            + [g for g in groups.values() if g["slices"]])
+
+
+def report_script() -> tuple[str, str]:
+    """The page's one script (sorting, column groups, the sample filter) and its CSP source:
+    the page allows exactly this script, by its SHA-256, and no other."""
+    from importlib.resources import files
+    js = files("reports").joinpath("templates", "report.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
+    return js, f"'sha256-{digest}'"
 
 
 def json_for_html(obj: Any) -> str:
@@ -420,6 +502,14 @@ def ranking_markdown(rk: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def breakable(name: str) -> Any:
+    """A metric's or row's name, escaped, that a narrow cell may wrap after each underscore,
+    dot and equals sign (``krippendorff_<wbr>alpha``, ``budget.<wbr>comparisons=<wbr>300``)
+    instead of inside a word."""
+    from markupsafe import Markup, escape
+    return Markup(re.sub(r"([_.=])", r"\1<wbr>", str(escape(name))))
+
+
 def build_report(out: Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -430,8 +520,14 @@ def build_report(out: Path) -> Path:
     env = Environment(autoescape=select_autoescape(["html"], default=True),
                       loader=PackageLoader("reports", "templates"))
     env.filters["fmt"] = _fmt
+    env.filters["breakable"] = breakable
+    sample_groups = samples(d)
+    script, script_src = report_script()
     html = env.get_template("report.html").render(
-        d=d, intervals=INTERVALS, length_note=LENGTH_NOTE, plots=plots(d), samples=samples(d), budget_units=HEADLINE_BUDGET,
+        d=d, intervals=INTERVALS, length_note=LENGTH_NOTE, plots=plots(d),
+        samples=sample_groups, filters=sample_filters(sample_groups),
+        groups=column_groups(d["columns"]), budget_units=HEADLINE_BUDGET,
+        script=script, script_src=script_src,
         data_json=json_for_html({"rows": d["rows"], "length_control": d["length_control"], **{
             part: [{"key": r["key"], "method": r["method"], "seed": r.get("seed"),
                     "status": r["status"], "error": r.get("error")} for r in d[src]]

@@ -6,8 +6,9 @@ for each eval in matrix order, the plots its records declare (``record["evals"][
 headline metrics); then every training curve the cells stored (``record["curves"]``). Declared
 plots sharing a title are panels of one figure. One function per plot kind turns a plot into
 panels (a drawing function and its size), so a figure with no data has no panel and is left
-out, never drawn as empty axes. Figures are embedded as PNG data URIs (the page's CSP allows
-images from ``data:`` only).
+out, never drawn as empty axes. Each panel also carries the values it draws, as flat rows
+(``Panel.data``), so every figure can be downloaded as CSV beside its SVG. Figures are
+embedded as PNG data URIs (the page's CSP allows images from ``data:`` only).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ SEED_STYLES = ("-", "--", ":", "-.")
 class Panel(NamedTuple):
     draw: Callable[[Any], None]  # draws onto one matplotlib Axes
     size: tuple[float, float]  # inches, width and height
+    data: list[dict[str, Any]]  # the values drawn, one flat row each ("panel" names the panel)
+
+
+class Figure(NamedTuple):
+    id: str
+    title: str
+    src: str  # the PNG, as a data URI
+    svg: bytes  # the same figure as SVG, for download
+    data: list[dict[str, Any]]  # every panel's rows, for the CSV download
 
 
 def colors(methods: list[str]) -> dict[str, str]:
@@ -103,8 +113,8 @@ def _slug(ev: str, kind: str) -> str:
 # --------------------------------------------------------------------------- drawing
 
 
-def render(d: dict[str, Any]) -> list[dict[str, str]]:
-    """``[{"id", "title", "src"}]`` for the template, every figure that has data."""
+def render(d: dict[str, Any]) -> list[Figure]:
+    """Every figure that has data, in order."""
     import matplotlib
     matplotlib.use("Agg")
     headline = [c for c in d["columns"] if c.count(".") == 1]
@@ -117,12 +127,14 @@ def render(d: dict[str, Any]) -> list[dict[str, str]]:
                     curves(d)))
     # labels are method names, sweep values and declared titles, drawn as plain text: a "$"
     # in one must not be parsed as mathtext (which raised and left no report)
-    with matplotlib.rc_context({"text.parse_math": False}):
-        return [{"id": i, "title": t, "src": _figure(panels)} for i, t, panels in figures
-                if panels]
+    # SVG text stays text (smaller, searchable) and its ids do not change between builds
+    with matplotlib.rc_context({"text.parse_math": False, "svg.fonttype": "none",
+                                "svg.hashsalt": "alignbench"}):
+        return [Figure(i, t, *_figure(panels), [row for p in panels for row in p.data])
+                for i, t, panels in figures if panels]
 
 
-def _figure(panels: list[Panel], ncol: int = 4) -> str:
+def _figure(panels: list[Panel], ncol: int = 4) -> tuple[str, bytes]:
     import matplotlib.pyplot as plt
     ncol = min(ncol, len(panels))
     nrow = math.ceil(len(panels) / ncol)
@@ -133,10 +145,11 @@ def _figure(panels: list[Panel], ncol: int = 4) -> str:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode(), svg.getvalue()
 
 
 def _rows_records(d: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -174,7 +187,9 @@ def bars(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     for m in plot["metrics"]:
         stats = [_stat(d, row, m) for row in d["rows"]]
         if any(stats):
-            panels.append(Panel(partial(_draw_bars, d, m, stats), (3.5, 2.6)))
+            data = [{"panel": m, "row": row["label"], "mean": st[0], "lo": st[1], "hi": st[2]}
+                    for row, st in zip(d["rows"], stats) if st]
+            panels.append(Panel(partial(_draw_bars, d, m, stats), (3.5, 2.6), data))
     return panels
 
 
@@ -197,7 +212,11 @@ def slices(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
                     if prefix and m.startswith(prefix) and len(m) > len(prefix)})
     if not names or not d["rows"]:
         return []
-    return [Panel(partial(_draw_slices, d, prefix, names), (max(6, len(names) * 0.9), 3.6))]
+    data = [{"panel": prefix.rstrip("."), "row": row["label"], "slice": n, "mean": st[0],
+             "lo": st[1], "hi": st[2]}
+            for row in d["rows"] for n in names if (st := _stat(d, row, prefix + n))]
+    return [Panel(partial(_draw_slices, d, prefix, names), (max(6, len(names) * 0.9), 3.6),
+                  data)]
 
 
 def _draw_slices(d: dict[str, Any], prefix: str, names: list[str], ax: Any) -> None:
@@ -232,7 +251,9 @@ def scatter(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
         return []
     x, y = plot["metrics"]
     cells = [r for r in d["ok"] if finite(r["metrics"].get(x)) and finite(r["metrics"].get(y))]
-    return [Panel(partial(_draw_scatter, d, x, y, cells), (5.5, 3.8))] if cells else []
+    data = [{"panel": f"{y} against {x}", "row": group_label(r), "seed": r.get("seed"),
+             x: r["metrics"][x], y: r["metrics"][y]} for r in cells]
+    return [Panel(partial(_draw_scatter, d, x, y, cells), (5.5, 3.8), data)] if cells else []
 
 
 def _draw_scatter(d: dict[str, Any], x: str, y: str, cells: list, ax: Any) -> None:
@@ -268,18 +289,27 @@ def sweep(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     y = plot["metrics"][0] if plot["metrics"] else ""
     units = sorted({k for r in d["ok"] for k, v in (r.get("point") or {}).items()
                     if k.startswith("budget.") and finite(v) and finite(r["metrics"].get(y))})
-    return [Panel(partial(_draw_sweep, d, y, k), (6, 3.8)) for k in units]
+    return [Panel(partial(_draw_sweep, d, y, k), (6, 3.8),
+                  [{"panel": f"{y} against {k}", "method": method, k: x, y: v, "n": n}
+                   for method, pts in _sweep_means(d, y, k).items() for x, (v, n) in pts.items()])
+            for k in units]
 
 
-def _draw_sweep(d: dict[str, Any], y: str, unit: str, ax: Any) -> None:
+def _sweep_means(d: dict[str, Any], y: str, unit: str
+                 ) -> dict[str, dict[float, tuple[float, int]]]:
+    """method -> swept value -> (mean of ``y`` over the cells there, how many cells)."""
     by: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in d["ok"]:
         x, v = (r.get("point") or {}).get(unit), r["metrics"].get(y)
         if finite(x) and finite(v):
             by[r["method"]][x].append(v)
-    for method, pts in by.items():
-        xs = sorted(pts)
-        ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=method,
+    return {m: {x: (sum(vs) / len(vs), len(vs)) for x, vs in sorted(pts.items())}
+            for m, pts in by.items()}
+
+
+def _draw_sweep(d: dict[str, Any], y: str, unit: str, ax: Any) -> None:
+    for method, pts in _sweep_means(d, y, unit).items():
+        ax.plot(list(pts), [v for v, _ in pts.values()], marker="o", label=method,
                 color=_color(d, method))
     ax.set_xlabel(unit)
     ax.set_ylabel(_metric_title(d, y))
@@ -295,7 +325,9 @@ def matrix(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
                                                   and all(finite(v) for v in row)
                                                   for row in mat)):
             title = f"{ev} {plot['key']} ({r['method']}, seed {r.get('seed')})"
-            return [Panel(partial(_draw_matrix, mat, title), (5.5, 4))]
+            data = [{"panel": title, "i": i, "j": j, "value": v}
+                    for i, row in enumerate(mat) for j, v in enumerate(row)]
+            return [Panel(partial(_draw_matrix, mat, title), (5.5, 4), data)]
     return []
 
 
@@ -317,8 +349,8 @@ def curves(d: dict[str, Any]) -> list[Panel]:
     keys = dict.fromkeys(k for _, _, c in lines for p in c if isinstance(p, dict)
                          and finite(p.get("step"))
                          for k, v in p.items() if k not in COUNTERS and finite(v))
-    return [Panel(partial(_draw_curves, d, lines, k, legend=i == 0), (5, 3.4))
-            for i, k in enumerate(keys)]
+    return [Panel(partial(_draw_curves, d, lines, k, legend=i == 0), (5, 3.4),
+                  _curve_data(lines, k)) for i, k in enumerate(keys)]
 
 
 def trajectory(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
@@ -327,17 +359,27 @@ def trajectory(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     if len(plot["metrics"]) < 2:
         return []
     x, lines = plot["metrics"][0], _lines(d)
-    return [Panel(partial(_draw_curves, d, lines, y, legend=i == 0, x=x), (5, 3.4))
+    return [Panel(partial(_draw_curves, d, lines, y, legend=i == 0, x=x), (5, 3.4),
+                  _curve_data(lines, y, x))
             for i, y in enumerate(plot["metrics"][1:])
             if any(isinstance(p, dict) and finite(p.get(x)) and finite(p.get(y))
                    for _, _, c in lines for p in c)]
 
 
+def _points(c: list, x: str, key: str) -> list[tuple[float, float]]:
+    return [(p[x], p[key]) for p in c if isinstance(p, dict) and finite(p.get(x))
+            and finite(p.get(key))]
+
+
+def _curve_data(lines: list, key: str, x: str = "step") -> list[dict[str, Any]]:
+    return [{"panel": key, "row": group_label(r), "seed": r.get("seed"), "curve": name,
+             x: a, key: b} for r, name, c in lines for a, b in _points(c, x, key)]
+
+
 def _draw_curves(d: dict[str, Any], lines: list, key: str, ax: Any, legend: bool,
                  x: str = "step") -> None:
     for r, name, c in lines:
-        pts = [(p[x], p[key]) for p in c if isinstance(p, dict) and finite(p.get(x))
-               and finite(p.get(key))]
+        pts = _points(c, x, key)
         if not pts:
             continue
         seed = d["seeds"].index(r["seed"]) if r.get("seed") in d["seeds"] else 0

@@ -1,6 +1,9 @@
 """The report: real-browser rendering, hostile model text, CSV injection, failed/missing cells."""
 
+import base64
 import csv
+import hashlib
+import io
 import json
 import os
 import re
@@ -66,7 +69,9 @@ def record(method, seed, hostile=False, **kw):
                      "echo": {"higher_is_better": {"length": True}}},  # a plugin, no plots
            "curves": {"ppo": [{"step": s, "round": 0, "proxy_reward": s / 10,
                                "gold_reward": 1 - (s - 3) ** 2 / 10, "kl": s / 5}
-                              for s in range(8)]} if method == "ppo" else {},
+                              for s in range(8)]} if method == "ppo" else
+                     {"sft": [{"step": s, "loss": 2 - s / 10} for s in range(0, 30, 5)]}
+                     if method == "sft" else {},
            "budget": {"given": {"comparisons": 100}, "spent": {"comparisons": 100, "flops": 1e12}},
            "provenance": {"seconds": 1.0, "started": "t", "matrix_name": "report-test",
                           "world": {"scenario": "micro"}, "platform": "linux", "device": "cpu"}}
@@ -114,6 +119,8 @@ def open_in_browser(html: Path, screenshot: Path | None = None):
         info = page.evaluate("""() => ({
             pwned: window.__pwned === undefined ? null : window.__pwned,
             scripts: [...document.querySelectorAll('script')].map(s => s.type),
+            script_text: [...document.querySelectorAll('script')].map(s => s.textContent),
+            csp: document.querySelector('meta[http-equiv="Content-Security-Policy"]').content,
             handlers: [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(
                 a => a.name.startsWith('on'))).length,
             imgs: [...document.querySelectorAll('img')].map(i => i.src.slice(0, 22)),
@@ -171,7 +178,7 @@ def test_hostile_generations_are_escaped_in_the_file(tmp_path):
     assert "<script>window.__pwned" not in html and "<img src=x" not in html
     data = html.split('id="report-data">')[1].split("</script>")[0]
     assert "\u2028" not in data and "<" not in data and ">" not in data
-    assert html.count("<script") == 1  # only the JSON data block
+    assert html.count("<script") == 2  # the JSON data block and the page's own script
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     for h in HOSTILE[:4]:
         assert str(escape(h)) in html
@@ -184,7 +191,14 @@ def test_hostile_generations_stay_text(tmp_path):
     out = make_out(tmp_path, hostile=True)
     info, console = open_in_browser(out / "report.html")
     assert info["pwned"] is None
-    assert info["scripts"] == ["application/json"]  # no foreign element
+    # no foreign element: the JSON data block and the page's own script, which the CSP allows
+    # by its hash and nothing else (an injected inline script would be blocked even unescaped)
+    assert info["scripts"] == ["application/json", ""]
+    js = (Path(build_report.__code__.co_filename).parent / "templates" / "report.js").read_text()
+    assert info["script_text"][1] == js
+    digest = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
+    assert re.search(r"script-src 'sha256-([^']+)';", info["csp"]).group(1) == digest
+    assert "unsafe-inline" not in info["csp"].split("script-src")[1].split(";")[0]
     assert info["handlers"] == 0
     assert all(src.startswith("data:image/png") for src in info["imgs"])
     for h in HOSTILE[:4]:
@@ -240,3 +254,199 @@ def test_report_never_imports_methods_or_evals():
             "bad=[m for m in sys.modules if m.split('.')[0] in ('methods','evals')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def wide_out(tmp_path: Path) -> Path:
+    """A matrix as wide as the real ones: every registered eval's real headline metrics (23
+    columns today), sweep-point row labels, three seeds (so every cell has an interval and a
+    paired Δ), and a slice per TruthfulQA metric."""
+    from bench import registry
+    rng = np.random.default_rng(0)
+    evals = {ev: registry.resolve("evals", ev).metrics for ev in registry.names("evals")}
+    out = tmp_path / "wide"
+    labels = [("sft", {}), ("base", {})] + [
+        (m, {"budget.comparisons": n}) for m in ("ppo", "dpo", "rlaif") for n in (300, 1000)]
+    for method, point in labels:
+        for seed in (0, 1, 2):
+            metrics = {f"{ev}.{m}": float(rng.random()) for ev, ms in evals.items() for m in ms}
+            metrics.update({f"truthfulqa.{m}.Non-Adversarial": float(rng.random())
+                            for m in evals["truthfulqa"]})
+            key = f"{method}{seed}-" + "-".join(map(str, point.values()))
+            store.atomic_write_json(out / "cells" / key / "result.json", {
+                "key": key, "method": method, "seed": seed, "point": point, "status": "ok",
+                "start": "base" if method in ("base", "sft") else "sft", "error": None,
+                "metrics": metrics, "uncertainty": {k: 0.01 for k in metrics},
+                "evals": {ev: {"higher_is_better": ms, "bounds": {m: [0, 1] for m in ms}}
+                          for ev, ms in evals.items()},
+                "budget": {"given": {}, "spent": {"comparisons": point.get(
+                    "budget.comparisons", 0)}},
+                "provenance": {"seconds": 1.0, "matrix_name": "wide", "world": {}}})
+    build_report(out)
+    return out
+
+
+def _page(html: Path, width: int = 1400):
+    """A page of the report in Debian's chromium at ``width`` px, as a context manager."""
+    from contextlib import contextmanager
+    from playwright.sync_api import sync_playwright
+
+    @contextmanager
+    def go():
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(viewport={"width": width, "height": 1000}, accept_downloads=True)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(html.as_uri())
+            yield page
+            assert errors == []
+            b.close()
+    return go()
+
+
+COLUMN_VALUES = """(col) => [...document.querySelectorAll('#comparison-table tbody tr')].map(
+    tr => [tr.dataset.row, tr.cells[col].dataset.v])"""
+
+
+@needs_browser
+@pytest.mark.browser
+def test_the_comparison_table_fits_1400px_sorts_and_hides_groups(tmp_path):
+    out = wide_out(tmp_path)
+    with _page(out / "report.html") as page:
+        size = page.evaluate("""() => { const t = document.getElementById('comparison-table');
+            return {table: t.getBoundingClientRect().right, box: t.parentElement.clientWidth,
+                    scroll: t.parentElement.scrollWidth, page: document.documentElement.scrollWidth,
+                    cols: t.tHead.rows[1].cells.length,
+                    sticky: getComputedStyle(t.tBodies[0].rows[0].cells[0]).position,
+                    groups: [...t.tHead.rows[0].cells].filter(c => c.colSpan > 1 || c.dataset.group)
+                        .map(c => [c.textContent, c.classList.contains('hide')])}}""")
+        assert size["cols"] == 23 + 3  # every headline metric, and the hidden slices
+        assert size["scroll"] <= size["box"] and size["page"] <= 1400  # no horizontal scroll
+        assert size["sticky"] == "sticky"
+        assert ["truthfulqa", False] in size["groups"]
+        assert ["truthfulqa.mc1 by slice", True] in size["groups"]
+        # budgets left the comparison table for the cost table
+        heads = page.inner_text("#comparison-table thead")
+        assert "comparisons" not in heads.replace("ai_comparisons", "")
+        # sorting: the first click puts the best first (higher-is-better: descending), the
+        # second reverses; the order is the rows' means as the report data holds them
+        data = json.loads(page.inner_text("#report-data"))
+        for metric in ("truthfulqa.mc1", "toxicity.emt"):
+            th = page.locator(f'#comparison-table th[title="{metric}"]')
+            col = int(th.get_attribute("data-col"))
+            higher = th.get_attribute("data-higher") == "1"
+            means = {r["label"]: r["cells"][metric]["mean"] for r in data["rows"]}
+            want = sorted(means, key=means.get, reverse=higher)
+            th.click()
+            got = page.evaluate(COLUMN_VALUES, col)
+            assert [g for g, _ in got] == want
+            assert [float(v) for _, v in got] == pytest.approx([means[g] for g in want])
+            th.click()
+            assert [g for g, _ in page.evaluate(COLUMN_VALUES, col)] == want[::-1]
+        # a group's checkbox hides its columns and shows a hidden group's
+        page.uncheck('#column-groups input[data-group="g-toxicity"]')
+        assert page.locator('#comparison-table td[data-group="g-toxicity"]').first.is_hidden()
+        slices = page.locator('#comparison-table td[data-metric="truthfulqa.mc1.Non-Adversarial"]')
+        assert slices.first.is_hidden()
+        page.check('#column-groups input[data-group="g-truthfulqa-mc1"]')
+        assert slices.first.is_visible()
+        # no interval of a bounded metric leaves its range
+        for row in data["rows"]:
+            for m, c in row["cells"].items():
+                assert 0 <= c["lo"] <= c["mean"] <= c["hi"] <= 1, (row["label"], m, c)
+
+
+@needs_browser
+@pytest.mark.browser
+def test_the_sample_browser_filters_by_method_seed_prompt_and_attribute(tmp_path):
+    from reports.build import attribute_tags
+    out = make_out(tmp_path)
+    recs = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/result.json"))]
+    for i, r in enumerate(recs):  # parsed attributes that differ between answers
+        for j, row in enumerate(r["evals"]["win_rate"]["rows"]):
+            row["method_attributes"] = {"truth": ("true", "false", "unknown_admitted")[(i + j) % 3],
+                                        "myth": (i + j) % 4 == 0, "toxicity": (i * j) % 3}
+        store.atomic_write_json(out / "cells" / r["key"] / "result.json", r)
+    build_report(out)
+    shown = """() => [...document.querySelectorAll('.card')].filter(c => c.offsetParent !== null)
+        .map(c => [c.dataset.method, Number(c.dataset.seed), c.closest('.prompt-block').dataset.prompt,
+                   c.dataset.tags])"""
+    every = [(r["method"], r["seed"], str(j), row["method_attributes"])
+             for r in recs for j, row in enumerate(r["evals"]["win_rate"]["rows"])]
+
+    def expect(method="", seed=None, prompt="", tag=""):
+        return sorted((m, s, p) for m, s, p, a in every if (not method or m == method)
+                      and (seed is None or s == seed) and (not prompt or p == prompt)
+                      and (not tag or tag in attribute_tags(a)))
+
+    with _page(out / "report.html") as page:
+        def got():
+            return sorted((m, s, p) for m, s, p, _ in page.evaluate(shown))
+        assert got() == expect(seed=0)  # the first seed, at first
+        page.select_option("#f-seed", "")
+        assert got() == expect() and len(got()) == 3 * 3 * 6
+        page.select_option("#f-method", "ppo")
+        page.select_option("#f-seed", "2")
+        assert got() == expect("ppo", 2)
+        page.select_option("#f-prompt", "3")
+        assert got() == expect("ppo", 2, "3") and len(got()) == 1
+        page.select_option("#f-prompt", "")
+        page.select_option("#f-method", "")
+        page.select_option("#f-seed", "")
+        for tag in ("truth=unknown_admitted", "myth", "toxicity>0"):
+            page.select_option("#f-tag", tag)
+            assert got() == expect(tag=tag) and 0 < len(got()) < 54
+            assert page.inner_text("#samples-count") == f"{len(got())} answer(s) shown."
+        # the judge's preference is on every answer
+        assert page.locator(".card:visible").first.inner_text().count("P = 0.50") == 1
+
+
+@needs_browser
+@pytest.mark.browser
+def test_every_figure_downloads_as_svg_and_csv_and_every_curve_is_drawn(tmp_path):
+    from reports.figures import PALETTE
+    out = make_out(tmp_path)
+    with _page(out / "report.html") as page:
+        data = json.loads(page.inner_text("#report-data"))
+        # the browser downloads a figure's two links (Chromium throttles a page's rapid
+        # downloads after a dozen, so the rest are read from the links themselves)
+        with page.expect_download() as svg:
+            page.click("#plot-rl a[download$='.svg']")
+        with page.expect_download() as table:
+            page.click("#plot-rl a[download$='.csv']")
+        assert (svg.value.suggested_filename, table.value.suggested_filename) == (
+            "plot-rl.svg", "plot-rl.csv")
+        links = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+            'figure')].map(f => [f.id, [...f.querySelectorAll('a[download]')].map(a => a.href)]))""")
+        assert list(links) == FIGURES
+        for fig in FIGURES:
+            svg_uri, csv_uri = links[fig]
+            text = base64.b64decode(svg_uri.split(",", 1)[1]).decode()
+            body = base64.b64decode(csv_uri.split(",", 1)[1]).decode()
+            if fig == "plot-rl":
+                assert text == Path(svg.value.path()).read_bytes().decode()
+                assert body == Path(table.value.path()).read_bytes().decode()
+            assert text.startswith("<?xml") and "<svg" in text
+            rows = list(csv.DictReader(io.StringIO(body)))
+            assert rows and all(r["panel"] for r in rows)
+            if fig == "plot-bars":  # the bars' CSV is the table's means
+                means = {(r["panel"], r["row"]): float(r["mean"]) for r in rows}
+                for row in data["rows"]:
+                    for m, c in row["cells"].items():
+                        if m.count(".") == 1:
+                            assert means[(m, row["label"])] == pytest.approx(c["mean"])
+            if fig == "plot-rl":  # every method with curves has a line, in its colour
+                assert {r["row"] for r in rows} == {"sft", "ppo"}
+                assert {r["panel"] for r in rows} == {"loss", "proxy_reward", "gold_reward", "kl"}
+                for i, method in enumerate(("base", "sft", "ppo")):
+                    drawn = f"stroke: {PALETTE[i]}" in text
+                    assert drawn == (method != "base"), method
+
+
+def test_attribute_tags_known_answers():
+    from reports.build import attribute_tags
+    assert attribute_tags({"truth": "unknown_admitted", "myth": True, "answered": False,
+                           "toxicity": 2, "length": 0, "fact_kind": None}) == [
+        "truth=unknown_admitted", "myth", "toxicity>0"]
+    assert attribute_tags({}) == []
