@@ -296,6 +296,24 @@ Curves = dict[str, list[dict[str, float]]]
 scenario has a gold reward). Stored in the cell's result and drawn by the report."""
 
 
+@dataclass(frozen=True)
+class Tracking:
+    """Where a cell streams its training curves while it trains (the matrix's ``report_to``),
+    for researchers who watch runs in trackio, TensorBoard or wandb; the cell's result stays
+    the record. ``backend`` "none" streams nothing. ``run`` is the cell's key and ``project``
+    the output folder's name; ``folder`` is the cell's own tracking folder (TensorBoard's and
+    wandb's files) and ``shared`` the output folder's (trackio's one database for the matrix).
+    TRL trainers report through their own ``report_to`` (``methods.common.trainer_args``); a
+    hand-written loop streams its points through ``bench.tracking.curve_logger``."""
+
+    backend: Literal["none", "trackio", "tensorboard", "wandb"] = "none"
+    project: str = ""
+    run: str = ""
+    folder: Path | None = None
+    shared: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the run's settings, as recorded
+
+
 @dataclass
 class TrainContext:
     """Everything ``Method.train`` receives besides its start and config."""
@@ -309,6 +327,7 @@ class TrainContext:
     progress: bool = True
     device: str = "cpu"  # the matrix's device switch, resolved ("cpu" or "cuda")
     curves: Curves = field(default_factory=dict)  # stored in the result
+    tracking: Tracking = field(default_factory=Tracking)  # off unless the matrix asks
     _gold_monitor: Callable[[list[str], list[str]], float] | None = None
 
     def monitor_gold(self, curve: str, step: int, prompts: list[str], completions: list[str],

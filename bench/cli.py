@@ -35,9 +35,11 @@ def _run_errors() -> tuple[type[BaseException], ...]:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import config, runner
     m = config.load(args.matrix)
-    if args.methods is not None or args.seeds is not None or args.set:
+    sets = [*(args.set or ()), *([f"report_to={json.dumps(args.report_to)}"]
+                                 if args.report_to is not None else [])]  # validated as --set
+    if args.methods is not None or args.seeds is not None or sets:
         m = config.overridden(m, methods=_names(args.methods), seeds=_seeds(args.seeds),
-                              sets=args.set or ())
+                              sets=sets)
     if args.no_progress:
         m = m.model_copy(update={"progress": False})
     if args.address is not None and (args.executor or m.executor) != "ray":
@@ -241,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one setting, validated like the file (repeatable), e.g. "
                    "--set budget.comparisons=300")
+    r.add_argument("--report-to", metavar="BACKEND",
+                   help="stream each cell's training curves to trackio, tensorboard or wandb "
+                   "(offline, inside the output folder); default: the matrix's 'report_to', none")
     r.add_argument("--executor", choices=["local", "ray"],
                    help="where cells run (default: the matrix's 'executor', local)")
     r.add_argument("--address", help="with --executor ray: a running cluster, 'auto' or "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from bench import registry
+from bench import registry, tracking
 from bench.api import Eval, EvalOptions, Method, MethodConfig, Scenario
 from bench.budget import UNITS
 
@@ -116,6 +116,10 @@ class Matrix(_Strict):
         description='"budget.UNIT" or "METHOD.OPTION" -> list of values; cells span the product')
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     progress: bool = True
+    report_to: Literal["none", "trackio", "tensorboard", "wandb"] = Field(
+        "none", description="stream each cell's training curves as it trains: trackio (local "
+        "SQLite in OUT/tracking), tensorboard or wandb (offline, in cells/KEY/tracking); the "
+        "results stay the record (bench/tracking.py)")
     save_policies: bool = Field(
         False, description="keep each cell's trained policy as a Hugging Face folder in "
         "cells/KEY/policy (safetensors, tokenizer, model card, the world it was trained in)")
@@ -143,6 +147,9 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
         m = Matrix.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_fmt_pydantic(err)}") from None
+    problem = tracking.check(m.report_to, m.executor)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
     try:
         for name in m.methods:
             registry.resolve("methods", name)

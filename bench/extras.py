@@ -2,7 +2,8 @@
 
 ``pip install -e .`` alone runs the micro-world quickstart. The ``real`` extra (peft, gguf,
 alt-profanity-check) is needed only for LoRA, GGUF files and the real-text toxicity scorer, the
-``ray`` extra only for the Ray executor;
+``ray`` extra only for the Ray executor, the ``tracking`` extra (trackio, tensorboard) only for
+``report_to``;
 reaching one of those without the package is a one-line error naming the extra, not a
 ``ModuleNotFoundError`` deep inside a cell.
 """
@@ -19,6 +20,8 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "gguf": ("gguf", "real"),
     "profanity_check": ("alt-profanity-check", "real"),
     "ray": ("ray", "ray"),
+    "trackio": ("trackio", "tracking"),
+    "tensorboard": ("tensorboard", "tracking"),  # torch.utils.tensorboard imports it
 }
 
 

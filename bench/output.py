@@ -107,8 +107,8 @@ def own_cell_dirs(out: Path) -> list[Path]:
 
 
 CELL_FILES = ("result.json", "log.txt", CELL_MARKER)  # log.txt: the Ray executor's
-CELL_DIRS = ("trainer", "policy", "policy.partial")  # the trainers' output_dir (no checkpoints
-# are saved there), and save_policies' folder
+CELL_DIRS = ("trainer", "policy", "policy.partial", "tracking")  # the trainers' output_dir (no
+# checkpoints are saved there), save_policies' folder, and report_to's files (bench/tracking.py)
 
 
 def clear(out: Path) -> None:

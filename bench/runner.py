@@ -29,9 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import meter, output, policies, registry, store
+from bench import meter, output, policies, registry, store, tracking
 from bench.api import (JSON, EvalContext, Method, MethodConfig, NonFiniteError, Start,
-                       TrainablePolicy, TrainContext, Trained, TrainView, World)
+                       Tracking, TrainablePolicy, TrainContext, Trained, TrainView, World)
 from bench.budget import (COMPUTE_UNITS, UNITS, BudgetExceeded, Ledger, charge_inference_flops,
                           charging, compute_capped)
 from bench.logs import cell_log
@@ -464,8 +464,11 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
     """Compute one cell into its folder in OUT and write its result (the local executor); the
     trainers' log lines go to the cell's ``log.txt``, not the terminal."""
     cell_dir = output.make_cell_dir(out, key)
+    tracked = tracking.for_cell(stages.plan.matrix.report_to, out, cell_dir, key, {
+        "method": cell.name, "seed": cell.seed, "point": cell.point,
+        "method_config": cell.method_config, "matrix": stages.plan.matrix.name})
     with cell_log(cell_dir / "log.txt"):
-        record = compute_cell(cell, key, world, stages, cell_dir, device)
+        record = compute_cell(cell, key, world, stages, cell_dir, device, tracked)
     store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
     return record
 
@@ -483,9 +486,10 @@ def new_record(cell: Cell, key: str, plan: C.Plan) -> dict[str, Any]:
 
 
 def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: Path,
-                 device: str) -> dict[str, Any]:
+                 device: str, tracked: Tracking | None = None) -> dict[str, Any]:
     """Train and evaluate one cell, with ``cell_dir`` as its scratch folder; returns its
-    result, written by the caller (the local executor into OUT, Ray's driver likewise)."""
+    result, written by the caller (the local executor into OUT, Ray's driver likewise).
+    ``tracked``: where its training streams its curves (the matrix's report_to), if anywhere."""
     started = datetime.now(timezone.utc).isoformat()
     t0 = time.perf_counter()
     scope = meter.reset_peak()
@@ -493,14 +497,16 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     gold = world.gold_reward
     ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
                        log=log.getChild(cell.name), stages=stages, progress=stages.progress,
-                       device=device,
+                       device=device, tracking=tracked or Tracking(),
                        _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
     record = new_record(cell, key, stages.plan)
     record["_phase"] = "training"  # or "eval NAME": a failure names where it happened
     status, error, step = "ok", None, None
     try:
         seed_everything(cell.seed)
-        with charging(ledger):  # what training samples and scores without gradients
+        # charged: what training samples and scores without gradients; the session streams
+        # its curves to the matrix's tracker, if any
+        with charging(ledger), tracking.session(ctx.tracking):
             trained, start = train_cell(cell, stages, ctx)
         # what serving one answer takes: 1 sample, or best-of-n's n (capped before training
         # by its planned_spend, recorded for every method)
@@ -577,6 +583,9 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     plan = C.plan(m)
     cells = expand(plan)
     check_budgets(cells, plan)  # before --fresh deletes anything
+    problem = tracking.check(m.report_to, m.executor, Path(out or m.out))  # --executor, too
+    if problem:
+        raise C.ConfigError(problem)
     if m.executor == "ray":  # before OUT or the world is touched: a missing extra costs nothing
         from bench import ray_executor
         ray_executor.require_ray()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from bench.api import MethodConfig, NonFiniteError, TrainContext
 from bench.budget import Ledger
 from bench.extras import require
 from bench.logs import TRAINER_LOG
+from bench.tracking import trainer_settings
 
 
 class FiniteGuard(TrainerCallback):
@@ -39,7 +41,8 @@ class FiniteGuard(TrainerCallback):
 
 
 def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
-    """A TRL config for one stage of one cell: no checkpoints, no hub, no external loggers,
+    """A TRL config for one stage of one cell: no checkpoints, no hub, no external loggers but
+    the matrix's ``report_to`` (TRL's own reporting, as the cell's run: bench/tracking.py),
     seeded, CPU/GPU as the model sits, progress bars only when the run shows progress."""
     use_cpu = ctx.device != "cuda"  # the matrix's switch, not whatever hardware is visible
     # TRL turns checkpointing on by default; tiny models only lose speed. transformers 5 renamed
@@ -47,8 +50,10 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
     names = {f.name for f in dataclasses.fields(config_cls)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
         "gradient_checkpointing"
+    # the reporting fields TRL's config has (transformers added trackio's in 4.56)
+    report = {k: v for k, v in trainer_settings(ctx.tracking).items() if k in names}
     base = dict(
-        output_dir=str(ctx.cell_dir / "trainer" / stage), report_to="none",
+        output_dir=str(ctx.cell_dir / "trainer" / stage), **report,
         save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
         disable_tqdm=not ctx.progress, use_cpu=use_cpu, dataloader_num_workers=0,
         bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: False})
@@ -99,11 +104,24 @@ class CurveFromLogs(TrainerCallback):
 
 
 def to_cell_log(trainer):
-    """``trainer`` with its log lines sent to the cell's log (see :class:`LogToCell`)."""
+    """``trainer`` with its log lines sent to the cell's log (see :class:`LogToCell`), and its
+    TensorBoard events, when the matrix reports there, in a folder of the stage's own."""
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(LogToCell())
+    tensorboard_per_stage(trainer)
     return trainer
+
+
+def tensorboard_per_stage(trainer) -> None:
+    """transformers' TensorBoard callback writes where TENSORBOARD_LOGGING_DIR says, the cell's
+    tensorboard folder while it trains (bench/tracking.py); each trainer gets a subfolder named
+    by its stage (:func:`trainer_args` names ``output_dir`` after it), so a cell's stages are
+    runs of their own and repeated ones (rounds) do not overlap."""
+    from transformers.integrations import TensorBoardCallback
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and cb.logging_dir and cb.tb_writer is None:
+            cb.logging_dir = str(Path(cb.logging_dir) / Path(trainer.args.output_dir).name)
 
 
 def batch_tokens(inputs: dict[str, Any]) -> int:

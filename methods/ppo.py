@@ -24,6 +24,7 @@ from bench.budget import Ledger, capped, inference_flops, training_flops
 from bench.models import n_params
 from bench.sampling import left_pad, sample
 from bench.seeding import derive_seed
+from bench.tracking import curve_logger
 from methods.common import AdaptersOff, merged, with_adapters
 from methods.feedback import label_rollouts, pick_prompts, ranked_pairs, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
@@ -458,7 +459,8 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     the policy gets fresh adapters each round (merged at its end), and in the first round,
     where the policy still equals the reference, the reference is the policy with its
     adapters off instead of a second copy. The curve ``curve`` gets one point per step, its
-    step counted across rounds and its round recorded. Returns the round's reward model."""
+    step counted across rounds and its round recorded, each also streamed to the matrix's
+    tracker. Returns the round's reward model."""
     rm = train_reward_model(start.path, policy.tokenizer, pairs, ctx, cfg,
                             stage=f"{curve}_reward_model_{rnd}")
     value_model = with_adapters(copy.deepcopy(rm.model), cfg, "SEQ_CLS")
@@ -470,12 +472,14 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
             ref = AdaptersOff(policy.model)
     offset = rnd * cfg.steps
 
-    def on_step(step: int, prompts: list[str], texts: list[str], stats: dict) -> None:
-        ctx.monitor_gold(curve, offset + step, prompts, texts, round=rnd, **stats)
+    with curve_logger(ctx.tracking, curve) as track:  # the matrix's report_to, if any
+        def on_step(step: int, prompts: list[str], texts: list[str], stats: dict) -> None:
+            ctx.monitor_gold(curve, offset + step, prompts, texts, round=rnd, **stats)
+            track(ctx.curves[curve][-1])  # the point just recorded, as recorded
 
-    ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, cfg, ctx.ledger,
-             seed=derive_seed(ctx.seed, "ppo.round", rnd), steps=cfg.steps, on_step=on_step,
-             progress=ctx.progress)
+        ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, cfg,
+                 ctx.ledger, seed=derive_seed(ctx.seed, "ppo.round", rnd), steps=cfg.steps,
+                 on_step=on_step, progress=ctx.progress)
     policy.model = merged(policy.model)
     return rm
 
