@@ -328,6 +328,36 @@ def samples(d: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
             for ev, prompts in by_eval.items()]
 
 
+def example_rows(d: dict[str, Any], n: int = 8, width: int = 160) -> list[dict[str, Any]]:
+    """Each eval's per-example rows that the sample browser does not show (TruthfulQA's
+    questions and picks, toxicity's samples, a plugin's rows, whatever their keys):
+    ``[{"eval", "columns", "rows": [[row label, seed, value, ...]]}]``, the first ``n`` rows
+    of each row's first seed, values as text cut to ``width`` characters."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in d["rows"]:
+        rs = sorted((r for r in d["ok"] if group_label(r) == row["label"]),
+                    key=lambda r: r.get("seed") or 0)
+        for ev, info in ((rs[0].get("evals") or {}).items() if rs else ()):
+            shown = [x for x in (info or {}).get("rows") or [] if isinstance(x, dict)]
+            if not shown or all(isinstance(x.get("prompt"), str)
+                                and isinstance(x.get("method"), str) for x in shown):
+                continue  # none, or the sample browser's
+            g = out.setdefault(ev, {"eval": ev, "columns": [], "rows": []})
+            for x in shown[:n]:
+                g["columns"] += [k for k in x if k not in g["columns"]]
+                g["rows"].append((row["label"], rs[0].get("seed"), x))
+    for g in out.values():
+        g["rows"] = [[label, seed] + [_cell_text(x.get(c), width) for c in g["columns"]]
+                     for label, seed, x in g["rows"]]
+    return list(out.values())
+
+
+def _cell_text(v: Any, width: int) -> str:
+    text = "" if v is None else (f"{v:.3f}" if isinstance(v, float) else
+                                 v if isinstance(v, str) else json.dumps(v))
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def attribute_tags(attrs: dict[str, Any]) -> list[str]:
     """A parsed answer's attributes as filter tags, whatever the scenario names them: a true
     flag by its name (``myth``), a text value as ``name=value`` (``truth=unknown_admitted``,
@@ -525,7 +555,7 @@ def build_report(out: Path) -> Path:
     script, script_src = report_script()
     html = env.get_template("report.html").render(
         d=d, intervals=INTERVALS, length_note=LENGTH_NOTE, plots=plots(d),
-        samples=sample_groups, filters=sample_filters(sample_groups),
+        samples=sample_groups, filters=sample_filters(sample_groups), examples=example_rows(d),
         groups=column_groups(d["columns"]), budget_units=HEADLINE_BUDGET,
         script=script, script_src=script_src,
         data_json=json_for_html({"rows": d["rows"], "length_control": d["length_control"], **{

@@ -45,7 +45,7 @@ def record(method, seed, hostile=False, **kw):
     metrics = {"truthfulqa.mc1": float(rng.random()), "truthfulqa.mc1.Adversarial": 0.2,
                "toxicity.emt": float(rng.random()), "win_rate.vs_sft": float(rng.random()),
                "kl.k1": float(rng.random()), "labeler_agreement.inter_labeler": 0.7,
-               "echo.length": float(rng.random())}
+               "echo.length": float(rng.random()), "echo.length.Unknown": 0.3}
     if method == "ppo":
         metrics["labeler_agreement.rm_vs_labelers"] = 0.6
     text = HOSTILE[seed % len(HOSTILE)] if hostile else " records show it is red ."
@@ -66,7 +66,9 @@ def record(method, seed, hostile=False, **kw):
                      "labeler_agreement": {"higher_is_better": {"inter_labeler": True},
                                            "plots": declared("labeler_agreement"), "extra": {
                          "labeler_matrix": [[1, 0.6], [0.6, 1]]}},
-                     "echo": {"higher_is_better": {"length": True}}},  # a plugin, no plots
+                     # a plugin: no plots, a slice, per-example rows of its own shape
+                     "echo": {"higher_is_better": {"length": True}, "rows": [
+                         {"item": f"e{i}", "length": i, "note": text} for i in range(3)]}},
            "curves": {"ppo": [{"step": s, "round": 0, "proxy_reward": s / 10,
                                "gold_reward": 1 - (s - 3) ** 2 / 10, "kl": s / 5}
                               for s in range(8)]} if method == "ppo" else
@@ -450,3 +452,18 @@ def test_attribute_tags_known_answers():
                            "toxicity": 2, "length": 0, "fact_kind": None}) == [
         "truth=unknown_admitted", "myth", "toxicity>0"]
     assert attribute_tags({}) == []
+
+
+def test_a_plugins_slice_and_per_example_rows_are_shown(tmp_path):
+    """A plugin eval's slice (``echo.length.Unknown``) is a column of a hidden group, and its
+    per-example rows, of a shape the report does not know, are a table of their own."""
+    out = make_out(tmp_path, hostile=True)
+    html = (out / "report.html").read_text()
+    assert 'data-metric="echo.length.Unknown"' in html
+    assert 'data-group="g-echo-length"' in html
+    block = html.split('id="examples-echo"')[1].split("</details>")[0]
+    assert block.count("<tr>") == 1 + 3 * 3  # the header, 3 rows of each row's first seed
+    assert "<th class=\"l\">note</th>" in block and ">e2</td>" in block
+    assert "<script>window.__pwned" not in block  # model text stays text here too
+    assert 'id="examples-truthfulqa"' not in html  # the fixture's truthfulqa stores no rows
+    assert 'id="examples-win_rate"' not in html  # its rows are the sample browser's
