@@ -291,7 +291,7 @@ def figure_csv(rows: list[dict[str, Any]]) -> str:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(cols)
+    w.writerow([neutralize(c) for c in cols])  # a plugin's curve key names a column
     for r in rows:
         w.writerow([neutralize(v if finite(v := r.get(c)) or isinstance(v, str) else "")
                     for c in cols])
@@ -328,11 +328,13 @@ def samples(d: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
             for ev, prompts in by_eval.items()]
 
 
-def example_rows(d: dict[str, Any], n: int = 8, width: int = 160) -> list[dict[str, Any]]:
+def example_rows(d: dict[str, Any], n: int = 8, width: int = 160, max_columns: int = 20
+                 ) -> list[dict[str, Any]]:
     """Each eval's per-example rows that the sample browser does not show (TruthfulQA's
     questions and picks, toxicity's samples, a plugin's rows, whatever their keys):
     ``[{"eval", "columns", "rows": [[row label, seed, value, ...]]}]``, the first ``n`` rows
-    of each row's first seed, values as text cut to ``width`` characters."""
+    of each row's first seed, values as text cut to ``width`` characters; keys past the
+    first ``max_columns`` share one last column, ``other``, as JSON."""
     out: dict[str, dict[str, Any]] = {}
     for row in d["rows"]:
         rs = sorted((r for r in d["ok"] if group_label(r) == row["label"]),
@@ -347,13 +349,16 @@ def example_rows(d: dict[str, Any], n: int = 8, width: int = 160) -> list[dict[s
                 g["columns"] += [k for k in x if k not in g["columns"]]
                 g["rows"].append((row["label"], rs[0].get("seed"), x))
     for g in out.values():
-        g["rows"] = [[label, seed] + [_cell_text(x.get(c), width) for c in g["columns"]]
+        cols, rest = g["columns"][:max_columns], g["columns"][max_columns:]
+        g["rows"] = [[label, seed] + [_cell_text(x.get(c), width) for c in cols]
+                     + ([_cell_text({c: x[c] for c in rest if c in x}, width)] if rest else [])
                      for label, seed, x in g["rows"]]
+        g["columns"] = cols + (["other"] if rest else [])
     return list(out.values())
 
 
 def _cell_text(v: Any, width: int) -> str:
-    text = "" if v is None else (f"{v:.3f}" if isinstance(v, float) else
+    text = "" if v is None else (f"{v:.4g}" if isinstance(v, float) else
                                  v if isinstance(v, str) else json.dumps(v))
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -403,6 +408,9 @@ def report_script() -> tuple[str, str]:
     the page allows exactly this script, by its SHA-256, and no other."""
     from importlib.resources import files
     js = files("reports").joinpath("templates", "report.js").read_text(encoding="utf-8")
+    # inserted as is into <script>: text that ends the element would cut the script short
+    if re.search(r"</script|<!--", js, re.IGNORECASE):
+        raise RuntimeError("reports/templates/report.js must not contain '</script' or '<!--'")
     digest = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
     return js, f"'sha256-{digest}'"
 

@@ -7,12 +7,14 @@ many generators answering the same prompts, so the report fits that term across 
     logit P(cell c's answer to prompt p beats the reference) = θ_c + γ_p + β_c tanh(Δlen / σ)
 
 with σ the spread of the length differences over the whole matrix, and reads each cell's
-length-controlled rate as its mean over its prompts of sigmoid(θ_c + γ_p): the win-rate it
-would have at equal length, averaged on the probability scale like the raw rate (Dubois et al.
-2024 average the same way over instructions). With no length effect it equals the raw rate.
+length-controlled rate as its mean over its pairs of sigmoid(θ_c + γ_p): the win-rate it
+would have at equal length, averaged on the probability scale and weighted like the raw rate
+(Dubois et al. 2024 average the same way over instructions, one pair each). With no length
+effect it equals the raw rate exactly: that mean is θ_c's score equation, which has no prior.
 
-The fit is penalized maximum likelihood with a N(0, 1) prior on γ and β (a fixed effect per
-prompt diverges on a prompt every cell wins, and the prior also fixes the offset θ and γ share).
+The fit is penalized maximum likelihood with N(0, PROMPT_SD²) and N(0, SLOPE_SD²) priors on γ
+and β (a fixed effect per prompt diverges on a prompt every cell wins, and the prior also fixes
+the offset θ and γ share).
 Written here because no library at hand fits a fractional-response logit with crossed fixed
 effects and a ridge on some of them: statsmodels' GLM has no per-parameter penalty and its
 ``fit_regularized`` is elastic-net coordinate descent, slow at hundreds of parameters.
@@ -63,11 +65,7 @@ def joint_length_controlled(cells: Sequence[Pairs]) -> list[float]:
     fit = minimize(nll, np.zeros(2 * n_c + n_p), jac=True, method="L-BFGS-B",
                    options={"maxiter": 2000})
     theta, gamma = fit.x[:n_c], fit.x[2 * n_c:]
-    out = []
-    for k, c in enumerate(cells):
-        own = np.array(sorted({ids[p] for p in c.prompt}), dtype=int)
-        out.append(float(expit(theta[k] + gamma[own]).mean()))
-    return out
+    return [float(expit(theta[k] + gamma[prompt[cell == k]]).mean()) for k in range(n_c)]
 
 
 def cell_pairs(record: dict[str, Any], name: str) -> Pairs | None:
@@ -76,6 +74,9 @@ def cell_pairs(record: dict[str, Any], name: str) -> Pairs | None:
     extra = ((record.get("evals") or {}).get("win_rate") or {}).get("extra") or {}
     pairs, ids = (extra.get("pairs") or {}).get(name), extra.get("prompt_ids")
     try:
+        if not all(isinstance(p, str) for p in ids) or not all(
+                isinstance(i, int) and 0 <= i < len(ids) for i in pairs["prompt"]):
+            return None  # a malformed record: no hashable identity, or an index out of range
         prompt = [ids[i] for i in pairs["prompt"]]
         pref, la, lb = pairs["pref"], pairs["len_method"], pairs["len_reference"]
         if not (len(prompt) == len(pref) == len(la) == len(lb) > 0):

@@ -196,7 +196,8 @@ def test_hostile_generations_stay_text(tmp_path):
     # no foreign element: the JSON data block and the page's own script, which the CSP allows
     # by its hash and nothing else (an injected inline script would be blocked even unescaped)
     assert info["scripts"] == ["application/json", ""]
-    js = (Path(build_report.__code__.co_filename).parent / "templates" / "report.js").read_text()
+    js = (Path(build_report.__code__.co_filename).parent / "templates" / "report.js").read_text(
+        encoding="utf-8")
     assert info["script_text"][1] == js
     digest = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
     assert re.search(r"script-src 'sha256-([^']+)';", info["csp"]).group(1) == digest
@@ -368,7 +369,8 @@ def test_the_sample_browser_filters_by_method_seed_prompt_and_attribute(tmp_path
     for i, r in enumerate(recs):  # parsed attributes that differ between answers
         for j, row in enumerate(r["evals"]["win_rate"]["rows"]):
             row["method_attributes"] = {"truth": ("true", "false", "unknown_admitted")[(i + j) % 3],
-                                        "myth": (i + j) % 4 == 0, "toxicity": (i * j) % 3}
+                                        "myth": (i + j) % 4 == 0, "toxicity": (i * j) % 3,
+                                        "label": ("a", "a|b")[(i + 2 * j) % 2]}
         store.atomic_write_json(out / "cells" / r["key"] / "result.json", r)
     build_report(out)
     shown = """() => [...document.querySelectorAll('.card')].filter(c => c.offsetParent !== null)
@@ -396,7 +398,7 @@ def test_the_sample_browser_filters_by_method_seed_prompt_and_attribute(tmp_path
         page.select_option("#f-prompt", "")
         page.select_option("#f-method", "")
         page.select_option("#f-seed", "")
-        for tag in ("truth=unknown_admitted", "myth", "toxicity>0"):
+        for tag in ("truth=unknown_admitted", "myth", "toxicity>0", "label=a", "label=a|b"):
             page.select_option("#f-tag", tag)
             assert got() == expect(tag=tag) and 0 < len(got()) < 54
             assert page.inner_text("#samples-count") == f"{len(got())} answer(s) shown."
@@ -467,3 +469,38 @@ def test_a_plugins_slice_and_per_example_rows_are_shown(tmp_path):
     assert "<script>window.__pwned" not in block  # model text stays text here too
     assert 'id="examples-truthfulqa"' not in html  # the fixture's truthfulqa stores no rows
     assert 'id="examples-win_rate"' not in html  # its rows are the sample browser's
+
+
+@needs_browser
+@pytest.mark.browser
+def test_sorting_puts_numbers_first_and_empty_cells_last_either_way(tmp_path):
+    """Only ppo has ``labeler_agreement.rm_vs_labelers``: it leads in both directions, the
+    rows without a value keep their order after it; a per-example table's text column sorts
+    as text."""
+    out = make_out(tmp_path)
+    for path in (out / "cells").glob("*/result.json"):  # the metric gets a column
+        r = json.loads(path.read_text())
+        r["evals"]["labeler_agreement"]["higher_is_better"]["rm_vs_labelers"] = True
+        store.atomic_write_json(path, r)
+    build_report(out)
+    with _page(out / "report.html") as page:
+        th = page.locator('#comparison-table th[title="labeler_agreement.rm_vs_labelers"]')
+        col = int(th.get_attribute("data-col"))
+        for _ in range(2):
+            th.click()
+            assert [g for g, _ in page.evaluate(COLUMN_VALUES, col)] == ["ppo", "base", "sft"]
+        page.click("#examples-echo summary")
+        head = page.locator("#examples-echo th", has_text="item")
+        head.click()
+        items = page.eval_on_selector_all(
+            "#examples-echo tbody tr", "trs => trs.map(t => t.cells[2].textContent)")
+        assert items == sorted(items)
+
+
+def test_figure_csv_neutralizes_its_header_and_leaves_non_finite_values_empty():
+    from reports.build import figure_csv
+    text = figure_csv([{"panel": "p", "=HYPERLINK(1)": 1.0, "lo": float("nan")},
+                       {"panel": "@x", "other": -0.5}])
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["panel", "'=HYPERLINK(1)", "lo", "other"]
+    assert rows[1] == ["p", "1.0", "", ""] and rows[2] == ["'@x", "", "", "-0.5"]

@@ -236,6 +236,20 @@ def test_joint_length_control_equals_the_raw_rate_without_length_differences():
     assert lc == pytest.approx(raw, abs=1e-4)
 
 
+def test_joint_length_control_equals_the_raw_rate_with_unequal_pairs_per_prompt():
+    """The rate is weighted by pairs, like the raw rate: a prompt judged 11 times and others
+    once each still give LC = raw when no length differs."""
+    from reports.length_control import Pairs, joint_length_controlled
+    rng = np.random.default_rng(3)
+    cells = []
+    for _ in range(3):
+        prompts = ["hard"] * 11 + [f"p{i}" for i in range(9)]
+        pref = [0.0] * 11 + rng.choice([0.0, 1.0], 9).tolist()
+        cells.append(Pairs(prompts, pref, [0.0] * 20))
+    lc = joint_length_controlled(cells)
+    assert lc == pytest.approx([float(np.mean(c.pref)) for c in cells], abs=1e-4)
+
+
 def test_joint_length_control_recovers_the_equal_length_rate_of_a_length_biased_cell():
     """Simulated from the model: a cell whose answers are longer and whose wins follow length
     has a raw rate far above its equal-length rate; the joint fit (24 cells x 60 prompts x 8
@@ -273,6 +287,11 @@ def test_matrix_length_control_reads_stored_pairs_and_skips_old_records():
     assert cell_pairs(ok[2], "vs_sft") is None
     bad = rec("z", [1, 0], [3], [3])  # lengths that do not match
     assert cell_pairs(bad, "vs_sft") is None
+    for ids, index in (([["a"], ["b"]], [0, 0, 1, 1]), (["a", "b"], [0, 0, 1, -1])):
+        broken = rec("w", [1, 0, 1, 1], [3] * 4, [3] * 4)  # unhashable ids, an index that wraps
+        broken["evals"]["win_rate"]["extra"].update(prompt_ids=ids)
+        broken["evals"]["win_rate"]["extra"]["pairs"]["vs_sft"]["prompt"] = index
+        assert cell_pairs(broken, "vs_sft") is None
     got = matrix_length_control(ok + [bad])
     assert set(got) == {"vs_sft"} and set(got["vs_sft"]) == {"x", "y"}
     assert got["vs_sft"]["x"] == pytest.approx(0.75, abs=1e-4)  # no length differences: raw

@@ -4,20 +4,22 @@
 (function () {
   "use strict";
 
-  // A cell's sort key: its data-v where the template wrote one, else its text; a number where
-  // it reads as one, null where it is empty ("–", no value), which sorts last either way.
+  // A cell's sort key: its data-v where the template wrote one, else its text; a number only
+  // where the whole of it is one ("2024-01-01" and "1st" are text), null where it is empty
+  // ("–", no value), which sorts last either way.
+  const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
   function key(td) {
     const raw = td.dataset.v !== undefined ? td.dataset.v : td.textContent.trim();
     if (raw === "" || raw === "–" || raw === "nan") return null;
-    const x = Number.parseFloat(raw);
-    return /^[-+]?(\d|\.\d)/.test(raw) && Number.isFinite(x) ? x : raw.toLowerCase();
+    return NUMBER.test(raw) ? Number(raw) : raw.toLowerCase();
   }
 
-  function compare(a, b) {
-    if (typeof a === "number" && typeof b === "number") return a - b;
-    if (typeof a === "number") return -1;
-    if (typeof b === "number") return 1;
-    return a < b ? -1 : a > b ? 1 : 0;
+  // numbers before text in either direction; the direction orders numbers among themselves
+  // and text among itself
+  function compare(a, b, sign) {
+    const na = typeof a === "number", nb = typeof b === "number";
+    if (na !== nb) return na ? -1 : 1;
+    return sign * (na ? a - b : a < b ? -1 : a > b ? 1 : 0);
   }
 
   function sortBy(table, th) {
@@ -32,7 +34,7 @@
     const rows = Array.from(body.rows).map((tr, i) => ({ tr, i, k: key(tr.cells[col]) }));
     rows.sort((a, b) => {
       if (a.k === null || b.k === null) return (a.k === null) - (b.k === null) || a.i - b.i;
-      return (dir === "ascending" ? 1 : -1) * compare(a.k, b.k) || a.i - b.i;
+      return compare(a.k, b.k, dir === "ascending" ? 1 : -1) || a.i - b.i;
     });
     rows.forEach((r) => body.appendChild(r.tr));
   }
@@ -69,7 +71,7 @@
         const ok = (!method || card.dataset.method === method)
           && (!seed || card.dataset.seed === seed)
           && (!prompt || block.dataset.prompt === prompt)
-          && (!tag || card.dataset.tags.split("|").includes(tag));
+          && (!tag || JSON.parse(card.dataset.tags).includes(tag));
         card.classList.toggle("hide", !ok);
         any = any || ok;
         shown += ok ? 1 : 0;
