@@ -42,7 +42,8 @@ LENGTH_NOTE = ("Raw: the win-rate as judged. LC (per cell): the win_rate eval's 
                "over every cell of this matrix, read at equal length and averaged over prompts "
                "(reports/length_control.py). (!): the joint rate is more than 0.10 from the raw "
                "one (AlpacaEval 2's safeguard): read the raw rate, or give the eval more "
-               "prompts. Intervals over seeds; none below 3 seeds.")
+               "prompts. Intervals over seeds, none below 3 seeds; the joint rate's is floored "
+               "by the per-cell LC's standard error, as it has no bootstrap of its own.")
 BASE_START = "base"  # a record's "start" when its method starts from the base model
 HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "ratings", "rollouts",
                    "samples_per_response", "flops", "inference_flops")
@@ -177,8 +178,11 @@ def length_rows(groups: dict[str, list[dict[str, Any]]], joint: dict[str, dict[s
             vals = {}
             for part, metric in (("raw", f"win_rate.{name}"), ("lc", f"win_rate.lc_{name}"),
                                  ("joint", None)):
-                if metric is None:  # the joint rate: no per-seed SE, the plain t-interval
-                    xs, ses = [by_key[r["key"]] for r in have], [None] * len(have)
+                if metric is None:  # the joint rate, floored by the per-cell LC's own SE (the
+                    # same length model on the same pairs): the seed spread alone ignores the
+                    # evaluation noise each seed carries, and read narrower than the raw rate
+                    xs = [by_key[r["key"]] for r in have]
+                    ses = [se(r, f"win_rate.lc_{name}") for r in have]
                 else:
                     use = [r for r in have if r["metrics"].get(metric) is not None]
                     xs, ses = [r["metrics"][metric] for r in use], [se(r, metric) for r in use]

@@ -296,3 +296,19 @@ def test_matrix_length_control_reads_stored_pairs_and_skips_old_records():
     assert set(got) == {"vs_sft"} and set(got["vs_sft"]) == {"x", "y"}
     assert got["vs_sft"]["x"] == pytest.approx(0.75, abs=1e-4)  # no length differences: raw
     assert got["vs_sft"]["y"] == pytest.approx(0.375, abs=1e-4)
+
+
+def test_length_rows_floor_the_joint_interval_by_the_per_cell_lc_error():
+    """Known answer: where the joint rate equals each seed's per-cell LC, its interval is the
+    per-cell LC's (floored by the same per-seed standard errors), never the narrower
+    interval of the seed spread alone; the gap is the mean of joint minus raw."""
+    from reports.build import length_rows
+    lc = [0.60, 0.61, 0.62]
+    rs = [{"key": f"k{i}", "metrics": {"win_rate.vs_sft": 0.55, "win_rate.lc_vs_sft": v},
+           "uncertainty": {"win_rate.vs_sft": 0.03, "win_rate.lc_vs_sft": 0.04}}
+          for i, v in enumerate(lc)]
+    (row,) = length_rows({"ppo": rs}, {"vs_sft": {f"k{i}": v for i, v in enumerate(lc)}})
+    assert row["joint"] == pytest.approx(row["lc"])
+    half = row["joint"][2] - row["joint"][0]
+    assert half > 0.04  # the floor: a t-interval on the spread alone is 0.025 wide each side
+    assert row["gap"] == pytest.approx(0.06) and not row["warn"]
