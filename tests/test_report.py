@@ -504,3 +504,27 @@ def test_figure_csv_neutralizes_its_header_and_leaves_non_finite_values_empty():
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["panel", "'=HYPERLINK(1)", "lo", "other"]
     assert rows[1] == ["p", "1.0", "", ""] and rows[2] == ["'@x", "", "", "-0.5"]
+
+
+SECTIONS = """() => Object.fromEntries(['failed', 'pending', 'other', 'warnings'].map(id => {
+    const h = document.getElementById(id);
+    const t = document.getElementById(id + '-table');
+    return [id, h && t && h.offsetParent !== null ? [h.textContent,
+        [...t.tBodies[0].rows].map(r => r.cells[1].textContent.trim())] : null]; }))"""
+
+
+def sections_in_browser(html: Path) -> dict:
+    """The failed, pending, other-configuration and warnings sections as the browser shows
+    them: ``{id: [heading, [cell, ...]] or None}``."""
+    with _page(html) as page:
+        return page.evaluate(SECTIONS)
+
+
+@needs_browser
+@pytest.mark.browser
+def test_failed_and_pending_cells_have_their_own_sections_in_the_browser(tmp_path):
+    out = make_out(tmp_path, with_failures=True)
+    got = sections_in_browser(out / "report.html")
+    assert got["failed"] == ["Failed cells (1)", ["dpo"]]
+    assert got["pending"] == ["Pending cells (1)", ["rlaif"]]
+    assert got["other"] is None and got["warnings"] is None  # none such here

@@ -140,6 +140,10 @@ def test_a_changed_config_rerun_into_one_folder_never_pools(tmp_path, undisturbe
     html = (out / "report.html").read_text()
     assert 'id="other"' in html and "Not in this matrix (1)" in html
     assert "seeds [0, 0]" not in html and "seeds [0]" in html
+    from tests.test_report import CHROMIUM, sections_in_browser
+    if CHROMIUM or os.environ.get("CI"):  # as a reader sees it: its own section, one cell
+        assert sections_in_browser(out / "report.html")["other"] == [
+            "Not in this matrix (1)", ["dpo"]]
     md = (out / "report.md").read_text()
     assert "Not in this matrix" in md
     csv_rows = (out / "summary.csv").read_text().splitlines()
