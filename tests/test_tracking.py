@@ -63,10 +63,43 @@ def tensorboard_run(tmp_path_factory, offline):
     return out, run(out, "tensorboard")
 
 
+# trackio reads TRACKIO_DIR once, when first imported: a process where anything imported it
+# before (the whole suite's) cannot point it at a new folder, so the trackio matrix runs in a
+# process of its own, as `alignbench run` does, with every connection refused and recorded
+TRACKIO_CHILD = """
+import json, socket, sys
+from pathlib import Path
+attempts = []
+connect = socket.socket.connect
+def refuse(sock, address):
+    if sock.family != socket.AF_UNIX:
+        attempts.append(repr(address))
+        raise OSError(f"no network, not even {address!r}")
+    return connect(sock, address)
+socket.socket.connect = refuse
+from bench import tracking
+from tests.test_tracking import run
+out = Path(sys.argv[1])
+run(out, "trackio")
+# a cell that failed and is computed again, or --fresh: its last attempt only
+t = tracking.for_cell("trackio", out, out / "cells" / "again", "again", {"method": "x"})
+for value in (1.0, 2.0):
+    with tracking.session(t), tracking.curve_logger(t, "loop") as log:
+        log({"step": 0.0, "x": value})
+        log({"step": 1.0, "x": value + 1})
+(out / "child.json").write_text(json.dumps({
+    "attempts": attempts, "trackio_dir": str(sys.modules["trackio.utils"].TRACKIO_DIR)}))
+"""
+
+
 @pytest.fixture(scope="module")
-def trackio_run(tmp_path_factory, offline):
+def trackio_run(tmp_path_factory):
+    import subprocess
     out = tmp_path_factory.mktemp("trackio")
-    return out, run(out, "trackio")
+    subprocess.run([sys.executable, "-c", TRACKIO_CHILD, str(out)], cwd=ROOT, check=True,
+                   timeout=900)
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    return out, {r["method"]: r for r in recs}, json.loads((out / "child.json").read_text())
 
 
 def tag_of(curve: str, name: str, tags) -> str:
@@ -127,8 +160,8 @@ def trackio_rows(db: Path, run_name: str) -> list[tuple[int, dict[str, float]]]:
     return [(step, json.loads(metrics)) for step, metrics in rows]
 
 
-def test_trackio_holds_every_curve_in_one_local_database(trackio_run, offline):
-    out, recs = trackio_run
+def test_trackio_holds_every_curve_in_one_local_database(trackio_run):
+    out, recs, child = trackio_run
     db = out / "tracking" / f"{out.name}.db"  # one project, named after the output folder
     assert db.is_file()
     for method in ("dpo", "ppo"):
@@ -143,8 +176,8 @@ def test_trackio_holds_every_curve_in_one_local_database(trackio_run, offline):
                 logged = {int(m["train/global_step"]): m for _, m in rows
                           if "train/global_step" in m and "train/loss" in m}
             assert_same_points(curve, points, logged)
-    assert not offline, offline
-    assert Path(sys.modules["trackio.utils"].TRACKIO_DIR).resolve() == (out / "tracking").resolve()
+    assert child["attempts"] == []  # no network call
+    assert Path(child["trackio_dir"]).resolve() == (out / "tracking").resolve()
     assert not any((out / "cells").glob("*/tracking"))  # nothing in the cells' folders
     log = (out / "cells" / recs["dpo"]["key"] / "log.txt").read_text()
     assert "Trackio project initialized" in log  # trackio's chatter: the cell's log, not stdout
@@ -152,12 +185,7 @@ def test_trackio_holds_every_curve_in_one_local_database(trackio_run, offline):
 
 def test_a_cell_computed_again_replaces_its_trackio_run(trackio_run):
     """A cell that failed and is computed again, or ``--fresh``, shows its last attempt only."""
-    out, _ = trackio_run
-    t = tracking.for_cell("trackio", out, out / "cells" / "again", "again", {"method": "x"})
-    for value in (1.0, 2.0):
-        with tracking.session(t), tracking.curve_logger(t, "loop") as log:
-            log({"step": 0.0, "x": value})
-            log({"step": 1.0, "x": value + 1})
+    out = trackio_run[0]  # the child logged the cell "again" twice, with values 1 and 2
     rows = trackio_rows(out / "tracking" / f"{out.name}.db", "again")
     assert rows == [(0, {"loop/x": 2.0}), (1, {"loop/x": 3.0})]
 
