@@ -36,8 +36,6 @@ from bench.logs import TRAINER_LOG
 BACKENDS = ("none", "trackio", "tensorboard", "wandb")
 FOLDER = "tracking"  # OUT/tracking (trackio) and OUT/cells/KEY/tracking (the others)
 
-# what each backend imports; trackio and tensorboard are the tracking extra, wandb is the user's
-_PACKAGE = {"trackio": "trackio", "tensorboard": "tensorboard", "wandb": "wandb"}
 # where trackio would send metrics instead of its local database: unset while a cell trains
 _TRACKIO_REMOTE = ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL", "TRACKIO_DATASET_ID",
                    "TRACKIO_BUCKET_ID", "TRACKIO_WEBHOOK_URL")
@@ -51,7 +49,7 @@ def check(report_to: str, executor: str = "local", out: Path | None = None) -> s
     the output folder, again before a run starts."""
     if report_to == "none":
         return None
-    if find_spec(_PACKAGE[report_to]) is None:
+    if find_spec(report_to) is None:  # each backend's package has its name; wandb is yours
         if report_to == "wandb":
             return ("report_to = 'wandb' needs the wandb package, which alignbench leaves to you "
                     "(it runs offline, under each cell's folder): pip install wandb")

@@ -39,7 +39,7 @@ INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the 
 LENGTH_NOTE = ("Raw: the win-rate as judged. LC (per cell): the win_rate eval's own length "
                "control (AlpacaEval 2's length model fitted on the cell's pairs, no prompt "
                "term). LC (joint): the same model with each prompt's difficulty fitted jointly "
-               "over every cell of this matrix, read at equal length and averaged over prompts "
+               "over every cell of this matrix, read at equal length and averaged over its pairs "
                "(reports/length_control.py). (!): the joint rate is more than 0.10 from the raw "
                "one (AlpacaEval 2's safeguard): read the raw rate, or give the eval more "
                "prompts. Intervals over seeds, none below 3 seeds; the joint rate's is floored "
@@ -175,24 +175,26 @@ def length_rows(groups: dict[str, list[dict[str, Any]]], joint: dict[str, dict[s
             have = [r for r in rs if r["key"] in by_key]
             if not have:
                 continue
-            vals = {}
-            for part, metric in (("raw", f"win_rate.{name}"), ("lc", f"win_rate.lc_{name}"),
-                                 ("joint", None)):
-                if metric is None:  # the joint rate, floored by the per-cell LC's own SE (the
-                    # same length model on the same pairs): the seed spread alone ignores the
-                    # evaluation noise each seed carries, and read narrower than the raw rate
-                    xs = [by_key[r["key"]] for r in have]
-                    ses = [se(r, f"win_rate.lc_{name}") for r in have]
-                else:
-                    use = [r for r in have if r["metrics"].get(metric) is not None]
-                    xs, ses = [r["metrics"][metric] for r in use], [se(r, metric) for r in use]
-                vals[part] = report_interval(xs, ses, (0.0, 1.0)) if xs else None
-            gaps = [by_key[r["key"]] - r["metrics"][f"win_rate.{name}"] for r in have
-                    if r["metrics"].get(f"win_rate.{name}") is not None]
+            raw, lc = f"win_rate.{name}", f"win_rate.lc_{name}"
+            vals = {part: _interval(have, metric) for part, metric in (("raw", raw), ("lc", lc))}
+            # the joint rate, floored by the per-cell LC's own SE (the same length model on the
+            # same pairs): the seed spread alone ignores the evaluation noise each seed carries,
+            # and read narrower than the raw rate
+            vals["joint"] = report_interval([by_key[r["key"]] for r in have],
+                                            [se(r, lc) for r in have], (0.0, 1.0))
+            gaps = [by_key[r["key"]] - r["metrics"][raw] for r in have
+                    if r["metrics"].get(raw) is not None]
             gap = sum(gaps) / len(gaps) if gaps else None
             out.append({"reference": name, "row": g, "n": len(have), **vals, "gap": gap,
                         "warn": gap is not None and abs(gap) > length_control.WARN})
     return out
+
+
+def _interval(rs: list[dict[str, Any]], metric: str) -> tuple[float, float, float] | None:
+    """A rate's mean and interval over the cells that have it, or None when none does."""
+    use = [r for r in rs if r["metrics"].get(metric) is not None]
+    return report_interval([r["metrics"][metric] for r in use],
+                           [se(r, metric) for r in use], (0.0, 1.0)) if use else None
 
 
 def cost(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -256,6 +258,8 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     groups = _groups(out, ok)
     order = sorted(groups, key=lambda g: (methods.index(groups[g][0]["method"]), g))
     refs = [r for r in ok if r["method"] == ref]
+    # each row's cells in seed order, for the samples, examples and figures to read
+    d["row_records"] = {g: sorted(groups[g], key=lambda r: r.get("seed") or 0) for g in order}
     d["rows"] = [_row(g, groups[g], d, refs if groups[g][0]["method"] != ref else None)
                  for g in order]
     _mark_best(d["rows"], d["columns"], directions)
@@ -314,13 +318,9 @@ def samples(d: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
     sample browser filters on them (:func:`attribute_tags`)."""
     by_eval: dict[str, dict[str, dict[str, Any]]] = {}
     for row in d["rows"]:
-        rs = sorted((r for r in d["ok"] if group_label(r) == row["label"]),
-                    key=lambda r: r.get("seed") or 0)
-        for r in rs:
+        for r in d["row_records"][row["label"]]:
             for ev, info in (r.get("evals") or {}).items():
-                shown = [s for s in (info or {}).get("rows") or [] if isinstance(s, dict)
-                         and isinstance(s.get("prompt"), str)
-                         and isinstance(s.get("method"), str)]
+                shown = [s for s in (info or {}).get("rows") or [] if _is_sample(s)]
                 for s in shown[:n]:
                     entry = by_eval.setdefault(ev, {}).setdefault(
                         s["prompt"], {"prompt": s["prompt"], "answers": []})
@@ -341,17 +341,15 @@ def example_rows(d: dict[str, Any], n: int = 8, width: int = 160, max_columns: i
     first ``max_columns`` share one last column, ``other``, as JSON."""
     out: dict[str, dict[str, Any]] = {}
     for row in d["rows"]:
-        rs = sorted((r for r in d["ok"] if group_label(r) == row["label"]),
-                    key=lambda r: r.get("seed") or 0)
-        for ev, info in ((rs[0].get("evals") or {}).items() if rs else ()):
+        first = d["row_records"][row["label"]][0]
+        for ev, info in (first.get("evals") or {}).items():
             shown = [x for x in (info or {}).get("rows") or [] if isinstance(x, dict)]
-            if not shown or all(isinstance(x.get("prompt"), str)
-                                and isinstance(x.get("method"), str) for x in shown):
+            if not shown or all(map(_is_sample, shown)):
                 continue  # none, or the sample browser's
             g = out.setdefault(ev, {"eval": ev, "columns": [], "rows": []})
             for x in shown[:n]:
                 g["columns"] += [k for k in x if k not in g["columns"]]
-                g["rows"].append((row["label"], rs[0].get("seed"), x))
+                g["rows"].append((row["label"], first.get("seed"), x))
     for g in out.values():
         cols, rest = g["columns"][:max_columns], g["columns"][max_columns:]
         g["rows"] = [[label, seed] + [_cell_text(x.get(c), width) for c in cols]
@@ -359,6 +357,12 @@ def example_rows(d: dict[str, Any], n: int = 8, width: int = 160, max_columns: i
                      for label, seed, x in g["rows"]]
         g["columns"] = cols + (["other"] if rest else [])
     return list(out.values())
+
+
+def _is_sample(x: Any) -> bool:
+    """A stored row the sample browser shows: a prompt and the policy's answer to it."""
+    return isinstance(x, dict) and isinstance(x.get("prompt"), str) \
+        and isinstance(x.get("method"), str)
 
 
 def _cell_text(v: Any, width: int) -> str:

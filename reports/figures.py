@@ -152,16 +152,12 @@ def _figure(panels: list[Panel], ncol: int = 4) -> tuple[str, bytes]:
     return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode(), svg.getvalue()
 
 
-def _rows_records(d: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in d["ok"] if group_label(r) == row["label"]]
-
-
 def _stat(d: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[float, float, float] | None:
     """(mean, low, high) of ``metric`` over the row's seeds: the table's cell, or for a metric
     the table leaves out (a slice) the same interval; None where the row has no value."""
     cell = row["cells"].get(metric)
     if cell is None:
-        have = [r for r in _rows_records(d, row) if finite(r["metrics"].get(metric))]
+        have = [r for r in d["row_records"][row["label"]] if finite(r["metrics"].get(metric))]
         if not have:
             return None
         mean, lo, hi = report_interval([r["metrics"][metric] for r in have],
