@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, ru
 
 from pydantic import BaseModel, ConfigDict
 
+from bench import meter
 from bench.budget import Ledger
 
 if TYPE_CHECKING:  # annotations only: importing the contracts loads no torch
@@ -336,7 +337,8 @@ class TrainContext:
         samples when the scenario has one. Write-only: the method never sees the gold value."""
         point = {"step": float(step), **{k: float(v) for k, v in values.items()}}
         if self._gold_monitor is not None:
-            point["gold_reward"] = float(self._gold_monitor(prompts, completions))
+            with meter.phase("gold monitor"):  # measurement, not training
+                point["gold_reward"] = float(self._gold_monitor(prompts, completions))
         self.curves.setdefault(curve, []).append(point)
 
 

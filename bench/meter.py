@@ -1,10 +1,16 @@
-"""What one cell costs in memory, in a process that runs many cells one after another.
+"""What one cell costs in memory and time, in a process that runs many cells one after another.
 
 Linux keeps a process's peak resident set (VmHWM) and lets the process reset it by writing 5 to
 ``/proc/self/clear_refs``, so each cell's peak is its own, not the largest of every cell before
 it. Where that is not possible (another OS, a locked-down /proc) the figure is the process's
 peak so far and is recorded as such (``scope = "process"``). GPU peaks come from torch's
 allocator statistics, reset per cell.
+
+Where a cell's time goes is measured by phases: the runner opens a :func:`timing` per cell, and
+code anywhere below it marks a block with :func:`phase` (training, a shared stage, a trainer's
+run, PPO's sampling, scoring and update, each eval). Nested phases are named by their path
+(``training/ppo.update``), so a reader sees which figure includes which; a phase outside any
+timing costs nothing and records nothing.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import re
 import resource
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 STATUS, CLEAR = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
@@ -23,22 +32,98 @@ STATUS, CLEAR = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 def reset_peak() -> str:
     """Start a cell's measurement; returns the scope its peak will have ("cell" or
     "process")."""
+    import torch  # here, so that the contracts that time phases (bench.api) load no torch
+
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    return "cell" if _reset_rss() else "process"
+
+
+def _reset_rss() -> bool:
+    """Restart the kernel's resident peak; whether it could."""
     try:
         CLEAR.write_text("5")
-        return "cell"
+        return True
     except OSError:
-        return "process"
+        return False
 
 
-def peak(scope: str) -> dict[str, Any]:
-    """The peak resident memory since :func:`reset_peak` (bytes), and the GPU's."""
+def peak(scope: str, timings: Timings | None = None) -> dict[str, Any]:
+    """The peak resident memory since :func:`reset_peak` (bytes), and the GPU's; with the
+    cell's ``timings``, whose phases restart the kernel's peak, the largest of theirs too."""
     try:
         rss = int(re.search(r"VmHWM:\s+(\d+) kB", STATUS.read_text()).group(1)) * 1024
+        rss = max(rss, timings.peak if timings is not None else 0)
     except (OSError, AttributeError):
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
         rss, scope = (kb if sys.platform == "darwin" else kb * 1024), "process"
+    import torch
+
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     return {"peak_rss_bytes": rss, "peak_rss_scope": scope, "peak_gpu_bytes": gpu}
 
+
+
+
+def _hwm() -> int:
+    """The resident peak since the last reset, in bytes (0 where /proc cannot tell)."""
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", STATUS.read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return 0
+
+
+@dataclass
+class Timings:
+    """One cell's phases: wall seconds and resident peak per path, and the peak over the whole
+    block (a phase resets the kernel's peak when it starts, so its own is its own; every reset
+    first folds the peak so far into each open phase and into the block's)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    peak: int = 0
+    _open: list[list] = field(default_factory=list)  # [name, start time, peak so far]
+
+    def _fold(self) -> None:
+        hw = _hwm()
+        self.peak = max(self.peak, hw)
+        for entry in self._open:
+            entry[2] = max(entry[2], hw)
+
+
+_timings: list[Timings] = []
+
+
+@contextmanager
+def timing() -> Iterator[Timings]:
+    """Collect the :func:`phase` blocks run inside this block: wall seconds summed per path (a
+    phase entered twice, such as PPO's sampling once per step, adds up) and the largest peak."""
+    t = Timings(peak=_hwm())
+    _timings.append(t)
+    try:
+        yield t
+    finally:
+        t._fold()
+        _timings.pop()
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time this block as ``name`` inside the innermost :func:`timing`, under the phases that
+    enclose it, and measure its resident peak."""
+    if not _timings:
+        yield
+        return
+    t = _timings[-1]
+    t._fold()
+    _reset_rss()
+    entry = [name, time.perf_counter(), 0]
+    t._open.append(entry)
+    path = "/".join(e[0] for e in t._open)
+    try:
+        yield
+    finally:
+        t._fold()
+        t._open.pop()
+        t.seconds[path] = t.seconds.get(path, 0.0) + time.perf_counter() - entry[1]
+        t.peak_rss_bytes[path] = max(t.peak_rss_bytes.get(path, 0), entry[2])

@@ -268,9 +268,10 @@ class Stages:
             def build(tmp: Path) -> None:
                 self.built.append({"kind": name, "key": key})
                 self._build_stage(name, seed, caps, ledger, tmp)
-            store.build_once(path, build)
-            spent = json.loads((path / "stage.json").read_text())["spent"]
-            self._mem[key] = (self._load(path), spent)
+            with meter.phase(f"stage {name}"):  # built here, or read from the cache
+                store.build_once(path, build)
+                spent = json.loads((path / "stage.json").read_text())["spent"]
+                self._mem[key] = (self._load(path), spent)
         policy, spent = self._mem[key]
         ledger.absorb(spent)
         return Start(name=name, reference=policy, path=path, key=key,
@@ -442,7 +443,8 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
             ectx = EvalContext(world=world, seed=cell.seed, references=refs, trained=trained,
                                curves=ctx.curves, options=options, ledger=eval_ledger,
                                data=world.eval_data.get(name), progress=stages.progress)
-            res = ev.evaluate(trained.policy, ectx)
+            with meter.phase(f"eval {name}"):
+                res = ev.evaluate(trained.policy, ectx)
             for k, v in res.metrics.items():
                 record["metrics"][f"{name}.{k}"] = v
                 if k in res.uncertainty:
@@ -501,12 +503,41 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
                        _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
     record = new_record(cell, key, stages.plan)
     record["_phase"] = "training"  # or "eval NAME": a failure names where it happened
+    with meter.timing() as timings:
+        status, error, step = run_phases(cell, stages, ctx, world, record, cell_dir)
+    record.setdefault("budget", ledger.snapshot())
+    record["curves"] = ctx.curves
+    spent = record["budget"]["spent"]  # training's own (shared stages' included), not evals'
+    record["cost"] = {"wall_seconds": time.perf_counter() - t0, **meter.peak(scope, timings),
+                      "train_tokens": spent.get("train_tokens", 0.0),
+                      "train_flops": spent.get("flops", 0.0),
+                      "inference_flops": spent.get("inference_flops", 0.0),
+                      "eval_flops": record.get("eval_spend", {}).get("inference_flops", 0.0),
+                      "rollouts": spent.get("rollouts", 0.0),
+                      "samples_per_response": spent.get("samples_per_response", 0.0),
+                      "phase_seconds": timings.seconds, "phase_peak_rss_bytes":
+                      timings.peak_rss_bytes}
+    record.update(status=status, error=error, failed_step=step, provenance={
+        **store.provenance(device), "started": started,
+        "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,
+        "seeds": {"cell": cell.seed, "world": world.describe.get("options", {}).get("seed")},
+        "world": world.describe, "matrix_name": stages.plan.matrix.name,
+    })
+    return record
+
+
+def run_phases(cell: Cell, stages: Stages, ctx: TrainContext, world: World,
+               record: dict[str, Any], cell_dir: Path) -> tuple[str, str | None, int | None]:
+    """Train, evaluate and (``save_policies``) save one cell into ``record``, each a timed
+    phase; returns its status, error and failed step. A failure of any kind is the cell's
+    own: one bad cell must not sink the matrix."""
+    ledger = ctx.ledger
     status, error, step = "ok", None, None
     try:
         seed_everything(cell.seed)
         # charged: what training samples and scores without gradients; the session streams
         # its curves to the matrix's tracker, if any
-        with charging(ledger), tracking.session(ctx.tracking):
+        with charging(ledger), tracking.session(ctx.tracking), meter.phase("training"):
             trained, start = train_cell(cell, stages, ctx)
         # what serving one answer takes: 1 sample, or best-of-n's n (capped before training
         # by its planned_spend, recorded for every method)
@@ -522,7 +553,8 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
         record["budget"] = train_budget
         if stages.plan.matrix.save_policies:
             record["_phase"] = "saving the policy"
-            record["policy"] = keep_policy(trained, record, world, stages.plan, cell_dir)
+            with meter.phase("saving"):
+                record["policy"] = keep_policy(trained, record, world, stages.plan, cell_dir)
     except NonFiniteError as err:
         status, error, step = "failed", f"{record['_phase']}: {err}", err.step
     except BudgetExceeded as err:
@@ -531,23 +563,7 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
         status, error = "failed", f"{record['_phase']}: {type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc()[-4000:]
     del record["_phase"]
-    record.setdefault("budget", ledger.snapshot())
-    record["curves"] = ctx.curves
-    spent = record["budget"]["spent"]  # training's own (shared stages' included), not evals'
-    record["cost"] = {"wall_seconds": time.perf_counter() - t0, **meter.peak(scope),
-                      "train_tokens": spent.get("train_tokens", 0.0),
-                      "train_flops": spent.get("flops", 0.0),
-                      "inference_flops": spent.get("inference_flops", 0.0),
-                      "eval_flops": record.get("eval_spend", {}).get("inference_flops", 0.0),
-                      "rollouts": spent.get("rollouts", 0.0),
-                      "samples_per_response": spent.get("samples_per_response", 0.0)}
-    record.update(status=status, error=error, failed_step=step, provenance={
-        **store.provenance(device), "started": started,
-        "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,
-        "seeds": {"cell": cell.seed, "world": world.describe.get("options", {}).get("seed")},
-        "world": world.describe, "matrix_name": stages.plan.matrix.name,
-    })
-    return record
+    return status, error, step
 
 
 def keep_policy(trained: Trained, record: dict[str, Any], world: World, plan: C.Plan,

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 
 from pydantic import Field
 
+from bench import meter
 from bench.api import MethodConfig, NonFiniteError, TrainContext
 from bench.budget import Ledger
 from bench.extras import require
@@ -155,6 +156,13 @@ def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0
         return step(model, inputs, *args, **kwargs)
 
     trainer.training_step = charged
+    train = trainer.train
+
+    def timed(*args, **kwargs):  # the trainer's run is a phase of the cell's time
+        with meter.phase(type(trainer).__name__):
+            return train(*args, **kwargs)
+
+    trainer.train = timed
     return trainer
 
 

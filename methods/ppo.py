@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from bench import meter
 from bench.api import NonFiniteError, RewardFn, Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import Ledger, capped, inference_flops, training_flops
 from bench.models import n_params
@@ -266,22 +267,25 @@ def rollout(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     ledger.charge("rollouts", len(batch_prompts))
     model.eval()
     x, am = left_pad([policy.context_ids(p) for p in batch_prompts], tok.pad_token_id)
-    resp = sample(model, x.to(dev), am.to(dev), max_new_tokens=cfg.max_new_tokens,
-                  temperature=cfg.temperature, eos_id=tok.eos_token_id,
-                  pad_id=tok.pad_token_id, generator=gen).cpu()
+    with meter.phase("ppo.sampling"):
+        resp = sample(model, x.to(dev), am.to(dev), max_new_tokens=cfg.max_new_tokens,
+                      temperature=cfg.temperature, eos_id=tok.eos_token_id,
+                      pad_id=tok.pad_token_id, generator=gen).cpu()
     b = make_batch(x, am, resp, tok.pad_token_id, tok.eos_token_id)
     b = Batch(b.ids.to(dev), b.attn.to(dev), b.pos.to(dev), b.mask.to(dev), b.ended.to(dev),
               b.p_len)
     texts = [policy.completion_text(p, [t for t, m in zip(row, mrow) if m and
                                         t != tok.eos_token_id])
              for p, row, mrow in zip(batch_prompts, resp.tolist(), b.mask.tolist())]
-    proxy = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
+    with meter.phase("ppo.scoring"):
+        proxy = torch.tensor(reward(batch_prompts, texts), dtype=torch.float, device=dev)
     score = proxy - cfg.missing_eos_penalty * (~b.ended).float()
     n_tok = int(b.attn.sum())
     ledger.charge_all({"train_tokens": n_tok * cfg.epochs, "flops": inference_flops(
         n_params(model), n_tok * 3) + training_flops(
         n_params(model) + n_params(value_model), n_tok * cfg.epochs)})
-    ref_logp = no_grad_logprobs(ref_model, b, cfg)
+    with meter.phase("ppo.reference"):
+        ref_logp = no_grad_logprobs(ref_model, b, cfg)
     return Rollout(batch_prompts, texts, b, score, proxy, ref_logp)
 
 
@@ -432,12 +436,13 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     for step in it:
         ro = rollout(policy, ref_model, value_model, reward, prompts, cfg, ledger, gen,
                      derive_seed(seed, "ppo.batch", step))
-        old_logp, old_v, first = old_outputs(model, value_model, ro.batch, cfg, reuse)
-        kl_coef = kl_ctl.value
-        targets = advantages(ro, old_logp, old_v, cfg, kl_coef)
-        stats = update(model, value_model, opt, ro.batch, targets, cfg,
-                       np.random.default_rng(derive_seed(seed, "ppo.minibatch", step)), first,
-                       step)
+        with meter.phase("ppo.update"):  # the old log-probs and values included
+            old_logp, old_v, first = old_outputs(model, value_model, ro.batch, cfg, reuse)
+            kl_coef = kl_ctl.value
+            targets = advantages(ro, old_logp, old_v, cfg, kl_coef)
+            stats = update(model, value_model, opt, ro.batch, targets, cfg,
+                           np.random.default_rng(derive_seed(seed, "ppo.minibatch", step)),
+                           first, step)
         kl_mean = float(targets.kl.mean())
         if cfg.adaptive_kl:
             kl_ctl.update(kl_mean, len(ro.prompts))

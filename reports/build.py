@@ -212,6 +212,21 @@ def cost(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
         else "process"
     gpu = [c["peak_gpu_bytes"] for c in have if c.get("peak_gpu_bytes") is not None]
     out["peak_gpu_bytes"] = max(gpu) if gpu else None
+    out["phases"] = phases(have)
+    return out
+
+
+def phases(costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where a row's cells spent their time and memory (bench.meter's phases): per phase path,
+    in the order the cells ran them, the mean wall seconds over the cells that ran it and the
+    largest of its peak resident memories."""
+    paths = list(dict.fromkeys(p for c in costs for p in c.get("phase_seconds") or {}))
+    out = []
+    for path in paths:
+        secs = [c["phase_seconds"][path] for c in costs if path in (c.get("phase_seconds") or {})]
+        peak = [(c.get("phase_peak_rss_bytes") or {}).get(path) or 0 for c in costs]
+        out.append({"path": path, "depth": path.count("/"), "seconds": sum(secs) / len(secs),
+                    "peak_rss_bytes": max(peak)})
     return out
 
 

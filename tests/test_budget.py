@@ -65,6 +65,39 @@ def test_each_cells_peak_memory_is_its_own():
     assert first - second > 300 * 2**20, (first, second)
 
 
+def test_phases_time_and_measure_their_own_peaks():
+    """Each phase's wall seconds add up per path (nested ones under their parent), its peak is
+    its own (a 400 MB allocation in one phase is not the next phase's peak), and the cell's
+    peak still holds the largest though each phase restarted the kernel's; nothing is
+    recorded outside a timing."""
+    import time
+
+    import numpy as np
+
+    from bench import meter
+    with meter.phase("nowhere"):
+        pass  # outside any timing: a no-op
+    scope = meter.reset_peak()
+    with meter.timing() as t:
+        with meter.phase("training"):
+            for _ in range(2):
+                with meter.phase("update"):
+                    time.sleep(0.02)
+            with meter.phase("big"):
+                big = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+                del big
+        with meter.phase("eval"):
+            time.sleep(0.01)
+    assert set(t.seconds) == {"training", "training/update", "training/big", "eval"}
+    assert t.seconds["training/update"] >= 0.04  # two entries summed
+    assert t.seconds["training"] >= t.seconds["training/update"] + t.seconds["training/big"]
+    peaks = t.peak_rss_bytes
+    assert peaks["training/big"] - peaks["eval"] > 300 * 2**20, peaks
+    assert peaks["training"] >= peaks["training/big"]  # the parent's includes its parts
+    cell = meter.peak(scope, t)["peak_rss_bytes"]
+    assert cell >= peaks["training/big"] and meter.peak(scope)["peak_rss_bytes"] < cell
+
+
 def test_inference_flops_go_to_the_ledger_of_the_current_phase():
     """Forward passes without gradients are charged (2 N per token) to the innermost ledger
     named by ``charging``, nothing outside any phase, and a reused computation's FLOPs again."""

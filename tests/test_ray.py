@@ -39,11 +39,12 @@ def records(out: Path) -> dict[str, dict]:
 
 def comparable(rec: dict) -> dict:
     """A result without what may differ between two runs of the same cell: when and where it
-    ran (provenance), its wall time and its peak memory."""
+    ran (provenance), its wall time and its peak memory (the whole cell's and each phase's)."""
     rec = {k: v for k, v in rec.items() if k != "provenance"}
     spent = {u: v for u, v in rec["budget"]["spent"].items() if u != "wall_seconds"}
     cost = {k: v for k, v in (rec.get("cost") or {}).items()
-            if k not in ("wall_seconds", "peak_rss_bytes", "peak_gpu_bytes")}
+            if k not in ("wall_seconds", "peak_rss_bytes", "peak_gpu_bytes", "phase_seconds",
+                         "phase_peak_rss_bytes")}
     return {**rec, "budget": {**rec["budget"], "spent": spent}, "cost": cost}
 
 
