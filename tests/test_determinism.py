@@ -44,6 +44,7 @@ def outcome(out: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # about 5 minutes: run by .ci/run after the default test command
 def test_ppo_and_rlaif_are_identical_fresh_and_late(tmp_path, default_world, cache_dir):
     procs = []
     for name in ("fresh1", "fresh2"):  # two fresh processes, each with empty stage caches

@@ -18,7 +18,8 @@ def _run(tmp_path, m) -> list[dict]:
 
 def test_budgets_are_equal_and_recorded(tmp_path):
     """Every method gets the same budget; ppo's reward model and dpo spend the same human
-    comparisons, rlaif spends AI comparisons instead; nothing exceeds its cap."""
+    comparisons, rlaif spends AI comparisons instead; nothing exceeds its cap. Each cell's
+    wall time and peak memory are recorded by phase."""
     m = config.load("smoke").model_copy(update={"progress": False})
     recs = _run(tmp_path, m)
     spent = {r["method"]: r["budget"]["spent"] for r in recs}
@@ -31,6 +32,19 @@ def test_budgets_are_equal_and_recorded(tmp_path):
     assert spent["base"]["demonstrations"] == 0
     assert all(spent[k]["demonstrations"] == m.budget.demonstrations
                for k in ("sft", "ppo", "dpo", "rlaif"))
+    # and what each cell's time went to, by phase (bench.meter): its parts within its whole
+    for r in recs:
+        secs, peaks = r["cost"]["phase_seconds"], r["cost"]["phase_peak_rss_bytes"]
+        evals = [f"eval {e}" for e in m.evals]
+        assert {"training", *evals} <= set(secs) == set(peaks), (r["method"], secs)
+        assert sum(secs[p] for p in ("training", *evals)) <= r["cost"]["wall_seconds"]
+        assert max(peaks.values()) <= r["cost"]["peak_rss_bytes"]
+        for path, s in secs.items():
+            if "/" in path:
+                assert s <= secs[path.rsplit("/", 1)[0]], (r["method"], path)
+    ppo = next(r for r in recs if r["method"] == "ppo")["cost"]["phase_seconds"]
+    assert {"training/RewardTrainer", "training/ppo.sampling", "training/ppo.scoring",
+            "training/ppo.reference", "training/ppo.update", "training/gold monitor"} <= set(ppo)
 
 
 def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
@@ -119,28 +133,35 @@ def test_quickstart_science(tmp_path):
         assert high < 0, (method, d, low, high)
 
 
+# Seeds the zoo's settings were not chosen on (it was developed on seeds 0-2, where CI's machine
+# read rloo +0.031 [-0.001, 0.062] and the development machine +0.043 [0.008, 0.078]: an effect
+# at the edge of three seeds, decided by float rounding).
+CONFIRMATION_SEEDS = list(range(3, 10))
+
+
 @pytest.mark.slow
 @pytest.mark.science
-def test_rloo_and_grpo_beat_sft_at_the_zoos_budgets(tmp_path):
-    """The zoo report's claim, on its own cells: rloo and grpo beat SFT on gold win-rate, paired
-    per seed, at the zoo's seeds (0-2) and its 95% level. This is the level and seed count the
-    report resolves at (a two-sided 95% interval: a nil effect passes 2.5% of the time), not the
-    seven-seed 1% standard above; measured from an empty cache: rloo +0.043 [0.008, 0.078],
-    grpo +0.041 [0.005, 0.076]."""
+def test_rloo_beats_sft_at_the_zoos_budgets_on_confirmation_seeds(tmp_path):
+    """The zoo report's claim for rloo, on seeds 3-9 (disjoint from the seeds its settings were
+    chosen on) at the seven-seed 1% standard above: rloo beats SFT on gold win-rate, paired per
+    seed, its noise floor included. Measured on the 2-core development machine (2026-12-03):
+    rloo +0.028 [0.012, 0.045], positive on every seed. grpo read +0.018 [0.001, 0.035] there,
+    too close to the null to assert without flaking; the README reports it as such."""
     from bench.stats import paired_seed_delta
 
     m = config.load("zoo").model_copy(update={"progress": False})
     dump = m.model_dump(mode="json")
-    m = config.parse({**dump, "methods": ["sft", "rloo", "grpo"], "evals": ["win_rate"],
+    m = config.parse({**dump, "methods": ["sft", "rloo"], "evals": ["win_rate"],
+                      "seeds": CONFIRMATION_SEEDS,
                       "eval": {"win_rate": {**dump["eval"]["win_rate"], "references": ["sft"]}},
                       "sweep": {}})
     recs = _run(tmp_path, m)
     by = {(r["method"], r["seed"]): r for r in recs}
-    seeds, w = sorted(m.seeds), "win_rate.vs_sft"
+    w = "win_rate.vs_sft"
 
     def col(method, part):
-        return [by[method, s][part][w] for s in seeds]
-    for method in ("rloo", "grpo"):  # the report's paired difference, its noise floor included
-        gap, low, high = paired_seed_delta(col(method, "metrics"), col("sft", "metrics"),
-                                           col(method, "uncertainty"), col("sft", "uncertainty"))
-        assert low > 0, (method, "does not beat sft", gap, low, high)
+        return [by[method, s][part][w] for s in CONFIRMATION_SEEDS]
+    gap, low, high = paired_seed_delta(col("rloo", "metrics"), col("sft", "metrics"),
+                                       col("rloo", "uncertainty"), col("sft", "uncertainty"),
+                                       level=LEVEL)
+    assert low > 0, ("rloo does not beat sft", gap, low, high)
