@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 STATUS, CLEAR = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
@@ -51,18 +50,16 @@ def _reset_rss() -> bool:
 def peak(scope: str, timings: Timings | None = None) -> dict[str, Any]:
     """The peak resident memory since :func:`reset_peak` (bytes), and the GPU's; with the
     cell's ``timings``, whose phases restart the kernel's peak, the largest of theirs too."""
-    try:
-        rss = int(re.search(r"VmHWM:\s+(\d+) kB", STATUS.read_text()).group(1)) * 1024
+    rss = _hwm()
+    if rss:
         rss = max(rss, timings.peak if timings is not None else 0)
-    except (OSError, AttributeError):
+    else:
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
         rss, scope = (kb if sys.platform == "darwin" else kb * 1024), "process"
     import torch
 
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     return {"peak_rss_bytes": rss, "peak_rss_scope": scope, "peak_gpu_bytes": gpu}
-
-
 
 
 def _hwm() -> int:
