@@ -94,10 +94,10 @@ def test_smoke_matrix_gives_the_local_executors_keys_and_bitwise_its_results(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.long
+@pytest.mark.on_demand
 def test_a_quickstart_sized_matrix_is_identical_under_ray(tmp_path):
-    """The quickstart's world, methods, budgets and evals, at one seed (about 4 minutes: left
-    out of the default test command, run by .ci/run right after it)."""
+    """The quickstart's world, methods, budgets and evals, at one seed (about 5 minutes: run on
+    demand; the smoke matrix's identity under Ray runs in the default test command)."""
     import torch
     m = config.load("quickstart").model_copy(update={
         "progress": False, "seeds": [0],
