@@ -79,13 +79,20 @@ class Timings:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
     peak: int = 0
-    _open: list[list] = field(default_factory=list)  # [name, start time, peak so far]
+    _open: list[_Open] = field(default_factory=list)  # the phases entered and not yet left
 
     def _fold(self) -> None:
         hw = _hwm()
         self.peak = max(self.peak, hw)
         for entry in self._open:
-            entry[2] = max(entry[2], hw)
+            entry.peak = max(entry.peak, hw)
+
+
+@dataclass
+class _Open:
+    name: str
+    start: float  # perf_counter
+    peak: int = 0  # the largest resident peak read while it was open
 
 
 _timings: list[Timings] = []
@@ -114,13 +121,13 @@ def phase(name: str) -> Iterator[None]:
     t = _timings[-1]
     t._fold()
     _reset_rss()
-    entry = [name, time.perf_counter(), 0]
+    entry = _Open(name, time.perf_counter())
     t._open.append(entry)
-    path = "/".join(e[0] for e in t._open)
+    path = "/".join(e.name for e in t._open)
     try:
         yield
     finally:
         t._fold()
         t._open.pop()
-        t.seconds[path] = t.seconds.get(path, 0.0) + time.perf_counter() - entry[1]
-        t.peak_rss_bytes[path] = max(t.peak_rss_bytes.get(path, 0), entry[2])
+        t.seconds[path] = t.seconds.get(path, 0.0) + time.perf_counter() - entry.start
+        t.peak_rss_bytes[path] = max(t.peak_rss_bytes.get(path, 0), entry.peak)

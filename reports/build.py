@@ -220,13 +220,13 @@ def phases(costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where a row's cells spent their time and memory (bench.meter's phases): per phase path,
     in the order the cells ran them, the mean wall seconds over the cells that ran it and the
     largest of its peak resident memories."""
-    paths = list(dict.fromkeys(p for c in costs for p in c.get("phase_seconds") or {}))
+    seconds = [c.get("phase_seconds") or {} for c in costs]  # cells that predate phases: {}
+    peaks = [c.get("phase_peak_rss_bytes") or {} for c in costs]
     out = []
-    for path in paths:
-        secs = [c["phase_seconds"][path] for c in costs if path in (c.get("phase_seconds") or {})]
-        peak = [(c.get("phase_peak_rss_bytes") or {}).get(path) or 0 for c in costs]
+    for path in dict.fromkeys(p for s in seconds for p in s):
+        secs = [s[path] for s in seconds if path in s]
         out.append({"path": path, "depth": path.count("/"), "seconds": sum(secs) / len(secs),
-                    "peak_rss_bytes": max(peak)})
+                    "peak_rss_bytes": max(p.get(path, 0) for p in peaks)})
     return out
 
 
