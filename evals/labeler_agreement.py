@@ -98,6 +98,21 @@ def differs_in(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "nothing"
 
 
+def rm_order(reward_fn, prompts: list[str], a: list[str], b: list[str]) -> np.ndarray:
+    """1.0 where the reward model prefers a, 0.0 where b, nan on a tie."""
+    ra, rb = np.asarray(reward_fn(prompts, a)), np.asarray(reward_fn(prompts, b))
+    return np.where(ra > rb, 1.0, np.where(rb > ra, 0.0, np.nan))
+
+
+def rm_gold_hits(rm: np.ndarray, gold, prompts: list[str], a: list[str], b: list[str]
+                 ) -> np.ndarray:
+    """1.0 where the reward model's order ``rm`` (:func:`rm_order`) is the gold judge's, 0.0
+    where not; pairs that either one ties are left out."""
+    g = np.asarray(gold.prefer(prompts, a, b))
+    ok = (g != 0.5) & ~np.isnan(rm)
+    return (rm[ok] == g[ok]).astype(float)
+
+
 PLOTS = [Plot("Labeler agreement", "matrix", key="labeler_matrix"),
          Plot("Labeler agreement", "bars", ("labeler_agreement.rm_vs_labelers",
                                             "labeler_agreement.ai_judge_vs_majority",
@@ -112,7 +127,9 @@ class LabelerAgreement:
     name = "labeler_agreement"
     Options = AgreementOptions
     description = "panel agreement (pairwise, LOO, Fleiss, Krippendorff); RM and AI judge vs panel"
-    version = "1.0"
+    # 1.1: rm_vs_gold carries its SE, and its slice sft_samples (the reward model on the SFT
+    # model's samples, the distribution it was trained on)
+    version = "1.1"
     metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
                "krippendorff_alpha": True, "rm_vs_labelers": True, "rm_vs_gold": True,
                "ai_judge_vs_majority": True}
@@ -145,19 +162,30 @@ class LabelerAgreement:
         gold = ctx.world.gold_judge
         reward_fn = ctx.trained.reward_fn if ctx.trained else None
         if reward_fn is not None:
-            ra = np.asarray(reward_fn(flat, a))
-            rb = np.asarray(reward_fn(flat, b))
-            rm = np.where(ra > rb, 1.0, np.where(rb > ra, 0.0, np.nan))
+            rm = rm_order(reward_fn, flat, a, b)
             x = binarize(labels)
             ok = ~np.isnan(x) & ~np.isnan(rm)[:, None]
             hits = (x == rm[:, None])[ok]
             metrics["rm_vs_labelers"] = float(hits.mean()) if hits.size else float("nan")
             unc["rm_vs_labelers"] = bootstrap_se(hits.astype(float), seed=ctx.seed)
             if gold is not None:
-                g = np.asarray(gold.prefer(flat, a, b))
-                okg = (g != 0.5) & ~np.isnan(rm)
-                metrics["rm_vs_gold"] = float((rm[okg] == g[okg]).mean()) if okg.any() \
-                    else float("nan")
+                hits = rm_gold_hits(rm, gold, flat, a, b)
+                metrics["rm_vs_gold"] = float(hits.mean()) if hits.size else float("nan")
+                unc["rm_vs_gold"] = bootstrap_se(hits, seed=ctx.seed)
+                start = ctx.references.get("sft")
+                if start is not None and getattr(start, "policy", start) is not policy:
+                    # the same reward model on samples of the SFT model, whose samples it was
+                    # trained on (held-out prompts): against rm_vs_gold on the policy's own
+                    # samples, how far the policy it steers has left its training distribution
+                    # (issue 22's claim 4). The same seeds for every cell, so paired over them.
+                    sa = start.generate(flat, max_new_tokens=24, temperature=1.0,
+                                        seed=derive_seed(ctx.seed, "agreement.a"))
+                    sb = start.generate(flat, max_new_tokens=24, temperature=1.0,
+                                        seed=derive_seed(ctx.seed, "agreement.b"))
+                    hits = rm_gold_hits(rm_order(reward_fn, flat, sa, sb), gold, flat, sa, sb)
+                    name = "rm_vs_gold.sft_samples"
+                    metrics[name] = float(hits.mean()) if hits.size else float("nan")
+                    unc[name] = bootstrap_se(hits, seed=ctx.seed)
         make_judge = ctx.trained.make_ai_judge if ctx.trained else None
         if make_judge is not None:
             judge = make_judge(ctx.ledger)
