@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +25,12 @@ def cell_log(path: Path) -> Iterator[None]:
     for lg in loggers:
         lg.addHandler(handler)
     try:
-        yield
+        # a library's Python warnings while the cell runs (TRL reading transformers'
+        # deprecated is_gradient_checkpointing on every generation, say) are the cell's
+        # record, not the terminal's: a run with no progress bars printed tracebacks-to-be
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_to_log
+            yield
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
@@ -46,6 +52,10 @@ def to_trainer_log(name: str) -> Iterator[None]:
     finally:
         lg.propagate, lg.handlers = saved[0], saved[1]
         lg.setLevel(saved[2])
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    TRAINER_LOG.warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
 
 
 class _Forward(logging.Handler):

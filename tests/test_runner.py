@@ -154,6 +154,22 @@ def test_trainer_log_lines_go_to_the_cells_log_not_the_terminal(tmp_path, capfd)
     assert "LOAD REPORT" in (tmp_path / "cells" / recs["best_of_n"]["key"] / "log.txt").read_text()
 
 
+def test_a_librarys_python_warnings_go_to_the_cells_log(tmp_path, capfd):
+    """A warnings.warn inside a cell (TRL reading a deprecated transformers attribute on every
+    generation) is written to the cell's log.txt, not the terminal; outside a cell the usual
+    warning display is back."""
+    import warnings
+
+    from bench.logs import cell_log
+    before = warnings.showwarning
+    with cell_log(tmp_path / "log.txt"):
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
+    assert warnings.showwarning is before
+    assert "FutureWarning: `is_gradient_checkpointing` is deprecated" in \
+        (tmp_path / "log.txt").read_text()
+    assert "is_gradient_checkpointing" not in "".join(capfd.readouterr())
+
+
 def test_a_policy_that_did_not_move_from_its_start_is_flagged(monkeypatch, tmp_path):
     patch_entry_points(monkeypatch, {"alignbench.methods": [
         FakeEP("frozen", "tests.plugins:Frozen")]})
