@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from dataclasses import dataclass
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from bench import registry, tracking
@@ -94,6 +95,54 @@ class Resources(_Strict):
         return max(1, int(self.of(method).num_cpus or 1))
 
 
+class Claim(_Strict):
+    """A claim the matrix tests (``[[claims]]``): one metric, the cells it compares and the
+    test, so that its verdict comes from the run's own numbers (reports/findings.py), never
+    from a constant. ``method`` and ``against`` are report rows: a method's name, with its
+    sweep point as the report writes it (``"ppo [ppo.kl_coef=0.0]"``). With ``against`` (or
+    ``against_metric``) the effect is the difference (or, with ``scale = "ratio"``, the ratio)
+    ``method``'s ``metric`` minus ``against``'s ``against_metric``, paired over the seeds the
+    two rows share; without, it is ``method``'s mean, tested against ``null``. A metric is
+    ``eval.metric[.slice]`` or a cost (``cost.train_flops``, ``cost.phase_seconds.training``).
+
+    ``expect``: "greater" holds when the 95% interval lies above ``null`` and does not hold
+    when it lies below it ("less" the mirror); "within" holds when the interval lies inside
+    ``range`` (an equivalence or non-inferiority margin, stated) and does not hold when it lies
+    outside it. Anything else is not resolved at the run's seed count."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,24}$", description="short name, e.g. C5a")
+    claim: str = Field(min_length=1, description="the claim, as the field states it")
+    source: str = Field("", description="where the claim comes from")
+    metric: str = Field(min_length=3)
+    method: str = Field(min_length=1, description="the row the claim is about")
+    against: str | None = Field(None, description="the row it is compared with (paired)")
+    against_metric: str | None = Field(None, description="the other row's metric, when it "
+                                       "differs (default: metric)")
+    expect: Literal["greater", "less", "within"] = "greater"
+    null: float = Field(0.0, description="the value of no effect (1.0 for a ratio)")
+    range: list[float] | None = Field(None, description="[low, high], for expect = within")
+    scale: Literal["difference", "ratio"] = "difference"
+    figure: str = Field("", description="the title of the report's figure that shows it")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Claim":
+        if (self.expect == "within") != (self.range is not None):
+            raise ValueError("range is for expect = 'within', and needed there; set both or "
+                             "neither")
+        if self.range is not None and not (len(self.range) == 2 and self.range[0] < self.range[1]):
+            raise ValueError("range must be [low, high] with low < high")
+        if self.scale == "ratio" and self.against is None and self.against_metric is None:
+            raise ValueError("a ratio needs against or against_metric")
+        return self
+
+    def rows(self) -> list[str]:
+        """The report rows it reads."""
+        return [self.method] + ([self.against] if self.against else [])
+
+    def metrics(self) -> list[str]:
+        return [self.metric] + ([self.against_metric] if self.against_metric else [])
+
+
 class ScenarioCfg(_Strict):
     name: str = "micro"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -128,6 +177,8 @@ class Matrix(_Strict):
     ray_address: str | None = Field(
         None, description='a running Ray cluster ("auto" or HOST:PORT); none starts a local one')
     resources: Resources = Field(default_factory=Resources)
+    claims: list[Claim] = Field(default_factory=list, description="claims the report tests "
+                                "and opens with (reports/findings.py)")
 
 
 def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
@@ -180,6 +231,7 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
             registry.resolve("evals", name).Options.model_validate(m.eval.get(name, {}))
         except ValidationError as err:
             raise ConfigError(f"{source}: {_fmt_pydantic(err, f'eval.{name}')}") from None
+    _check_claims(m, source)
     scenario = registry.resolve("scenarios", m.scenario.name)
     try:
         # checked as JSON: as strict as the rest, but a TOML array fills a tuple option
@@ -413,6 +465,28 @@ def _set(d: dict[str, Any], key: str, value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
+def _check_claims(m: Matrix, source: str) -> None:
+    """Each claim reads rows of this matrix's methods and metrics of its evals (or a cost), so
+    that a typo is refused before the run, not found as an empty finding after it."""
+    ids = [c.id for c in m.claims]
+    for i, c in enumerate(m.claims):
+        where = f"claims[{i}] ({c.id})"
+        if ids.count(c.id) > 1:
+            raise ConfigError(f"{source}: {where}: id {c.id!r} is used twice; give each claim "
+                              "its own")
+        for row in c.rows():
+            name = row.split(" [", 1)[0]
+            if name not in m.methods:
+                raise ConfigError(f"{source}: {where}: row {row!r} is not a method of this "
+                                  f"matrix ({', '.join(m.methods)}); add it to 'methods' or fix "
+                                  "the claim")
+        for metric in c.metrics():
+            head = metric.split(".", 1)[0]
+            if head != "cost" and head not in m.evals:
+                raise ConfigError(f"{source}: {where}: metric {metric!r} is of no eval in this "
+                                  f"matrix ({', '.join(m.evals)}) nor a cost; fix the claim")
+
+
 def presets() -> list[str]:
     return sorted(f.name[:-5] for f in resources.files("bench.presets").iterdir()
                   if f.name.endswith(".toml"))
@@ -431,6 +505,8 @@ def resolved(m: Matrix) -> dict[str, Any]:
 def _drop_none(x: Any) -> Any:  # TOML has no null
     if isinstance(x, dict):
         return {k: _drop_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list):
+        return [_drop_none(v) for v in x]
     return x
 
 

@@ -23,7 +23,7 @@ MARKER = ".alignbench"
 CELL_MARKER = ".alignbench-cell"  # in every cell folder alignbench creates
 # the files alignbench writes at the top of an output folder (the layout in bench/runner.py)
 OWN_FILES = ("matrix.toml", "results.jsonl", "summary.csv", "report.html", "report.md",
-             "ranking.json",
+             "ranking.json", "findings.json",
              "events.jsonl")
 KEY = re.compile(r"[0-9a-f]{%d}" % store.KEY_LEN)
 

@@ -151,3 +151,44 @@ def cluster_bootstrap_se(stat, n_clusters: int, cluster_size: int, *, n_boot: in
     vals = [stat((rng.integers(0, n_clusters, n_clusters)[:, None] * cluster_size
                   + within).ravel()) for _ in range(n_boot)]
     return float(np.std(vals, ddof=1))
+
+
+def t_test_power(effect_size: float, n: int, *, level: float = 0.95) -> float:
+    """Power of the two-sided one-sample t-test at ``1 - level`` with ``n`` observations
+    against a true standardized mean ``effect_size``: P(|T'| > t_crit), T' noncentral t on
+    n - 1 degrees of freedom with noncentrality effect_size * sqrt(n). Computed as the
+    expectation over the chi-square denominator of two normal tails, on 4,000 midpoint
+    quantiles: statsmodels' TTestPower and scipy's nct return nan for noncentralities past
+    about 10, which the seed counts of large effects need."""
+    df = n - 1
+    tc = float(sps.t.ppf(0.5 + level / 2, df))
+    nc = abs(effect_size) * math.sqrt(n)
+    u = (np.arange(4000) + 0.5) / 4000
+    scale = tc * np.sqrt(sps.chi2.ppf(u, df) / df)
+    return float(np.mean(sps.norm.cdf(nc - scale) + sps.norm.cdf(-nc - scale)))
+
+
+def seeds_for_power(effect: float, sd: float, *, level: float = 0.95, power: float = 0.8,
+                    most: int = 10**6) -> int | None:
+    """The fewest seeds at which a one-sample (or paired) two-sided t-test at ``1 - level``
+    detects a mean ``effect`` with per-seed standard deviation ``sd`` with probability at
+    least ``power`` (:func:`t_test_power`, searched over whole seed counts): how many seeds an
+    observed effect and spread would need to be resolved. None for a nil effect or one that
+    needs more than ``most``; 2 when the spread is nil."""
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0:
+        return None
+    if sd <= 0:
+        return 2
+    d = abs(effect) / sd
+
+    def enough(n: int) -> bool:
+        return t_test_power(d, n, level=level) >= power
+    lo, hi = 1, 2  # one seed has no t-test; search upward for a count that is enough
+    while not enough(hi):
+        if hi >= most:
+            return None
+        lo, hi = hi, min(2 * hi, most)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi

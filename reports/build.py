@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import output, store
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
-from reports import figures, length_control, ranking
+from reports import figures, findings, length_control, ranking
 from reports.records import (bounds_of, eval_extra, finite, group_label, metric_bounds, null,
                              paired_reference, se)
 
@@ -58,6 +58,25 @@ def read_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     """(the current matrix's cells in matrix order, cells in the folder from another
     configuration): see :func:`bench.output.records`. Only the first are ever averaged."""
     return output.records(out)
+
+
+def read_claims(toml: Path) -> list[Any]:
+    """The claims of the matrix that wrote the folder (OUT/matrix.toml's ``[[claims]]``),
+    validated as the matrix was; none when the folder has no matrix.toml."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from bench.config import Claim
+    if not toml.is_file():
+        return []
+    try:
+        raw = tomllib.loads(toml.read_text()).get("claims", [])
+        return [Claim.model_validate(c) for c in raw]
+    except (tomllib.TOMLDecodeError, ValidationError, AttributeError, TypeError) as err:
+        first = str(err).splitlines()[0]
+        raise ReportError(f"{toml}: its claims cannot be read ({first}); restore the file "
+                          f"alignbench wrote, or rerun the matrix") from None
 
 
 def neutralize(cell: Any) -> Any:
@@ -289,6 +308,7 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     first = ok[0] if ok else (recs[0] if recs else {})
     prov = first.get("provenance", {})
     toml = Path(out) / "matrix.toml"
+    d["findings"] = [f.as_json() for f in findings.findings(ok, read_claims(toml))]
     d.update({
         "title": prov.get("matrix_name") or Path(out).name, "provenance": prov,
         "world": prov.get("world", {}), "matrix_toml": toml.read_text() if toml.is_file() else "",
@@ -470,6 +490,7 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
              f"point; * when its 95% interval excludes 0." if d["reference"] else "")
     lines = [f"# alignbench: {d['title']}", "",
              f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}{delta}",
+             *findings_markdown(d["findings"]),
              *headline_markdown(d["headline"]), "", "## Comparison", "",
              "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
              + " | comparisons | ai_comparisons |",
@@ -506,6 +527,39 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
                       f"(cell {r['key']}): {r.get('error') or '; '.join(r.get('warnings', []))}"
                       for r in recs]
     store.atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+FINDINGS_NOTE = ("Each claim's effect is measured in this run: a row's mean over seeds, or its "
+                 "difference from (ratio to) another row paired over the seeds they share, with "
+                 "a 95% interval (floored t, as every interval here). Holds: the interval lies on "
+                 "the claimed side of the null, or inside the claimed range; does not hold: on "
+                 "the other side, or outside it; not resolved: neither, at this seed count. "
+                 "Seeds for 80% power: how many seeds an effect of the observed size and spread "
+                 "needs to be resolved (two-sided t-test at 5%).")
+
+
+def finding_cells(f: dict[str, Any]) -> dict[str, str]:
+    """A finding's table cells as text, shared by report.md and the page."""
+    effect = "–" if f["effect"] is None else _fmt(f["effect"])
+    if f["lo"] is not None:
+        effect += f" [{_fmt(f['lo'])}, {_fmt(f['hi'])}]"
+    return {"expected": findings.expectation(findings.Finding(**f)), "effect": effect,
+            "seeds": ", ".join(str(s) for s in f["seeds"]) or "–",
+            "needed": "–" if f["seeds_needed"] is None else str(f["seeds_needed"])}
+
+
+def findings_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Findings", "", FINDINGS_NOTE, "",
+             "| claim | verdict | effect [95% interval] | expected | compared | test | seeds "
+             "| seeds for 80% power |", "|---|---|---|---|---|---|---|---|"]
+    for f in rows:
+        c = finding_cells(f)
+        lines.append(f"| {f['id']}: {f['claim']} | **{f['verdict']}** | {c['effect']} | "
+                     f"{c['expected']} | {f['compared']} | {f['test']} | {c['seeds']} | "
+                     f"{c['needed']} |")
+    return lines
 
 
 def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -583,11 +637,14 @@ def build_report(out: Path) -> Path:
     env.filters["fmt"] = _fmt
     env.filters["breakable"] = breakable
     sample_groups = samples(d)
+    plots_ = plots(d)
     script, script_src = report_script()
     html = env.get_template("report.html").render(
-        d=d, intervals=INTERVALS, length_note=LENGTH_NOTE, plots=plots(d),
+        d=d, intervals=INTERVALS, length_note=LENGTH_NOTE, plots=plots_,
         samples=sample_groups, filters=sample_filters(sample_groups), examples=example_rows(d),
         groups=column_groups(d["columns"]), budget_units=HEADLINE_BUDGET,
+        findings_note=FINDINGS_NOTE, finding_cells=finding_cells,
+        figure_ids={p["title"]: p["id"] for p in reversed(plots_)},
         script=script, script_src=script_src,
         data_json=json_for_html({"rows": d["rows"], "length_control": d["length_control"], **{
             part: [{"key": r["key"], "method": r["method"], "seed": r.get("seed"),
@@ -595,6 +652,7 @@ def build_report(out: Path) -> Path:
             for part, src in (("failed", "bad"), ("pending", "pending"), ("other", "other"))}}))
     store.atomic_write_text(out / "report.html", html)
     store.atomic_write_json(out / "ranking.json", d["ranking"])  # null: nothing to rank
+    store.atomic_write_json(out / "findings.json", d["findings"])  # []: the matrix has no claims
     write_csv(d, out / "summary.csv")
     write_markdown(d, out / "report.md")
     return out / "report.html"

@@ -1,0 +1,174 @@
+"""The matrix's claims (``[[claims]]``, :class:`bench.config.Claim`) tested on its own stored
+results: one finding per claim, with the measured effect, its 95% interval over seeds, a
+verdict, and the seeds that effect would need to be resolved at 80% power.
+
+A verdict is read off the interval, never set by hand: "holds" when the interval lies on the
+claimed side of the null (or inside the claimed range), "does not hold" when no part of it
+does (or it lies outside the range), "not resolved" otherwise, and "not measured" when the run
+holds fewer than :data:`bench.stats.MIN_SEEDS` seeds of what the claim reads. The intervals are
+the report's own (:func:`bench.stats.seed_interval`: Student-t on the seed spread, floored by
+each seed's evaluation noise), paired over the seeds two rows share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from bench.config import Claim
+from bench.stats import MIN_SEEDS, seed_interval, seeds_for_power
+from reports.records import finite, group_label
+
+LEVEL = 0.95
+POWER = 0.8
+Verdict = Literal["holds", "does not hold", "not resolved", "not measured"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim as this run measured it. ``effect``, ``lo`` and ``hi`` are on the claim's
+    scale (a difference, a ratio, or the row's own mean); ``per_seed`` holds each seed's
+    effect; ``seeds_needed`` is the seed count at which an effect of the observed size and
+    spread is resolved with 80% power (None when the effect is nil or not measured)."""
+
+    id: str
+    claim: str
+    source: str
+    metric: str
+    compared: str
+    test: str
+    expect: str
+    null: float
+    range: list[float] | None
+    seeds: list[int]
+    effect: float | None
+    lo: float | None
+    hi: float | None
+    verdict: Verdict
+    seeds_needed: int | None
+    figure: str
+    per_seed: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verdict(lo: float, hi: float, expect: str, null: float,
+            range_: list[float] | None = None) -> Verdict:
+    """The verdict an interval [lo, hi] gives a claim (module docstring)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not measured"
+    if expect == "within":
+        a, b = range_
+        return "holds" if a <= lo and hi <= b else "does not hold" if hi < a or lo > b \
+            else "not resolved"
+    # an interval that reaches the null only at its far end (two rows identical on every
+    # seed give [0, 0]) holds no effect on the claimed side: that claim does not hold
+    if expect == "less":
+        return "holds" if hi < null else "does not hold" if lo >= null else "not resolved"
+    return "holds" if lo > null else "does not hold" if hi <= null else "not resolved"
+
+
+def distance(mean: float, expect: str, null: float, range_: list[float] | None) -> float:
+    """How far the observed effect lies from what would change the verdict: the null for a
+    directional claim, the nearer end of the range for "within"."""
+    if expect == "within":
+        return min(abs(mean - range_[0]), abs(mean - range_[1]))
+    return abs(mean - null)
+
+
+def value(r: dict[str, Any], metric: str) -> float | None:
+    """A record's value of ``metric``: ``eval.metric[.slice]`` from its metrics, or
+    ``cost.field[.key]`` from its costs (``cost.phase_seconds.training``)."""
+    if metric.startswith("cost."):
+        x: Any = r.get("cost") or {}
+        head, _, rest = metric[5:].partition(".")
+        x = x.get(head)
+        if rest and isinstance(x, dict):
+            x = x.get(rest)
+        return float(x) if finite(x) else None
+    x = (r.get("metrics") or {}).get(metric)
+    return float(x) if finite(x) else None
+
+
+def _se(r: dict[str, Any], metric: str) -> float | None:
+    x = (r.get("uncertainty") or {}).get(metric)
+    return float(x) if finite(x) else None
+
+
+def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
+    """Test one claim on the run's rows (report row label -> its cells)."""
+    other_row = c.against or c.method
+    other_metric = c.against_metric or c.metric
+    paired = c.against is not None or c.against_metric is not None
+    mine = {r["seed"]: r for r in rows.get(c.method, [])}
+    theirs = {r["seed"]: r for r in rows.get(other_row, [])}
+    ratio = c.scale == "ratio"
+    seeds, effects, ses = [], [], []
+    for s in sorted(mine):
+        a = value(mine[s], c.metric)
+        if a is None:
+            continue
+        if not paired:
+            seeds.append(s)
+            effects.append(a)
+            ses.append(_se(mine[s], c.metric))
+            continue
+        b = value(theirs[s], other_metric) if s in theirs else None
+        if b is None or (ratio and (a <= 0 or b <= 0)):
+            continue
+        seeds.append(s)
+        if ratio:  # the geometric mean ratio: a paired difference of logs, exponentiated
+            effects.append(math.log(a / b))
+            ses.append(None)
+        else:
+            effects.append(a - b)
+            sa, sb = _se(mine[s], c.metric), _se(theirs[s], other_metric)
+            ses.append(math.hypot(sa, sb) if sa is not None and sb is not None else None)
+    if paired:
+        what = f"{c.method}'s {c.metric}" + (f" / {other_row}'s {other_metric}" if ratio else
+                                             f" − {other_row}'s {other_metric}")
+        test = (f"paired over {len(seeds)} seeds; "
+                + ("t-interval on the log ratio" if ratio else "floored t-interval"))
+    else:
+        what = f"{c.method}'s {c.metric}"
+        test = f"one-sample over {len(seeds)} seeds; floored t-interval"
+    null = math.log(c.null) if ratio and c.null > 0 else c.null
+    rng = [math.log(x) for x in c.range] if ratio and c.range else c.range
+    base = dict(id=c.id, claim=c.claim, source=c.source, metric=c.metric, compared=what,
+                test=test, expect=c.expect, null=c.null, range=c.range, seeds=seeds,
+                figure=c.figure)
+    back = (lambda x: math.exp(x)) if ratio else (lambda x: x)
+    if len(seeds) < MIN_SEEDS:
+        return Finding(**base, effect=back(float(np.mean(effects))) if effects else None,
+                       lo=None, hi=None, verdict="not measured", seeds_needed=None,
+                       per_seed=[back(x) for x in effects],
+                       note=f"{len(seeds)} seed(s) hold both values; at least {MIN_SEEDS} "
+                            "are needed for an interval")
+    mean, lo, hi = seed_interval(effects, ses, level=LEVEL)
+    floor = [s * s for s in ses if s is not None]
+    sd = math.sqrt(max(float(np.var(effects, ddof=1)), float(np.mean(floor)) if floor else 0.0))
+    need = seeds_for_power(distance(mean, c.expect, null, rng), sd, level=LEVEL, power=POWER)
+    return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi),
+                   verdict=verdict(lo, hi, c.expect, null, rng),
+                   seeds_needed=None if need is None else max(MIN_SEEDS, need),
+                   per_seed=[back(x) for x in effects])
+
+
+def findings(ok: list[dict[str, Any]], claims: list[Claim]) -> list[Finding]:
+    """Every claim tested on the finished cells ``ok`` of one matrix."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in ok:
+        rows.setdefault(group_label(r), []).append(r)
+    return [finding(c, rows) for c in claims]
+
+
+def expectation(f: Finding) -> str:
+    """What the claim expects, in a few symbols: "> 0.5", "< 1", "in [0.60, 0.70]"."""
+    if f.expect == "within":
+        return f"in [{f.range[0]:g}, {f.range[1]:g}]"
+    return f"{'>' if f.expect == 'greater' else '<'} {f.null:g}"
