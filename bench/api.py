@@ -201,6 +201,10 @@ class World:
     attributes: AttributeParser | None
     eval_data: dict[str, EvalData]  # eval name -> its data; an eval absent here has none
     load_policy: Callable[[Path], TrainablePolicy]
+    # further frozen models the scenario pretrains besides the base, by name (the micro-world's
+    # "large_base", a wider model on the same corpus): evals may compare with them
+    # (``EvalContext.references``) and a method may serve one (methods/large_base.py)
+    reference_models: dict[str, Path] = field(default_factory=dict)
 
 
 class Scenario(Protocol):
@@ -271,6 +275,11 @@ class Stages(Protocol):
     def base(self) -> TrainablePolicy:
         """The frozen base model (e.g. RLAIF's judge). Never train it."""
 
+    def scenario_model(self, name: str) -> TrainablePolicy:
+        """One of the scenario's further frozen models (``World.reference_models``, e.g. the
+        micro-world's "large_base"), shared with the evals' references. Never train it.
+        KeyError when the scenario has none of that name."""
+
     def once(self, kind: str, key: dict[str, JSON], ledger: Ledger,
              compute: Callable[[Ledger], JSON]) -> JSON:
         """Compute ``compute(sub_ledger)`` once per content key (``kind`` plus ``key``, which
@@ -290,6 +299,7 @@ class TrainView:
     make_ai_judge: Callable[[Policy, list[str], Ledger], Judge]
     load_policy: Callable[[Path], TrainablePolicy]
     describe: dict[str, Any]
+    reference_models: dict[str, Path] = field(default_factory=dict)  # World.reference_models
 
 
 Curves = dict[str, list[dict[str, float]]]
@@ -386,7 +396,7 @@ class EvalContext:
 
     world: World | None  # None when ``alignbench eval`` runs on data alone
     seed: int
-    references: dict[str, Policy]  # "base", and each shared stage by name ("sft")
+    references: dict[str, Policy]  # "base", each shared stage ("sft"), World.reference_models
     trained: Trained | None  # None for an external model (``alignbench eval``)
     curves: Curves
     options: EvalOptions  # this eval's options, validated

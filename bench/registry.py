@@ -20,6 +20,7 @@ from typing import Any
 BUILTIN: dict[str, dict[str, str]] = {
     "methods": {
         "base": "methods.base:Base",
+        "large_base": "methods.large_base:LargeBase",
         "sft": "methods.sft:SFT",
         "ppo": "methods.ppo:PPO",
         "dpo": "methods.dpo:DPO",

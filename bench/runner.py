@@ -241,11 +241,20 @@ class Stages:
         # stage key -> (its policy, what building it spent): verified and read once per process
         self._mem: dict[str, tuple[TrainablePolicy, dict[str, float]]] = {}
         self._refs: dict[int, FrozenReference] = {}
+        self._scenario_refs: dict[str, TrainablePolicy] = {}  # World.reference_models, loaded
 
     def base(self) -> TrainablePolicy:
         if self._base is None:
             self._base = self._load(self.world.base_model)
         return self._base
+
+    def scenario_model(self, name: str) -> TrainablePolicy:
+        """One of the scenario's further frozen models (``World.reference_models``), loaded
+        once and shared by the evals' references and a method that serves it, so that a row
+        compared with itself is recognized as such. KeyError when the scenario has none."""
+        if name not in self._scenario_refs:
+            self._scenario_refs[name] = self._load(self.world.reference_models[name])
+        return self._scenario_refs[name]
 
     def _load(self, path: Path) -> TrainablePolicy:
         p = self.world.load_policy(path)
@@ -310,6 +319,8 @@ class Stages:
         """What evals compare a cell with: the base model and every shared stage of the
         matrix at this cell's seed and budget (its spend goes to a throwaway ledger)."""
         refs = {"base": self.as_reference(self.base())}
+        for name in self.world.reference_models:
+            refs[name] = self.as_reference(self.scenario_model(name))
         for name in self.plan.stage_names:
             start = self.start(name, seed, budget, Ledger())
             refs[name] = self.as_reference(start.reference)
@@ -378,7 +389,8 @@ class FrozenReference:
 def view(world: World) -> TrainView:
     return TrainView(train_prompts=world.train_prompts, demonstrations=world.demonstrations,
                      make_panel=world.make_panel, make_ai_judge=world.make_ai_judge,
-                     load_policy=world.load_policy, describe=world.describe)
+                     load_policy=world.load_policy, describe=world.describe,
+                     reference_models=dict(world.reference_models))
 
 
 def write_event(out: Path, **kw: Any) -> None:

@@ -61,9 +61,10 @@ class WinRateOptions(EvalOptions):
     samples_per_prompt: int = Field(4, ge=1, description="method/reference pairs per prompt")
     temperature: float = Field(0.7, gt=0, description="sampling temperature of both sides")
     max_new_tokens: int = Field(24, ge=1, description="sample length limit")
-    references: list[Literal["sft", "base"]] = Field(
+    references: list[Literal["sft", "base", "large_base"]] = Field(
         default_factory=lambda: ["sft", "base"], min_length=1,
-        description="which references to compare against (each costs one set of samples)")
+        description="which references to compare against (each costs one set of samples); "
+        "large_base is the micro-world's wider base (scenario option reference_scale)")
 
 
 PLOTS = [Plot("Win-rate against the swept budget", "sweep", ("win_rate.vs_sft",))]
@@ -74,9 +75,11 @@ class WinRate:
     Options = WinRateOptions
     description = "win-rate vs the SFT and base models (gold judge in the micro-world), raw + LC"
     # 1.1: the LC rates carry an SE and an A/A null; 1.2: LC gap + warning; 1.3: every judged
-    # pair is stored (``extra["pairs"]``) so the report can fit prompt difficulty across cells
-    version = "1.3"
-    metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True}
+    # pair is stored (``extra["pairs"]``) so the report can fit prompt difficulty across cells;
+    # 1.4: the large_base reference (metrics unchanged where it is not asked for)
+    version = "1.4"
+    metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True,
+               "vs_large_base": True, "lc_vs_large_base": True}
     bounds = {m: (0.0, 1.0) for m in metrics}
 
     def judge(self, ctx: EvalContext) -> tuple[Judge, str]:
@@ -94,6 +97,9 @@ class WinRate:
         prompts = ctx.prompts(self.name)
         flat = [p for p in prompts for _ in range(n_samples)]
         judge, judge_name = self.judge(ctx)
+        if "large_base" in o.references and "large_base" not in ctx.references:
+            raise ValueError("win_rate: references names large_base, which this scenario does "
+                             "not pretrain; set scenario.options.reference_scale or drop it")
         mine = policy.generate(flat, max_new_tokens=max_new, temperature=temperature,
                                seed=derive_seed(ctx.seed, "win_rate.policy"))
         metrics, unc, extra, rows = {}, {}, {"judge": judge_name, "ci95": {},

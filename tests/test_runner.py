@@ -251,13 +251,16 @@ def test_every_method_spends_what_it_plans(tmp_path):
     """The preflight's arithmetic against the ledger: every registered method that declares a
     plan spends exactly that, over rounds, both RLAIF optimizers, both KTO label sources and
     DPO's robust loss, and moves its parameters (the SFT row and ORPO from the base model; base
-    is the base model itself and best-of-n trains no policy). K=4 (6 pairs a prompt) makes the
-    rounds matter: 20 comparisons in one round rank 3 prompts (12 rollouts), in two rounds of
-    10 one prompt each (8). Every cell records what serving one answer samples."""
+    is the base model itself, large_base the wider one, and best-of-n trains no policy). K=4
+    (6 pairs a prompt) makes the rounds matter: 20 comparisons in one round rank 3 prompts (12
+    rollouts), in two rounds of 10 one prompt each (8). Every cell records what serving one
+    answer samples."""
     from bench import registry
     every = registry.names("methods")
     m = config.parse({
         **MATRIX, "methods": every,
+        # the world pretrains the large_base model too, which that row serves
+        "scenario": {"name": "micro", "options": {**TINY_WORLD, "reference_scale": 2}},
         "seeds": [0], "evals": ["truthfulqa"], "eval": {},
         "budget": {**MATRIX["budget"], "rollouts": 200, "ratings": 12},
         "method": {"sft": {"epochs": 1},
@@ -279,7 +282,8 @@ def test_every_method_spends_what_it_plans(tmp_path):
     assert len(recs) == len(every) + 4 and all(r["status"] == "ok" for r in recs), \
         [r["error"] for r in recs if r["status"] != "ok"]
     for r in recs:  # every method that trains a policy moved its parameters
-        assert (r["movement"] is None) == (r["method"] in ("base", "best_of_n")), r["method"]
+        assert (r["movement"] is None) == (r["method"] in ("base", "large_base", "best_of_n")), \
+            r["method"]
         assert r["movement"] is None or r["movement"]["moved"], (r["method"], r["movement"])
         assert r["movement"] is None or r["movement"]["from"] == (
             "base" if r["method"] in ("sft", "orpo") else "sft")
@@ -295,7 +299,7 @@ def test_every_method_spends_what_it_plans(tmp_path):
     for r in recs:
         cfg = registry.resolve("methods", r["method"]).Config.model_validate(r["method_config"])
         plan = cfg.planned_spend(r["budget"]["given"])
-        assert plan or r["method"] == "base"
+        assert plan or r["method"] in ("base", "large_base")
         for unit, (need, _) in plan.items():
             assert r["budget"]["spent"][unit] == need, (r["method"], r["point"], unit)
             planned += 1

@@ -106,6 +106,42 @@ def test_same_seed_same_world_tokenizer_and_weights(tmp_path, tiny_world):  # W5
     assert different.describe["base_model_sha256"] != tiny_world.describe["base_model_sha256"]
 
 
+def test_a_wider_reference_model_is_pretrained_on_the_same_corpus(tmp_path, tiny_world):
+    """reference_scale = 2 adds the large_base model (issue 22's claim 1): twice as wide, on
+    the same corpus with the same tokenizer, and the base model is bitwise the one a world
+    without it has; the large_base method serves it, and is refused where there is none."""
+    import json
+
+    from bench import config, runner
+    wide = Micro().build(MicroOptions(**TINY_WORLD, reference_scale=2), tmp_path,
+                         progress=False)
+    large = wide.reference_models["large_base"]
+    assert wide.key != tiny_world.key and not tiny_world.reference_models
+    for k in ("corpus_sha256", "base_model_sha256", "corpus_texts"):
+        assert wide.describe[k] == tiny_world.describe[k], k
+    cfg = json.loads((large / "config.json").read_text())
+    assert cfg["hidden_size"] == 2 * TINY_WORLD["hidden"]
+    assert cfg["intermediate_size"] == 2 * TINY_WORLD["ffn"]
+    assert wide.describe["large_base_n_params"] > 2 * wide.describe["n_params"]
+    assert (large / "tokenizer.json").read_bytes() == \
+        (wide.base_model / "tokenizer.json").read_bytes()
+    # served by the large_base method, compared with by win_rate, and an A/A row against itself
+    m = {"scenario": {"name": "micro", "options": {**TINY_WORLD, "reference_scale": 2}},
+         "methods": ["base", "large_base"], "evals": ["win_rate"], "seeds": [0],
+         "eval": {"win_rate": {"samples_per_prompt": 1, "references": ["base", "large_base"]}},
+         "progress": False}
+    runner.run(config.parse(m), tmp_path / "run")
+    recs = {r["method"]: r for r in map(json.loads, (tmp_path / "run" / "results.jsonl")
+                                        .read_text().splitlines())}
+    assert recs["large_base"]["status"] == "ok", recs["large_base"]["error"]
+    assert recs["large_base"]["evals"]["win_rate"]["extra"]["null"]["vs_large_base"] == 0.5
+    assert "win_rate.vs_large_base" in recs["base"]["metrics"]
+    m["scenario"]["options"]["reference_scale"] = 0
+    runner.run(config.parse(m), tmp_path / "none")
+    recs = [json.loads(x) for x in (tmp_path / "none" / "results.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "failed" and "reference_scale" in r["error"] for r in recs), recs
+
+
 def test_tokenizer_is_a_real_hf_tokenizer_with_chat_template(tiny_policy):
     tok = tiny_policy.tokenizer
     s = tok.apply_chat_template([{"role": "user", "content": "what is the color of x ?"}],

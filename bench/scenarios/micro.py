@@ -59,6 +59,10 @@ class MicroOptions(BaseModel):
     tie: float = Field(0.0, ge=0, le=1)
     max_new_tokens: int = 24
     n_eval_prompts: int = 96
+    reference_scale: int = Field(0, ge=0, le=8, description="also pretrain a reference model "
+                                 "this many times wider (hidden and ffn) on the same corpus, "
+                                 "with the same schedule: 'large_base', about scale^2 times the "
+                                 "base's non-embedding parameters (issue 22's claim 1); 0: none")
 
     def style_probs(self) -> dict[str, float]:
         return {"concise": self.p_concise, "verbose": self.p_verbose, "toxic": self.p_toxic,
@@ -70,6 +74,7 @@ CHAT_TEMPLATE = (
     "{% elif m['role'] == 'assistant' %}<assistant> {{ m['content'] }} <eos> {% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
 )
+LARGE = "large_base"  # the wider reference model's folder in the world's cache, and its name
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", "<user>", "<assistant>", "<judge>"]
 
 
@@ -158,21 +163,31 @@ def build_base(o: MicroOptions, out: Path, progress: bool = True) -> dict[str, A
                            n_dialogues_per_fact=o.dialogues_per_fact, n_judgments=o.judgments,
                            seed=o.seed)
     tok = build_tokenizer(spec.vocabulary())
-    torch.manual_seed(derive_seed(o.seed, "world.model"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=o.hidden, intermediate_size=o.ffn,
-                      num_hidden_layers=o.layers, num_attention_heads=o.heads,
-                      num_key_value_heads=o.heads, max_position_embeddings=256,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    losses = pretrain(model, tok, corpus, o, progress)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    store.atomic_write_json(out / "alignbench.json", {"add_bos": True})  # pretrained with BOS
-    info = {"n_params": n_params(model), "corpus_texts": len(corpus),
+
+    def pretrained(scale: int, folder: Path) -> tuple[int, list[float]]:
+        torch.manual_seed(derive_seed(o.seed, "world.model"))
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=o.hidden * scale,
+                          intermediate_size=o.ffn * scale, num_hidden_layers=o.layers,
+                          num_attention_heads=o.heads, num_key_value_heads=o.heads,
+                          max_position_embeddings=256, tie_word_embeddings=True,
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id)
+        model = LlamaForCausalLM(cfg)
+        losses = pretrain(model, tok, corpus, o, progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+        store.atomic_write_json(folder / "alignbench.json", {"add_bos": True})  # BOS-pretrained
+        return n_params(model), losses
+
+    size, losses = pretrained(1, out)
+    info = {"n_params": size, "corpus_texts": len(corpus),
             "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
             "final_loss": float(np.mean(losses[-20:])), "build_seconds": time.perf_counter() - t0}
+    if o.reference_scale:  # same corpus, tokenizer, schedule and seeds; only the width differs
+        size, losses = pretrained(o.reference_scale, out / LARGE)
+        info.update(large_base_n_params=size, large_base_final_loss=float(np.mean(losses[-20:])),
+                    build_seconds=time.perf_counter() - t0)
     store.atomic_write_json(out / "world.json", {
         "seed": o.seed, "facts": [f.__dict__ for f in spec.facts], "info": info})
     return info
@@ -340,4 +355,5 @@ class Micro:
             attributes=lambda p, r: W.parse_response(spec, p, r),
             eval_data=eval_data(spec, o),
             load_policy=load_policy,
+            reference_models={LARGE: path / LARGE} if o.reference_scale else {},
         )
