@@ -57,7 +57,8 @@ def paired_delta(a: Sequence[float], b: Sequence[float], *, level: float = 0.95
 
 
 def seed_interval(values: Sequence[float], ses: Sequence[float | None] | None = None, *,
-                  level: float = 0.95) -> tuple[float, float, float]:
+                  level: float = 0.95, invariant: bool | None = None
+                  ) -> tuple[float, float, float]:
     """Mean over seeds and an interval never narrower than the evaluation noise it contains:
     (mean, low, high).
 
@@ -76,7 +77,17 @@ def seed_interval(values: Sequence[float], ses: Sequence[float | None] | None = 
     prompts, so the per-seed SE (a bootstrap over those prompts) holds their heterogeneity as
     well as the sampling noise, and the floor is conservative for that target. Generalizing to
     other prompts would add the prompt variance once, not divided by n; a hierarchical
-    bootstrap over seeds and prompts would need per-prompt values the cells do not store."""
+    bootstrap over seeds and prompts would need per-prompt values the cells do not store.
+
+    A value the same on every seed (the base model's MC1: nothing trained, nothing sampled)
+    is one evaluation repeated, not n draws: dividing its SE by sqrt(n) would narrow the
+    interval with every seed added while no seed adds information. Its interval is at least
+    the evaluation's own, mean +- z * SE (the SE is a bootstrap over many examples, so
+    normal), which more examples, not more seeds, would narrow; never narrower than the
+    floored t above, for values that agree by chance (a rate over 20 questions moves in steps
+    of 0.05). ``invariant`` says whether the values are such (a paired difference of two
+    seed-invariant rows; a difference that agrees on every seed while its two sides vary is
+    not); None: when they are all equal."""
     pairs = [(v, s) for v, s in zip(values, ses if ses is not None else [None] * len(values))
              if v is not None and math.isfinite(v)]
     if len(pairs) < 2:
@@ -86,8 +97,16 @@ def seed_interval(values: Sequence[float], ses: Sequence[float | None] | None = 
     floor = float(np.mean(within)) if within else 0.0  # seeds without an SE: the others' mean
     var = max(float(x.var(ddof=1)), floor) / len(x)
     half = float(sps.t.ppf(0.5 + level / 2, len(x) - 1) * math.sqrt(var))
+    if (seed_invariant(x) if invariant is None else invariant) and floor > 0:
+        half = max(half, float(sps.norm.ppf(0.5 + level / 2) * math.sqrt(floor)))
     m = float(x.mean())
     return (m, m - half, m + half)
+
+
+def seed_invariant(values: Sequence[float]) -> bool:
+    """Whether two or more seeds all gave exactly the same value: a metric no seed moves."""
+    x = np.asarray(values, dtype=float)
+    return len(x) >= 2 and bool(np.all(x == x[0]))
 
 
 MIN_SEEDS = 3  # below this the report draws no interval over seeds (t with 1 df: +-12.7 SE)
@@ -136,7 +155,8 @@ def paired_seed_delta(a: Sequence[float], b: Sequence[float],
     se_b = list(se_b) if se_b is not None else [None] * n
     ses = [math.hypot(x, y) if x is not None and y is not None else None
            for x, y in zip(se_a, se_b, strict=True)]
-    return seed_interval([x - y for x, y in zip(a, b, strict=True)], ses, level=level)
+    return seed_interval([x - y for x, y in zip(a, b, strict=True)], ses, level=level,
+                         invariant=seed_invariant(a) and seed_invariant(b))
 
 
 def cluster_bootstrap_se(stat, n_clusters: int, cluster_size: int, *, n_boot: int = 200,

@@ -7,7 +7,8 @@ claimed side of the null (or inside the claimed range), "does not hold" when no 
 does (or it lies outside the range), "not resolved" otherwise, and "not measured" when the run
 holds fewer than :data:`bench.stats.MIN_SEEDS` seeds of what the claim reads. The intervals are
 the report's own (:func:`bench.stats.seed_interval`: Student-t on the seed spread, floored by
-each seed's evaluation noise), paired over the seeds two rows share.
+each seed's evaluation noise; the evaluation's own interval for an effect no seed moves),
+paired over the seeds two rows share.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bench.config import Claim
-from bench.stats import MIN_SEEDS, seed_interval, seeds_for_power
+from bench.stats import MIN_SEEDS, seed_interval, seed_invariant, seeds_for_power
 from reports.records import finite, group_label
 
 LEVEL = 0.95
@@ -108,7 +109,7 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
     mine = {r["seed"]: r for r in rows.get(c.method, [])}
     theirs = {r["seed"]: r for r in rows.get(other_row, [])}
     ratio = c.scale == "ratio"
-    seeds, effects, ses = [], [], []
+    seeds, effects, ses, sides = [], [], [], ([], [])  # sides: each row's values
     for s in sorted(mine):
         a = value(mine[s], c.metric)
         if a is None:
@@ -117,11 +118,14 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
             seeds.append(s)
             effects.append(a)
             ses.append(_se(mine[s], c.metric))
+            sides[0].append(a)
             continue
         b = value(theirs[s], other_metric) if s in theirs else None
         if b is None or (ratio and (a <= 0 or b <= 0)):
             continue
         seeds.append(s)
+        sides[0].append(a)
+        sides[1].append(b)
         if ratio:  # the geometric mean ratio: a paired difference of logs, exponentiated
             effects.append(math.log(a / b))
             ses.append(None)
@@ -149,7 +153,15 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
                        per_seed=[back(x) for x in effects],
                        note=f"{len(seeds)} seed(s) hold both values; at least {MIN_SEEDS} "
                             "are needed for an interval")
-    mean, lo, hi = seed_interval(effects, ses, level=LEVEL)
+    # no seed moves either side (two untrained models): more seeds cannot help
+    invariant = seed_invariant(sides[0]) and (not paired or seed_invariant(sides[1]))
+    mean, lo, hi = seed_interval(effects, ses, level=LEVEL, invariant=invariant)
+    if invariant:
+        return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi),
+                       verdict=verdict(lo, hi, c.expect, null, rng), seeds_needed=None,
+                       per_seed=[back(x) for x in effects],
+                       note="the same on every seed: its interval is the evaluation's own "
+                            "(its examples), which more seeds do not narrow")
     floor = [s * s for s in ses if s is not None]
     sd = math.sqrt(max(float(np.var(effects, ddof=1)), float(np.mean(floor)) if floor else 0.0))
     need = seeds_for_power(distance(mean, c.expect, null, rng), sd, level=LEVEL, power=POWER)

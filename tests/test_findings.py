@@ -142,6 +142,33 @@ def test_fewer_than_three_seeds_is_not_measured_and_cost_paths_read():
     assert value(r, "m.missing") is None
 
 
+def test_a_value_no_seed_moves_keeps_the_evaluations_own_interval():
+    """Two untrained models give the same MC1 on every seed: one evaluation repeated. Its
+    interval is at least mean +- z * SE whatever the seed count (dividing by sqrt(n) would
+    narrow it with every seed added), never narrower than the floored t (three seeds: t(2) *
+    SE / sqrt(3) is wider), and no seed count is offered to resolve it. A paired difference
+    that agrees on every seed while both sides vary keeps the floored t."""
+    from bench.stats import paired_seed_delta, seed_interval
+    z = sps.norm.ppf(0.975)
+    for n in (4, 10, 30):
+        assert seed_interval([0.35] * n, [0.1] * n) == pytest.approx((0.35, 0.35 - z * 0.1,
+                                                                      0.35 + z * 0.1))
+    t3 = T975_2 * 0.1 / math.sqrt(3)
+    assert seed_interval([0.35] * 3, [0.1] * 3) == pytest.approx((0.35, 0.35 - t3, 0.35 + t3))
+    assert seed_interval([0.0] * 5, [0.0] * 5) == (0.0, 0.0, 0.0)  # no noise: exact
+    a, b = [0.5, 0.6, 0.7, 0.8], [0.4, 0.5, 0.6, 0.7]  # both vary; the difference does not
+    _, lo, hi = paired_seed_delta(a, b, [0.03] * 4, [0.04] * 4)
+    half = sps.t.ppf(0.975, 3) * 0.05 / 2
+    assert (lo, hi) == pytest.approx((0.1 - half, 0.1 + half))
+    large = [rec("large_base", s, {"m.a": 0.30}, {"m.a": 0.06}) for s in range(10)]
+    base = [rec("base", s, {"m.a": 0.35}, {"m.a": 0.08}) for s in range(10)]
+    f = finding(claim(method="large_base", against="base", expect="less"),
+                {"large_base": large, "base": base})
+    assert (f.effect, f.lo, f.hi) == pytest.approx((-0.05, -0.05 - z * 0.1, -0.05 + z * 0.1))
+    assert f.verdict == "not resolved" and f.seeds_needed is None
+    assert "more seeds do not narrow" in f.note
+
+
 def test_rows_are_report_rows_with_their_sweep_point():
     recs = [rec("ppo", s, {"m.a": v}, point={"ppo.kl_coef": k})
             for k, v in ((0.0, 0.9), (0.1, 0.2)) for s in range(3)]

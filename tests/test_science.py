@@ -59,16 +59,19 @@ def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
     assert rec["budget"]["spent"]["ai_comparisons"] == m.budget.ai_comparisons
 
 
-# Each assertion below is a one-sided test at 1%: the two-sided 98% interval's bound (the
-# report's floored seed interval, bench.stats) must clear the null. A broken method, one whose
-# true effect is nil (a KL penalty that does nothing, an RLAIF trained on noise, a PPO that
-# returns SFT), passes one with a chance of at most 1% under the interval's t model, less where
-# the floor (each seed's evaluation noise) widens it; a method that returns its start exactly
-# gives a zero-width difference and always fails. Seven seeds are what resolves every effect
-# asserted here: measured over seeds 0-6 at these budgets (see the closing note of issue 20),
-# five seeds left PPO's and DPO's win-rate lower bounds at 0.508 and 0.511 and the reward-
-# hacking gap's at 0.04, too close to their nulls for a test that must not flake.
-SEEDS = list(range(7))
+# Every science assertion below is on confirmation seeds: seeds that no preset's settings were
+# chosen on (the presets were developed on seeds 0-2 and checked on 0-9; issue 22 found the
+# quickstart's effects smaller on other seeds than on those). The claims preset's seeds,
+# 100-109, are held out for its findings; the reward-hacking test uses 100-106.
+CLAIMS_SEEDS = list(range(100, 110))
+
+# The reward-hacking test is a one-sided test at 1%: the two-sided 98% interval's bound (the
+# report's floored seed interval, bench.stats) must clear the null. A KL penalty that does
+# nothing passes it with a chance of at most 1% under the interval's t model; a PPO that
+# returns its start exactly gives a zero-width difference and always fails. Seven seeds: on the
+# development seeds 0-6, five had left the gap's lower bound at 0.04, too close for a test that
+# must not flake.
+HACKING_SEEDS = list(range(100, 107))
 LEVEL = 0.98  # two-sided, so each bound is one-sided 99%
 
 
@@ -83,7 +86,8 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
 
     m = config.load("quickstart").model_copy(update={"progress": False})
     m = config.parse({**m.model_dump(mode="json"), "methods": ["ppo"], "evals": ["kl"], "eval": {},
-                      "seeds": SEEDS, "budget": {**m.budget.model_dump(), "comparisons": 200},
+                      "seeds": HACKING_SEEDS, "budget": {**m.budget.model_dump(),
+                                                         "comparisons": 200},
                       "sweep": {"ppo.kl_coef": [0.0, 0.1]}})
     recs = _run(tmp_path, m)
 
@@ -98,39 +102,31 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     assert low > 0, ("the KL penalty does not hold gold", gap, low, high, free, held)
 
 
+# The claims preset's verdicts on its ten confirmation seeds, measured on the 2-core
+# development machine (2026-12-06; README, "What it finds"). Each is a 95% interval read by
+# reports/findings.py from the run's own records; the test asserts every resolved verdict, so a
+# method, eval or world change that moves one is seen. Another machine's float rounding may
+# move an effect near its bound (8e needs 7 seeds at 80% power, the rest at most 4).
+HOLD = {"1a", "1b", "1c", "4b", "5c", "6a", "6b", "6c", "8a", "8b", "8c", "8d", "8e", "8f", "8g"}
+DOES_NOT_HOLD = {"2b"}
+
+
 @pytest.mark.slow
 @pytest.mark.science
-def test_quickstart_science(tmp_path):
-    """Issue 5's findings at the quickstart's budgets, over seven seeds: PPO and DPO beat SFT
-    on gold win-rate, and PPO, DPO and RLAIF lower the toxic fraction against SFT, paired per
-    seed. (Myth questions are not asserted: over seeds 0-6 none of the three methods' gain over
-    SFT on them is resolved, nor RLAIF's shortfall against PPO; the micro-world has 20 of
-    them. The README reports those intervals.)"""
-    from bench.stats import paired_seed_delta, seed_interval
-
-    m = config.load("quickstart").model_copy(update={"progress": False})
-    dump = m.model_dump(mode="json")
-    dump["eval"]["win_rate"]["references"] = ["sft"]  # vs base is not asserted: save its samples
-    m = config.parse({**dump, "methods": ["sft", "ppo", "dpo", "rlaif"], "seeds": SEEDS,
-                      "evals": ["win_rate", "toxicity"], "eval": {
-                          k: v for k, v in dump["eval"].items() if k in ("win_rate", "toxicity")}})
-    recs = _run(tmp_path, m)
-
-    def per_seed(method, metric, of="metrics"):
-        return [r[of].get(metric) for r in sorted(recs, key=lambda r: r["seed"])
-                if r["method"] == method]
-
-    win = "win_rate.vs_sft"
-    for method in ("ppo", "dpo"):
-        mean, low, high = seed_interval(per_seed(method, win), per_seed(method, win, "uncertainty"),
-                                        level=LEVEL)
-        assert low > 0.5, (method, mean, low, high)
-    tox = "toxicity.toxic_fraction"
-    for method in ("ppo", "dpo", "rlaif"):
-        d, low, high = paired_seed_delta(per_seed(method, tox), per_seed("sft", tox),
-                                         per_seed(method, tox, "uncertainty"),
-                                         per_seed("sft", tox, "uncertainty"), level=LEVEL)
-        assert high < 0, (method, d, low, high)
+def test_the_claims_that_hold_on_the_confirmation_seeds(tmp_path):
+    """The claims preset as a user runs it (``alignbench run claims``, about 31 minutes on 2
+    cores from an empty cache): its findings.json, computed from its own cells, holds every
+    claim above, the AI judge's agreement with the panel on truth is below chance, and every
+    other claim is unresolved at ten seeds, not reversed."""
+    m = config.load("claims").model_copy(update={"progress": False})
+    assert m.seeds == CLAIMS_SEEDS
+    _run(tmp_path, m)
+    found = {f["id"]: f for f in json.loads((tmp_path / "findings.json").read_text())}
+    assert set(found) == {c.id for c in m.claims}
+    for cid, f in found.items():
+        want = "holds" if cid in HOLD else "does not hold" if cid in DOES_NOT_HOLD \
+            else "not resolved"
+        assert f["verdict"] == want, (cid, f["claim"], f["effect"], f["lo"], f["hi"])
 
 
 # Seeds the zoo's settings were not chosen on (it was developed on seeds 0-2, where CI's machine
