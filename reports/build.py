@@ -531,11 +531,13 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
 
 FINDINGS_NOTE = ("Each claim's effect is measured in this run: a row's mean over seeds, or its "
                  "difference from (ratio to) another row paired over the seeds they share, with "
-                 "a 95% interval (floored t, as every interval here). Holds: the interval lies on "
-                 "the claimed side of the null, or inside the claimed range; does not hold: on "
-                 "the other side, or outside it; not resolved: neither, at this seed count. "
-                 "Seeds for 80% power: how many seeds an effect of the observed size and spread "
-                 "needs to be resolved (two-sided t-test at 5%).")
+                 "a 95% interval (floored t, as every interval here; for a value no seed moves, "
+                 "the evaluation's own). Holds: the interval lies on the claimed side of the "
+                 "null, or inside the claimed range; does not hold: no part of it lies on that "
+                 "side, or it lies outside the range; not resolved: neither, at this seed count; "
+                 "not measured: fewer than 3 seeds hold the values. Seeds for 80% power: how "
+                 "many seeds an effect of the observed size and spread needs to be resolved "
+                 "(two-sided t-test at 5%); none where seeds cannot move it.")
 
 
 def finding_cells(f: dict[str, Any]) -> dict[str, str]:

@@ -157,6 +157,8 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
     invariant = seed_invariant(sides[0]) and (not paired or seed_invariant(sides[1]))
     mean, lo, hi = seed_interval(effects, ses, level=LEVEL, invariant=invariant)
     if invariant:
+        base["test"] = (f"{'paired' if paired else 'one-sample'}; the same value on all "
+                        f"{len(seeds)} seeds, so the evaluation's own interval (normal, its SE)")
         return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi),
                        verdict=verdict(lo, hi, c.expect, null, rng), seeds_needed=None,
                        per_seed=[back(x) for x in effects],
