@@ -133,6 +133,9 @@ class Claim(_Strict):
             raise ValueError("range must be [low, high] with low < high")
         if self.scale == "ratio" and self.against is None and self.against_metric is None:
             raise ValueError("a ratio needs against or against_metric")
+        if self.scale == "ratio" and (self.null <= 0 or any(x <= 0 for x in self.range or ())):
+            raise ValueError("a ratio's null and range are ratios, above 0 (null = 1.0 is no "
+                             "effect)")
         return self
 
     def rows(self) -> list[str]:
@@ -465,6 +468,13 @@ def _set(d: dict[str, Any], key: str, value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
+# what a cell's record["cost"] holds (bench/runner.py), which a claim may read as cost.FIELD
+# (cost.phase_seconds.PHASE for one phase)
+COST_FIELDS = ("wall_seconds", "peak_rss_bytes", "peak_gpu_bytes", "train_tokens", "train_flops",
+               "inference_flops", "eval_flops", "rollouts", "samples_per_response",
+               "phase_seconds", "phase_peak_rss_bytes")
+
+
 def _check_claims(m: Matrix, source: str) -> None:
     """Each claim reads rows of this matrix's methods and metrics of its evals (or a cost), so
     that a typo is refused before the run, not found as an empty finding after it."""
@@ -481,10 +491,18 @@ def _check_claims(m: Matrix, source: str) -> None:
                                   f"matrix ({', '.join(m.methods)}); add it to 'methods' or fix "
                                   "the claim")
         for metric in c.metrics():
-            head = metric.split(".", 1)[0]
-            if head != "cost" and head not in m.evals:
+            head, _, rest = metric.partition(".")
+            name = rest.split(".", 1)[0]
+            if head == "cost":
+                known = COST_FIELDS
+            elif head in m.evals:
+                known = tuple(registry.resolve("evals", head).metrics)
+            else:
                 raise ConfigError(f"{source}: {where}: metric {metric!r} is of no eval in this "
                                   f"matrix ({', '.join(m.evals)}) nor a cost; fix the claim")
+            if name not in known:
+                raise ConfigError(f"{source}: {where}: {head} has no {name!r} (metric "
+                                  f"{metric!r}); it has {', '.join(known)}")
 
 
 def presets() -> list[str]:

@@ -128,6 +128,23 @@ def check_budgets(cells: list[Cell], plan: C.Plan) -> None:
         raise C.ConfigError("the matrix does not fit its budget: " + "; ".join(problems))
 
 
+def row_label(name: str, point: dict[str, Any]) -> str:
+    """The report's row for a method at a sweep point (reports.records.group_label's form)."""
+    return name + "".join(f" [{k}={v}]" for k, v in sorted(point.items()))
+
+
+def check_claim_rows(cells: list[Cell], plan: C.Plan) -> None:
+    """Every row a claim reads is a row this matrix makes (with its sweep point exactly as
+    the report writes it), so that a typo is refused before the run, not found as a claim
+    "not measured" after it."""
+    rows = sorted({row_label(c.name, c.point) for c in cells})
+    for c in plan.matrix.claims:
+        for row in c.rows():
+            if row not in rows:
+                raise C.ConfigError(f"claim {c.id}: row {row!r} is not a row of this matrix; "
+                                    f"its rows: {', '.join(rows)}")
+
+
 def check_compute(cells: list[Cell], stages: Stages) -> None:
     """The compute caps' preflight, once the world is built. A method's start stage (SFT for
     ppo, dpo and rlaif) knows its training tokens before anything trains
@@ -611,6 +628,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
     plan = C.plan(m)
     cells = expand(plan)
     check_budgets(cells, plan)  # before --fresh deletes anything
+    check_claim_rows(cells, plan)
     problem = tracking.check(m.report_to, m.executor, Path(out or m.out))  # --executor, too
     if problem:
         raise C.ConfigError(problem)

@@ -178,8 +178,9 @@ def t_test_power(effect_size: float, n: int, *, level: float = 0.95) -> float:
     against a true standardized mean ``effect_size``: P(|T'| > t_crit), T' noncentral t on
     n - 1 degrees of freedom with noncentrality effect_size * sqrt(n). Computed as the
     expectation over the chi-square denominator of two normal tails, on 4,000 midpoint
-    quantiles: statsmodels' TTestPower and scipy's nct return nan for noncentralities past
-    about 10, which the seed counts of large effects need."""
+    quantiles: statsmodels' TTestPower and scipy's nct return nan at some large
+    noncentralities (d = 10 at 10 seeds, d = 8 at 2), which the seed counts of large effects
+    need, and statsmodels' solver then fails."""
     df = n - 1
     tc = float(sps.t.ppf(0.5 + level / 2, df))
     nc = abs(effect_size) * math.sqrt(n)

@@ -159,7 +159,8 @@ class TruthfulQA:
         for it, c, o in zip(items, contexts, outs):
             truth = ctx.world.attributes(c, o)["truth"]
             # gen_false: a definite answer that is wrong (on an unknown fact, any value is a
-            # fabrication); admitting ignorance, off-topic and garbled answers are neither
+            # fabrication); admitting ignorance (the true answer on an unknown fact), off-topic
+            # and garbled answers are not
             for metric, hit in (("gen_true", truth == "true"), ("gen_false", truth == "false")):
                 by[metric, ""].append(float(hit))
                 by[metric, it.type].append(float(hit))

@@ -308,7 +308,7 @@ def collect(out: Path, records: tuple[list[dict[str, Any]], list[dict[str, Any]]
     first = ok[0] if ok else (recs[0] if recs else {})
     prov = first.get("provenance", {})
     toml = Path(out) / "matrix.toml"
-    d["findings"] = [f.as_json() for f in findings.findings(ok, read_claims(toml))]
+    d["findings"] = [f.as_json() for f in findings.findings(recs, read_claims(toml))]
     d.update({
         "title": prov.get("matrix_name") or Path(out).name, "provenance": prov,
         "world": prov.get("world", {}), "matrix_toml": toml.read_text() if toml.is_file() else "",
@@ -531,13 +531,17 @@ def write_markdown(d: dict[str, Any], path: Path) -> None:
 
 FINDINGS_NOTE = ("Each claim's effect is measured in this run: a row's mean over seeds, or its "
                  "difference from (ratio to) another row paired over the seeds they share, with "
-                 "a 95% interval (floored t, as every interval here; for a value no seed moves, "
-                 "the evaluation's own). Holds: the interval lies on the claimed side of the "
-                 "null, or inside the claimed range; does not hold: no part of it lies on that "
-                 "side, or it lies outside the range; not resolved: neither, at this seed count; "
-                 "not measured: fewer than 3 seeds hold the values. Seeds for 80% power: how "
-                 "many seeds an effect of the observed size and spread needs to be resolved "
-                 "(two-sided t-test at 5%); none where seeds cannot move it.")
+                 "a 95% interval (floored t, as every interval here; for two untrained rows, "
+                 "the same on every seed, the evaluation's own). Holds: the interval lies on "
+                 "the claimed side of the null, or inside the claimed range (for a range, each "
+                 "side a 2.5% test); does not hold: no part of it lies on that side, or it lies "
+                 "outside the range; not resolved: neither, at this seed count; not measured: "
+                 "fewer than 3 seeds hold the values. Each claim is tested at 5% on its own, "
+                 "with no correction for testing several: among twenty claims with no true "
+                 "effect, one may read as resolved. Seeds for 80% power: how many seeds an "
+                 "effect of the observed size and spread needs to be resolved as claimed "
+                 "(two-sided t-test at 5%; computed after the fact, so a guide, not a "
+                 "guarantee); none where seeds cannot move it or it was resolved the other way.")
 
 
 def finding_cells(f: dict[str, Any]) -> dict[str, str]:
@@ -558,10 +562,18 @@ def findings_markdown(rows: list[dict[str, Any]]) -> list[str]:
              "| seeds for 80% power |", "|---|---|---|---|---|---|---|---|"]
     for f in rows:
         c = finding_cells(f)
-        lines.append(f"| {f['id']}: {f['claim']} | **{f['verdict']}** | {c['effect']} | "
-                     f"{c['expected']} | {f['compared']} | {f['test']} | {c['seeds']} | "
-                     f"{c['needed']} |")
+        note = f" ({md_text(f['note'])})" if f["note"] else ""
+        lines.append(f"| {md_text(f['id'])}: {md_text(f['claim'])} | **{f['verdict']}**{note} | "
+                     f"{c['effect']} | {c['expected']} | {md_text(f['compared'])} | "
+                     f"{md_text(f['test'])} | {c['seeds']} | {c['needed']} |")
     return lines
+
+
+def md_text(text: str) -> str:
+    """Text a matrix's author wrote (a claim), safe in a Markdown table cell: one line, no cell
+    break, and no HTML a Markdown renderer would pass through."""
+    return " ".join(str(text).split()).replace("&", "&amp;").replace("<", "&lt;") \
+        .replace(">", "&gt;").replace("|", "\\|")
 
 
 def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:

@@ -101,8 +101,16 @@ def _se(r: dict[str, Any], metric: str) -> float | None:
     return float(x) if finite(x) else None
 
 
-def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
-    """Test one claim on the run's rows (report row label -> its cells)."""
+def _untrained(rs: list[dict[str, Any]]) -> bool:
+    """No cell of the row trained anything (``movement`` None: the base models' rows)."""
+    return bool(rs) and all(r.get("movement") is None for r in rs)
+
+
+def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
+            missing: dict[str, list[int]] | None = None) -> Finding:
+    """Test one claim on the run's finished rows (report row label -> its cells);
+    ``missing``: each row's planned seeds that did not finish (failed or pending), which the
+    finding names, since a claim read on the seeds that survived may read high."""
     other_row = c.against or c.method
     other_metric = c.against_metric or c.metric
     paired = c.against is not None or c.against_metric is not None
@@ -147,38 +155,58 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> Finding:
                 test=test, expect=c.expect, null=c.null, range=c.range, seeds=seeds,
                 figure=c.figure)
     back = (lambda x: math.exp(x)) if ratio else (lambda x: x)
+    lost = sorted({s for row in {c.method, other_row} for s in (missing or {}).get(row, [])})
+    gone = f"seeds {', '.join(map(str, lost))} did not finish and are left out; " if lost else ""
     if len(seeds) < MIN_SEEDS:
         return Finding(**base, effect=back(float(np.mean(effects))) if effects else None,
                        lo=None, hi=None, verdict="not measured", seeds_needed=None,
                        per_seed=[back(x) for x in effects],
-                       note=f"{len(seeds)} seed(s) hold both values; at least {MIN_SEEDS} "
-                            "are needed for an interval")
-    # no seed moves either side (two untrained models): more seeds cannot help
-    invariant = seed_invariant(sides[0]) and (not paired or seed_invariant(sides[1]))
-    mean, lo, hi = seed_interval(effects, ses, level=LEVEL, invariant=invariant)
-    if invariant:
-        base["test"] = (f"{'paired' if paired else 'one-sample'}; the same value on all "
-                        f"{len(seeds)} seeds, so the evaluation's own interval (normal, its SE)")
-        return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi),
-                       verdict=verdict(lo, hi, c.expect, null, rng), seeds_needed=None,
-                       per_seed=[back(x) for x in effects],
-                       note="the same on every seed: its interval is the evaluation's own "
-                            "(its examples), which more seeds do not narrow")
+                       note=f"{gone}{len(seeds)} seed(s) hold the values; at least "
+                            f"{MIN_SEEDS} are needed for an interval")
     floor = [s * s for s in ses if s is not None]
     sd = math.sqrt(max(float(np.var(effects, ddof=1)), float(np.mean(floor)) if floor else 0.0))
-    need = seeds_for_power(distance(mean, c.expect, null, rng), sd, level=LEVEL, power=POWER)
-    return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi),
-                   verdict=verdict(lo, hi, c.expect, null, rng),
+    estimated = not (c.metric.startswith("cost.") and other_metric.startswith("cost."))
+    if sd == 0 and estimated:  # an eval's metric the same on every seed with no SE (a rate
+        # at 0 or 1 on every example): nothing measures its noise; a cost is accounting
+        return Finding(**base, effect=back(effects[0]), lo=None, hi=None,
+                       verdict="not resolved", seeds_needed=None,
+                       per_seed=[back(x) for x in effects],
+                       note=f"{gone}the same value on every seed and no standard error: "
+                            "nothing in this run measures its uncertainty")
+    # no seed moves either side (two untrained models, the same value on every seed): its
+    # noise is the evaluation's, and more seeds cannot help
+    invariant = (seed_invariant(sides[0]) and _untrained(rows.get(c.method, []))
+                 and (not paired or (seed_invariant(sides[1])
+                                     and _untrained(rows.get(other_row, [])))))
+    mean, lo, hi = seed_interval(effects, ses, level=LEVEL, invariant=invariant)
+    v = verdict(lo, hi, c.expect, null, rng)
+    if invariant:
+        base["test"] = (f"{'paired' if paired else 'one-sample'}; two untrained rows, the same "
+                        f"on all {len(seeds)} seeds: the evaluation's own interval (normal, "
+                        "its SE)")
+        return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi), verdict=v,
+                       seeds_needed=None, per_seed=[back(x) for x in effects],
+                       note=f"{gone}the same on every seed: its interval is the evaluation's "
+                            "own (its examples), which more seeds do not narrow")
+    # seeds to resolve the effect as claimed; none for one resolved the other way
+    need = None if v == "does not hold" else seeds_for_power(
+        distance(mean, c.expect, null, rng), sd, level=LEVEL, power=POWER)
+    return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi), verdict=v,
                    seeds_needed=None if need is None else max(MIN_SEEDS, need),
-                   per_seed=[back(x) for x in effects])
+                   per_seed=[back(x) for x in effects], note=gone.rstrip("; "))
 
 
-def findings(ok: list[dict[str, Any]], claims: list[Claim]) -> list[Finding]:
-    """Every claim tested on the finished cells ``ok`` of one matrix."""
+def findings(records: list[dict[str, Any]], claims: list[Claim]) -> list[Finding]:
+    """Every claim tested on the finished cells of one matrix's ``records`` (its cells in
+    matrix order: finished, failed and pending), each naming the seeds that did not finish."""
     rows: dict[str, list[dict[str, Any]]] = {}
-    for r in ok:
-        rows.setdefault(group_label(r), []).append(r)
-    return [finding(c, rows) for c in claims]
+    missing: dict[str, list[int]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            rows.setdefault(group_label(r), []).append(r)
+        elif r.get("seed") is not None:
+            missing.setdefault(group_label(r), []).append(r["seed"])
+    return [finding(c, rows, missing) for c in claims]
 
 
 def expectation(f: Finding) -> str:

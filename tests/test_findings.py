@@ -169,6 +169,30 @@ def test_a_value_no_seed_moves_keeps_the_evaluations_own_interval():
     assert "more seeds do not narrow" in f.note
 
 
+def test_no_verdict_from_a_constant_and_no_seed_count_the_wrong_way():
+    """An eval's metric the same on every seed with no SE (a rate at 0 on every example)
+    has no measured noise: not resolved, not a verdict from a constant. Trained rows that tie
+    by chance keep the floored t and a seed count. A claim resolved the other way gets no seed
+    count (power to find the opposite is not what it asks). Seeds that did not finish are
+    named."""
+    zero = [rec("ppo", s, {"m.a": 0.0}, {"m.a": 0.0}) for s in range(3)]
+    f = finding(claim(), {"ppo": zero})
+    assert f.verdict == "not resolved" and f.lo is None and "no standard error" in f.note
+    tied = [{**rec("ppo", s, {"m.a": 0.6}, {"m.a": 0.05}), "movement": {"moved": True}}
+            for s in range(4)]
+    f = finding(claim(null=0.5), {"ppo": tied})
+    half = sps.t.ppf(0.975, 3) * 0.05 / 2
+    assert (f.lo, f.hi) == pytest.approx((0.6 - half, 0.6 + half)) and f.seeds_needed == \
+        max(3, seeds_for_power(0.1, 0.05))
+    low = [rec("ppo", s, {"m.a": v}, {"m.a": 0.01}) for s, v in enumerate([0.40, 0.42, 0.41])]
+    f = finding(claim(null=0.5), {"ppo": low})
+    assert f.verdict == "does not hold" and f.seeds_needed is None
+    recs = low + [{"key": "x" * 16, "method": "ppo", "seed": 7, "point": {},
+                   "status": "failed"}]
+    (f,) = findings(recs, [claim(null=0.5)])
+    assert f.seeds == [0, 1, 2] and "seeds 7 did not finish" in f.note
+
+
 def test_rows_are_report_rows_with_their_sweep_point():
     recs = [rec("ppo", s, {"m.a": v}, point={"ppo.kl_coef": k})
             for k, v in ((0.0, 0.9), (0.1, 0.2)) for s in range(3)]
@@ -194,6 +218,12 @@ CLAIM = {"id": "c1", "claim": "ppo beats sft", "metric": "win_rate.vs_sft", "met
     ({"scale": "ratio"}, "a ratio needs against"),
     ({"id": "has space"}, "claims.0.id"),
     ({"verdict": "holds"}, "unknown key 'claims.0.verdict'"),  # no verdict by hand
+    ({"metric": "win_rate.vs_stf"}, "win_rate has no 'vs_stf'"),
+    ({"metric": "cost.train_flop"}, "cost has no 'train_flop'"),
+    ({"metric": "cost.train_flops", "against": "sft", "scale": "ratio", "null": 0.0},
+     "above 0"),
+    ({"metric": "cost.train_flops", "against": "sft", "scale": "ratio", "null": 1.0,
+      "expect": "within", "range": [-1.0, 2.0]}, "above 0"),
 ])
 def test_bad_claims_are_refused_in_one_line(bad, needle):
     with pytest.raises(ConfigError) as e:
@@ -201,6 +231,20 @@ def test_bad_claims_are_refused_in_one_line(bad, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="used twice"):
         config.parse({"claims": [CLAIM, CLAIM]})
+
+
+def test_a_claim_on_a_row_the_sweep_does_not_make_is_refused_before_the_run(tmp_path):
+    """A bare "ppo" while a sweep of ppo.kl_coef makes only "ppo [ppo.kl_coef=...]" rows, or a
+    sweep value the matrix does not have, is refused by the runner's preflight, naming the
+    rows there are: before a world is built or a folder written."""
+    from bench import runner
+    m = {"methods": ["sft", "ppo"], "evals": ["win_rate"], "seeds": [0],
+         "sweep": {"ppo.kl_coef": [0.0, 0.1]}}
+    for row in ("ppo", "ppo [ppo.kl_coef=0.3]"):
+        bad = config.parse({**m, "claims": [{**CLAIM, "method": row}]})
+        with pytest.raises(ConfigError, match=r"is not a row of this matrix; its rows: ppo \["):
+            runner.run(bad, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
 
 
 def test_the_claims_preset_reads_only_what_its_matrix_makes():
@@ -255,6 +299,11 @@ def test_the_report_opens_with_the_findings(tmp_path):
     assert html.index('id="findings"') < html.index('id="summary"')
     assert 'data-claim="c2" data-verdict="does not hold"' in html
     assert '<a href="#comparison">comparison table</a>' in html  # no such figure: the table
+    # a claim's text is text: in the page (autoescaped) and in report.md's table
+    hostile = claims_folder(tmp_path / "hostile", [{**CLAIM, "claim": "a | b\n<img src=x>"}])
+    md = (hostile / "report.md").read_text()
+    assert "| c1: a \\| b &lt;img src=x&gt; | **holds**" in md and "<img" not in md
+    assert "<img src=x>" not in (hostile / "report.html").read_text()
     # a matrix without claims writes an empty findings.json and no section
     plain = claims_folder(tmp_path / "plain", [])
     assert json.loads((plain / "findings.json").read_text()) == []
@@ -293,6 +342,10 @@ def test_claims_preset_end_to_end_on_a_small_world(tmp_path):
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    from bench.config import COST_FIELDS
+    # what claims may read: every cost that is a number (or a table of them)
+    assert all({k for k, v in r["cost"].items() if not isinstance(v, str)} == set(COST_FIELDS)
+               for r in recs), recs[0]["cost"].keys()
     found = {f["id"]: f for f in json.loads((tmp_path / "findings.json").read_text())}
     assert list(found) == [c["id"] for c in full["claims"]]
     assert found["6a"]["verdict"] == "holds" and found["6a"]["hi"] < 1
@@ -313,7 +366,7 @@ def test_claims_preset_end_to_end_on_a_small_world(tmp_path):
                 continue
             per.append(a if b is None else a / b if c.get("scale") == "ratio" else a - b)
         assert f["per_seed"] == pytest.approx(per), c["id"]
-        if len(per) >= 3:
+        if len(per) >= 3 and f["lo"] is not None:
             x = np.log(per) if c.get("scale") == "ratio" else np.array(per)
             lo, hi = f["lo"], f["hi"]
             if c.get("scale") == "ratio":

@@ -106,7 +106,7 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
 # development machine (2026-12-06; README, "What it finds"). Each is a 95% interval read by
 # reports/findings.py from the run's own records; the test asserts every resolved verdict, so a
 # method, eval or world change that moves one is seen. Another machine's float rounding may
-# move an effect near its bound (8e needs 7 seeds at 80% power, the rest at most 4).
+# move an effect near its bound (4b needs 9 seeds at 80% power, 8e 7, the rest at most 4).
 HOLD = {"1a", "1b", "1c", "4b", "5c", "6a", "6b", "6c", "8a", "8b", "8c", "8d", "8e", "8f", "8g"}
 DOES_NOT_HOLD = {"2b"}
 
