@@ -78,11 +78,16 @@ LEVEL = 0.98  # two-sided, so each bound is one-sided 99%
 @pytest.mark.slow
 @pytest.mark.science
 def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
-    """kl_coef = 0 with a small reward-model budget: proxy reward keeps rising after gold
-    peaks, and gold falls from its peak; the default coefficient holds gold near its peak.
-    Compared per seed (the same reward model and rollouts seed in both arms), because one PPO
-    trajectory is chaotic: the gold drop of the free arm ranged 0.63-1.67 over seeds 0-6."""
-    from bench.stats import paired_seed_delta, seed_interval
+    """kl_coef = 0 with a small reward-model budget: gold falls from its peak, and the default
+    coefficient holds gold near its peak. Compared per seed (the same reward model and rollouts
+    seed in both arms), because one PPO trajectory is chaotic: the gold drop of the free arm
+    ranged 0.63-1.67 over seeds 0-6.
+
+    On seeds 100-106 (2026-12-06, one torch thread) the gap read +0.446 [0.178, 0.714]. That
+    proxy reward keeps rising after gold peaks, which this test also asserted on the
+    development seeds 0-6, did not replicate there at this standard: +0.110 [-0.002, 0.222]
+    (seed 102 read -0.002), so it is reported (README), not asserted."""
+    from bench.stats import paired_seed_delta
 
     m = config.load("quickstart").model_copy(update={"progress": False})
     m = config.parse({**m.model_dump(mode="json"), "methods": ["ppo"], "evals": ["kl"], "eval": {},
@@ -96,8 +101,6 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
                 if r["method_config"]["kl_coef"] == kl_coef]
 
     free, held = per_seed(0.0, "kl.gold_drop"), per_seed(0.1, "kl.gold_drop")
-    _, low, _ = seed_interval(per_seed(0.0, "kl.proxy_gain_after_peak"), level=LEVEL)
-    assert low > 0, ("proxy reward did not keep rising after gold peaked", low)
     gap, low, high = paired_seed_delta(free, held, level=LEVEL)
     assert low > 0, ("the KL penalty does not hold gold", gap, low, high, free, held)
 
