@@ -421,8 +421,8 @@ def overridden(m: Matrix, *, methods: list[str] | None = None, seeds: list[int] 
     """``m`` with the command line's subset and settings (``--methods``, ``--seeds``,
     ``--set KEY=VALUE``) applied, then validated exactly as a matrix file is; the result is
     what OUT/matrix.toml records. ``--methods`` drops the tables and sweeps of the methods it
-    leaves out (and of stages no kept method starts from), so a preset's other tables are no
-    error. A VALUE is read as TOML (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
+    leaves out (and of stages no kept method starts from), and the claims that read them, so
+    a preset's other tables are no error. A VALUE is read as TOML (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
     d = m.model_dump(mode="json")
     if methods is not None:
         d["methods"] = methods
@@ -435,6 +435,9 @@ def overridden(m: Matrix, *, methods: list[str] | None = None, seeds: list[int] 
                                     if k in keep}
         d["sweep"] = {k: v for k, v in d["sweep"].items()
                       if k.startswith("budget.") or k.split(".", 1)[0] in keep}
+        d["claims"] = [c for c in d["claims"]
+                       if all(row.split(" [", 1)[0] in methods
+                              for row in (c["method"], c.get("against")) if row)]
     if seeds is not None:
         d["seeds"] = seeds
     for item in sets:

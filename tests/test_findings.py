@@ -247,6 +247,14 @@ def test_a_claim_on_a_row_the_sweep_does_not_make_is_refused_before_the_run(tmp_
         assert not (tmp_path / "out").exists()
 
 
+def test_a_subset_of_the_claims_preset_keeps_the_claims_it_can_measure():
+    """``alignbench run claims --methods sft,dpo`` keeps the claims on sft and dpo alone (as
+    --methods drops the other methods' tables) instead of refusing the subset."""
+    m = config.overridden(config.load("claims"), methods=["base", "sft", "dpo"])
+    kept = {c.id for c in m.claims}
+    assert kept == {"1b", "8b", "8d", "8g"}, kept  # 1b: dpo against the world's wider base
+
+
 def test_the_claims_preset_reads_only_what_its_matrix_makes():
     """Every claim of the preset names rows its sweep makes and metrics its evals report, and
     its seeds are disjoint from every seed any preset's settings were chosen on (0-9)."""
