@@ -436,7 +436,7 @@ def overridden(m: Matrix, *, methods: list[str] | None = None, seeds: list[int] 
         d["sweep"] = {k: v for k, v in d["sweep"].items()
                       if k.startswith("budget.") or k.split(".", 1)[0] in keep}
         d["claims"] = [c for c in d["claims"]
-                       if all(row.split(" [", 1)[0] in methods
+                       if all(row_method(row) in methods
                               for row in (c["method"], c.get("against")) if row)]
     if seeds is not None:
         d["seeds"] = seeds
@@ -471,6 +471,17 @@ def _set(d: dict[str, Any], key: str, value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
+def row_label(method: str, point: dict[str, Any]) -> str:
+    """A report row's name: a method at its sweep point (``"ppo [ppo.kl_coef=0.0]"``), as
+    claims name rows and the report writes them."""
+    return method + "".join(f" [{k}={v}]" for k, v in sorted(point.items()))
+
+
+def row_method(row: str) -> str:
+    """The method of a report row's name (:func:`row_label`)."""
+    return row.split(" [", 1)[0]
+
+
 # what a cell's record["cost"] holds (bench/runner.py), which a claim may read as cost.FIELD
 # (cost.phase_seconds.PHASE for one phase)
 COST_FIELDS = ("wall_seconds", "peak_rss_bytes", "peak_gpu_bytes", "train_tokens", "train_flops",
@@ -488,8 +499,7 @@ def _check_claims(m: Matrix, source: str) -> None:
             raise ConfigError(f"{source}: {where}: id {c.id!r} is used twice; give each claim "
                               "its own")
         for row in c.rows():
-            name = row.split(" [", 1)[0]
-            if name not in m.methods:
+            if row_method(row) not in m.methods:
                 raise ConfigError(f"{source}: {where}: row {row!r} is not a method of this "
                                   f"matrix ({', '.join(m.methods)}); add it to 'methods' or fix "
                                   "the claim")

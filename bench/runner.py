@@ -128,16 +128,11 @@ def check_budgets(cells: list[Cell], plan: C.Plan) -> None:
         raise C.ConfigError("the matrix does not fit its budget: " + "; ".join(problems))
 
 
-def row_label(name: str, point: dict[str, Any]) -> str:
-    """The report's row for a method at a sweep point (reports.records.group_label's form)."""
-    return name + "".join(f" [{k}={v}]" for k, v in sorted(point.items()))
-
-
 def check_claim_rows(cells: list[Cell], plan: C.Plan) -> None:
     """Every row a claim reads is a row this matrix makes (with its sweep point exactly as
     the report writes it), so that a typo is refused before the run, not found as a claim
     "not measured" after it."""
-    rows = sorted({row_label(c.name, c.point) for c in cells})
+    rows = sorted({C.row_label(c.name, c.point) for c in cells})
     for c in plan.matrix.claims:
         for row in c.rows():
             if row not in rows:

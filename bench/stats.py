@@ -143,6 +143,12 @@ def report_interval(values: Sequence[float], ses: Sequence[float | None] | None,
     return seed_interval(values, ses, level=level)
 
 
+def pair_se(a: float | None, b: float | None) -> float | None:
+    """The standard error of a difference of two independent estimates (None if either has
+    none)."""
+    return math.hypot(a, b) if a is not None and b is not None else None
+
+
 def paired_seed_delta(a: Sequence[float], b: Sequence[float],
                       se_a: Sequence[float | None] | None = None,
                       se_b: Sequence[float | None] | None = None, *, level: float = 0.95
@@ -153,8 +159,7 @@ def paired_seed_delta(a: Sequence[float], b: Sequence[float],
     n = len(a)
     se_a = list(se_a) if se_a is not None else [None] * n
     se_b = list(se_b) if se_b is not None else [None] * n
-    ses = [math.hypot(x, y) if x is not None and y is not None else None
-           for x, y in zip(se_a, se_b, strict=True)]
+    ses = [pair_se(x, y) for x, y in zip(se_a, se_b, strict=True)]
     return seed_interval([x - y for x, y in zip(a, b, strict=True)], ses, level=level,
                          invariant=seed_invariant(a) and seed_invariant(b))
 

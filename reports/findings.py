@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 
 from bench.config import Claim
-from bench.stats import MIN_SEEDS, seed_interval, seed_invariant, seeds_for_power
-from reports.records import finite, group_label
+from bench.stats import MIN_SEEDS, pair_se, seed_interval, seed_invariant, seeds_for_power
+from reports.records import finite, group_label, se
 
 LEVEL = 0.95
 POWER = 0.8
@@ -97,7 +97,7 @@ def value(r: dict[str, Any], metric: str) -> float | None:
 
 
 def _se(r: dict[str, Any], metric: str) -> float | None:
-    x = (r.get("uncertainty") or {}).get(metric)
+    x = se(r, metric)
     return float(x) if finite(x) else None
 
 
@@ -139,8 +139,7 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
             ses.append(None)
         else:
             effects.append(a - b)
-            sa, sb = _se(mine[s], c.metric), _se(theirs[s], other_metric)
-            ses.append(math.hypot(sa, sb) if sa is not None and sb is not None else None)
+            ses.append(pair_se(_se(mine[s], c.metric), _se(theirs[s], other_metric)))
     if paired:
         what = f"{c.method}'s {c.metric}" + (f" / {other_row}'s {other_metric}" if ratio else
                                              f" − {other_row}'s {other_metric}")

@@ -7,12 +7,12 @@ import math
 from typing import Any
 
 from bench import store
+from bench.config import row_label
 
 
 def group_label(r: dict[str, Any]) -> str:
     """The table row a cell belongs to: its method and its sweep point."""
-    pt = r.get("point") or {}
-    return r["method"] + "".join(f" [{k}={v}]" for k, v in sorted(pt.items()))
+    return row_label(r["method"], r.get("point") or {})
 
 
 def metric_bounds(ok: list[dict[str, Any]]) -> dict[str, tuple[float | None, float | None]]:
