@@ -106,18 +106,20 @@ def _untrained(rs: list[dict[str, Any]]) -> bool:
     return bool(rs) and all(r.get("movement") is None for r in rs)
 
 
-def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
-            missing: dict[str, list[int]] | None = None) -> Finding:
-    """Test one claim on the run's finished rows (report row label -> its cells);
-    ``missing``: each row's planned seeds that did not finish (failed or pending), which the
-    finding names, since a claim read on the seeds that survived may read high."""
+def _pairs(c: Claim, rows: dict[str, list[dict[str, Any]]]
+           ) -> tuple[list[int], list[float], list[float | None], tuple[list[float], list[float]]]:
+    """The claim's per-seed effects: seeds, effects (a difference, a log ratio, or the value
+    itself for a one-sample claim), their SEs, and each side's values."""
     other_row = c.against or c.method
     other_metric = c.against_metric or c.metric
     paired = c.against is not None or c.against_metric is not None
     mine = {r["seed"]: r for r in rows.get(c.method, [])}
     theirs = {r["seed"]: r for r in rows.get(other_row, [])}
     ratio = c.scale == "ratio"
-    seeds, effects, ses, sides = [], [], [], ([], [])  # sides: each row's values
+    seeds: list[int] = []
+    effects: list[float] = []
+    ses: list[float | None] = []
+    sides: tuple[list[float], list[float]] = ([], [])
     for s in sorted(mine):
         a = value(mine[s], c.metric)
         if a is None:
@@ -140,6 +142,19 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
         else:
             effects.append(a - b)
             ses.append(pair_se(_se(mine[s], c.metric), _se(theirs[s], other_metric)))
+    return seeds, effects, ses, sides
+
+
+def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
+            missing: dict[str, list[int]] | None = None) -> Finding:
+    """Test one claim on the run's finished rows (report row label -> its cells);
+    ``missing``: each row's planned seeds that did not finish (failed or pending), which the
+    finding names, since a claim read on the seeds that survived may read high."""
+    other_row = c.against or c.method
+    other_metric = c.against_metric or c.metric
+    paired = c.against is not None or c.against_metric is not None
+    ratio = c.scale == "ratio"
+    seeds, effects, ses, sides = _pairs(c, rows)
     if paired:
         what = f"{c.method}'s {c.metric}" + (f" / {other_row}'s {other_metric}" if ratio else
                                              f" − {other_row}'s {other_metric}")
