@@ -165,7 +165,9 @@ class Matrix(_Strict):
     budget: Budget = Field(default_factory=Budget)
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
-        description='"budget.UNIT" or "METHOD.OPTION" -> list of values; cells span the product')
+        description='"budget.UNIT" or "METHOD.OPTION" -> list of values, or "METHOD" -> list '
+        'of option tables (variants: each table is one point, {} the method as configured); '
+        'cells span the product of the keys')
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     progress: bool = True
     report_to: Literal["none", "trackio", "tensorboard", "wandb"] = Field(
@@ -267,6 +269,20 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
                               f"which "
                               f"other methods start from and [method.{head}] configures once; "
                               f"run one matrix per value instead")
+        elif head in m.methods and not opt:  # variants: a list of option tables
+            for v in values:
+                if not isinstance(v, dict):
+                    raise ConfigError(f"{source}: sweep '{key}' lists variants of {head}, each "
+                                      f"a table of its options (e.g. {{ rounds = 3 }}); got "
+                                      f"{v!r}, write it as '{key}.OPTION' = [...] or a table")
+                if any(f"{head}.{k}" in m.sweep for k in v):
+                    raise ConfigError(f"{source}: sweep '{key}' and sweep "
+                                      f"'{head}.{next(k for k in v if f'{head}.{k}' in m.sweep)}'"
+                                      f" both set that option; keep one")
+                method_config(m, head, source=source, override=v)
+            if len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
+                raise ConfigError(f"{source}: sweep '{key}' lists the same variant twice; "
+                                  "remove the repeat")
         elif head in m.methods:
             for v in values:
                 method_config(m, head, source=source, override={opt: v})
@@ -542,6 +558,10 @@ def _drop_none(x: Any) -> Any:  # TOML has no null
 
 
 def sweep_points(m: Matrix) -> list[dict[str, Any]]:
-    """Cartesian product of the sweep, as a list of {"key": value} dicts ([{}] without one)."""
-    keys = sorted(m.sweep)
-    return [dict(zip(keys, vals)) for vals in itertools.product(*(m.sweep[k] for k in keys))]
+    """Cartesian product of the sweep, as a list of {"METHOD.OPTION": value} dicts ([{}]
+    without one); a method's variants (sweep key "METHOD", a list of option tables) are one
+    axis, each table spelled out as its dotted keys."""
+    axes = [[{f"{k}.{o}": x for o, x in v.items()} if "." not in k else {k: v}
+             for v in m.sweep[k]] for k in sorted(m.sweep)]
+    return [{k: v for part in parts for k, v in part.items()}
+            for parts in itertools.product(*axes)]

@@ -126,6 +126,34 @@ def test_sweep_expands_only_the_swept_method():
     assert all(c.point == {} and c.budget["comparisons"] == 1000 for c in sft)
 
 
+def test_a_methods_variants_are_one_axis_each_table_one_row():
+    """sweep.METHOD lists option tables: each is one row (the rounds-3 arm of a claim need not
+    multiply the KL arm), {} is the method as configured, and the variants cross the other
+    keys; a bad table is refused in one line before anything runs."""
+    from bench.runner import expand
+    m = config.parse({"methods": ["sft", "ppo", "dpo"], "seeds": [0, 1],
+                      "sweep": {"ppo": [{"kl_coef": 0.0}, {"rounds": 3, "steps": 13}],
+                                "dpo": [{}, {"beta": 0.3}]}})
+    cells = expand(config.plan(m))
+    rows = {config.row_label(c.name, c.point): [] for c in cells}
+    for c in cells:
+        rows[config.row_label(c.name, c.point)].append(c)
+    assert sorted(rows) == ["dpo", "dpo [dpo.beta=0.3]", "ppo [ppo.kl_coef=0.0]",
+                            "ppo [ppo.rounds=3] [ppo.steps=13]", "sft"]
+    assert all(len(v) == 2 for v in rows.values())  # once per seed, not once per product
+    r3 = rows["ppo [ppo.rounds=3] [ppo.steps=13]"][0].method_config
+    assert (r3["rounds"], r3["steps"], r3["kl_coef"]) == (3, 13, 0.1)  # the rest as configured
+    assert rows["dpo"][0].method_config["beta"] == 0.1
+    base = {"methods": ["sft", "ppo"]}
+    for sweep, says in [({"ppo": [0.0]}, "each a table of its options"),
+                        ({"ppo": [{"kl_coef": 0.0}], "ppo.kl_coef": [0.1]}, "both set"),
+                        ({"ppo": [{"rounds": 3}, {"rounds": 3}]}, "the same variant twice"),
+                        ({"ppo": [{"rounds": 0}]}, "rounds"),
+                        ({"sft": [{"epochs": 2}]}, "shared SFT stage")]:
+        with pytest.raises(ConfigError, match=says):
+            config.parse({**base, "sweep": sweep})
+
+
 def test_a_budget_sweep_multiplies_only_the_cells_that_spend_the_unit():
     """Under a comparisons sweep, base, sft and kto on ratings run once (and appear once);
     under a demonstrations sweep every cell is multiplied: the methods that start from sft,
