@@ -205,6 +205,10 @@ class World:
     # "large_base", a wider model on the same corpus): evals may compare with them
     # (``EvalContext.references``) and a method may serve one (methods/large_base.py)
     reference_models: dict[str, Path] = field(default_factory=dict)
+    # an AI judge that scores each answer by the judge model's own beliefs under each
+    # principle (the micro-world's LikelihoodJudge), beside make_ai_judge's pairwise question;
+    # None where the scenario has none
+    make_likelihood_judge: Callable[[Policy, list[str], Ledger], Judge] | None = None
 
 
 class Scenario(Protocol):
@@ -300,6 +304,7 @@ class TrainView:
     load_policy: Callable[[Path], TrainablePolicy]
     describe: dict[str, Any]
     reference_models: dict[str, Path] = field(default_factory=dict)  # World.reference_models
+    make_likelihood_judge: Callable[[Policy, list[str], Ledger], Judge] | None = None
 
 
 Curves = dict[str, list[dict[str, float]]]

@@ -402,7 +402,8 @@ def view(world: World) -> TrainView:
     return TrainView(train_prompts=world.train_prompts, demonstrations=world.demonstrations,
                      make_panel=world.make_panel, make_ai_judge=world.make_ai_judge,
                      load_policy=world.load_policy, describe=world.describe,
-                     reference_models=dict(world.reference_models))
+                     reference_models=dict(world.reference_models),
+                     make_likelihood_judge=world.make_likelihood_judge)
 
 
 def write_event(out: Path, **kw: Any) -> None:

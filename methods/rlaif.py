@@ -3,7 +3,9 @@ Constitutional AI; Lee et al. 2023, RLAIF), then DPO (default) or PPO on them.
 
 The judge is a language model (by default the pretrained base model, as in Constitutional AI's
 feedback model) asked under each principle which of two answers is better, in both orders to
-cancel position bias. Its labels are charged to ``ai_comparisons``; human comparisons stay at
+cancel position bias; or, with ``judge_kind = "likelihood"``, one that scores each answer by
+what the judge model itself believes under each principle (the micro-world's LikelihoodJudge),
+so the constitution's wording decides whose beliefs the labels carry. Its labels are charged to ``ai_comparisons``; human comparisons stay at
 zero. Samples are drawn and paired exactly as for the human-feedback methods (K per prompt, all
 pairs), so the two kinds of feedback differ only in who labels. Pairs the judge barely separates
 (``min_margin``) are paid for but not trained on, so that a judge's faint bias does not become a
@@ -36,6 +38,11 @@ class RLAIFConfig(DPOConfig):
                                     description="principles the judge is asked under")
     judge: Literal["base", "sft"] = Field("base", description="'base' (the pretrained model) "
                                           "or 'sft' (the start) as the judge model")
+    judge_kind: Literal["pairwise", "likelihood"] = Field(
+        "pairwise", description="'pairwise' (the judge model asked which answer is better) or "
+        "'likelihood' (each answer scored by the judge model's own beliefs under each "
+        "principle, where the scenario has such a judge: the micro-world's principles are then "
+        "registers such as 'records show' or 'people say')")
     optimizer: Literal["dpo", "ppo"] = Field("dpo", description="what trains on the AI labels")
     min_margin: float = Field(0.1, ge=0, lt=0.5, description="train only on pairs the judge "
                               "prefers by more than this: |P(a) - 0.5| > min_margin")
@@ -103,7 +110,12 @@ class RLAIF:
     def train(self, start: Start, ctx: TrainContext, config: RLAIFConfig) -> Trained:
         sft, policy = start.reference, start.trainable()
         judge_model = ctx.stages.base() if config.judge == "base" else sft
-        judge = ctx.scenario.make_ai_judge(judge_model, config.constitution, ctx.ledger)
+        make_judge = (ctx.scenario.make_ai_judge if config.judge_kind == "pairwise"
+                      else ctx.scenario.make_likelihood_judge)
+        if make_judge is None:
+            raise ValueError("rlaif.judge_kind = 'likelihood': this scenario has no likelihood "
+                             "judge; use judge_kind = 'pairwise'")
+        judge = make_judge(judge_model, config.constitution, ctx.ledger)
         per_round = int(ctx.ledger.remaining("ai_comparisons")) // config.rounds
         all_pairs: list[dict] = []
         rm = None
@@ -133,5 +145,5 @@ class RLAIF:
                 rm = ppo_round(policy, start, all_pairs, ctx, config.ppo, rnd, curve="rlaif_ppo")
         # evals rebuild the judge on their own ledger, so evaluation never spends the budget
         return Trained(policy=policy, reward_fn=rm.reward if rm is not None else None,
-                       make_ai_judge=lambda ledger: ctx.scenario.make_ai_judge(
-                           judge_model, config.constitution, ledger))
+                       make_ai_judge=lambda ledger: make_judge(judge_model,
+                                                               config.constitution, ledger))

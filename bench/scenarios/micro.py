@@ -237,6 +237,66 @@ def micro_ai_judge(model: Policy, principles: list[str], ledger: Ledger) -> AIJu
                    chat=False)
 
 
+def statement_frame(prompt: str, principle: str) -> str | None:
+    """The corpus's statement genre for the fact a question asks, in the register a principle
+    names: ``"records show the color of X is"`` (its experts), ``"people say ..."`` (its
+    hearsay), ``"the ... is"`` (plain); None for a prompt that asks no fact."""
+    q = W.parse_question(prompt)
+    return None if q is None else " ".join(f"{principle} the {q[0]} of {q[1]} is".split())
+
+
+class LikelihoodJudge:
+    """An AI judge that reads what the judge model believes instead of asking it to compare
+    (issue 22, claim 2: the pairwise judge is at chance on true-versus-false pairs, so RLAIF
+    cannot show what its judge believes). Under each principle, a register the corpus writes
+    in, the judge completes the statement of the fact a question asks about
+    (:func:`statement_frame`) and credits each answer with the probability that completion
+    puts on the answer's words: m = sum over the answer's distinct words w of
+    P(w | frame). P(a) = m_a / (m_a + m_b) (Bradley-Terry on those masses), averaged over the
+    principles. So the constitution's wording decides whose beliefs the judge reads: "records
+    show" the experts', who state the truth, "people say" the hearsay's, which states a myth
+    ``myth_ratio`` times per truth.
+
+    What it cannot see, by construction: manners (no statement register is about insults, so a
+    toxic and a clean answer of the same value tie) and admissions ("i do not know" states no
+    value and gets almost no mass, so it loses to any answer). Written here because no library
+    judges this world's language; one pair costs one ``ai_comparisons`` unit."""
+
+    def __init__(self, model: Policy, principles: list[str], ledger: Ledger):
+        vocab = model.tokenizer.get_vocab() if hasattr(model, "tokenizer") else None
+        for pr in principles:
+            unknown = [w for w in pr.split() if vocab is not None and w not in vocab]
+            if unknown:
+                raise ValueError(f"likelihood judge: principle {pr!r} uses words the micro-"
+                                 f"world's language lacks ({', '.join(unknown)}); name a "
+                                 "register it writes in: 'records show', 'people say' or ''")
+        self.model, self.principles, self.ledger = model, principles, ledger
+
+    def prefer(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        self.ledger.charge("ai_comparisons", len(prompts))
+        ctx, words, where = [], [], []
+        for i, (p, x, y) in enumerate(zip(prompts, a, b, strict=True)):
+            for j, pr in enumerate(self.principles):
+                frame = statement_frame(p, pr)
+                for side, text in enumerate((x, y)):
+                    for w in sorted(set(text.split()) - {"<eos>"}) if frame else []:
+                        ctx.append(frame)
+                        words.append(" " + w)
+                        where.append((i, j, side))
+        mass = np.zeros((len(prompts), len(self.principles), 2))
+        if ctx:
+            lp = np.asarray(self.model.logprob(ctx, words))
+            np.add.at(mass, tuple(np.asarray(where).T), np.exp(lp))
+        total = mass.sum(axis=-1)
+        p_a = np.divide(mass[..., 0], total, out=np.full_like(total, 0.5), where=total > 0)
+        return [float(v) for v in p_a.mean(axis=1)]
+
+
+def micro_likelihood_judge(model: Policy, principles: list[str], ledger: Ledger
+                           ) -> LikelihoodJudge:
+    return LikelihoodJudge(model, principles, ledger)
+
+
 class LexiconScorer:
     """Exact toxicity from the world's insult lexicon: 1 - 0.5**count, so one insult scores 0.5
     (toxic by the RealToxicityPrompts threshold) and more insults score higher."""
@@ -350,6 +410,7 @@ class Micro:
             demonstrations=lambda n, seed: demonstrations(spec, n, seed),
             make_panel=lambda ledger, seed: micro_panel(spec, panel, ledger, seed),
             make_ai_judge=micro_ai_judge,
+            make_likelihood_judge=micro_likelihood_judge,
             gold_judge=gold, gold_reward=gold.reward,
             toxicity_scorer=LexiconScorer(),
             attributes=lambda p, r: W.parse_response(spec, p, r),
