@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, ru
 from pydantic import BaseModel, ConfigDict
 
 from bench import meter
-from bench.budget import Ledger
+from bench.budget import Ledger, charging
 
 if TYPE_CHECKING:  # annotations only: importing the contracts loads no torch
     import torch
@@ -345,6 +345,7 @@ class TrainContext:
     curves: Curves = field(default_factory=dict)  # stored in the result
     tracking: Tracking = field(default_factory=Tracking)  # off unless the matrix asks
     _gold_monitor: Callable[[list[str], list[str]], float] | None = None
+    _gold_scores: RewardFn | None = None  # the gold reward per sample, for monitors only
 
     def monitor_gold(self, curve: str, step: int, prompts: list[str], completions: list[str],
                      **values: float) -> None:
@@ -354,6 +355,30 @@ class TrainContext:
         if self._gold_monitor is not None:
             with meter.phase("gold monitor"):  # measurement, not training
                 point["gold_reward"] = float(self._gold_monitor(prompts, completions))
+        self.curves.setdefault(curve, []).append(point)
+
+    def monitor_reward_model(self, curve: str, step: int, reward_fn: RewardFn, prompts: list[str],
+                             samplers: dict[str, Policy], *, seed: int,
+                             max_new_tokens: int) -> None:
+        """Append a point to ``curves[curve]``: for each named sampler (e.g. the start and the
+        policy being steered), two completions of each prompt, and ``rm_vs_gold.NAME``, the
+        share of those pairs ``reward_fn`` orders as the gold reward does (pairs either one
+        ties left out), with ``pairs.NAME``, how many counted (Gao et al. 2022's proxy against
+        gold, round by round). Measurement: its samples and scores are charged to no budget,
+        and nothing happens where the scenario has no gold reward."""
+        if self._gold_scores is None:
+            return
+        point = {"step": float(step)}
+        with meter.phase("gold monitor"), charging(Ledger(caps={})):
+            for name, policy in samplers.items():
+                a, b = (policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=1.0,
+                                        seed=seed + i) for i in (0, 1))
+                ra, rb = reward_fn(prompts, a), reward_fn(prompts, b)
+                ga, gb = self._gold_scores(prompts, a), self._gold_scores(prompts, b)
+                hits = [(x > y) == (u > v) for x, y, u, v in zip(ra, rb, ga, gb)
+                        if x != y and u != v]
+                point[f"rm_vs_gold.{name}"] = sum(hits) / len(hits) if hits else float("nan")
+                point[f"pairs.{name}"] = float(len(hits))
         self.curves.setdefault(curve, []).append(point)
 
 

@@ -525,7 +525,8 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
                        log=log.getChild(cell.name), stages=stages, progress=stages.progress,
                        device=device, tracking=tracked or Tracking(),
-                       _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None)
+                       _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None,
+                       _gold_scores=gold)
     record = new_record(cell, key, stages.plan)
     record["_phase"] = "training"  # or "eval NAME": a failure names where it happened
     with meter.timing() as timings:

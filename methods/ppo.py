@@ -456,6 +456,9 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     return history
 
 
+RM_MONITOR_PROMPTS = 96  # training prompts the reward-model monitor samples each round
+
+
 def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]],
               ctx: TrainContext, cfg: PPOConfig, rnd: int, curve: str) -> RewardModel:
     """One RLHF round, shared by ppo and rlaif: a reward model trained on ``pairs`` from the
@@ -486,6 +489,16 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
                  ctx.ledger, seed=derive_seed(ctx.seed, "ppo.round", rnd), steps=cfg.steps,
                  on_step=on_step, progress=ctx.progress)
     policy.model = merged(policy.model)
+    # the round's reward model against gold on the start's samples and on the samples of the
+    # policy it steered: how far off its training distribution it is, round by round (issue 22,
+    # claim 3); measurement only, written to the curve and seen by no method
+    pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
+        len(ctx.scenario.train_prompts))[:RM_MONITOR_PROMPTS]
+    ctx.monitor_reward_model(f"{curve}_reward_model", rnd, rm.reward,
+                             [ctx.scenario.train_prompts[i] for i in pick],
+                             {"start": start.reference, "policy": policy},
+                             seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),
+                             max_new_tokens=cfg.max_new_tokens)
     return rm
 
 

@@ -315,6 +315,15 @@ def test_every_method_spends_what_it_plans(tmp_path):
     assert rollouts[("kto", (("kto.source", "comparisons"),))] == rollouts[("simpo", ())] == 12
     assert rollouts[("orpo", ())] == 12 + 16  # its rankings, and one rejected per demonstration
     assert rollouts[("best_of_n", ())] == 12 and rollouts[("rsft", ())] == 12 + 4 * 2
+    # each RLHF round's reward model against gold, on the start's and the policy's samples
+    curves = {(r["method"], tuple(sorted(r["point"].items()))): r["curves"] for r in recs}
+    for k, name, n in [(("ppo", (("ppo.rounds", 2),)), "ppo_reward_model", 2),
+                       (("rlaif", (("rlaif.optimizer", "ppo"),)), "rlaif_ppo_reward_model", 1)]:
+        points = curves[k][name]
+        assert [p["step"] for p in points] == list(range(n)), points
+        for p in points:
+            assert p["pairs.start"] > 0 and p["pairs.policy"] > 0, p
+            assert 0 <= p["rm_vs_gold.start"] <= 1 and 0 <= p["rm_vs_gold.policy"] <= 1, p
     ratings = spent[("kto", (("kto.source", "ratings"),))]
     assert ratings["ratings"] == 12 and ratings["comparisons"] == 0 and ratings["rollouts"] == 12
     assert spent[("orpo", ())]["demonstrations"] == 16

@@ -95,6 +95,40 @@ def test_gold_judge_is_out_of_reach_of_methods(tiny_world):
     assert ctx.curves["ppo"][0]["gold_reward"] == 0.25 and seen == [1]
 
 
+def test_the_reward_model_monitor_counts_agreement_with_gold_and_charges_nothing(tiny_world):
+    """rm_vs_gold.NAME: the share of two-sample pairs the reward model orders as gold does,
+    ties on either side left out; the samples and scores are charged to no ledger."""
+    from bench.budget import charging
+
+    class Say:  # two fixed completions per prompt, by the seed's parity
+        def __init__(self, first, second):
+            self.texts = (first, second)
+
+        def generate(self, prompts, *, max_new_tokens, temperature=1.0, seed=0):
+            return [self.texts[seed % 2]] * len(prompts)
+
+    gold = {"x": 1.0, "y": 0.0, "z": 0.0}
+    rm = {"x": 1.0, "y": 0.0, "z": 2.0}
+    led = Ledger(caps={"rollouts": 0, "inference_flops": 0})
+    ctx = TrainContext(scenario=view(tiny_world), ledger=led, seed=0, cell_dir=None, log=None,
+                       stages=None, _gold_scores=lambda p, c: [gold[t] for t in c])
+    with charging(led):
+        ctx.monitor_reward_model("ppo_reward_model", 2, lambda p, c: [rm[t] for t in c],
+                                 ["p", "q"], {"agree": Say("x", "y"), "wrong": Say("z", "x"),
+                                              "ties": Say("y", "z")}, seed=0, max_new_tokens=4)
+    point = ctx.curves["ppo_reward_model"][0]
+    assert point["step"] == 2.0
+    assert point["rm_vs_gold.agree"] == 1.0 and point["pairs.agree"] == 2.0
+    assert point["rm_vs_gold.wrong"] == 0.0 and point["pairs.wrong"] == 2.0
+    assert np.isnan(point["rm_vs_gold.ties"]) and point["pairs.ties"] == 0.0  # gold ties y, z
+    assert not any(led.spent.values())
+    none = TrainContext(scenario=view(tiny_world), ledger=led, seed=0, cell_dir=None, log=None,
+                        stages=None)
+    none.monitor_reward_model("c", 0, lambda p, c: [0.0], ["p"], {"a": Say("x", "y")}, seed=0,
+                              max_new_tokens=4)
+    assert none.curves == {}  # no gold reward in the scenario: nothing measured
+
+
 def test_same_seed_same_world_tokenizer_and_weights(tmp_path, tiny_world):  # W5
     other = Micro().build(MicroOptions(**TINY_WORLD), tmp_path, progress=False)
     assert other.key == tiny_world.key
