@@ -184,6 +184,10 @@ class Matrix(_Strict):
     resources: Resources = Field(default_factory=Resources)
     claims: list[Claim] = Field(default_factory=list, description="claims the report tests "
                                 "and opens with (reports/findings.py)")
+    prices: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="dollars per unit of a budget unit (e.g. comparisons "
+        "= 1.0, ai_comparisons = 0.06): each cell records the dollars its training spent "
+        "(cost.dollars) and the prices it used; unpriced units cost nothing")
 
 
 def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
@@ -203,6 +207,10 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
         m = Matrix.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_fmt_pydantic(err)}") from None
+    unpriced = [u for u in m.prices if u not in UNITS]
+    if unpriced:
+        raise ConfigError(f"{source}: prices.{unpriced[0]} is no budget unit; price one of "
+                          f"{', '.join(UNITS)}")
     problem = tracking.check(m.report_to, m.executor)
     if problem:
         raise ConfigError(f"{source}: {problem}")
@@ -248,6 +256,13 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
         scenario.Options.model_validate_json(options, strict=True)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_fmt_pydantic(err, 'scenario.options')}") from None
+    _check_sweep(m, stages, source)
+    return m
+
+
+def _check_sweep(m: Matrix, stages: set[str], source: str) -> None:
+    """Every swept key names a budget unit or a method's option (or lists a method's
+    variants), never a shared stage, and every value validates where it lands."""
     for key, values in m.sweep.items():
         head, _, opt = key.partition(".")
         if not values:
@@ -289,7 +304,6 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
         else:
             raise ConfigError(f"{source}: sweep '{key}' must start with 'budget.' or a method in "
                               f"'methods' ({m.methods})")
-    return m
 
 
 def stage_names(methods: list[str], source: str = "<matrix>") -> set[str]:
@@ -502,7 +516,7 @@ def row_method(row: str) -> str:
 # (cost.phase_seconds.PHASE for one phase)
 COST_FIELDS = ("wall_seconds", "peak_rss_bytes", "peak_gpu_bytes", "train_tokens", "train_flops",
                "inference_flops", "eval_flops", "rollouts", "samples_per_response",
-               "phase_seconds", "phase_peak_rss_bytes")
+               "phase_seconds", "phase_peak_rss_bytes", "dollars")
 
 
 def _check_claims(m: Matrix, source: str) -> None:

@@ -216,6 +216,7 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
         "stages": stages,
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
+        "prices": plan.matrix.prices,  # the cell records the dollars it spent at them
         "code": store.code_version(),
     })
 
@@ -542,7 +543,8 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
                       "rollouts": spent.get("rollouts", 0.0),
                       "samples_per_response": spent.get("samples_per_response", 0.0),
                       "phase_seconds": timings.seconds, "phase_peak_rss_bytes":
-                      timings.peak_rss_bytes}
+                      timings.peak_rss_bytes, "dollars": dollars(spent, stages.plan.matrix.prices)}
+    record["prices"] = dict(stages.plan.matrix.prices)
     record.update(status=status, error=error, failed_step=step, provenance={
         **store.provenance(device), "started": started,
         "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,
@@ -550,6 +552,12 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
         "world": world.describe, "matrix_name": stages.plan.matrix.name,
     })
     return record
+
+
+def dollars(spent: dict[str, float], prices: dict[str, float]) -> float | None:
+    """What a cell's training spent at the matrix's prices (the shared stages' units
+    included, as in its budget); None when the matrix prices nothing."""
+    return sum(spent.get(u, 0.0) * p for u, p in prices.items()) if prices else None
 
 
 def run_phases(cell: Cell, stages: Stages, ctx: TrainContext, world: World,

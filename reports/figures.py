@@ -285,10 +285,42 @@ def sweep(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     y = plot["metrics"][0] if plot["metrics"] else ""
     units = sorted({k for r in d["ok"] for k, v in (r.get("point") or {}).items()
                     if k.startswith("budget.") and finite(v) and finite(r["metrics"].get(y))})
-    return [Panel(partial(_draw_sweep, d, y, k), (6, 3.8),
-                  [{"panel": f"{y} against {k}", "method": method, k: x, y: v, "n": n}
-                   for method, pts in _sweep_means(d, y, k).items() for x, (v, n) in pts.items()])
-            for k in units]
+    panels = [Panel(partial(_draw_sweep, d, y, k), (6, 3.8),
+                    [{"panel": f"{y} against {k}", "method": method, k: x, y: v, "n": n}
+                     for method, pts in _sweep_means(d, y, k).items()
+                     for x, (v, n) in pts.items()])
+              for k in units]
+    money = _money_means(d, y)
+    if units and money:  # the same rows against what their labels cost (the matrix's prices)
+        panels.append(Panel(partial(_draw_money, d, y, money), (6, 3.8),
+                            [{"panel": f"{y} against dollars", "method": method, "row": row,
+                              "dollars": x, y: v, "n": n}
+                             for method, pts in money.items() for row, (x, v, n) in pts.items()]))
+    return panels
+
+
+def _money_means(d: dict[str, Any], y: str) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """method -> row -> (mean dollars, mean ``y``, cells) over the cells that priced their
+    spending (``cost.dollars``, from the matrix's prices)."""
+    by: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in d["ok"]:
+        x, v = (r.get("cost") or {}).get("dollars"), r["metrics"].get(y)
+        if finite(x) and finite(v):
+            by[r["method"]][group_label(r)].append((x, v))
+    return {m: dict(sorted(((g, (float(np.mean([x for x, _ in xs])),
+                                 float(np.mean([v for _, v in xs])), len(xs)))
+                            for g, xs in rows.items()), key=lambda kv: kv[1][0]))
+            for m, rows in by.items()}
+
+
+def _draw_money(d: dict[str, Any], y: str, money: dict, ax: Any) -> None:
+    for method, pts in money.items():
+        ax.plot([x for x, _, _ in pts.values()], [v for _, v, _ in pts.values()], marker="o",
+                label=method, color=_color(d, method))
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("dollars spent on training (the matrix's prices)")
+    ax.set_ylabel(_metric_title(d, y))
+    ax.legend(fontsize=7)
 
 
 def _sweep_means(d: dict[str, Any], y: str, unit: str
