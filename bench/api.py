@@ -396,6 +396,9 @@ class Trained:
     reward_fn: RewardFn | None = None
     make_ai_judge: Callable[[Ledger], Judge] | None = None
     samples_per_response: int = 1
+    # a regular expression naming the prompt family the method's feedback left out (PPO's
+    # holdout_prompts): labeler_agreement reports the reward model on it apart
+    held_out_prompts: str | None = None
 
 
 class Method(Protocol):

@@ -10,6 +10,8 @@ broken down by what the pair differs in. Ties and skips are excluded and counted
 
 from __future__ import annotations
 
+import re
+
 from collections import defaultdict
 from typing import Any
 
@@ -128,8 +130,9 @@ class LabelerAgreement:
     Options = AgreementOptions
     description = "panel agreement (pairwise, LOO, Fleiss, Krippendorff); RM and AI judge vs panel"
     # 1.1: rm_vs_gold carries its SE, and its slice sft_samples (the reward model on the SFT
-    # model's samples, the distribution it was trained on)
-    version = "1.1"
+    # model's samples, the distribution it was trained on); 1.2: where the method held a
+    # prompt family out of its feedback, the slices held_out and seen_families (SFT samples)
+    version = "1.2"
     metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
                "krippendorff_alpha": True, "rm_vs_labelers": True, "rm_vs_gold": True,
                "ai_judge_vs_majority": True}
@@ -182,10 +185,21 @@ class LabelerAgreement:
                                         seed=derive_seed(ctx.seed, "agreement.a"))
                     sb = start.generate(flat, max_new_tokens=24, temperature=1.0,
                                         seed=derive_seed(ctx.seed, "agreement.b"))
-                    hits = rm_gold_hits(rm_order(reward_fn, flat, sa, sb), gold, flat, sa, sb)
+                    rm_sft = rm_order(reward_fn, flat, sa, sb)
+                    hits = rm_gold_hits(rm_sft, gold, flat, sa, sb)
                     name = "rm_vs_gold.sft_samples"
                     metrics[name] = float(hits.mean()) if hits.size else float("nan")
                     unc[name] = bootstrap_se(hits, seed=ctx.seed)
+                    held = ctx.trained.held_out_prompts if ctx.trained else None
+                    if held:  # the family its feedback never covered, against the others
+                        out = np.array([re.search(held, p) is not None for p in flat])
+                        for name, keep in (("held_out", out), ("seen_families", ~out)):
+                            i = np.flatnonzero(keep)
+                            hits = rm_gold_hits(rm_sft[i], gold, [flat[j] for j in i],
+                                                [sa[j] for j in i], [sb[j] for j in i])
+                            if hits.size:  # none where the eval's prompts miss the family
+                                metrics[f"rm_vs_gold.{name}"] = float(hits.mean())
+                                unc[f"rm_vs_gold.{name}"] = bootstrap_se(hits, seed=ctx.seed)
         make_judge = ctx.trained.make_ai_judge if ctx.trained else None
         if make_judge is not None:
             judge = make_judge(ctx.ledger)

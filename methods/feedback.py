@@ -3,6 +3,8 @@ methods compared at equal budget also collect their labels the same way."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from pydantic import Field
 
@@ -105,17 +107,34 @@ def judged_pairs(policy: Policy, pool: list[str], judge: Judge, n_comparisons: i
              "p_judge": q} for p, x, y, q in zip(ps, a, b, prob) if q != 0.5]
 
 
+def feedback_prompts(prompts: list[str], holdout: str | None) -> list[str]:
+    """The training prompts feedback is collected on: all of them, or those the regular
+    expression ``holdout`` does not match, a prompt family the reward model and the policy's RL
+    never see (issue 22, claim 4; labeler_agreement reports the reward model on it apart)."""
+    if not holdout:
+        return prompts
+    kept = [p for p in prompts if not re.search(holdout, p)]
+    if not kept or len(kept) == len(prompts):
+        raise ValueError(f"holdout_prompts {holdout!r} matches "
+                         f"{'every' if not kept else 'no'} training prompt; name a family "
+                         "some prompts belong to and others do not (e.g. 'the sound of')")
+    return kept
+
+
 def shared_comparisons(ctx: TrainContext, start: Start, n: int, cfg) -> list[dict[str, str]]:
     """The comparison set drawn from the start's frozen reference (the SFT model) and ranked by
     the panel, computed once per (start, budget, K, sampling settings) and reused by every
     method that asks with the same settings: PPO's reward model and DPO train on exactly the
     same labels. ``cfg`` carries ``k``, ``label_temperature`` and ``max_new_tokens``."""
+    holdout = getattr(cfg, "holdout_prompts", None)
+
     def compute(ledger: Ledger) -> list[dict[str, str]]:
         panel = ctx.scenario.make_panel(ledger, ctx.seed)
-        return ranked_pairs(start.reference, ctx.scenario.train_prompts, panel, n, cfg.k,
-                            ledger, seed=ctx.seed, temperature=cfg.label_temperature,
-                            max_new_tokens=cfg.max_new_tokens)
+        return ranked_pairs(start.reference, feedback_prompts(ctx.scenario.train_prompts, holdout),
+                            panel, n, cfg.k, ledger, seed=ctx.seed,
+                            temperature=cfg.label_temperature, max_new_tokens=cfg.max_new_tokens)
     return ctx.stages.once(
         "comparisons", {"start": start.key, "n": n, "k": cfg.k, "seed": ctx.seed,
                         "temperature": cfg.label_temperature,
-                        "max_new_tokens": cfg.max_new_tokens}, ctx.ledger, compute)
+                        "max_new_tokens": cfg.max_new_tokens, "holdout": holdout},
+        ctx.ledger, compute)

@@ -11,12 +11,13 @@ The math is pure functions at the top of the file, each with known-answer tests.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from bench import meter
@@ -27,7 +28,8 @@ from bench.sampling import left_pad, sample
 from bench.seeding import derive_seed
 from bench.tracking import curve_logger
 from methods.common import AdaptersOff, merged, with_adapters
-from methods.feedback import label_rollouts, pick_prompts, ranked_pairs, shared_comparisons
+from methods.feedback import (feedback_prompts, label_rollouts, pick_prompts, ranked_pairs,
+                              shared_comparisons)
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
 # --------------------------------------------------------------------------- pure math
@@ -158,6 +160,20 @@ class PPOConfig(RewardModelConfig):
     max_new_tokens: int = Field(24, ge=1, description="response length limit")
     whiten_rewards: bool = Field(False, description="N+ whitens advantages, not rewards")
     max_grad_norm: float = Field(1.0, description="gradient clipping")
+    holdout_prompts: str | None = Field(
+        None, description="a regular expression: training prompts it matches get no feedback "
+        "(no comparisons, no RL), a prompt family the reward model never sees; labeler_agreement "
+        "reports the reward model on it apart (rm_vs_gold.held_out). None: every prompt")
+
+    @field_validator("holdout_prompts")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise ValueError(f"not a regular expression ({err})") from None
+        return v
 
     def training_rollouts(self, rounds: int, steps_key: str = "steps") -> tuple[int, str]:
         """Rollouts ppo_loop charges over ``rounds`` rounds of ``steps`` batches, and why (naming
@@ -469,6 +485,7 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     adapters off instead of a second copy. The curve ``curve`` gets one point per step, its
     step counted across rounds and its round recorded, each also streamed to the matrix's
     tracker. Returns the round's reward model."""
+    prompts = feedback_prompts(ctx.scenario.train_prompts, cfg.holdout_prompts)
     rm = train_reward_model(start.path, policy.tokenizer, pairs, ctx, cfg,
                             stage=f"{curve}_reward_model_{rnd}")
     value_model = with_adapters(copy.deepcopy(rm.model), cfg, "SEQ_CLS")
@@ -485,7 +502,7 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
             ctx.monitor_gold(curve, offset + step, prompts, texts, round=rnd, **stats)
             track(ctx.curves[curve][-1])  # the point just recorded, as recorded
 
-        ppo_loop(policy, ref, value_model, rm.reward, ctx.scenario.train_prompts, cfg,
+        ppo_loop(policy, ref, value_model, rm.reward, prompts, cfg,
                  ctx.ledger, seed=derive_seed(ctx.seed, "ppo.round", rnd), steps=cfg.steps,
                  on_step=on_step, progress=ctx.progress)
     policy.model = merged(policy.model)
@@ -493,9 +510,8 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     # policy it steered: how far off its training distribution it is, round by round (issue 22,
     # claim 3); measurement only, written to the curve and seen by no method
     pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
-        len(ctx.scenario.train_prompts))[:RM_MONITOR_PROMPTS]
-    ctx.monitor_reward_model(f"{curve}_reward_model", rnd, rm.reward,
-                             [ctx.scenario.train_prompts[i] for i in pick],
+        len(prompts))[:RM_MONITOR_PROMPTS]
+    ctx.monitor_reward_model(f"{curve}_reward_model", rnd, rm.reward, [prompts[i] for i in pick],
                              {"start": start.reference, "policy": policy},
                              seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),
                              max_new_tokens=cfg.max_new_tokens)
@@ -518,10 +534,12 @@ class PPO:
             if rnd == 0:  # the SFT comparison set is shared with DPO: same labels, same count
                 pairs += shared_comparisons(ctx, start, per_round, config)
             else:
-                pairs += ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round,
+                pairs += ranked_pairs(policy, feedback_prompts(ctx.scenario.train_prompts,
+                                                               config.holdout_prompts),
+                                      panel, per_round,
                                       config.k, ctx.ledger,
                                       seed=derive_seed(ctx.seed, "labels.round", rnd),
                                       temperature=config.label_temperature,
                                       max_new_tokens=config.max_new_tokens)
             rm = ppo_round(policy, start, pairs, ctx, config, rnd, curve="ppo")
-        return Trained(policy=policy, reward_fn=rm.reward)
+        return Trained(policy=policy, reward_fn=rm.reward, held_out_prompts=config.holdout_prompts)

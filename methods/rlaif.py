@@ -29,7 +29,8 @@ DEFAULT_CONSTITUTION = ["be helpful", "be honest", "be harmless"]
 # what PPO on AI labels takes from rlaif's own settings unless [method.rlaif.ppo] sets it
 INHERITED = ("k", "max_new_tokens", "lora", "lora_r", "lora_alpha", "lora_dropout",
              "lora_target")
-DECIDED = INHERITED + ("rounds", "label_temperature")  # unused by PPO on AI labels
+# unused by PPO on AI labels (its labels come from every prompt, so its RL does too)
+DECIDED = INHERITED + ("rounds", "label_temperature", "holdout_prompts")
 RENAMED = {"ppo_steps": "ppo.steps", "kl_coef": "ppo.kl_coef"}  # alignbench 0.1's names
 
 
@@ -68,10 +69,13 @@ class RLAIFConfig(DPOConfig):
             given = given.model_dump(include=given.model_fields_set)
         if not isinstance(given, dict):
             return data
-        decided = {"rounds": 1, "label_temperature": 1.0,
+        decided = {"rounds": 1, "label_temperature": 1.0, "holdout_prompts": None,
                    **{k: data.get(k, cls.model_fields[k].get_default(call_default_factory=True))
                       for k in INHERITED}}
         bad = [k for k in DECIDED if k in given and given[k] != decided[k]]
+        if "holdout_prompts" in bad:
+            raise ValueError("rlaif.ppo.holdout_prompts: RLAIF's judge labels every training "
+                             "prompt, so its PPO trains on every one; hold a family out in ppo")
         if bad:
             raise ValueError(f"rlaif.ppo.{bad[0]} is decided by rlaif itself; set rlaif."
                              f"{bad[0]} instead")

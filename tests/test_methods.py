@@ -1,5 +1,7 @@
 """Pure parts of the methods beyond the seed's four (issue 18), with known answers."""
 
+import pytest
+
 from methods.common import warmup
 from methods.kto import unpaired
 
@@ -199,3 +201,25 @@ def test_headline_resolves_only_in_the_best_rows_favour_and_names_ties():
     aa = headline({"sft": cells("sft", [0.0] * 3, null=0.0), "dpo": cells("dpo", [0.3] * 3),
                    "ppo": cells("ppo", [0.5, 0.6, 0.55])}, {"e.x": False}, {}, ["e.x"])[0]
     assert aa["best"] == "dpo" and aa["runner_up"] == "ppo"
+
+
+def test_a_held_out_prompt_family_gets_no_feedback():
+    """holdout_prompts (a regular expression) leaves its family out of the feedback prompts;
+    one that matches none or all of them, or is no regular expression, is refused; RLAIF's
+    PPO cannot hold one out (its judge labels every prompt)."""
+    from pydantic import ValidationError
+
+    from methods.feedback import feedback_prompts
+    from methods.ppo import PPOConfig
+    from methods.rlaif import RLAIFConfig
+    prompts = ["what is the sound of bo ?", "what is the color of bo ?", "tell me the sound of ka ."]
+    assert feedback_prompts(prompts, None) is prompts
+    assert feedback_prompts(prompts, "the sound of") == ["what is the color of bo ?"]
+    for bad, says in (("the smell of", "matches no training prompt"),
+                      ("of", "matches every training prompt")):
+        with pytest.raises(ValueError, match=says):
+            feedback_prompts(prompts, bad)
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        PPOConfig(holdout_prompts="the (sound")
+    with pytest.raises(ValidationError, match="judge labels every training prompt"):
+        RLAIFConfig(optimizer="ppo", ppo={"holdout_prompts": "the sound of"})
