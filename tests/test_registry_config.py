@@ -156,6 +156,17 @@ def test_a_methods_variants_are_one_axis_each_table_one_row():
             config.parse({**base, "sweep": sweep})
 
 
+def test_prices_name_budget_units_and_are_finite_and_not_negative():
+    m = config.parse({"methods": ["sft", "dpo"], "prices": {"comparisons": 1, "ai_comparisons": 0.1}})
+    assert m.prices == {"comparisons": 1.0, "ai_comparisons": 0.1}
+    assert config.parse({"methods": ["sft"]}).prices == {}
+    for prices, says in [({"comparison": 1.0}, "prices.comparison is no budget unit"),
+                         ({"comparisons": -1.0}, "greater than or equal to 0"),
+                         ({"comparisons": float("inf")}, "finite")]:
+        with pytest.raises(ConfigError, match=says):
+            config.parse({"methods": ["sft"], "prices": prices})
+
+
 def test_a_budget_sweep_multiplies_only_the_cells_that_spend_the_unit():
     """Under a comparisons sweep, base, sft and kto on ratings run once (and appear once);
     under a demonstrations sweep every cell is multiplied: the methods that start from sft,

@@ -148,6 +148,30 @@ def test_rows_and_colours_follow_the_plan_and_the_sweep_is_drawn(out):
     assert "Δ vs sft" in html
 
 
+def test_priced_cells_draw_the_win_rate_against_the_dollars_they_spent(out):
+    """Cells that priced their spending (cost.dollars, from the matrix's prices) add a panel to
+    the sweep figure: each row at its mean dollars and its mean win-rate, one line per method
+    through its rows in order of dollars (claim 7's gold win-rate against money spent)."""
+    from reports.figures import sweep
+    for f in (out / "cells").glob("*/result.json"):
+        rec = json.loads(f.read_text())
+        n = rec["point"]["budget.comparisons"]
+        rec["cost"] = {"dollars": 0.0 if rec["method"] == "sft" else n * 1.5 + rec["seed"]}
+        f.write_text(json.dumps(rec))
+    d = collect(out)
+    panels = sweep(d, {"metrics": ["win_rate.vs_sft"]}, "win_rate")
+    money = [row for p in panels for row in p.data if row["panel"].endswith("against dollars")]
+    got = {row["row"]: (row["dollars"], row["win_rate.vs_sft"], row["n"]) for row in money}
+    for (method, n), wins in WIN.items():
+        dollars = 0.0 if method == "sft" else n * 1.5 + 1.0  # seeds 0-2: mean + 1
+        row = got[f"{method} [budget.comparisons={n}]"]
+        assert row == (pytest.approx(dollars), pytest.approx(np.mean(wins)), 3), (method, n)
+    from reports.figures import render  # and it draws, its rows in the figure's CSV
+    fig = next(f for f in render(d) if f.id == "plot-win_rate-sweep")
+    assert fig.src.startswith("data:image/png") and \
+        sum(r["panel"].endswith("against dollars") for r in fig.data) == len(WIN)
+
+
 def test_no_stage_among_the_methods_means_no_paired_difference(out):
     """The reference of Δ is the stage the records start from; where no record names one
     that is a method of the matrix, there is no Δ at all (and no sentence about one)."""

@@ -275,9 +275,17 @@ def test_every_method_spends_what_it_plans(tmp_path):
                    "best_of_n": {"n": 3, "k": 4, "rm_epochs": 1},
                    "rsft": {"n": 2, "prompts": 4, "k": 4, "rm_epochs": 1, "epochs": 1}},
         "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"],
-                  "kto.source": ["comparisons", "ratings"], "dpo.loss_type": ["sigmoid", "robust"]}})
+                  "kto.source": ["comparisons", "ratings"], "dpo.loss_type": ["sigmoid", "robust"]},
+        "prices": {"comparisons": 1.0, "ai_comparisons": 0.1, "ratings": 0.25}})
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    for r in recs:  # the dollars each cell's training spent, at the prices it records
+        s = r["budget"]["spent"]
+        assert r["prices"] == {"comparisons": 1.0, "ai_comparisons": 0.1, "ratings": 0.25}
+        assert r["cost"]["dollars"] == pytest.approx(
+            s["comparisons"] + 0.1 * s["ai_comparisons"] + 0.25 * s["ratings"]), r["method"]
+    assert {r["cost"]["dollars"] for r in recs if r["method"] == "rlaif"} == {2.0}
+    assert {r["cost"]["dollars"] for r in recs if r["method"] in ("base", "sft")} == {0.0}
     assert {r["method"] for r in recs} == set(every)
     assert len(recs) == len(every) + 4 and all(r["status"] == "ok" for r in recs), \
         [r["error"] for r in recs if r["status"] != "ok"]
@@ -347,6 +355,7 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
         {"budget": {**MATRIX["budget"], "comparisons": 30}},
         {"eval": {"toxicity": {"k": 3}}},
         {"evals": ["truthfulqa"], "eval": {}},
+        {"prices": {"comparisons": 1.0}},  # the cell records the dollars it spent at them
     ]
     for ch in changes:
         k = keys(config.parse({**MATRIX, **ch}))
