@@ -72,6 +72,11 @@ class MethodConfig(BaseModel):
         refuses a train_tokens or flops cap below it before any cell starts."""
         return None
 
+    def check_world(self, world: TrainView) -> None:
+        """Refuse, with a ValueError naming the fix, a setting the built world cannot serve
+        (a judge it does not have, a prompt family none of its prompts belong to): the runner
+        calls it once the world is built, before any cell trains. The default accepts all."""
+
 
 class EvalOptions(BaseModel):
     """Base for an eval's options (the matrix's ``[eval.NAME]`` table), validated like configs."""
@@ -353,7 +358,7 @@ class TrainContext:
         samples when the scenario has one. Write-only: the method never sees the gold value."""
         point = {"step": float(step), **{k: float(v) for k, v in values.items()}}
         if self._gold_monitor is not None:
-            with meter.phase("gold monitor"):  # measurement, not training
+            with meter.phase("gold monitor", measurement=True):  # measurement, not training
                 point["gold_reward"] = float(self._gold_monitor(prompts, completions))
         self.curves.setdefault(curve, []).append(point)
 
@@ -368,8 +373,8 @@ class TrainContext:
         and nothing happens where the scenario has no gold reward."""
         if self._gold_scores is None:
             return
-        point = {"step": float(step)}
-        with meter.phase("gold monitor"), charging(Ledger(caps={})):
+        point = {"step": float(step)}  # the round, for RLHF's rounds
+        with meter.phase("gold monitor", measurement=True), charging(Ledger(caps={})):
             for name, policy in samplers.items():
                 a, b = (policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=1.0,
                                         seed=seed + i) for i in (0, 1))

@@ -186,8 +186,9 @@ class Matrix(_Strict):
                                 "and opens with (reports/findings.py)")
     prices: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="dollars per unit of a budget unit (e.g. comparisons "
-        "= 1.0, ai_comparisons = 0.06): each cell records the dollars its training spent "
-        "(cost.dollars) and the prices it used; unpriced units cost nothing")
+        "= 1.00, ai_comparisons = 0.10): results.jsonl and the report give each cell the "
+        "prices and the dollars its training spent (cost.dollars); unpriced units are free. "
+        "Not in any cell's key: a price moves no number a cell computes")
 
 
 def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
@@ -294,10 +295,11 @@ def _check_sweep(m: Matrix, stages: set[str], source: str) -> None:
                     raise ConfigError(f"{source}: sweep '{key}' and sweep "
                                       f"'{head}.{next(k for k in v if f'{head}.{k}' in m.sweep)}'"
                                       f" both set that option; keep one")
-                method_config(m, head, source=source, override=v)
-            if len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
-                raise ConfigError(f"{source}: sweep '{key}' lists the same variant twice; "
-                                  "remove the repeat")
+            resolved = [json.dumps(method_config(m, head, source=source, override=v)
+                                   .model_dump(mode="json"), sort_keys=True) for v in values]
+            if len(set(resolved)) < len(values):  # {} and the configured value spelled out
+                raise ConfigError(f"{source}: sweep '{key}' lists the same variant twice (as "
+                                  "configured, two tables give one config); remove the repeat")
         elif head in m.methods:
             for v in values:
                 method_config(m, head, source=source, override={opt: v})

@@ -93,6 +93,7 @@ class _Open:
     name: str
     start: float  # perf_counter
     peak: int = 0  # the largest resident peak read while it was open
+    aside: float = 0.0  # seconds of measurement phases inside it, left out of its own
 
 
 _timings: list[Timings] = []
@@ -112,9 +113,11 @@ def timing() -> Iterator[Timings]:
 
 
 @contextmanager
-def phase(name: str) -> Iterator[None]:
+def phase(name: str, measurement: bool = False) -> Iterator[None]:
     """Time this block as ``name`` inside the innermost :func:`timing`, under the phases that
-    enclose it, and measure its resident peak."""
+    enclose it, and measure its resident peak. A ``measurement`` phase (a gold monitor: the
+    benchmark watching, not the method working) is recorded under its own path and left out
+    of the seconds of every phase that encloses it, so that "training" is the method's time."""
     if not _timings:
         yield
         return
@@ -129,5 +132,9 @@ def phase(name: str) -> Iterator[None]:
     finally:
         t._fold()
         t._open.pop()
-        t.seconds[path] = t.seconds.get(path, 0.0) + time.perf_counter() - entry.start
+        took = time.perf_counter() - entry.start
+        t.seconds[path] = t.seconds.get(path, 0.0) + took - entry.aside
         t.peak_rss_bytes[path] = max(t.peak_rss_bytes.get(path, 0), entry.peak)
+        if measurement:  # the enclosing phases do not count what only measured (once:
+            for outer in t._open:  # a measurement nested in this one already told them)
+                outer.aside += took - entry.aside

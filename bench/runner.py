@@ -140,6 +140,22 @@ def check_claim_rows(cells: list[Cell], plan: C.Plan) -> None:
                                     f"its rows: {', '.join(rows)}")
 
 
+def check_worlds(cells: list[Cell], world: World) -> None:
+    """Each method config's own preflight against the built world
+    (``MethodConfig.check_world``): one line for the first setting it cannot serve."""
+    seen, train_view = set(), view(world)
+    for cell in cells:
+        sig = (cell.name, store.canonical(cell.method_config))
+        if sig in seen:
+            continue
+        seen.add(sig)
+        try:
+            cell.config.check_world(train_view)
+        except ValueError as err:
+            where = cell.name + "".join(f" {k}={x}" for k, x in sorted(cell.point.items()))
+            raise C.ConfigError(f"{where}: {err}") from None
+
+
 def check_compute(cells: list[Cell], stages: Stages) -> None:
     """The compute caps' preflight, once the world is built. A method's start stage (SFT for
     ppo, dpo and rlaif) knows its training tokens before anything trains
@@ -216,7 +232,6 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
         "stages": stages,
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
-        "prices": plan.matrix.prices,  # the cell records the dollars it spent at them
         "code": store.code_version(),
     })
 
@@ -527,7 +542,7 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
                        log=log.getChild(cell.name), stages=stages, progress=stages.progress,
                        device=device, tracking=tracked or Tracking(),
                        _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None,
-                       _gold_scores=gold)
+                       _gold_scores=(lambda p, c: list(gold(p, c))) if gold else None)
     record = new_record(cell, key, stages.plan)
     record["_phase"] = "training"  # or "eval NAME": a failure names where it happened
     with meter.timing() as timings:
@@ -543,8 +558,7 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
                       "rollouts": spent.get("rollouts", 0.0),
                       "samples_per_response": spent.get("samples_per_response", 0.0),
                       "phase_seconds": timings.seconds, "phase_peak_rss_bytes":
-                      timings.peak_rss_bytes, "dollars": dollars(spent, stages.plan.matrix.prices)}
-    record["prices"] = dict(stages.plan.matrix.prices)
+                      timings.peak_rss_bytes}
     record.update(status=status, error=error, failed_step=step, provenance={
         **store.provenance(device), "started": started,
         "ended": datetime.now(timezone.utc).isoformat(), "seconds": time.perf_counter() - t0,
@@ -552,12 +566,6 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
         "world": world.describe, "matrix_name": stages.plan.matrix.name,
     })
     return record
-
-
-def dollars(spent: dict[str, float], prices: dict[str, float]) -> float | None:
-    """What a cell's training spent at the matrix's prices (the shared stages' units
-    included, as in its budget); None when the matrix prices nothing."""
-    return sum(spent.get(u, 0.0) * p for u, p in prices.items()) if prices else None
 
 
 def run_phases(cell: Cell, stages: Stages, ctx: TrainContext, world: World,
@@ -655,6 +663,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
         threads = thread_counts(plan)
         stages = Stages(world, plan, device, m.progress, threads)
+        check_worlds(cells, world)
         check_compute(cells, stages)
         keys = [cell_key(c, world, plan, device, threads) for c in cells]
         session = ray_executor.Session(plan) if m.executor == "ray" else None

@@ -21,7 +21,7 @@ from bench.stats import bootstrap_se
 
 def overoptimization(curve: list[dict[str, float]]) -> dict[str, float]:
     """Peak gold reward, where it peaked, and how far gold and proxy moved after it, on the
-    curve smoothed over a window of ``w = max(1, len(curve) // 8)`` steps (5 of PPO's 40).
+    curve smoothed over a window of ``w = max(1, round(len(curve) / 8))`` steps (5 of PPO's 40).
 
     Each per-step gold value is a mean over one batch of fresh samples, so it is noisy: the
     peak of the raw curve minus its last point (version 1.0) is inflated by that noise twice,
@@ -32,7 +32,7 @@ def overoptimization(curve: list[dict[str, float]]) -> dict[str, float]:
     windows), so a test compares it between arms rather than with zero."""
     gold = np.array([p["gold_reward"] for p in curve], dtype=float)
     proxy = np.array([p["proxy_reward"] for p in curve], dtype=float)
-    w = max(1, len(curve) // 8)
+    w = max(1, round(len(curve) / 8))  # 5 for 39 steps (three rounds of 13) as for 40
     kernel = np.ones(w) / w
     g, pr = np.convolve(gold, kernel, "valid"), np.convolve(proxy, kernel, "valid")
     i = int(np.argmax(g))
@@ -63,7 +63,9 @@ class KL:
     name = "kl"
     Options = KLOptions
     description = "KL to the SFT reference (k1) and RL overoptimization summary"
-    version = "1.2"  # 1.1: overoptimization smoothed; 1.2: best-of-n gets its analytic KL bound
+    # 1.1: overoptimization smoothed; 1.2: best-of-n gets its analytic KL bound; 1.3: the
+    # window rounds len/8 (floor gave 4 steps to a 39-step curve and 5 to a 40-step one)
+    version = "1.3"
     metrics = {"k1": False, "gold_peak": True, "gold_final": True, "gold_drop": False,
                "proxy_final": True}
     bounds = {"gold_drop": (0.0, None)}  # >= 0 by construction (see overoptimization); k1

@@ -11,7 +11,6 @@ broken down by what the pair differs in. Ties and skips are excluded and counted
 from __future__ import annotations
 
 import re
-
 from collections import defaultdict
 from typing import Any
 
@@ -115,6 +114,34 @@ def rm_gold_hits(rm: np.ndarray, gold, prompts: list[str], a: list[str], b: list
     return (rm[ok] == g[ok]).astype(float)
 
 
+def rm_on_start(reward_fn, gold, start: Policy, flat: list[str], seed: int, held: str | None
+                ) -> tuple[dict[str, float], dict[str, float]]:
+    """The reward model against gold on samples of the SFT model, whose samples it was trained
+    on (held-out prompts): against rm_vs_gold on the policy's own samples, how far the policy
+    it steers has left its training distribution (issue 22's claim 4); the same seeds for
+    every cell, so paired over them. ``held``: the prompt family the method's feedback left
+    out (a regular expression), whose pairs are also reported apart from the rest
+    (``held_out``, ``seen_families``: both on SFT samples), where the prompts hold any."""
+    sa = start.generate(flat, max_new_tokens=24, temperature=1.0,
+                        seed=derive_seed(seed, "agreement.a"))
+    sb = start.generate(flat, max_new_tokens=24, temperature=1.0,
+                        seed=derive_seed(seed, "agreement.b"))
+    rm = rm_order(reward_fn, flat, sa, sb)
+    hits = rm_gold_hits(rm, gold, flat, sa, sb)
+    metrics = {"rm_vs_gold.sft_samples": float(hits.mean()) if hits.size else float("nan")}
+    unc = {"rm_vs_gold.sft_samples": bootstrap_se(hits, seed=seed)}
+    if held:
+        out = np.array([re.search(held, p) is not None for p in flat])
+        for name, keep in (("held_out", out), ("seen_families", ~out)):
+            i = np.flatnonzero(keep)
+            hits = rm_gold_hits(rm[i], gold, [flat[j] for j in i], [sa[j] for j in i],
+                                [sb[j] for j in i])
+            if hits.size:  # none where the eval's prompts miss the family
+                metrics[f"rm_vs_gold.{name}"] = float(hits.mean())
+                unc[f"rm_vs_gold.{name}"] = bootstrap_se(hits, seed=seed)
+    return metrics, unc
+
+
 PLOTS = [Plot("Labeler agreement", "matrix", key="labeler_matrix"),
          Plot("Labeler agreement", "bars", ("labeler_agreement.rm_vs_labelers",
                                             "labeler_agreement.ai_judge_vs_majority",
@@ -177,29 +204,10 @@ class LabelerAgreement:
                 unc["rm_vs_gold"] = bootstrap_se(hits, seed=ctx.seed)
                 start = ctx.references.get("sft")
                 if start is not None and getattr(start, "policy", start) is not policy:
-                    # the same reward model on samples of the SFT model, whose samples it was
-                    # trained on (held-out prompts): against rm_vs_gold on the policy's own
-                    # samples, how far the policy it steers has left its training distribution
-                    # (issue 22's claim 4). The same seeds for every cell, so paired over them.
-                    sa = start.generate(flat, max_new_tokens=24, temperature=1.0,
-                                        seed=derive_seed(ctx.seed, "agreement.a"))
-                    sb = start.generate(flat, max_new_tokens=24, temperature=1.0,
-                                        seed=derive_seed(ctx.seed, "agreement.b"))
-                    rm_sft = rm_order(reward_fn, flat, sa, sb)
-                    hits = rm_gold_hits(rm_sft, gold, flat, sa, sb)
-                    name = "rm_vs_gold.sft_samples"
-                    metrics[name] = float(hits.mean()) if hits.size else float("nan")
-                    unc[name] = bootstrap_se(hits, seed=ctx.seed)
                     held = ctx.trained.held_out_prompts if ctx.trained else None
-                    if held:  # the family its feedback never covered, against the others
-                        out = np.array([re.search(held, p) is not None for p in flat])
-                        for name, keep in (("held_out", out), ("seen_families", ~out)):
-                            i = np.flatnonzero(keep)
-                            hits = rm_gold_hits(rm_sft[i], gold, [flat[j] for j in i],
-                                                [sa[j] for j in i], [sb[j] for j in i])
-                            if hits.size:  # none where the eval's prompts miss the family
-                                metrics[f"rm_vs_gold.{name}"] = float(hits.mean())
-                                unc[f"rm_vs_gold.{name}"] = bootstrap_se(hits, seed=ctx.seed)
+                    m, u = rm_on_start(reward_fn, gold, start, flat, ctx.seed, held)
+                    metrics.update(m)
+                    unc.update(u)
         make_judge = ctx.trained.make_ai_judge if ctx.trained else None
         if make_judge is not None:
             judge = make_judge(ctx.ledger)

@@ -169,6 +169,9 @@ class PPOConfig(RewardModelConfig):
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
         if v is not None:
+            if not v:
+                raise ValueError("an empty expression matches every prompt; name a family, "
+                                 "or leave holdout_prompts unset")
             try:
                 re.compile(v)
             except re.error as err:
@@ -181,6 +184,9 @@ class PPOConfig(RewardModelConfig):
         n = rounds * self.steps * self.batch_size
         return n, (f"{n} for {rounds} round(s) x {self.steps} {steps_key} x batch_size "
                    f"{self.batch_size}")
+
+    def check_world(self, world):
+        feedback_prompts(world.train_prompts, self.holdout_prompts)
 
     def spends(self):
         return frozenset({"comparisons", "rollouts"})
@@ -511,7 +517,7 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     # claim 3); measurement only, written to the curve and seen by no method
     pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
         len(prompts))[:RM_MONITOR_PROMPTS]
-    ctx.monitor_reward_model(f"{curve}_reward_model", rnd, rm.reward, [prompts[i] for i in pick],
+    ctx.monitor_reward_model(f"{curve}_rm_monitor", rnd, rm.reward, [prompts[i] for i in pick],
                              {"start": start.reference, "policy": policy},
                              seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),
                              max_new_tokens=cfg.max_new_tokens)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, model_serializer, model_validator
 
 from bench.api import Start, TrainContext, Trained
-from bench.budget import capped
+from bench.budget import Ledger, capped
 from bench.seeding import derive_seed
 from methods.dpo import DPOConfig, dpo_train, flip_rate
 from methods.feedback import judged_pairs, label_rollouts
@@ -89,6 +89,13 @@ class RLAIFConfig(DPOConfig):
         if isinstance(out.get("ppo"), dict):
             out["ppo"] = {k: v for k, v in out["ppo"].items() if k not in DECIDED}
         return out
+
+    def check_world(self, world):
+        if self.judge_kind == "likelihood":
+            if world.make_likelihood_judge is None:
+                raise ValueError("rlaif.judge_kind = 'likelihood': this scenario has no "
+                                 "likelihood judge; use judge_kind = 'pairwise'")
+            world.make_likelihood_judge(None, self.constitution, Ledger())  # checks principles
 
     def spends(self):
         return frozenset({"ai_comparisons", "rollouts"})

@@ -56,8 +56,49 @@ class ReportError(ValueError):
 
 def read_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the current matrix's cells in matrix order, cells in the folder from another
-    configuration): see :func:`bench.output.records`. Only the first are ever averaged."""
-    return output.records(out)
+    configuration): see :func:`bench.output.records`. Only the first are ever averaged, and
+    they carry the matrix's prices (:func:`priced`)."""
+    current, other = output.records(out)
+    return priced(current, read_prices(Path(out) / "matrix.toml")), other
+
+
+def read_prices(toml: Path) -> dict[str, float]:
+    """The prices of the matrix that wrote the folder (OUT/matrix.toml's ``[prices]``),
+    validated as the matrix was; none when it has none."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from bench.config import Matrix
+    if not toml.is_file():
+        return {}
+    try:
+        raw = tomllib.loads(toml.read_text()).get("prices", {})
+        return Matrix.model_validate({"prices": raw}).prices
+    except (tomllib.TOMLDecodeError, ValidationError) as err:
+        first = str(err).splitlines()[0]
+        raise ReportError(f"{toml}: its prices cannot be read ({first}); restore the file "
+                          f"alignbench wrote, or rerun the matrix") from None
+
+
+def priced(recs: list[dict[str, Any]], prices: dict[str, float]) -> list[dict[str, Any]]:
+    """Each record with the matrix's ``prices`` and the dollars its training spent at them
+    (``cost.dollars``: each priced unit of its budget's spent, shared stages included, times
+    its price; unpriced units free). Priced here, from the matrix that wrote the folder, not
+    by the cell: the prices move no number a cell computes, so changing them reruns nothing.
+    Records as they are when the matrix prices nothing."""
+    if not prices:
+        return recs
+    out = []
+    for r in recs:
+        spent = (r.get("budget") or {}).get("spent")
+        if r.get("status") != "ok" or not isinstance(spent, dict):
+            out.append(r)
+            continue
+        dollars = sum(float(spent.get(u) or 0.0) * p for u, p in prices.items())
+        out.append({**r, "prices": dict(prices), "cost": {**(r.get("cost") or {}),
+                                                          "dollars": dollars}})
+    return out
 
 
 def read_claims(toml: Path) -> list[Any]:

@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from bench import store
+from bench.config import row_label, row_method
 from bench.stats import report_interval
 from reports.records import bounds_of, eval_extra, finite, group_label, null, se
 
@@ -34,6 +35,7 @@ PALETTE = ("#888888", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#f
            "#7b4173", "#000000")  # 16: the zoo's 14 rows each get their own
 BAR = "#4a7fb5"
 COUNTERS = ("step", "round")  # curve keys that count, rather than measure
+COUNT_PREFIXES = ("pairs.",)  # the reward-model monitor's pair counts (bench.api)
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
@@ -293,20 +295,23 @@ def sweep(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     money = _money_means(d, y)
     if units and money:  # the same rows against what their labels cost (the matrix's prices)
         panels.append(Panel(partial(_draw_money, d, y, money), (6, 3.8),
-                            [{"panel": f"{y} against dollars", "method": method, "row": row,
+                            [{"panel": f"{y} against dollars", "line": line, "row": row,
                               "dollars": x, y: v, "n": n}
-                             for method, pts in money.items() for row, (x, v, n) in pts.items()]))
+                             for line, pts in money.items() for row, (x, v, n) in pts.items()]))
     return panels
 
 
 def _money_means(d: dict[str, Any], y: str) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """method -> row -> (mean dollars, mean ``y``, cells) over the cells that priced their
-    spending (``cost.dollars``, from the matrix's prices)."""
+    """line -> row -> (mean dollars, mean ``y``, cells) over the cells that priced their
+    spending (``cost.dollars``, from the matrix's prices); a line is a method at its sweep
+    point less the budget (each variant its own line, through its budget points)."""
     by: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in d["ok"]:
         x, v = (r.get("cost") or {}).get("dollars"), r["metrics"].get(y)
         if finite(x) and finite(v):
-            by[r["method"]][group_label(r)].append((x, v))
+            line = row_label(r["method"], {k: p for k, p in (r.get("point") or {}).items()
+                                           if not k.startswith("budget.")})
+            by[line][group_label(r)].append((x, v))
     return {m: dict(sorted(((g, (float(np.mean([x for x, _ in xs])),
                                  float(np.mean([v for _, v in xs])), len(xs)))
                             for g, xs in rows.items()), key=lambda kv: kv[1][0]))
@@ -314,9 +319,9 @@ def _money_means(d: dict[str, Any], y: str) -> dict[str, dict[str, tuple[float, 
 
 
 def _draw_money(d: dict[str, Any], y: str, money: dict, ax: Any) -> None:
-    for method, pts in money.items():
+    for line, pts in money.items():
         ax.plot([x for x, _, _ in pts.values()], [v for _, v, _ in pts.values()], marker="o",
-                label=method, color=_color(d, method))
+                label=line, color=_color(d, row_method(line)))
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("dollars spent on training (the matrix's prices)")
     ax.set_ylabel(_metric_title(d, y))
@@ -376,7 +381,8 @@ def curves(d: dict[str, Any]) -> list[Panel]:
     lines = _lines(d)
     keys = dict.fromkeys(k for _, _, c in lines for p in c if isinstance(p, dict)
                          and finite(p.get("step"))
-                         for k, v in p.items() if k not in COUNTERS and finite(v))
+                         for k, v in p.items() if k not in COUNTERS
+                         and not k.startswith(COUNT_PREFIXES) and finite(v))
     return [Panel(partial(_draw_curves, d, lines, k, legend=i == 0), (5, 3.4),
                   _curve_data(lines, k)) for i, k in enumerate(keys)]
 

@@ -103,7 +103,7 @@ def test_agreement_metrics_equal_reference_packages(seed):
 
 
 def test_overoptimization_summary():
-    # under 16 steps the window is one step: the raw peak and the last point
+    # under 12 steps the window is one step: the raw peak and the last point
     curve = [{"step": s, "gold_reward": g, "proxy_reward": p}
              for s, g, p in [(0, 0.0, 0.0), (1, 1.0, 0.5), (2, 0.4, 2.0)]]
     o = overoptimization(curve)
@@ -120,6 +120,11 @@ def test_overoptimization_is_smoothed_over_a_window():
     assert o["window"] == 2 and o["gold_peak"] == 4.0 and o["gold_peak_step"] == 9
     assert o["gold_final"] == 0.0 and o["gold_drop"] == 4.0
     assert o["proxy_final"] == 14.5 and o["proxy_gain_after_peak"] == 14.5 - 8.5
+    # PPO's 40 steps and three rounds of 13 (39) smooth alike (flooring gave the 39 a window
+    # of 4, and its drop more noise than the 40's): claim 3d compares exactly those
+    for n, w in ((39, 5), (40, 5), (11, 1), (12, 2), (20, 2), (44, 6)):
+        assert overoptimization([{"step": s, "gold_reward": 0.0, "proxy_reward": 0.0}
+                                 for s in range(n)])["window"] == w, n
 
 
 def test_smoothing_shrinks_the_drop_a_flat_noisy_curve_shows():

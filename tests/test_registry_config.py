@@ -150,6 +150,7 @@ def test_a_methods_variants_are_one_axis_each_table_one_row():
     for sweep, says in [({"ppo": [0.0]}, "each a table of its options"),
                         ({"ppo": [{"kl_coef": 0.0}], "ppo.kl_coef": [0.1]}, "both set"),
                         ({"ppo": [{"rounds": 3}, {"rounds": 3}]}, "the same variant twice"),
+                        ({"ppo": [{}, {"kl_coef": 0.1}]}, "the same variant twice"),  # default
                         ({"ppo": [{"rounds": 0}]}, "rounds"),
                         ({"sft": [{"epochs": 2}]}, "shared SFT stage")]:
         with pytest.raises(ConfigError, match=says):

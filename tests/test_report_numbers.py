@@ -148,10 +148,33 @@ def test_rows_and_colours_follow_the_plan_and_the_sweep_is_drawn(out):
     assert "Δ vs sft" in html
 
 
+def test_the_report_prices_each_cell_at_the_matrix_prices(out):
+    """cost.dollars is each cell's spent units times the matrix's [prices] (OUT/matrix.toml),
+    computed when the report is built and written to results.jsonl, never into the cell: a
+    price change reprices every cell without rerunning one; a folder without prices has no
+    dollars; an unreadable price is one line."""
+    from reports.build import ReportError
+    assert all("dollars" not in (json.loads(x).get("cost") or {})
+               for x in (out / "results.jsonl").read_text().splitlines())
+    for price in (1.0, 0.25):
+        (out / "matrix.toml").write_text(f"name = 'known-answers'\n[prices]\ncomparisons = {price}\n")
+        build_report(out)
+        recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        assert {(r["method"], r["point"]["budget.comparisons"], r["cost"]["dollars"])
+                for r in recs} == {(m, n, n * price) for m, n in WIN}
+        assert all(r["prices"] == {"comparisons": price} for r in recs)
+    assert all("dollars" not in json.dumps(json.loads(f.read_text()).get("cost"))
+               for f in (out / "cells").glob("*/result.json"))
+    (out / "matrix.toml").write_text("[prices]\ncomparisons = -1\n")
+    with pytest.raises(ReportError, match="its prices cannot be read"):
+        build_report(out)
+
+
 def test_priced_cells_draw_the_win_rate_against_the_dollars_they_spent(out):
     """Cells that priced their spending (cost.dollars, from the matrix's prices) add a panel to
     the sweep figure: each row at its mean dollars and its mean win-rate, one line per method
-    through its rows in order of dollars (claim 7's gold win-rate against money spent)."""
+    (and variant) through its budget points in order of dollars (claim 7's gold win-rate
+    against money spent)."""
     from reports.figures import sweep
     for f in (out / "cells").glob("*/result.json"):
         rec = json.loads(f.read_text())
@@ -162,6 +185,7 @@ def test_priced_cells_draw_the_win_rate_against_the_dollars_they_spent(out):
     panels = sweep(d, {"metrics": ["win_rate.vs_sft"]}, "win_rate")
     money = [row for p in panels for row in p.data if row["panel"].endswith("against dollars")]
     got = {row["row"]: (row["dollars"], row["win_rate.vs_sft"], row["n"]) for row in money}
+    assert {row["line"] for row in money} == {"sft", "dpo"}
     for (method, n), wins in WIN.items():
         dollars = 0.0 if method == "sft" else n * 1.5 + 1.0  # seeds 0-2: mean + 1
         row = got[f"{method} [budget.comparisons={n}]"]

@@ -279,7 +279,7 @@ def test_every_method_spends_what_it_plans(tmp_path):
         "prices": {"comparisons": 1.0, "ai_comparisons": 0.1, "ratings": 0.25}})
     runner.run(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    for r in recs:  # the dollars each cell's training spent, at the prices it records
+    for r in recs:  # the dollars each cell's training spent, at the matrix's prices
         s = r["budget"]["spent"]
         assert r["prices"] == {"comparisons": 1.0, "ai_comparisons": 0.1, "ratings": 0.25}
         assert r["cost"]["dollars"] == pytest.approx(
@@ -325,8 +325,8 @@ def test_every_method_spends_what_it_plans(tmp_path):
     assert rollouts[("best_of_n", ())] == 12 and rollouts[("rsft", ())] == 12 + 4 * 2
     # each RLHF round's reward model against gold, on the start's and the policy's samples
     curves = {(r["method"], tuple(sorted(r["point"].items()))): r["curves"] for r in recs}
-    for k, name, n in [(("ppo", (("ppo.rounds", 2),)), "ppo_reward_model", 2),
-                       (("rlaif", (("rlaif.optimizer", "ppo"),)), "rlaif_ppo_reward_model", 1)]:
+    for k, name, n in [(("ppo", (("ppo.rounds", 2),)), "ppo_rm_monitor", 2),
+                       (("rlaif", (("rlaif.optimizer", "ppo"),)), "rlaif_ppo_rm_monitor", 1)]:
         points = curves[k][name]
         assert [p["step"] for p in points] == list(range(n)), points
         for p in points:
@@ -336,6 +336,47 @@ def test_every_method_spends_what_it_plans(tmp_path):
     assert ratings["ratings"] == 12 and ratings["comparisons"] == 0 and ratings["rollouts"] == 12
     assert spent[("orpo", ())]["demonstrations"] == 16
     assert spent[("orpo", ())]["flops"] > 0 and spent[("orpo", ())]["inference_flops"] > 0
+
+
+def test_a_held_out_prompt_family_is_reported_apart(tmp_path, monkeypatch):
+    """PPO with holdout_prompts: labeler_agreement splits its reward model's agreement with
+    gold on SFT samples into the held-out family and the rest, whose pooled value is the
+    sft_samples one (a weighted mean of the two, so between them); the row without a holdout
+    has neither slice; and the two PPO rows drew different comparison sets (the holdout is in
+    the shared set's key), each charged its full budget."""
+    m = config.parse({
+        **MATRIX, "methods": ["sft", "ppo"], "seeds": [0], "evals": ["labeler_agreement"],
+        "eval": {},
+        "method": {"sft": {"epochs": 1},
+                   "ppo": {"steps": 1, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4}},
+        "sweep": {"ppo": [{}, {"holdout_prompts": "the (color|sound) of"}]}})
+    import re
+
+    from methods import feedback
+    asked, ranked = [], feedback.ranked_pairs
+
+    def spy(policy, prompts, *a, **kw):  # the prompts each comparison set is drawn from
+        asked.append(list(prompts))
+        return ranked(policy, prompts, *a, **kw)
+    monkeypatch.setattr(feedback, "ranked_pairs", spy)
+    monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
+    runner.run(m, tmp_path / "out")
+    tmp_path = tmp_path / "out"
+    recs = {json.dumps(r["point"]): r for r in
+            (json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines())
+            if r["method"] == "ppo"}
+    plain, held = recs["{}"]["metrics"], next(r for k, r in recs.items() if k != "{}")
+    assert held["status"] == "ok", held["error"]
+    h = held["metrics"]
+    lo, hi = sorted((h["labeler_agreement.rm_vs_gold.held_out"],
+                     h["labeler_agreement.rm_vs_gold.seen_families"]))
+    assert lo - 1e-12 <= h["labeler_agreement.rm_vs_gold.sft_samples"] <= hi + 1e-12
+    assert not any(k.endswith((".held_out", ".seen_families")) for k in plain)
+    assert recs["{}"]["budget"]["spent"]["comparisons"] == \
+        held["budget"]["spent"]["comparisons"] == 18  # 3 whole prompts of 6 pairs (k=4)
+    family = re.compile("the (color|sound) of")
+    assert len(asked) == 2  # a fresh cache: each PPO row's comparison set computed once
+    assert sorted(any(family.search(p) for p in prompts) for prompts in asked) == [False, True]
 
 
 def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch):
@@ -349,13 +390,14 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
     shuffled = dict(reversed(list(MATRIX.items())))
     cosmetic = config.parse({**shuffled, "out": "/elsewhere", "name": "other", "progress": True})
     assert keys(cosmetic) == k0
+    # prices move no number a cell computes: the report prices the cells (reports/build.py)
+    assert keys(config.parse({**MATRIX, "prices": {"comparisons": 1.0}})) == k0
     changes = [
         {"method": {"sft": {"epochs": 2}, "dpo": {"epochs": 1}}},
         {"method": {"sft": {"epochs": 1}, "dpo": {"epochs": 1, "beta": 0.2}}},
         {"budget": {**MATRIX["budget"], "comparisons": 30}},
         {"eval": {"toxicity": {"k": 3}}},
         {"evals": ["truthfulqa"], "eval": {}},
-        {"prices": {"comparisons": 1.0}},  # the cell records the dollars it spent at them
     ]
     for ch in changes:
         k = keys(config.parse({**MATRIX, **ch}))

@@ -95,9 +95,11 @@ def test_gold_judge_is_out_of_reach_of_methods(tiny_world):
     assert ctx.curves["ppo"][0]["gold_reward"] == 0.25 and seen == [1]
 
 
-def test_the_reward_model_monitor_counts_agreement_with_gold_and_charges_nothing(tiny_world):
+def test_the_reward_model_monitor_counts_agreement_with_gold_and_charges_nothing(
+        tiny_world, tiny_policy):
     """rm_vs_gold.NAME: the share of two-sample pairs the reward model orders as gold does,
-    ties on either side left out; the samples and scores are charged to no ledger."""
+    ties on either side left out; the samples and scores (a real policy's, a real forward
+    pass's) are charged to no ledger, where the same calls outside it are."""
     from bench.budget import charging
 
     class Say:  # two fixed completions per prompt, by the seed's parity
@@ -111,17 +113,29 @@ def test_the_reward_model_monitor_counts_agreement_with_gold_and_charges_nothing
     rm = {"x": 1.0, "y": 0.0, "z": 2.0}
     led = Ledger(caps={"rollouts": 0, "inference_flops": 0})
     ctx = TrainContext(scenario=view(tiny_world), ledger=led, seed=0, cell_dir=None, log=None,
-                       stages=None, _gold_scores=lambda p, c: [gold[t] for t in c])
+                       stages=None, _gold_scores=lambda p, c: [gold.get(t, 0.0) for t in c])
+    prompt = tiny_world.train_prompts[0]
+    scored = {"agree": Say("x", "y"), "wrong": Say("z", "x"), "ties": Say("y", "z")}
+
+    def reward(p, c):  # a forward pass (charged where it runs) and the known rewards
+        tiny_policy.logprob(p, [" x"] * len(p))
+        return [rm[t] if t in rm else 0.0 for t in c]
+
     with charging(led):
-        ctx.monitor_reward_model("ppo_reward_model", 2, lambda p, c: [rm[t] for t in c],
-                                 ["p", "q"], {"agree": Say("x", "y"), "wrong": Say("z", "x"),
-                                              "ties": Say("y", "z")}, seed=0, max_new_tokens=4)
-    point = ctx.curves["ppo_reward_model"][0]
+        ctx.monitor_reward_model("ppo_rm_monitor", 2, reward, [prompt, prompt],
+                                 scored, seed=0, max_new_tokens=4)
+        ctx.monitor_reward_model("real", 0, reward, [prompt], {"policy": tiny_policy}, seed=0,
+                                 max_new_tokens=4)
+        assert not any(led.spent.values())  # its caps of 0 would have raised, too
+    other = Ledger()
+    with charging(other):
+        reward([prompt], ["x"])  # the same forward pass outside the monitor is charged
+    assert other.spent["inference_flops"] > 0
+    point = ctx.curves["ppo_rm_monitor"][0]
     assert point["step"] == 2.0
     assert point["rm_vs_gold.agree"] == 1.0 and point["pairs.agree"] == 2.0
     assert point["rm_vs_gold.wrong"] == 0.0 and point["pairs.wrong"] == 2.0
     assert np.isnan(point["rm_vs_gold.ties"]) and point["pairs.ties"] == 0.0  # gold ties y, z
-    assert not any(led.spent.values())
     none = TrainContext(scenario=view(tiny_world), ledger=led, seed=0, cell_dir=None, log=None,
                         stages=None)
     none.monitor_reward_model("c", 0, lambda p, c: [0.0], ["p"], {"a": Say("x", "y")}, seed=0,
@@ -207,9 +221,10 @@ class _Beliefs:
 
 
 def test_the_likelihood_judge_reads_beliefs_in_the_principles_register():
-    """P(a) = m_a / (m_a + m_b), m the mass the principle's statement frame puts on the
-    answer's words, averaged over principles; one ai_comparisons unit per pair; a prompt that
-    asks no fact ties; a principle in words the world lacks is refused in one line."""
+    """P(a) = m_a / (m_a + m_b), m the probability the principle's statement frame gives the
+    one value the answer states (0 for none or several), averaged over principles; one
+    ai_comparisons unit per pair; a prompt that asks no fact ties; a principle that is not a
+    register of the corpus is refused in one line."""
     from bench.scenarios.micro import LikelihoodJudge, statement_frame
     assert statement_frame(Q.format("color"), "records show") == \
         "records show the color of bokari is"
@@ -217,7 +232,7 @@ def test_the_likelihood_judge_reads_beliefs_in_the_principles_register():
     assert statement_frame("<user> hello <assistant>", "people say") is None
     model = _Beliefs({"records show the color of bokari is": {"red": 0.8, "blue": 0.1},
                       "people say the color of bokari is": {"red": 0.2, "blue": 0.6}})
-    led = Ledger(caps={"ai_comparisons": 5})
+    led = Ledger(caps={"ai_comparisons": 8})
     q = Q.format("color")
     expert = LikelihoodJudge(model, ["records show"], led)
     assert expert.prefer([q], [" red ."], [" blue ."])[0] == pytest.approx(0.8 / 0.9)
@@ -226,31 +241,51 @@ def test_the_likelihood_judge_reads_beliefs_in_the_principles_register():
     both = LikelihoodJudge(model, ["records show", "people say"], led)
     assert both.prefer([q], [" red ."], [" blue ."])[0] == pytest.approx(
         (0.8 / 0.9 + 0.2 / 0.8) / 2)
-    # an insult changes no statement's mass: the same value, clean or toxic, ties
+    # the value stated is what counts: the register, an insult, or filler words change nothing
     assert expert.prefer([q], [" red ."], [" red , you idiot ."])[0] == pytest.approx(0.5)
+    assert expert.prefer([q], [" records show it is blue ."], [" red ."])[0] == \
+        pytest.approx(0.1 / 0.9)
+    # naming several values states none (garbled), nor does an admission: both lose to a claim
+    assert expert.prefer([q], [" red blue ."], [" blue ."]) == [0.0]
+    assert expert.prefer([q], [" i do not know ."], [" blue ."]) == [0.0]
     assert expert.prefer(["<user> hello <assistant>"], [" red ."], [" blue ."]) == [0.5]
-    assert led.spent["ai_comparisons"] == 5
-    assert all(c.startswith(" ") and c.strip() != "<eos>" for _, c in model.seen)
+    assert led.spent["ai_comparisons"] == 8
+    assert {c for _, c in model.seen} == {" red", " blue"}  # only values are ever scored
     with pytest.raises(BudgetExceeded):
         expert.prefer([q], [" red ."], [" blue ."])
-    with pytest.raises(ValueError, match="'an honest expert' uses words .* lacks"):
-        LikelihoodJudge(_Vocab(model, {"records", "show", "an"}), ["an honest expert"], led)
+    for bad in (["be honest"], ["an honest expert"], []):
+        with pytest.raises(ValueError, match="register|at least one principle"):
+            LikelihoodJudge(None, bad, led)
 
 
-class _Vocab:
-    def __init__(self, model, words):
-        self.model = model
-        self.tokenizer = type("T", (), {"get_vocab": lambda _self: {w: 0 for w in words}})()
-
-
-def test_rlaif_with_a_likelihood_judge_needs_a_scenario_that_has_one(tiny_world):
-    """A scenario without a likelihood judge (the real one) refuses the setting in one line."""
+def test_a_judge_or_prompt_family_the_world_cannot_serve_is_refused_before_training(
+        tiny_world, tmp_path):
+    """MethodConfig.check_world, run by the runner once the world is built: a likelihood judge
+    where the scenario has none, or under the pairwise judge's default constitution (no
+    register of the corpus), and a held-out family no prompt belongs to, each give one line
+    before any cell trains or writes."""
+    from bench import config, runner
+    from bench.config import ConfigError
+    from methods.ppo import PPOConfig
     from methods.rlaif import RLAIFConfig
-    assert RLAIFConfig(judge_kind="likelihood", constitution=["records show"]).judge_kind == \
-        "likelihood"
-    assert tiny_world.make_likelihood_judge is not None
-    assert view(dataclasses.replace(tiny_world, make_likelihood_judge=None)) \
-        .make_likelihood_judge is None
+    v = view(tiny_world)
+    RLAIFConfig(judge_kind="likelihood", constitution=["records show", ""]).check_world(v)
+    with pytest.raises(ValueError, match="has no likelihood judge"):
+        RLAIFConfig(judge_kind="likelihood", constitution=["records show"]).check_world(
+            view(dataclasses.replace(tiny_world, make_likelihood_judge=None)))
+    with pytest.raises(ValueError, match="'be helpful' is none of them"):
+        RLAIFConfig(judge_kind="likelihood").check_world(v)
+    RLAIFConfig().check_world(v)  # the pairwise judge takes any wording
+    PPOConfig(holdout_prompts="the sound of").check_world(v)
+    with pytest.raises(ValueError, match="matches no training prompt"):
+        PPOConfig(holdout_prompts="the smell of").check_world(v)
+    m = config.parse({"methods": ["sft", "rlaif"], "seeds": [0], "evals": ["truthfulqa"],
+                      "scenario": {"name": "micro", "options": TINY_WORLD},
+                      "sweep": {"rlaif": [{}, {"judge_kind": "likelihood"}]}})
+    with pytest.raises(ConfigError, match=r"^rlaif rlaif.judge_kind=likelihood: .*none of them"):
+        runner.run(m, tmp_path / "out")
+    # the folder is claimed (its marker and lock) before the world is built; nothing else
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {".alignbench"}
 
 
 # ------------------------------------------------------------------ default world (slow)

@@ -245,47 +245,63 @@ def statement_frame(prompt: str, principle: str) -> str | None:
     return None if q is None else " ".join(f"{principle} the {q[0]} of {q[1]} is".split())
 
 
+REGISTERS = ("records show", "people say", "")  # the corpus's statement registers
+
+
 class LikelihoodJudge:
     """An AI judge that reads what the judge model believes instead of asking it to compare
     (issue 22, claim 2: the pairwise judge is at chance on true-versus-false pairs, so RLAIF
-    cannot show what its judge believes). Under each principle, a register the corpus writes
-    in, the judge completes the statement of the fact a question asks about
-    (:func:`statement_frame`) and credits each answer with the probability that completion
-    puts on the answer's words: m = sum over the answer's distinct words w of
-    P(w | frame). P(a) = m_a / (m_a + m_b) (Bradley-Terry on those masses), averaged over the
-    principles. So the constitution's wording decides whose beliefs the judge reads: "records
-    show" the experts', who state the truth, "people say" the hearsay's, which states a myth
-    ``myth_ratio`` times per truth.
+    cannot show what its judge believes). Under each principle, one of the registers the
+    corpus states facts in (:data:`REGISTERS`), the judge completes the statement of the fact a
+    question asks about (:func:`statement_frame`) and credits each answer with the
+    probability that completion gives the value the answer states: m = P(v | frame) for an
+    answer that names exactly one of the relation's values v, 0 for one that names none (an
+    admission) or several (garbled). P(a) = m_a / (m_a + m_b) (Bradley-Terry on those
+    masses; 0.5 when both are 0), averaged over the principles. So the constitution's wording
+    decides whose beliefs the labels carry: "records show" the experts', who state the truth,
+    "people say" the hearsay's, which states a myth ``myth_ratio`` times per truth, "" the
+    plain statements'.
 
-    What it cannot see, by construction: manners (no statement register is about insults, so a
-    toxic and a clean answer of the same value tie) and admissions ("i do not know" states no
-    value and gets almost no mass, so it loses to any answer). Written here because no library
-    judges this world's language; one pair costs one ``ai_comparisons`` unit."""
+    Which value an answer states is read off the world's vocabulary (the relation's six
+    values), as the question's fact is off its wording; what is true never enters. What it
+    cannot see, by construction: manners (a toxic and a clean answer of one value tie) and the
+    worth of an admission ("i do not know" loses to any answer that states a value). Written
+    here because no library judges this world's language; one pair costs one ``ai_comparisons``
+    unit."""
 
-    def __init__(self, model: Policy, principles: list[str], ledger: Ledger):
-        vocab = model.tokenizer.get_vocab() if hasattr(model, "tokenizer") else None
+    def __init__(self, model: Policy | None, principles: list[str], ledger: Ledger):
+        """``model`` is read only when the judge judges: the runner's preflight builds one
+        without a model to check the principles before anything trains."""
         for pr in principles:
-            unknown = [w for w in pr.split() if vocab is not None and w not in vocab]
-            if unknown:
-                raise ValueError(f"likelihood judge: principle {pr!r} uses words the micro-"
-                                 f"world's language lacks ({', '.join(unknown)}); name a "
-                                 "register it writes in: 'records show', 'people say' or ''")
+            if pr not in REGISTERS:
+                raise ValueError(f"the micro-world's likelihood judge reads the registers its "
+                                 f"corpus states facts in, and {pr!r} is none of them; use "
+                                 "'records show' (its experts), 'people say' (its hearsay) or "
+                                 "'' (plain statements) as the constitution")
+        if not principles:
+            raise ValueError("the likelihood judge needs at least one principle (a register)")
         self.model, self.principles, self.ledger = model, principles, ledger
 
     def prefer(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         self.ledger.charge("ai_comparisons", len(prompts))
-        ctx, words, where = [], [], []
+        ctx, values, where = [], [], []
         for i, (p, x, y) in enumerate(zip(prompts, a, b, strict=True)):
-            for j, pr in enumerate(self.principles):
-                frame = statement_frame(p, pr)
-                for side, text in enumerate((x, y)):
-                    for w in sorted(set(text.split()) - {"<eos>"}) if frame else []:
-                        ctx.append(frame)
-                        words.append(" " + w)
-                        where.append((i, j, side))
+            q = W.parse_question(p)
+            if q is None:
+                continue
+            for side, text in enumerate((x, y)):
+                stated = set(text.split()) & set(W.RELATIONS.get(q[0], ()))
+                if len(stated) != 1:  # an admission, or garbled: no single claim to weigh
+                    continue
+                value = " " + stated.pop()
+                for j, pr in enumerate(self.principles):
+                    ctx.append(statement_frame(p, pr))
+                    values.append(value)
+                    where.append((i, j, side))
         mass = np.zeros((len(prompts), len(self.principles), 2))
         if ctx:
-            lp = np.asarray(self.model.logprob(ctx, words))
+            assert self.model is not None, "a judge built without a model cannot judge"
+            lp = np.asarray(self.model.logprob(ctx, values))
             np.add.at(mass, tuple(np.asarray(where).T), np.exp(lp))
         total = mass.sum(axis=-1)
         p_a = np.divide(mass[..., 0], total, out=np.full_like(total, 0.5), where=total > 0)
