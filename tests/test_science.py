@@ -109,18 +109,20 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
 # development machine (2026-12-06; README, "What it finds"). Each is a 95% interval read by
 # reports/findings.py from the run's own records; the test asserts every resolved verdict, so a
 # method, eval or world change that moves one is seen. Another machine's float rounding may
-# move an effect near its bound (4b needs 9 seeds at 80% power, 8e 7, the rest at most 4).
-HOLD = {"1a", "1b", "1c", "4b", "5c", "6a", "6b", "6c", "8a", "8b", "8c", "8d", "8e", "8f", "8g"}
+# move an effect near its bound (2c needs 10 seeds at 80% power, 4b 9, 2e and 8e 7, the rest at
+# most 4).
+HOLD = {"1a", "1b", "1c", "2c", "2e", "2f", "4b", "5c", "6a", "6b", "6c", "8a", "8b", "8c", "8d",
+        "8e", "8f", "8g"}
 DOES_NOT_HOLD = {"2b"}
 
 
 @pytest.mark.slow
 @pytest.mark.science
 def test_the_claims_that_hold_on_the_confirmation_seeds(tmp_path):
-    """The claims preset as a user runs it (``alignbench run claims``, about 31 minutes on 2
+    """The claims preset as a user runs it (``alignbench run claims``, about 43 minutes on 2
     cores from an empty cache): its findings.json, computed from its own cells, holds every
-    claim above, the AI judge's agreement with the panel on truth is below chance, and every
-    other claim is unresolved at ten seeds, not reversed."""
+    claim above, the pairwise AI judge's agreement with the panel on truth is below chance,
+    and every other claim is unresolved at ten seeds, not reversed."""
     m = config.load("claims").model_copy(update={"progress": False})
     assert m.seeds == CLAIMS_SEEDS
     _run(tmp_path, m)
