@@ -517,10 +517,15 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     # claim 3); measurement only, written to the curve and seen by no method
     pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
         len(prompts))[:RM_MONITOR_PROMPTS]
-    ctx.monitor_reward_model(f"{curve}_rm_monitor", rnd, rm.reward, [prompts[i] for i in pick],
+    name = f"{curve}_rm_monitor"
+    before = len(ctx.curves.get(name, []))
+    ctx.monitor_reward_model(name, rnd, rm.reward, [prompts[i] for i in pick],
                              {"start": start.reference, "policy": policy},
                              seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),
                              max_new_tokens=cfg.max_new_tokens)
+    if len(ctx.curves.get(name, [])) > before:  # streamed like every curve (report_to)
+        with curve_logger(ctx.tracking, name) as track:
+            track(ctx.curves[name][-1])
     return rm
 
 

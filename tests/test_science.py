@@ -134,6 +134,23 @@ def test_the_claims_that_hold_on_the_confirmation_seeds(tmp_path):
         assert f["verdict"] == want, (cid, f["claim"], f["effect"], f["lo"], f["hi"])
 
 
+@pytest.mark.slow
+@pytest.mark.science
+def test_ai_feedback_trades_cost_for_fidelity_on_the_confirmation_seeds(tmp_path):
+    """The prices preset (``alignbench run prices``, about 9 minutes on 2 cores once the world
+    is built): at $1.00 a human and $0.10 an AI comparison, every claim of claim 7 holds on
+    seeds 100-109 (README, "AI feedback against its cost"): a thousand AI labels beat a
+    hundred human ones at the same $100, lose to a thousand human ones, and four thousand lose
+    more. Each is a 95% interval from the run's own findings."""
+    m = config.load("prices").model_copy(update={"progress": False})
+    assert m.seeds == CLAIMS_SEEDS and m.prices == {"comparisons": 1.0, "ai_comparisons": 0.1}
+    _run(tmp_path, m)
+    found = {f["id"]: f for f in json.loads((tmp_path / "findings.json").read_text())}
+    assert set(found) == {"7a", "7b", "7c", "7d"}
+    for cid, f in found.items():
+        assert f["verdict"] == "holds", (cid, f["claim"], f["effect"], f["lo"], f["hi"])
+
+
 # Seeds the zoo's settings were not chosen on (it was developed on seeds 0-2, where CI's machine
 # read rloo +0.031 [-0.001, 0.062] and the development machine +0.043 [0.008, 0.078]: an effect
 # at the edge of three seeds, decided by float rounding).

@@ -29,7 +29,8 @@ MATRIX = {
                "ppo": {"steps": 2, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4}},
     "eval": {"toxicity": {"k": 2}},
 }
-HAND_WRITTEN = {"ppo"}  # curves streamed through bench.tracking.curve_logger, not TRL
+HAND_WRITTEN = {"ppo", "ppo_rm_monitor"}  # curves streamed through bench.tracking.curve_logger,
+# not TRL (PPO's steps, and its reward model against gold after each round)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_tensorboard_holds_every_curve_of_a_trl_and_the_ppo_cell(tensorboard_run
             folder = out / "cells" / rec["key"] / "tracking" / "tensorboard" / curve
             assert_same_points(curve, points, tensorboard_scalars(folder))
             seen.add(curve)
-    assert seen == {"dpo_0", "ppo"}
+    assert seen == {"dpo_0", "ppo", "ppo_rm_monitor"}
     assert not offline, offline
     assert not (out / "tracking").exists()  # TensorBoard writes in the cells' folders only
 
