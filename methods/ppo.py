@@ -160,6 +160,10 @@ class PPOConfig(RewardModelConfig):
     max_new_tokens: int = Field(24, ge=1, description="response length limit")
     whiten_rewards: bool = Field(False, description="N+ whitens advantages, not rewards")
     max_grad_norm: float = Field(1.0, description="gradient clipping")
+    rm_monitor_prompts: int = Field(
+        96, ge=0, description="training prompts on which each round's reward model is checked "
+        "against gold (two samples of the start and of the policy each; measurement, charged to "
+        "no budget, its seconds its own phase); 0: no check")
     holdout_prompts: str | None = Field(
         None, description="a regular expression: training prompts it matches get no feedback "
         "(no comparisons, no RL), a prompt family the reward model never sees; labeler_agreement "
@@ -478,9 +482,6 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
     return history
 
 
-RM_MONITOR_PROMPTS = 96  # training prompts the reward-model monitor samples each round
-
-
 def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]],
               ctx: TrainContext, cfg: PPOConfig, rnd: int, curve: str) -> RewardModel:
     """One RLHF round, shared by ppo and rlaif: a reward model trained on ``pairs`` from the
@@ -516,9 +517,11 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     # policy it steered: how far off its training distribution it is, round by round (issue 22,
     # claim 3); measurement only, written to the curve and seen by no method
     pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
-        len(prompts))[:RM_MONITOR_PROMPTS]
+        len(prompts))[:cfg.rm_monitor_prompts]
     name = f"{curve}_rm_monitor"
     before = len(ctx.curves.get(name, []))
+    if cfg.rm_monitor_prompts == 0:
+        return rm
     ctx.monitor_reward_model(name, rnd, rm.reward, [prompts[i] for i in pick],
                              {"start": start.reference, "policy": policy},
                              seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),

@@ -349,7 +349,8 @@ def test_a_held_out_prompt_family_is_reported_apart(tmp_path, monkeypatch):
         "eval": {},
         "method": {"sft": {"epochs": 1},
                    "ppo": {"steps": 1, "batch_size": 4, "epochs": 1, "rm_epochs": 1, "k": 4}},
-        "sweep": {"ppo": [{}, {"holdout_prompts": "the (color|sound) of"}]}})
+        "sweep": {"ppo": [{"rm_monitor_prompts": 0},
+                          {"holdout_prompts": "the (color|sound) of"}]}})
     import re
 
     from methods import feedback
@@ -362,17 +363,19 @@ def test_a_held_out_prompt_family_is_reported_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
     runner.run(m, tmp_path / "out")
     tmp_path = tmp_path / "out"
-    recs = {json.dumps(r["point"]): r for r in
+    recs = {"holdout_prompts" in json.dumps(r["point"]): r for r in
             (json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines())
             if r["method"] == "ppo"}
-    plain, held = recs["{}"]["metrics"], next(r for k, r in recs.items() if k != "{}")
+    plain, held = recs[False]["metrics"], recs[True]
+    assert "ppo_rm_monitor" not in recs[False]["curves"]  # rm_monitor_prompts = 0: no check
+    assert len(held["curves"]["ppo_rm_monitor"]) == 1
     assert held["status"] == "ok", held["error"]
     h = held["metrics"]
     lo, hi = sorted((h["labeler_agreement.rm_vs_gold.held_out"],
                      h["labeler_agreement.rm_vs_gold.seen_families"]))
     assert lo - 1e-12 <= h["labeler_agreement.rm_vs_gold.sft_samples"] <= hi + 1e-12
     assert not any(k.endswith((".held_out", ".seen_families")) for k in plain)
-    assert recs["{}"]["budget"]["spent"]["comparisons"] == \
+    assert recs[False]["budget"]["spent"]["comparisons"] == \
         held["budget"]["spent"]["comparisons"] == 18  # 3 whole prompts of 6 pairs (k=4)
     family = re.compile("the (color|sound) of")
     assert len(asked) == 2  # a fresh cache: each PPO row's comparison set computed once
