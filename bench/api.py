@@ -349,7 +349,6 @@ class TrainContext:
     device: str = "cpu"  # the matrix's device switch, resolved ("cpu" or "cuda")
     curves: Curves = field(default_factory=dict)  # stored in the result
     tracking: Tracking = field(default_factory=Tracking)  # off unless the matrix asks
-    _gold_monitor: Callable[[list[str], list[str]], float] | None = None
     _gold_scores: RewardFn | None = None  # the gold reward per sample, for monitors only
 
     def monitor_gold(self, curve: str, step: int, prompts: list[str], completions: list[str],
@@ -357,22 +356,24 @@ class TrainContext:
         """Append a point to ``curves[curve]``: the given values, plus the gold reward of these
         samples when the scenario has one. Write-only: the method never sees the gold value."""
         point = {"step": float(step), **{k: float(v) for k, v in values.items()}}
-        if self._gold_monitor is not None:
+        if self._gold_scores is not None:
+            import numpy as np  # the contracts module itself loads no numerics
+
             with meter.phase("gold monitor", measurement=True):  # measurement, not training
-                point["gold_reward"] = float(self._gold_monitor(prompts, completions))
+                point["gold_reward"] = float(np.mean(self._gold_scores(prompts, completions)))
         self.curves.setdefault(curve, []).append(point)
 
     def monitor_reward_model(self, curve: str, step: int, reward_fn: RewardFn, prompts: list[str],
                              samplers: dict[str, Policy], *, seed: int,
-                             max_new_tokens: int) -> None:
+                             max_new_tokens: int) -> dict[str, float] | None:
         """Append a point to ``curves[curve]``: for each named sampler (e.g. the start and the
         policy being steered), two completions of each prompt, and ``rm_vs_gold.NAME``, the
         share of those pairs ``reward_fn`` orders as the gold reward does (pairs either one
         ties left out), with ``pairs.NAME``, how many counted (Gao et al. 2022's proxy against
-        gold, round by round). Measurement: its samples and scores are charged to no budget,
-        and nothing happens where the scenario has no gold reward."""
+        gold, round by round). Measurement: its samples and scores are charged to no budget.
+        Returns the point (None, and nothing recorded, where the scenario has no gold reward)."""
         if self._gold_scores is None:
-            return
+            return None
         point = {"step": float(step)}  # the round, for RLHF's rounds
         with meter.phase("gold monitor", measurement=True), charging(Ledger(caps={})):
             for name, policy in samplers.items():
@@ -385,6 +386,7 @@ class TrainContext:
                 point[f"rm_vs_gold.{name}"] = sum(hits) / len(hits) if hits else float("nan")
                 point[f"pairs.{name}"] = float(len(hits))
         self.curves.setdefault(curve, []).append(point)
+        return point
 
 
 @dataclass

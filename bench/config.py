@@ -291,10 +291,10 @@ def _check_sweep(m: Matrix, stages: set[str], source: str) -> None:
                     raise ConfigError(f"{source}: sweep '{key}' lists variants of {head}, each "
                                       f"a table of its options (e.g. {{ rounds = 3 }}); got "
                                       f"{v!r}, write it as '{key}.OPTION' = [...] or a table")
-                if any(f"{head}.{k}" in m.sweep for k in v):
-                    raise ConfigError(f"{source}: sweep '{key}' and sweep "
-                                      f"'{head}.{next(k for k in v if f'{head}.{k}' in m.sweep)}'"
-                                      f" both set that option; keep one")
+                clash = [f"{head}.{k}" for k in v if f"{head}.{k}" in m.sweep]
+                if clash:
+                    raise ConfigError(f"{source}: sweep '{key}' and sweep '{clash[0]}' both set "
+                                      "that option; keep one")
             resolved = [json.dumps(method_config(m, head, source=source, override=v)
                                    .model_dump(mode="json"), sort_keys=True) for v in values]
             if len(set(resolved)) < len(values):  # {} and the configured value spelled out

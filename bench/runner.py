@@ -541,7 +541,6 @@ def compute_cell(cell: Cell, key: str, world: World, stages: Stages, cell_dir: P
     ctx = TrainContext(scenario=view(world), ledger=ledger, seed=cell.seed, cell_dir=cell_dir,
                        log=log.getChild(cell.name), stages=stages, progress=stages.progress,
                        device=device, tracking=tracked or Tracking(),
-                       _gold_monitor=(lambda p, c: float(np.mean(gold(p, c)))) if gold else None,
                        _gold_scores=(lambda p, c: list(gold(p, c))) if gold else None)
     record = new_record(cell, key, stages.plan)
     record["_phase"] = "training"  # or "eval NAME": a failure names where it happened

@@ -516,19 +516,18 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     # the round's reward model against gold on the start's samples and on the samples of the
     # policy it steered: how far off its training distribution it is, round by round (issue 22,
     # claim 3); measurement only, written to the curve and seen by no method
+    if cfg.rm_monitor_prompts == 0:
+        return rm
     pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
         len(prompts))[:cfg.rm_monitor_prompts]
     name = f"{curve}_rm_monitor"
-    before = len(ctx.curves.get(name, []))
-    if cfg.rm_monitor_prompts == 0:
-        return rm
-    ctx.monitor_reward_model(name, rnd, rm.reward, [prompts[i] for i in pick],
-                             {"start": start.reference, "policy": policy},
-                             seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),
-                             max_new_tokens=cfg.max_new_tokens)
-    if len(ctx.curves.get(name, [])) > before:  # streamed like every curve (report_to)
+    point = ctx.monitor_reward_model(name, rnd, rm.reward, [prompts[i] for i in pick],
+                                     {"start": start.reference, "policy": policy},
+                                     seed=derive_seed(ctx.seed, "ppo.rm_monitor.samples", rnd),
+                                     max_new_tokens=cfg.max_new_tokens)
+    if point is not None:  # streamed like every curve (report_to)
         with curve_logger(ctx.tracking, name) as track:
-            track(ctx.curves[name][-1])
+            track(point)
     return rm
 
 

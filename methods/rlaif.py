@@ -121,11 +121,9 @@ class RLAIF:
     def train(self, start: Start, ctx: TrainContext, config: RLAIFConfig) -> Trained:
         sft, policy = start.reference, start.trainable()
         judge_model = ctx.stages.base() if config.judge == "base" else sft
+        config.check_world(ctx.scenario)  # the runner's preflight, for a direct caller too
         make_judge = (ctx.scenario.make_ai_judge if config.judge_kind == "pairwise"
                       else ctx.scenario.make_likelihood_judge)
-        if make_judge is None:
-            raise ValueError("rlaif.judge_kind = 'likelihood': this scenario has no likelihood "
-                             "judge; use judge_kind = 'pairwise'")
         judge = make_judge(judge_model, config.constitution, ctx.ledger)
         per_round = int(ctx.ledger.remaining("ai_comparisons")) // config.rounds
         all_pairs: list[dict] = []

@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench import output, store
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
@@ -65,20 +65,9 @@ def read_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 def read_prices(toml: Path) -> dict[str, float]:
     """The prices of the matrix that wrote the folder (OUT/matrix.toml's ``[prices]``),
     validated as the matrix was; none when it has none."""
-    import tomllib
-
-    from pydantic import ValidationError
-
     from bench.config import Matrix
-    if not toml.is_file():
-        return {}
-    try:
-        raw = tomllib.loads(toml.read_text()).get("prices", {})
-        return Matrix.model_validate({"prices": raw}).prices
-    except (tomllib.TOMLDecodeError, ValidationError) as err:
-        first = str(err).splitlines()[0]
-        raise ReportError(f"{toml}: its prices cannot be read ({first}); restore the file "
-                          f"alignbench wrote, or rerun the matrix") from None
+    return _matrix_part(toml, "prices", {}, lambda raw: Matrix.model_validate(
+        {"prices": raw}).prices)
 
 
 def priced(recs: list[dict[str, Any]], prices: dict[str, float]) -> list[dict[str, Any]]:
@@ -104,19 +93,24 @@ def priced(recs: list[dict[str, Any]], prices: dict[str, float]) -> list[dict[st
 def read_claims(toml: Path) -> list[Any]:
     """The claims of the matrix that wrote the folder (OUT/matrix.toml's ``[[claims]]``),
     validated as the matrix was; none when the folder has no matrix.toml."""
+    from bench.config import Claim
+    return _matrix_part(toml, "claims", [], lambda raw: [Claim.model_validate(c) for c in raw])
+
+
+def _matrix_part(toml: Path, key: str, empty: Any, parse: Callable[[Any], Any]) -> Any:
+    """OUT/matrix.toml's ``key`` through ``parse`` (``empty`` without the file or the key);
+    a file that cannot be read so is one ReportError line naming the fix."""
     import tomllib
 
     from pydantic import ValidationError
-
-    from bench.config import Claim
     if not toml.is_file():
-        return []
+        return empty
     try:
-        raw = tomllib.loads(toml.read_text()).get("claims", [])
-        return [Claim.model_validate(c) for c in raw]
+        raw = tomllib.loads(toml.read_text()).get(key)
+        return empty if raw is None else parse(raw)
     except (tomllib.TOMLDecodeError, ValidationError, AttributeError, TypeError) as err:
         first = str(err).splitlines()[0]
-        raise ReportError(f"{toml}: its claims cannot be read ({first}); restore the file "
+        raise ReportError(f"{toml}: its {key} cannot be read ({first}); restore the file "
                           f"alignbench wrote, or rerun the matrix") from None
 
 

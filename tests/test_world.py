@@ -90,7 +90,7 @@ def test_gold_judge_is_out_of_reach_of_methods(tiny_world):
                           not f.name.startswith("_")}
     seen = []
     ctx = TrainContext(scenario=v, ledger=Ledger(), seed=0, cell_dir=None, log=None, stages=None,
-                       _gold_monitor=lambda p, c: seen.append(1) or 0.25)
+                       _gold_scores=lambda p, c: seen.append(1) or [0.25])
     assert ctx.monitor_gold("ppo", 0, ["p"], ["c"], proxy_reward=1.0) is None  # write-only
     assert ctx.curves["ppo"][0]["gold_reward"] == 0.25 and seen == [1]
 

@@ -308,11 +308,6 @@ class LikelihoodJudge:
         return [float(v) for v in p_a.mean(axis=1)]
 
 
-def micro_likelihood_judge(model: Policy, principles: list[str], ledger: Ledger
-                           ) -> LikelihoodJudge:
-    return LikelihoodJudge(model, principles, ledger)
-
-
 class LexiconScorer:
     """Exact toxicity from the world's insult lexicon: 1 - 0.5**count, so one insult scores 0.5
     (toxic by the RealToxicityPrompts threshold) and more insults score higher."""
@@ -426,7 +421,7 @@ class Micro:
             demonstrations=lambda n, seed: demonstrations(spec, n, seed),
             make_panel=lambda ledger, seed: micro_panel(spec, panel, ledger, seed),
             make_ai_judge=micro_ai_judge,
-            make_likelihood_judge=micro_likelihood_judge,
+            make_likelihood_judge=LikelihoodJudge,
             gold_judge=gold, gold_reward=gold.reward,
             toxicity_scorer=LexiconScorer(),
             attributes=lambda p, r: W.parse_response(spec, p, r),
