@@ -51,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         m = m.model_copy(update={"ray_address": args.address})
     out = runner.run(m, Path(args.out) if args.out else None, fresh=args.fresh)
     print(f"report: {out / 'report.html'}")
+    if m.executor != "ray":  # Ray's cells ran in its workers: results.jsonl has their peaks
+        from bench import meter
+        print(f"peak memory: {meter.process_peak() / 1e9:.1f} GB resident (this run, world "
+              f"build included; each cell's own is in results.jsonl)")
     lines = (out / "results.jsonl").read_text().splitlines()
     statuses = [json.loads(line)["status"] for line in lines if line.strip()]
     failed = sum(s != "ok" for s in statuses)

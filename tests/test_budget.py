@@ -65,6 +65,51 @@ def test_each_cells_peak_memory_is_its_own():
     assert first - second > 300 * 2**20, (first, second)
 
 
+def test_the_process_peak_survives_the_cells_resets():
+    """Resetting the kernel's peak per cell also resets what getrusage and /usr/bin/time see;
+    meter.process_peak keeps the whole run's."""
+    import resource
+
+    import numpy as np
+
+    from bench import meter
+    meter.reset_peak()
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    during = meter.process_peak()
+    del big
+    meter.reset_peak()
+    rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert during - rusage > 300 * 2**20  # what the kernel reports has forgotten it ...
+    # ... the process peak has not (the kernel's counters lag by a few pages)
+    assert meter.process_peak() > during - 8 * 2**20
+
+
+def test_release_memory_hands_the_freed_heap_back():
+    """glibc keeps freed heap memory resident; release_memory returns it. A freed 16 MB
+    block raises glibc's mmap threshold to its size, so the 1 MB tensors after it come from the heap, and
+    the last one, kept, stops the heap's top from shrinking on its own."""
+    import re
+
+    import torch
+
+    from bench import meter
+    if meter._trim is None:
+        pytest.skip("no glibc malloc_trim here")
+
+    def rss() -> int:
+        return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
+
+    big = torch.ones(4 * 2**20)  # 16 MB
+    del big
+    parts = [torch.ones(2**18) for _ in range(400)]  # 400 x 1 MB
+    keep = parts[-1]
+    del parts
+    held = rss()
+    meter.release_memory()
+    assert held - rss() > 200 * 2**20, (held, rss())
+    assert float(keep.sum()) == 2**18  # what is still in use is untouched
+
+
 def test_phases_time_and_measure_their_own_peaks():
     """Each phase's wall seconds add up per path (nested ones under their parent), its peak is
     its own (a 400 MB allocation in one phase is not the next phase's peak), and the cell's

@@ -59,6 +59,10 @@ def test_run_a_subset_of_a_preset_with_settings_from_the_command_line(tmp_path):
     resolved = tomllib.loads((out / "matrix.toml").read_text())
     assert resolved["methods"] == ["sft", "dpo"] and resolved["seeds"] == [1]
     assert resolved["budget"]["comparisons"] == 20 and "ppo" not in resolved["method"]
+    # the run's own peak, which no cell's reset of the kernel's figure can hide
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("peak memory: ")]
+    printed = float(line.split()[2])
+    assert printed >= max(r["cost"]["peak_rss_bytes"] for r in recs) / 1e9 - 0.05, line
 
 
 @pytest.mark.parametrize("args, words", [
