@@ -486,6 +486,7 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
                                data=world.eval_data.get(name), progress=stages.progress)
             with meter.phase(f"eval {name}"):
                 res = ev.evaluate(trained.policy, ectx)
+            meter.release_memory()  # the next eval starts from what the cell holds
             for k, v in res.metrics.items():
                 record["metrics"][f"{name}.{k}"] = v
                 if k in res.uncertainty:
@@ -693,6 +694,7 @@ def _run_local(todo: list[tuple[Cell, str]], world: World, stages: Stages, out: 
         write_event(out, event="cell_start", key=key, cell=cell.label)
         seen = len(stages.built)
         rec = run_cell(cell, key, world, stages, out, device)
+        meter.release_memory()  # the next cell's peak starts from what the run still holds
         for built in stages.built[seen:]:
             write_event(out, event="stage_built", cell=cell.label, **built)
         write_event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"])

@@ -41,12 +41,16 @@ class FiniteGuard(TrainerCallback):
             raise NonFiniteError("loss", state.global_step)
 
 
-def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
+def trainer_args(config_cls: type, ctx: TrainContext, stage: str, *,
+                 checkpointing: bool = False, **kw: Any):
     """A TRL config for one stage of one cell: no checkpoints, no hub, no external loggers but
     the matrix's ``report_to`` (TRL's own reporting, as the cell's run: bench/tracking.py),
-    seeded, CPU/GPU as the model sits, progress bars only when the run shows progress."""
+    seeded, CPU/GPU as the model sits, progress bars only when the run shows progress;
+    activation checkpointing only when asked (``checkpointing``: a method's
+    ``activation_checkpointing``)."""
     use_cpu = ctx.device != "cuda"  # the matrix's switch, not whatever hardware is visible
-    # TRL turns checkpointing on by default; tiny models only lose speed. transformers 5 renamed
+    # TRL turns activation checkpointing on by default; tiny models only lose speed, so it is
+    # the user's choice for a real one (MemoryOptions). transformers 5 renamed
     # the field (the old name still works, with a FutureWarning in every stage's log)
     names = {f.name for f in dataclasses.fields(config_cls)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
@@ -57,7 +61,8 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, **kw: Any):
         output_dir=str(ctx.cell_dir / "trainer" / stage), **report,
         save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
         disable_tqdm=not ctx.progress, use_cpu=use_cpu, dataloader_num_workers=0,
-        bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: False})
+        bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: checkpointing},
+        **({f"{ckpt}_kwargs": {"use_reentrant": False}} if checkpointing else {}))
     return config_cls(**{**base, **kw})  # a stage may set its own logging_steps
 
 
@@ -160,10 +165,21 @@ def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0
 
     def timed(*args, **kwargs):  # the trainer's run is a phase of the cell's time
         with meter.phase(type(trainer).__name__):
-            return train(*args, **kwargs)
+            out = train(*args, **kwargs)
+        release_trainer(trainer)
+        return out
 
     trainer.train = timed
     return trainer
+
+
+def release_trainer(trainer) -> None:
+    """Drop what a finished trainer holds besides its model (its optimizer's state, the
+    accelerator's references) and hand the freed memory back (bench.meter.release_memory):
+    the next stage starts from what the cell still needs, not from this stage's peak."""
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.accelerator.free_memory()
+    meter.release_memory()
 
 
 def train_reference_free(trainer_cls: type, config_cls: type, policy, pairs: list[dict],
@@ -175,7 +191,8 @@ def train_reference_free(trainer_cls: type, config_cls: type, policy, pairs: lis
     from datasets import Dataset
 
     from bench.models import n_params
-    args = trainer_args(config_cls, ctx, stage, learning_rate=cfg.lr,
+    args = trainer_args(config_cls, ctx, stage, checkpointing=cfg.activation_checkpointing,
+                        learning_rate=cfg.lr,
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                         lr_scheduler_type="cosine",
                         warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs),
@@ -202,6 +219,10 @@ class LoRAOptions(MethodConfig):
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
     lora_target: str | list[str] = Field("all-linear", description="peft target_modules: "
                                          "module names, a regex, or 'all-linear'")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass instead of "
+        "keeping them (real models: less memory, about a third more time; the same numbers to "
+        "float rounding)")
 
 
 def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
@@ -220,6 +241,26 @@ def with_adapters(model, cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
     if lc is None:
         return model
     return require("peft", "lora = true").get_peft_model(model, lc)
+
+
+def checkpointed(model, on: bool):
+    """``model`` with activation checkpointing switched ``on`` or off (non-reentrant: adapters
+    get gradients without the inputs requiring any, and dropout replays its masks), for the
+    loops TRL does not run (PPO's policy and value model); TRL's trainers take it through
+    :func:`trainer_args`."""
+    # transformers 5 renamed gradient_* to activation_* (the old names warn in every cell's log)
+    new = hasattr(model, "activation_checkpointing_enable")
+    if on:
+        kw = {"use_reentrant": False}
+        if new:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    elif new and model.is_activation_checkpointing:
+        model.activation_checkpointing_disable()
+    elif not new and getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
+    return model
 
 
 def merged(model):

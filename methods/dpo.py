@@ -70,7 +70,8 @@ def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], 
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
-    args = trainer_args(TRLDPOConfig, ctx, stage, beta=cfg.beta, learning_rate=cfg.lr,
+    args = trainer_args(TRLDPOConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
+                        beta=cfg.beta, learning_rate=cfg.lr,
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                         loss_type=[cfg.loss_type], label_smoothing=flip_rate(cfg),
                         lr_scheduler_type="cosine",

@@ -123,7 +123,8 @@ class KTO:
                                  config.balance)
         ctx.log.info("kto: %d desirable, %d undesirable examples; weights %.3g / %.3g",
                      n_d, n_u, w_d, w_u)
-        args = trainer_args(TRLKTOConfig, ctx, "kto", beta=config.beta, learning_rate=config.lr,
+        args = trainer_args(TRLKTOConfig, ctx, "kto",
+                            checkpointing=config.activation_checkpointing, beta=config.beta, learning_rate=config.lr,
                             num_train_epochs=config.epochs,
                             per_device_train_batch_size=config.batch_size,
                             desirable_weight=w_d, undesirable_weight=w_u,

@@ -63,7 +63,8 @@ def train_online(name: str, trainer_cls: type, config_cls: type, start: Start,
     pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), cfg)
     rm = train_reward_model(start.path, policy.tokenizer, pairs, ctx, cfg,
                             stage=f"{name}_reward_model")
-    args = trainer_args(config_cls, ctx, name, max_steps=cfg.steps, logging_steps=1,
+    args = trainer_args(config_cls, ctx, name, checkpointing=cfg.activation_checkpointing,
+                        max_steps=cfg.steps, logging_steps=1,
                         per_device_train_batch_size=cfg.batch_size,
                         num_generations=cfg.num_generations,
                         max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,

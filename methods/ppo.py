@@ -27,7 +27,7 @@ from bench.models import n_params
 from bench.sampling import left_pad, sample
 from bench.seeding import derive_seed
 from bench.tracking import curve_logger
-from methods.common import AdaptersOff, merged, with_adapters
+from methods.common import AdaptersOff, checkpointed, merged, with_adapters
 from methods.feedback import (feedback_prompts, label_rollouts, pick_prompts, ranked_pairs,
                               shared_comparisons)
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
@@ -469,6 +469,8 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
             stats = update(model, value_model, opt, ro.batch, targets, cfg,
                            np.random.default_rng(derive_seed(seed, "ppo.minibatch", step)),
                            first, step)
+            del first  # the first pass's graph, so that what the update freed can go back
+            meter.release_memory(collect=False)
         kl_mean = float(targets.kl.mean())
         if cfg.adaptive_kl:
             kl_ctl.update(kl_mean, len(ro.prompts))
@@ -495,13 +497,15 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     prompts = feedback_prompts(ctx.scenario.train_prompts, cfg.holdout_prompts)
     rm = train_reward_model(start.path, policy.tokenizer, pairs, ctx, cfg,
                             stage=f"{curve}_reward_model_{rnd}")
-    value_model = with_adapters(copy.deepcopy(rm.model), cfg, "SEQ_CLS")
+    value_model = checkpointed(with_adapters(copy.deepcopy(rm.model), cfg, "SEQ_CLS"),
+                               cfg.activation_checkpointing)
     value_model.train()
     ref = start.reference.model  # frozen: the shared SFT model is never trained
     if cfg.lora:
         policy.model = with_adapters(policy.model, cfg)
         if rnd == 0:
             ref = AdaptersOff(policy.model)
+    checkpointed(policy.model, cfg.activation_checkpointing)
     offset = rnd * cfg.steps
 
     with curve_logger(ctx.tracking, curve) as track:  # the matrix's report_to, if any
@@ -512,7 +516,9 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
         ppo_loop(policy, ref, value_model, rm.reward, prompts, cfg,
                  ctx.ledger, seed=derive_seed(ctx.seed, "ppo.round", rnd), steps=cfg.steps,
                  on_step=on_step, progress=ctx.progress)
-    policy.model = merged(policy.model)
+    policy.model = checkpointed(merged(policy.model), False)
+    del value_model
+    meter.release_memory()
     # the round's reward model against gold on the start's samples and on the samples of the
     # policy it steered: how far off its training distribution it is, round by round (issue 22,
     # claim 3); measurement only, written to the curve and seen by no method

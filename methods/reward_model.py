@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.api import Start, TrainContext
 from bench.budget import charge_inference
@@ -24,6 +24,24 @@ class RewardModelConfig(LoRAOptions):
                          description="peak learning rate (tiny models; ~9e-6 for real LMs)")
     rm_batch_size: int = Field(32, ge=1, description="comparisons per step")
     rm_center_coef: float = Field(0.01, description="keeps rewards near zero (Eisenstein 2023)")
+    rm_micro_batch_size: int | None = Field(
+        None, ge=1, description="comparisons per forward and backward pass, the gradients "
+        "accumulated over rm_batch_size (the same step, to float rounding, in less memory); "
+        "None: the whole batch at once")
+
+    @model_validator(mode="after")
+    def _micro_divides(self):
+        m = self.rm_micro_batch_size
+        if m is not None and self.rm_batch_size % m:
+            raise ValueError(f"rm_micro_batch_size {m} must divide rm_batch_size "
+                             f"{self.rm_batch_size}: each step accumulates whole micro-batches")
+        return self
+
+    def rm_batches(self) -> dict[str, int]:
+        """The trainer's batch size and gradient accumulation for one rm_batch_size step."""
+        m = self.rm_micro_batch_size or self.rm_batch_size
+        return {"per_device_train_batch_size": m,
+                "gradient_accumulation_steps": self.rm_batch_size // m}
 
 
 class RewardModel:
@@ -76,8 +94,9 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
                                                                    use_safetensors=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(ctx.device)
-    args = trainer_args(RewardConfig, ctx, stage, num_train_epochs=cfg.rm_epochs,
-                        learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size,
+    args = trainer_args(RewardConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
+                        num_train_epochs=cfg.rm_epochs,
+                        learning_rate=cfg.rm_lr, **cfg.rm_batches(),
                         center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type="cosine",
                         warmup_steps=warmup(0.05, len(pairs), cfg.rm_batch_size, cfg.rm_epochs))
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])

@@ -52,7 +52,8 @@ def sft_train(policy: TrainablePolicy, examples: list[dict[str, str]], ctx: Trai
     from trl import SFTTrainer
 
     args = trainer_args(
-        TRLSFTConfig, ctx, stage, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+        TRLSFTConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
+        num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         warmup_steps=warmup(cfg.warmup_ratio, len(examples), cfg.batch_size, cfg.epochs),
         max_length=cfg.max_length, completion_only_loss=cfg.completion_only_loss,

@@ -150,7 +150,9 @@ def test_micro_batched_updates_equal_the_single_batch_update(tiny_world):
     """Gradient accumulation over micro-batches is the same PPO update: each micro-batch adds
     its share of the minibatch's token mean. Same gradients (before the step), and the same
     weights after one step of AdamW, to 1e-5 relative, for micro-batches of 3 (uneven: 8 rows
-    make 3 + 3 + 2) and of 1; the losses and statistics it reports are the same too."""
+    make 3 + 3 + 2) and of 1; the losses and statistics it reports are the same too. So is an
+    update with activation checkpointing, whole and micro-batched, whose layers are seen to run
+    twice (the forward pass, and its recomputation in the backward pass)."""
     import copy
 
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
@@ -177,8 +179,17 @@ def test_micro_batched_updates_equal_the_single_batch_update(tiny_world):
                   returns=torch.randn(old_logp.shape, generator=g) * b.mask,
                   kl=torch.zeros(8))
 
-    def one_step(micro):
+    from methods.common import checkpointed
+
+    layer_calls = []
+
+    def one_step(micro, ckpt=False):
         m, v = copy.deepcopy(model), copy.deepcopy(value)
+        checkpointed(m, ckpt)
+        checkpointed(v, ckpt).train()  # as ppo_round holds it
+        # the layer's first module: a recomputation stops once it has what backward needs
+        m.model.layers[0].input_layernorm.register_forward_hook(lambda *a: layer_calls.append(1))
+        layer_calls.clear()
         trainable = list(m.parameters())
         # ppo_loop's optimizers (eps 1e-5: Adam's first step is g / (|g| + eps), which with
         # eps 1e-8 turns the rounding of a near-zero gradient into a whole step either way)
@@ -190,13 +201,14 @@ def test_micro_batched_updates_equal_the_single_batch_update(tiny_world):
         opt.policy.step = lambda: (grads.update({k: p.grad.clone() for k, p in
                                                  m.named_parameters()}), step())
         stats = P.update(m, v, opt, b, t, c, np.random.default_rng(0), None, 0)
+        assert len(layer_calls) == (2 if ckpt else 1) * (1 if micro is None else -(-8 // micro))
         return grads, dict(m.named_parameters()), stats
 
     g_full, w_full, s_full = one_step(None)
-    for micro in (3, 1):
-        g_mb, w_mb, s_mb = one_step(micro)
+    for micro, ckpt in ((3, False), (1, False), (None, True), (3, True)):
+        g_mb, w_mb, s_mb = one_step(micro, ckpt)
         for k in g_full:
-            assert torch.allclose(g_mb[k], g_full[k], rtol=1e-5, atol=1e-7), (micro, k)
-            assert torch.allclose(w_mb[k], w_full[k], rtol=1e-5, atol=1e-7), (micro, k)
+            assert torch.allclose(g_mb[k], g_full[k], rtol=1e-5, atol=1e-7), (micro, ckpt, k)
+            assert torch.allclose(w_mb[k], w_full[k], rtol=1e-5, atol=1e-7), (micro, ckpt, k)
         for k in s_full:
-            assert s_mb[k] == pytest.approx(s_full[k], rel=1e-5, abs=1e-7), (micro, k)
+            assert s_mb[k] == pytest.approx(s_full[k], rel=1e-5, abs=1e-7), (micro, ckpt, k)

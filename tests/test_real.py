@@ -28,6 +28,35 @@ def test_real_tokenizer_paths(tiny_real_model):
     assert all(tok.eos_token_id not in ids for ids in both)  # EOS and after are stripped
 
 
+def test_batches_are_bounded_by_memory_not_only_by_rows(tiny_real_model, monkeypatch):
+    """Scoring and generation cut a batch where its logits or its KV cache would pass
+    scoring.BATCH_BYTES: smaller forward passes, the same log-probabilities (to float rounding)
+    and the same greedy tokens."""
+    from bench import scoring
+    pol = load_hf(tiny_real_model)
+    prompts = pol.format_chat([f"Question number {i}: what colour is the sky?" * (1 + i % 3)
+                               for i in range(6)])
+    pairs = [(pol.context_ids(p), pol.encode(" Blue, mostly.")) for p in prompts]
+    ctx_ids = [c for c, _ in pairs]
+    whole = pol.logprob_ids_plain(pairs)
+    greedy = pol.generate_ids(ctx_ids, max_new_tokens=5, temperature=0.0)
+    rows = []
+    forward = pol.model.forward
+    monkeypatch.setattr(pol.model, "forward", lambda *a, **kw: (
+        rows.append(kw["input_ids"].shape[0]), forward(*a, **kw))[1])
+    vocab = pol.model.config.vocab_size
+    width = max(len(c) + len(k) for c, k in pairs)
+    monkeypatch.setattr(scoring, "BATCH_BYTES", 2 * width * vocab * 8)  # two rows' logits
+    assert pol.logprob_ids_plain(pairs) == pytest.approx(whole, abs=1e-4)
+    assert rows and max(rows) == 2 and sum(rows) == 6
+    rows.clear()
+    from bench.sampling import kv_bytes_per_token
+    per_row = kv_bytes_per_token(pol.model.config) * (max(map(len, ctx_ids)) + 5)
+    monkeypatch.setattr(scoring, "BATCH_BYTES", 3 * per_row)  # three rows' cache
+    assert pol.generate_ids(ctx_ids, max_new_tokens=5, temperature=0.0) == greedy
+    assert max(rows) == 3
+
+
 @pytest.mark.parametrize("which", ["micro", "real"])
 def test_shared_prefill_samples_what_one_prefill_per_row_samples(which, tiny_policy,
                                                                  tiny_real_model):
@@ -201,3 +230,68 @@ def test_user_demonstrations_from_jsonl_never_include_eval_questions(real_world,
     with pytest.raises(ConfigError, match="'prompt' and 'completion'"):
         Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
                                  demonstrations=str(f)), cache_dir, progress=False)
+
+
+
+def _one_rm_step(tiny_real_model, tmp_path, **cfg):
+    """One reward-model step (8 comparisons of several lengths, one batch) on the tiny real
+    model with LoRA: the gradients the optimizer stepped with, the weights after the step and
+    the ledger's charges."""
+    import logging
+    from unittest import mock
+
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from bench.api import TrainContext
+    from methods.reward_model import RewardModelConfig, train_reward_model
+
+    seen = {}
+
+    class Grads(TrainerCallback):  # in the finite guard's place: sees the model's gradients
+        def __init__(self, model):
+            self.model = model
+
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            seen.update({n: p.grad.clone() for n, p in self.model.named_parameters()
+                         if p.grad is not None})
+
+    tok = AutoTokenizer.from_pretrained(tiny_real_model)
+    pairs = [{"prompt": f"Question {i}: is the sky green?",
+              "chosen": " No, it is blue." * (1 + i % 3), "rejected": f" Yes{'!' * i}"}
+             for i in range(8)]
+    led = Ledger()
+    ctx = TrainContext(scenario=None, ledger=led, seed=0, cell_dir=tmp_path,
+                       log=logging.getLogger("t"), stages=None, progress=False)
+    torch.manual_seed(0)
+    with mock.patch("methods.reward_model.FiniteGuard", Grads):
+        rm = train_reward_model(tiny_real_model, tok, pairs, ctx, RewardModelConfig(
+            lora=True, lora_dropout=0.0, rm_epochs=1, rm_lr=1e-2, rm_batch_size=8, **cfg))
+    return seen, {k: v.clone() for k, v in rm.model.state_dict().items()}, led.snapshot()
+
+
+def test_a_micro_batched_reward_model_step_is_the_same_step(tiny_real_model, tmp_path):
+    """rm_micro_batch_size accumulates gradients over parts of a step's comparisons: the same
+    gradients and the same weights after the step (1e-5 relative), the same charges. Without
+    adapter dropout, which draws other masks for other row splits."""
+    g_full, w_full, spent = _one_rm_step(tiny_real_model, tmp_path / "a")
+    assert any("lora_B" in k for k in g_full) and any("score" in k for k in g_full)
+    for micro in (4, 2):
+        g, w, s = _one_rm_step(tiny_real_model, tmp_path / str(micro), rm_micro_batch_size=micro)
+        assert g.keys() == g_full.keys()
+        for k in g_full:
+            assert torch.allclose(g[k], g_full[k], rtol=1e-5, atol=1e-7), (micro, k)
+        for k in w_full:
+            assert torch.allclose(w[k], w_full[k], rtol=1e-5, atol=1e-7), (micro, k)
+        charged = {k: v for k, v in s["spent"].items() if k != "wall_seconds"}
+        assert charged == {k: v for k, v in spent["spent"].items() if k != "wall_seconds"}
+        assert charged["train_tokens"] > 0 and charged["flops"] > 0
+
+
+def test_rm_micro_batch_size_must_divide_the_batch():
+    from pydantic import ValidationError
+
+    from methods.reward_model import RewardModelConfig
+    with pytest.raises(ValidationError, match="must divide rm_batch_size 8"):
+        RewardModelConfig(rm_batch_size=8, rm_micro_batch_size=3)
+    assert RewardModelConfig(rm_batch_size=8, rm_micro_batch_size=2).rm_batches() == {
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}
