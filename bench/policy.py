@@ -11,7 +11,7 @@ import torch
 
 from bench import scoring
 from bench.budget import charge_inference
-from bench.sampling import left_pad, sample, strip_after_eos
+from bench.sampling import kv_bytes_per_token, left_pad, sample, strip_after_eos
 
 Pair = tuple[list[int], list[int]]
 
@@ -103,8 +103,11 @@ class HFPolicy:
         tok = self.tokenizer
         results: list[list[int]] = [[] for _ in prompt_ids]
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        for start in range(0, len(prompt_ids), self.batch_size):
-            batch = prompt_ids[start:start + self.batch_size]
+        width = max(map(len, prompt_ids), default=0) + max_new_tokens
+        rows = scoring.rows_within(kv_bytes_per_token(self.model.config) * width,
+                                   self.batch_size)  # the cache within scoring.BATCH_BYTES
+        for start in range(0, len(prompt_ids), rows):
+            batch = prompt_ids[start:start + rows]
             x, mask = left_pad(batch, tok.pad_token_id)
             ids = sample(self.model, x.to(self.device), mask.to(self.device),
                          max_new_tokens=max_new_tokens, temperature=temperature,

@@ -25,6 +25,18 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return x, mask
 
 
+def kv_bytes_per_token(config) -> int:
+    """Bytes the KV cache holds per token of one row (float32 keys and values of every layer),
+    from a transformers config; 0 when the config does not say (no bound is then applied)."""
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if not layers or not heads:
+        return 0
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "hidden_size", 0) // heads
+    return layers * 2 * kv_heads * head_dim * 4
+
+
 def strip_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
     if eos_id is not None and eos_id in ids:
         return ids[:ids.index(eos_id)]

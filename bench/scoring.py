@@ -16,6 +16,18 @@ from torch.nn.utils.rnn import pad_sequence
 
 Pair = tuple[list[int], list[int]]
 
+# what one batch's transient tensors (logits, the KV cache of a generation) may take: batches are
+# bounded by memory as well as by a row count, so a long context or a large vocabulary makes
+# batches smaller instead of making memory grow with the data (issue 21). The micro-world's
+# tensors are far below it, so its batches, and its numbers, are what they were.
+BATCH_BYTES = 256 * 2**20
+
+
+def rows_within(bytes_per_row: int, cap: int) -> int:
+    """Rows of ``bytes_per_row`` each that fit :data:`BATCH_BYTES`: at most ``cap``, at least
+    one."""
+    return max(1, min(cap, BATCH_BYTES // max(1, bytes_per_row)))
+
 
 class PackedRow:
     """One context's remaining tokens followed by its continuations' input tokens (each
@@ -192,8 +204,13 @@ def logprob_plain(model, pairs: list[Pair], *, pad_id: int, batch_size: int) -> 
     device = device_of(model)
     out = [0.0] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    vocab = getattr(model.config, "vocab_size", 0) or 0
+    start = 0
+    while start < len(order):  # the longest first: each batch's width is its first row's
+        width = len(pairs[order[start]][0]) + len(pairs[order[start]][1])
+        rows = rows_within(width * vocab * 4 * 2, batch_size)  # float logits, log-softmax
+        idx = order[start:start + rows]
+        start += rows
         seqs = [torch.tensor((pairs[i][0] + pairs[i][1])[:-1] or [pairs[i][0][0]])
                 for i in idx]
         x = pad_sequence(seqs, batch_first=True, padding_value=pad_id)
