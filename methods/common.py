@@ -66,6 +66,17 @@ def trainer_args(config_cls: type, ctx: TrainContext, stage: str, *,
     return config_cls(**{**base, **kw})  # a stage may set its own logging_steps
 
 
+def accumulated(batch_size: int, micro: int | None) -> dict[str, int]:
+    """A trainer's ``batch_size`` rows per optimizer step as micro-batches of ``micro`` rows
+    and gradient accumulation (None: the whole batch at once): the same step to float
+    rounding, since each part's loss is a mean over the same number of rows."""
+    m = micro or batch_size
+    if batch_size % m:
+        raise ValueError(f"a micro-batch size of {m} must divide the batch size {batch_size}: "
+                         f"each step accumulates whole micro-batches")
+    return {"per_device_train_batch_size": m, "gradient_accumulation_steps": batch_size // m}
+
+
 def warmup(ratio: float, n_examples: int, batch_size: int, epochs: float) -> float:
     """``ratio`` for a trainer's ``warmup_steps``, or 0 when the run is a single step.
     transformers rounds a ratio's warm-up up to whole steps and the first warm-up step has a

@@ -9,13 +9,13 @@ model as the fixed reference (Xu et al. 2023, "Some things are more CRINGE than 
 from __future__ import annotations
 
 from datasets import Dataset
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.api import Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import capped
 from bench.models import n_params
 from bench.seeding import derive_seed
-from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
+from methods.common import (FiniteGuard, LoRAOptions, accumulated, lora_config, merged, metered,
                             trainer_args, warmup)
 from methods.feedback import label_rollouts, ranked_pairs, shared_comparisons
 
@@ -29,11 +29,20 @@ class DPOConfig(LoRAOptions):
     lr: float = Field(5e-5, gt=0, description="learning rate (tiny models; ~5e-7 for real LMs)")
     epochs: float = Field(2.0, gt=0, description="passes over the comparisons per round")
     batch_size: int = Field(32, ge=1, description="comparisons per step")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="comparisons per forward and backward pass, the gradients "
+        "accumulated over batch_size (the same step, to float rounding, in less memory); "
+        "None: the whole batch at once")
     loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, "
                            "robust, ...")
     label_smoothing: float | None = Field(
         None, ge=0, lt=0.5, description="robust DPO's label flip rate (Chowdhury et al. "
         "2024), which loss_type = \"robust\" needs; TRL's label smoothing for the others")
+
+    @model_validator(mode="after")
+    def _micro_divides(self):
+        accumulated(self.batch_size, self.micro_batch_size)
+        return self
 
     def spends(self):
         return frozenset({"comparisons", "rollouts"})
@@ -72,7 +81,8 @@ def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], 
 
     args = trainer_args(TRLDPOConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
                         beta=cfg.beta, learning_rate=cfg.lr,
-                        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                        num_train_epochs=cfg.epochs,
+                        **accumulated(cfg.batch_size, cfg.micro_batch_size),
                         loss_type=[cfg.loss_type], label_smoothing=flip_rate(cfg),
                         lr_scheduler_type="cosine",
                         warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs))

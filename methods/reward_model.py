@@ -14,8 +14,8 @@ from bench.api import Start, TrainContext
 from bench.budget import charge_inference
 from bench.logs import to_trainer_log
 from bench.models import n_params
-from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
-                            trainer_args, warmup)
+from methods.common import (FiniteGuard, LoRAOptions, accumulated, lora_config, merged,
+                            metered, trainer_args, warmup)
 
 
 class RewardModelConfig(LoRAOptions):
@@ -31,17 +31,8 @@ class RewardModelConfig(LoRAOptions):
 
     @model_validator(mode="after")
     def _micro_divides(self):
-        m = self.rm_micro_batch_size
-        if m is not None and self.rm_batch_size % m:
-            raise ValueError(f"rm_micro_batch_size {m} must divide rm_batch_size "
-                             f"{self.rm_batch_size}: each step accumulates whole micro-batches")
+        accumulated(self.rm_batch_size, self.rm_micro_batch_size)
         return self
-
-    def rm_batches(self) -> dict[str, int]:
-        """The trainer's batch size and gradient accumulation for one rm_batch_size step."""
-        m = self.rm_micro_batch_size or self.rm_batch_size
-        return {"per_device_train_batch_size": m,
-                "gradient_accumulation_steps": self.rm_batch_size // m}
 
 
 class RewardModel:
@@ -96,7 +87,8 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     model.to(ctx.device)
     args = trainer_args(RewardConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
                         num_train_epochs=cfg.rm_epochs,
-                        learning_rate=cfg.rm_lr, **cfg.rm_batches(),
+                        learning_rate=cfg.rm_lr,
+                        **accumulated(cfg.rm_batch_size, cfg.rm_micro_batch_size),
                         center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type="cosine",
                         warmup_steps=warmup(0.05, len(pairs), cfg.rm_batch_size, cfg.rm_epochs))
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])

@@ -5,6 +5,7 @@ panel, the LM judge, and a whole matrix end to end."""
 import numpy as np
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from bench.budget import Ledger
 from bench.models import load_hf
@@ -233,65 +234,96 @@ def test_user_demonstrations_from_jsonl_never_include_eval_questions(real_world,
 
 
 
-def _one_rm_step(tiny_real_model, tmp_path, **cfg):
-    """One reward-model step (8 comparisons of several lengths, one batch) on the tiny real
-    model with LoRA: the gradients the optimizer stepped with, the weights after the step and
-    the ledger's charges."""
+class _Grads(TrainerCallback):
+    """A trainer callback in the finite guard's place: the gradients of the last step, as the
+    optimizer is about to use them."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, {}
+
+    def on_pre_optimizer_step(self, args, state, control, **kw):
+        self.seen.update({n: p.grad.clone() for n, p in self.model.named_parameters()
+                          if p.grad is not None})
+
+
+def _one_step(train, where, tmp_path):
+    """``train(ctx)`` for one optimizer step with the finite guard of module ``where`` replaced
+    by :class:`_Grads`: the gradients stepped with, the model returned by ``train``'s weights
+    after the step, and the ledger's charges (wall seconds aside)."""
     import logging
     from unittest import mock
 
-    from transformers import AutoTokenizer, TrainerCallback
-
     from bench.api import TrainContext
-    from methods.reward_model import RewardModelConfig, train_reward_model
-
-    seen = {}
-
-    class Grads(TrainerCallback):  # in the finite guard's place: sees the model's gradients
-        def __init__(self, model):
-            self.model = model
-
-        def on_pre_optimizer_step(self, args, state, control, **kw):
-            seen.update({n: p.grad.clone() for n, p in self.model.named_parameters()
-                         if p.grad is not None})
-
-    tok = AutoTokenizer.from_pretrained(tiny_real_model)
-    pairs = [{"prompt": f"Question {i}: is the sky green?",
-              "chosen": " No, it is blue." * (1 + i % 3), "rejected": f" Yes{'!' * i}"}
-             for i in range(8)]
     led = Ledger()
     ctx = TrainContext(scenario=None, ledger=led, seed=0, cell_dir=tmp_path,
                        log=logging.getLogger("t"), stages=None, progress=False)
+    made = []
     torch.manual_seed(0)
-    with mock.patch("methods.reward_model.FiniteGuard", Grads):
-        rm = train_reward_model(tiny_real_model, tok, pairs, ctx, RewardModelConfig(
-            lora=True, lora_dropout=0.0, rm_epochs=1, rm_lr=1e-2, rm_batch_size=8, **cfg))
-    return seen, {k: v.clone() for k, v in rm.model.state_dict().items()}, led.snapshot()
+    with mock.patch(f"{where}.FiniteGuard", lambda m: made.append(_Grads(m)) or made[-1]):
+        model = train(ctx)
+    spent = {k: v for k, v in led.snapshot()["spent"].items() if k != "wall_seconds"}
+    return made[0].seen, {k: v.clone() for k, v in model.state_dict().items()}, spent
+
+
+PAIRS = [{"prompt": f"Question {i}: is the sky green?", "chosen": " No, it is blue." * (1 + i % 3),
+          "rejected": f" Yes{'!' * i}"} for i in range(8)]  # 8 comparisons of several lengths
+
+
+def _assert_same_steps(runs):
+    (g_full, w_full, spent), *parts = runs
+    assert any("lora_B" in k for k in g_full) and spent["train_tokens"] > 0 and spent["flops"] > 0
+    for g, w, s in parts:
+        assert g.keys() == g_full.keys() and s == spent
+        for k in g_full:
+            assert torch.allclose(g[k], g_full[k], rtol=1e-5, atol=1e-7), k
+        for k in w_full:
+            assert torch.allclose(w[k], w_full[k], rtol=1e-5, atol=1e-7), k
 
 
 def test_a_micro_batched_reward_model_step_is_the_same_step(tiny_real_model, tmp_path):
     """rm_micro_batch_size accumulates gradients over parts of a step's comparisons: the same
     gradients and the same weights after the step (1e-5 relative), the same charges. Without
     adapter dropout, which draws other masks for other row splits."""
-    g_full, w_full, spent = _one_rm_step(tiny_real_model, tmp_path / "a")
-    assert any("lora_B" in k for k in g_full) and any("score" in k for k in g_full)
-    for micro in (4, 2):
-        g, w, s = _one_rm_step(tiny_real_model, tmp_path / str(micro), rm_micro_batch_size=micro)
-        assert g.keys() == g_full.keys()
-        for k in g_full:
-            assert torch.allclose(g[k], g_full[k], rtol=1e-5, atol=1e-7), (micro, k)
-        for k in w_full:
-            assert torch.allclose(w[k], w_full[k], rtol=1e-5, atol=1e-7), (micro, k)
-        charged = {k: v for k, v in s["spent"].items() if k != "wall_seconds"}
-        assert charged == {k: v for k, v in spent["spent"].items() if k != "wall_seconds"}
-        assert charged["train_tokens"] > 0 and charged["flops"] > 0
+    from transformers import AutoTokenizer
+
+    from methods.reward_model import RewardModelConfig, train_reward_model
+
+    def rm(micro):
+        return lambda ctx: train_reward_model(
+            tiny_real_model, AutoTokenizer.from_pretrained(tiny_real_model), PAIRS, ctx,
+            RewardModelConfig(lora=True, lora_dropout=0.0, rm_epochs=1, rm_lr=1e-2,
+                              rm_batch_size=8, rm_micro_batch_size=micro)).model
+    _assert_same_steps([_one_step(rm(m), "methods.reward_model", tmp_path / str(m))
+                        for m in (None, 4, 2)])
+
+
+def test_a_micro_batched_dpo_step_is_the_same_step(tiny_real_model, tmp_path):
+    """DPO's micro_batch_size (and so RLAIF's): the same step, as for the reward model."""
+    from methods.dpo import DPOConfig, dpo_train
+
+    def dpo(micro):
+        def train(ctx):
+            policy = load_hf(tiny_real_model)
+            dpo_train(policy, policy, PAIRS, ctx, DPOConfig(
+                lora=True, lora_dropout=0.0, epochs=1, lr=1e-2, batch_size=8,
+                micro_batch_size=micro), stage="dpo_0", starts_at_ref=True)
+            return policy.model
+        return train
+    _assert_same_steps([_one_step(dpo(m), "methods.dpo", tmp_path / str(m))
+                        for m in (None, 4, 2)])
 
 
 def test_rm_micro_batch_size_must_divide_the_batch():
     from pydantic import ValidationError
 
     from methods.reward_model import RewardModelConfig
-    with pytest.raises(ValidationError, match="must divide rm_batch_size 8"):
+    from methods.common import accumulated
+    from methods.dpo import DPOConfig
+    with pytest.raises(ValidationError, match="size of 3 must divide the batch size 8"):
         RewardModelConfig(rm_batch_size=8, rm_micro_batch_size=3)
-    assert RewardModelConfig(rm_batch_size=8, rm_micro_batch_size=2).rm_batches() == {
-        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}
+    with pytest.raises(ValidationError, match="size of 5 must divide the batch size 32"):
+        DPOConfig(micro_batch_size=5)
+    assert accumulated(8, 2) == {"per_device_train_batch_size": 2,
+                                 "gradient_accumulation_steps": 4}
+    assert accumulated(8, None) == {"per_device_train_batch_size": 8,
+                                    "gradient_accumulation_steps": 1}
