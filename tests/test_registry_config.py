@@ -93,6 +93,17 @@ def test_presets_load_and_resolve():
         runner.check_budgets(runner.expand(plan), plan)  # every preset fits its own budget
 
 
+@pytest.mark.parametrize("path", sorted(
+    (Path(__file__).resolve().parent.parent / "docs" / "analysis").glob("*.toml")),
+    ids=lambda p: p.name)
+def test_analysis_matrices_load_and_fit_their_budgets(path):
+    """The measurements the README and the closing notes quote (docs/analysis/*.toml) stay
+    runnable as written: they parse, resolve and pass the budget preflight."""
+    m = config.load(str(path))
+    plan = config.plan(m)
+    runner.check_budgets(runner.expand(plan), plan)
+
+
 def test_readme_matrix_is_valid_and_fits_its_budget():
     """The README's example matrix is what users copy: it parses and passes the preflight."""
     import re
