@@ -30,8 +30,8 @@ from methods.common import checkpointed, with_adapters
 
 
 def rss() -> str:
-    s = open("/proc/self/status").read()
-    now, hwm = (int(re.search(rf"{k}:\s+(\d+)", s).group(1)) / 2**20 for k in ("VmRSS", "VmHWM"))
+    now = int(re.search(r"VmRSS:\s+(\d+)", meter.STATUS.read_text()).group(1)) / 2**20
+    hwm = meter.peak("cell")["peak_rss_bytes"] / 2**30  # since meter.reset_peak()
     return f"resident {now:.2f} GiB, peak {hwm:.2f} GiB"
 
 
@@ -67,7 +67,7 @@ def main(micro: int | None, ckpt: bool, profile: bool) -> None:
                            0.05)
     for step in range(2):
         meter.release_memory()
-        open("/proc/self/clear_refs", "w").write("5")  # the peak from here
+        meter.reset_peak()  # the peak from here
         t0 = time.perf_counter()
         P.update(model, value, opt, b, targets, cfg, np.random.default_rng(step), None, step)
         print(f"update {step}: {time.perf_counter() - t0:.1f} s, {rss()}")

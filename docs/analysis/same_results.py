@@ -24,13 +24,14 @@ cache):
 import json
 import math
 import sys
+from pathlib import Path
 
 FIELDS = ("metrics", "uncertainty", "n", "curves", "movement", "eval_spend", "budget", "status")
 COSTS = ("train_tokens", "train_flops", "inference_flops", "eval_flops", "rollouts")
 
 
 def cells(out: str) -> dict[tuple, dict]:
-    rows = (json.loads(line) for line in open(f"{out}/results.jsonl"))
+    rows = map(json.loads, Path(out, "results.jsonl").read_text().splitlines())
     return {(r["method"], r["seed"], json.dumps(r["point"], sort_keys=True)): r for r in rows}
 
 
@@ -73,25 +74,11 @@ def beyond_noise(a: dict, b: dict) -> tuple[int, int, list[tuple[float, str, flo
     return same, len(zs), sorted(zs, reverse=True)
 
 
-def main(first: str, second: str, intervals: bool = False) -> int:
-    a, b = cells(first), cells(second)
+def exact(a: dict, b: dict) -> int:
+    """Every field of every cell equal: the number of differences, each printed."""
     if a.keys() != b.keys():
         print(f"cells in one run only: {sorted(a.keys() ^ b.keys())}")
-        if not intervals:
-            return 1
-    if intervals:  # the cells both runs have (one may be a --methods subset of the other)
-        out = 0
-        for key in sorted(a.keys() & b.keys()):
-            same, n, zs = beyond_noise(a[key], b[key])
-            far = [z for z in zs if z[0] > 1.96]
-            out += len(far)
-            top = ", ".join(f"{k} {x:.4g} against {y:.4g} (z={z:.2f})" for z, k, x, y in zs[:1])
-            print(f"{key[0]} seed={key[1]} {key[2]}: {same} of {len(a[key]['metrics'])} metrics "
-                  f"identical; {len(far)} of {n} with intervals beyond 1.96 joint SE"
-                  + (f"; largest {top}" if top else ""))
-            for z, k, x, y in far:
-                print(f"    {k}: {x:.4g} against {y:.4g}, z={z:.2f}")
-        return 1 if out else 0
+        return 1
     differ = 0
     for key in sorted(a):
         for d in differences(a[key], b[key]):
@@ -99,7 +86,31 @@ def main(first: str, second: str, intervals: bool = False) -> int:
             print(f"{key[0]} seed={key[1]} {key[2]}: {d}")
     print(f"{len(a)} cells, {len(a) * (len(FIELDS) + len(COSTS))} fields compared, "
           f"{differ} differ")
-    return 1 if differ else 0
+    return differ
+
+
+def within_intervals(a: dict, b: dict) -> int:
+    """Over the cells both runs have (one may be a --methods subset of the other): the number
+    of metrics beyond 1.96 joint SE, each cell's count printed."""
+    if a.keys() != b.keys():
+        print(f"cells in one run only: {sorted(a.keys() ^ b.keys())}")
+    out = 0
+    for key in sorted(a.keys() & b.keys()):
+        same, n, zs = beyond_noise(a[key], b[key])
+        far = [z for z in zs if z[0] > 1.96]
+        out += len(far)
+        top = ", ".join(f"{k} {x:.4g} against {y:.4g} (z={z:.2f})" for z, k, x, y in zs[:1])
+        print(f"{key[0]} seed={key[1]} {key[2]}: {same} of {len(a[key]['metrics'])} metrics "
+              f"identical; {len(far)} of {n} with intervals beyond 1.96 joint SE"
+              + (f"; largest {top}" if top else ""))
+        for z, k, x, y in far:
+            print(f"    {k}: {x:.4g} against {y:.4g}, z={z:.2f}")
+    return out
+
+
+def main(first: str, second: str, intervals: bool = False) -> int:
+    compare = within_intervals if intervals else exact
+    return 1 if compare(cells(first), cells(second)) else 0
 
 
 if __name__ == "__main__":
