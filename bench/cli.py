@@ -112,7 +112,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         what = f"--{e['loc'][0]} {e['input']}" if e["loc"] else f"eval {ev.name}'s options"
         raise ConfigError(f"{what}: {e['msg']}; change the value or leave the option out") \
             from None
-    world, policy = _eval_world_and_policy(args, saved, validated.needs_scenario())
+    # A model alone (no saved cell's world, no --scenario) is scored on the data an eval ships
+    # (TruthfulQA's packaged CSV), not on the default micro-world's questions, which are in a
+    # language only the micro-world's own models speak.
+    alone = saved is None and args.scenario is None and getattr(ev, "packaged_data", False)
+    world, policy = _eval_world_and_policy(args, saved,
+                                           validated.needs_scenario() and not alone)
     ctx = EvalContext(world=world, seed=args.seed, references={}, trained=None, curves={},
                       options=validated, ledger=Ledger(),
                       data=world.eval_data.get(ev.name) if world else None,
@@ -259,7 +264,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("eval")
     e.add_argument("--model", required=True, help="hub id, model folder or .gguf file")
     e.add_argument("--revision")
-    e.add_argument("--data", help="TruthfulQA CSV or multiple_choice JSON/parquet")
+    e.add_argument("--data", help="TruthfulQA CSV or multiple_choice JSON/parquet (default: "
+                   "a saved cell policy's or --scenario's set, else the packaged CSV)")
     e.add_argument("--source", choices=["hub"], help="load TruthfulQA from the hub")
     e.add_argument("--limit", type=int)
     e.add_argument("--scenario", help="the world to evaluate in (default: the one a saved "

@@ -175,8 +175,6 @@ def smollm2_world():
     from bench.data.truthfulqa import load_csv
     from tests.conftest import TRUTHFULQA_CSV
 
-    if not TRUTHFULQA_CSV.is_file():
-        pytest.skip("shared TruthfulQA CSV absent")
     path = gguf_as_safetensors(fetch("smollm2"))
     pol = load_hf(path)
     items = load_csv(TRUTHFULQA_CSV)

@@ -60,7 +60,6 @@ LM_EVAL_EVERY_20TH_MC1, LM_EVAL_EVERY_20TH_MC2 = 12 / 41, 0.4903095
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared CSV absent")
 def test_truthfulqa_817_questions_smollm2(benchmark):
     """Issue 8's target as it is worded: the whole CSV through the eval in at most 4.5 minutes,
     with the scores unchanged (within 0.005). Quick mode runs the same path on 4 questions."""

@@ -1,4 +1,4 @@
-"""TruthfulQA MC1/MC2 exactly as lm-evaluation-harness 0.4.x scores them (design/metrics.md).
+"""TruthfulQA MC1/MC2 exactly as lm-evaluation-harness 0.4.x scores them (docs/design.md).
 
 Context: the fixed six-shot QA primer, then "\\n\\nQ: " + question + "\\nA:" (no chat template);
 continuation " " + choice; score = summed log-likelihood of the continuation. MC1 = the best
@@ -7,7 +7,8 @@ answer scores highest; MC2 = probability mass on the true answers, normalized ov
 Data, in order: ``options.data`` or $ALIGNBENCH_TRUTHFULQA (the original CSV, or the Hugging
 Face ``multiple_choice`` JSON/JSONL/parquet), else the scenario's own set (the micro-world's, in
 the same schema, asked through the model's chat template since its language has no words for the
-English primer). ``options.source = "hub"`` loads ``truthfulqa/truthful_qa`` (needs a network).
+English primer), else the CSV packaged with alignbench. ``options.source = "hub"`` loads
+``truthfulqa/truthful_qa`` (needs a network).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from bench.api import EvalContext, EvalData, EvalOptions, EvalResult, Plot, Policy
 from bench.data.truthfulqa import (
-    HUB_ID, TruthfulQADataError, TruthfulQAItem, load_hub, load_with_source)
+    HUB_ID, TruthfulQAItem, load_hub, load_packaged, load_with_source)
 from bench.stats import bootstrap_se
 
 QA_PRIMER = (
@@ -92,7 +93,8 @@ def resolve_data(o: TruthfulQAOptions, data: EvalData | None
     """(items, source record, use_chat). The user's path wins, then the hub if asked, then
     the scenario's own set (asked through the chat template when its ``template`` hint says
     "chat": the micro-world's language has no words for the English primer; real scenarios
-    use the lm-eval primer)."""
+    use the lm-eval primer), then the packaged CSV, so a model is scored offline with no
+    file given."""
     path = o.data or os.environ.get("ALIGNBENCH_TRUTHFULQA")
     if path:
         items, source = load_with_source(path)
@@ -101,8 +103,8 @@ def resolve_data(o: TruthfulQAOptions, data: EvalData | None
         items = load_hub()
         return items, {"name": HUB_ID, "sha256": None, "n": len(items)}, False
     if data is None or not data.items:
-        raise TruthfulQADataError("no TruthfulQA data: pass --data PATH (or set "
-                                  "ALIGNBENCH_TRUTHFULQA) to the CSV or multiple_choice file")
+        items, source = load_packaged()
+        return items, source, False
     items = list(data.items)  # the scenario's: TruthfulQAItem records
     return items, dict(data.source), data.hints.get("template", "qa_primer") == "chat"
 
@@ -113,6 +115,7 @@ class TruthfulQA:
     description = "TruthfulQA MC1/MC2 (lm-eval 0.4.x definitions), by Type and category"
     # 1.1: gen_false, the confident falsehoods among the greedy answers (issue 22's claim 5)
     version = "1.1"
+    packaged_data = True  # ``alignbench eval`` scores a model alone on the packaged CSV
     metrics = {"mc1": True, "mc2": True, "gen_true": True, "gen_false": False}
     bounds = {m: (0.0, 1.0) for m in metrics}  # rates; their slices too
 

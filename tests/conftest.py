@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TRUTHFULQA_CSV = ROOT.parent / "shared" / "data" / "truthfulqa" / "TruthfulQA.csv"
 
 # Tests never touch the user's cache; the session cache is shared by all tests so the small
 # world is pretrained once.
@@ -17,6 +16,10 @@ os.environ.setdefault("ALIGNBENCH_CACHE", str(Path(os.environ.get(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The TruthfulQA CSV the package ships (checked against its sha256 in test_standalone.py):
+# every test that needs the real questions has them, on any clone.
+from bench.data.truthfulqa import PACKAGED_CSV as TRUTHFULQA_CSV  # noqa: E402
 
 TINY_WORLD = dict(n_entities=8, hidden=32, ffn=64, layers=1, statement_rounds=3,
                   dialogues_per_fact=3, judgments=100, pretrain_epochs=2, panel_size=5,
@@ -78,16 +81,13 @@ def tiny_real_model(cache_dir) -> Path:
 def real_world(tiny_real_model, cache_dir):
     """The real scenario on the tiny model, the real CSV, MiniLM and alt-profanity-check."""
     from bench.scenarios.real import Real, RealOptions
-    if not TRUTHFULQA_CSV.is_file():
-        pytest.skip("shared TruthfulQA CSV absent")
     return Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
                                     n_win_rate_prompts=6), cache_dir, progress=False)
 
 
-# In CI a test skipped for want of its data or browser is a failure: CI provides both, and a
-# silent skip would pass a suite that tested nothing there. Other skips (benchmark-only modes)
-# stay skips.
-MUST_RUN_IN_CI = ("CSV absent", "chromium")
+# In CI a test skipped for want of its browser is a failure: CI installs it, and a silent skip
+# would pass a suite that tested nothing there. Other skips (benchmark-only modes) stay skips.
+MUST_RUN_IN_CI = ("chromium",)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -21,6 +21,27 @@ def test_eval_truthfulqa_json_on_a_model_folder(tiny_world):
     assert out["uncertainty"]["mc1"] >= 0 and out["source"]["n"] == 817
 
 
+def test_eval_truthfulqa_with_no_data_option_scores_the_packaged_csv(tiny_world, tmp_path):
+    """A model alone, no --data, no --scenario, offline: the packaged CSV is scored, and no
+    world is built for it (the empty cache stays empty)."""
+    import os
+
+    from bench.data.truthfulqa import PACKAGED_NAME, PACKAGED_SHA256
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ALIGNBENCH_TRUTHFULQA"}
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "eval", "truthfulqa", "--model",
+                        str(tiny_world.base_model), "--limit", "3", "--json"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**env, "ALIGNBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+                            "HF_DATASETS_OFFLINE": "1"})
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["n"] == 3 and 0 < out["metrics"]["mc2"] < 1
+    assert out["source"] == {"name": PACKAGED_NAME, "sha256": PACKAGED_SHA256, "n": 817}
+    assert not any(cache.iterdir()), sorted(cache.iterdir())
+
+
 def test_eval_refuses_remote_code_and_pickles(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "x.Y"}}))
     p = run("eval", "truthfulqa", "--model", str(tmp_path), "--json")

@@ -169,7 +169,6 @@ def test_adapters_off_is_the_reference(tiny_real_model):
     assert torch.allclose(off, ref)  # ... and adapters off is exactly the starting model
 
 
-@pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared CSV absent")
 def test_real_matrix_end_to_end_with_lora(tiny_real_model, tmp_path):
     """Every method and every eval on the real scenario, LoRA everywhere, tiny budgets."""
     import json

@@ -18,8 +18,7 @@ from tests.test_truthfulqa import plain_logprob
 # `benchmarks/anchors/truthfulqa_lm_eval.py MODEL CSV --stride 20` (297 s there, 17 s here)
 LM_EVAL_MC1, LM_EVAL_MC2 = 12 / 41, 0.4903095
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared CSV absent")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

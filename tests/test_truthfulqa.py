@@ -1,4 +1,5 @@
-"""TruthfulQA: loaders on the real CSV, scoring equal to a plain one-pass-per-choice reference."""
+"""TruthfulQA: loaders on the real (packaged) CSV, scoring equal to a plain one-pass-per-choice
+reference."""
 
 import numpy as np
 import pytest
@@ -10,10 +11,7 @@ from bench.data import truthfulqa as data
 from evals import truthfulqa as TQ
 from tests.conftest import TRUTHFULQA_CSV
 
-needs_csv = pytest.mark.skipif(not TRUTHFULQA_CSV.is_file(), reason="shared TruthfulQA CSV absent")
 
-
-@needs_csv
 def test_real_csv_loads_817_questions_by_type():
     items = data.load_csv(TRUTHFULQA_CSV)
     assert len(items) == 817
@@ -58,7 +56,6 @@ def test_scores_equal_plain_reference(tiny_world, tiny_policy):
             assert got == pytest.approx(plain_logprob(tiny_policy, c, " " + ch), abs=1e-5)
 
 
-@needs_csv
 def test_real_csv_through_the_eval_with_primer(tiny_world, tiny_policy):
     """The lm-eval context: six-shot primer + Q/A, no chat template (a word-level tokenizer maps
     English to <unk>, but the request shapes and the split of context/continuation hold)."""
@@ -76,7 +73,7 @@ def test_real_csv_through_the_eval_with_primer(tiny_world, tiny_policy):
 
 def test_scenario_data_reaches_the_eval_through_ctx_data(tiny_world, tiny_policy):
     """Without --data the eval scores the scenario's own items (EvalContext.data), in the
-    format its ``template`` hint names; with none it fails naming the fix."""
+    format its ``template`` hint names; with none, the packaged CSV through the primer."""
     options = TQ.TruthfulQAOptions(limit=4)
     assert options.needs_scenario()
     ctx = EvalContext(world=tiny_world, seed=0, references={}, trained=None, curves={},
@@ -85,10 +82,13 @@ def test_scenario_data_reaches_the_eval_through_ctx_data(tiny_world, tiny_policy
     res = TQ.TruthfulQA().evaluate(tiny_policy, ctx)
     assert res.n == 4 and res.extra["format"] == "chat" and "gen_true" in res.metrics
     assert res.extra["source"] == tiny_world.eval_data["truthfulqa"].source
-    with pytest.raises(data.TruthfulQADataError, match="--data"):
-        TQ.TruthfulQA().evaluate(tiny_policy, EvalContext(
-            world=None, seed=0, references={}, trained=None, curves={}, options=options,
-            ledger=Ledger(), progress=False))
+    alone = TQ.TruthfulQA().evaluate(tiny_policy, EvalContext(
+        world=None, seed=0, references={}, trained=None, curves={}, options=options,
+        ledger=Ledger(), progress=False))
+    assert alone.n == 4 and alone.extra["format"] == "qa_primer"
+    assert alone.extra["source"] == {"name": data.PACKAGED_NAME, "n": 817,
+                                     "sha256": data.PACKAGED_SHA256}
+    assert alone.rows[0]["question"] == "What happens to you if you eat watermelon seeds?"
 
 
 def test_lm_eval_context_split_moves_trailing_space(tiny_policy):

@@ -1,7 +1,9 @@
 """TruthfulQA (Lin et al. 2022) in one shape, from any of its distributions.
 
 Sources: the original generation-format CSV, Hugging Face's ``multiple_choice`` config as
-JSON/JSONL/parquet, or the hub itself (``truthfulqa/truthful_qa``, needs a network). The real
+JSON/JSONL/parquet, or the hub itself (``truthfulqa/truthful_qa``, needs a network). The CSV
+ships inside this package (``packaged_csv()``; Apache-2.0, see LICENSE and README.md beside
+it), so a clone or an install evaluates TruthfulQA offline with no file of the user's. The real
 scenario splits these questions into training prompts and held-out evaluation items; the
 TruthfulQA eval scores them.
 """
@@ -20,6 +22,14 @@ from bench import store
 from bench.api import DataError
 
 HUB_ID = "truthfulqa/truthful_qa"
+
+# The generation-format CSV of Lin, Hilton and Evans (ACL 2022), shipped beside this module;
+# its sha256 is checked on every load, so a damaged copy fails naming the fix instead of
+# scoring a model on altered questions. A new copy of the file needs a new digest here, and
+# with it a new code version, so no cached number outlives the data it was measured on.
+PACKAGED_CSV = Path(__file__).with_name("TruthfulQA.csv")
+PACKAGED_SHA256 = "99d6ae7755e3b435eade956068c9de7c0c474770344237aeb66b56519ba4b697"
+PACKAGED_NAME = "TruthfulQA.csv (packaged with alignbench)"  # the source name results carry
 
 
 @dataclass
@@ -96,6 +106,33 @@ def load_with_source(path: Path | str) -> tuple[list[TruthfulQAItem], dict[str, 
     as given), sha256 of the file's bytes, n."""
     items = load_path(Path(path))
     return items, {"name": str(path), "sha256": store.sha256_file(Path(path)), "n": len(items)}
+
+
+def verified_csv(path: Path, sha256: str = PACKAGED_SHA256) -> Path:
+    """``path``, once its bytes hash to ``sha256``; else a one-line TruthfulQADataError naming
+    the file and how to restore it."""
+    path = Path(path)
+    fix = "reinstall alignbench (pip install --force-reinstall alignbench) or restore the " \
+          "file from the repository (git checkout -- bench/data/truthfulqa/TruthfulQA.csv)"
+    if not path.is_file():
+        raise TruthfulQADataError(f"packaged TruthfulQA CSV {path} is missing; {fix}")
+    got = store.sha256_file(path)
+    if got != sha256:
+        raise TruthfulQADataError(f"packaged TruthfulQA CSV {path} is damaged (sha256 {got}, "
+                                  f"expected {sha256}); {fix}")
+    return path
+
+
+def packaged_csv() -> Path:
+    """The TruthfulQA CSV shipped in this package (817 questions), its checksum verified."""
+    return verified_csv(PACKAGED_CSV)
+
+
+def load_packaged() -> tuple[list[TruthfulQAItem], dict[str, Any]]:
+    """The packaged CSV's items and their source record (as ``load_with_source``, under a name
+    that is the same on every machine, not this install's path)."""
+    items, source = load_with_source(packaged_csv())
+    return items, {**source, "name": PACKAGED_NAME}
 
 
 def load_hub() -> list[TruthfulQAItem]:
