@@ -1,4 +1,4 @@
-"""The shared-budget ledger (see design/budgets.md).
+"""The shared-budget ledger (docs/design.md, "Budgets and the ledger").
 
 Every label and every sampled response goes through :meth:`Ledger.charge`. Hard-capped units
 raise :class:`BudgetExceeded` *before* anything is spent, so a method that asks for too much

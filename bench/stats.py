@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats as sps
 
-N_BOOT = 2000  # metrics.md asks for at least 1,000 resamples
+N_BOOT = 2000  # at least 1,000 resamples per bootstrap interval (docs/design.md, Metrics)
 
 
 def bootstrap_se(values: Sequence[float], *, n_boot: int = N_BOOT, seed: int = 0) -> float:

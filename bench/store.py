@@ -1,4 +1,4 @@
-"""Content keys, atomic writes and provenance (see design/reliability.md).
+"""Content keys, atomic writes and provenance (docs/design.md, "Reliability rules").
 
 No library we use promises atomic result writes or complete cache keys, so this module does
 both itself and is tested by fault injection.

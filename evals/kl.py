@@ -1,7 +1,7 @@
 """KL to the reference (the shared SFT model) and, for RL methods, the overoptimization view.
 
 KL: mean over responses sampled from the policy (temperature 1) of the summed per-token
-log pi - log pi_ref (the k1 estimator, design/metrics.md). RL curves (proxy reward, gold reward,
+log pi - log pi_ref (the k1 estimator, docs/design.md). RL curves (proxy reward, gold reward,
 KL per step) come from the training run; the peak-gold step and the drop after it are the
 Gao et al. (2022) overoptimization summary.
 """

@@ -1,4 +1,4 @@
-"""Agreement among the labelers, and of the learned judges with them (design/metrics.md).
+"""Agreement among the labelers, and of the learned judges with them (docs/design.md).
 
 Every labeler of the panel labels the same pairs (two samples of the policy under test per
 prompt). Reported: pairwise inter-labeler agreement, leave-one-out agreement with the majority

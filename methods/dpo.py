@@ -1,7 +1,7 @@
 """Direct Preference Optimization (Rafailov et al. 2023) with TRL's DPOTrainer.
 
 DPO trains on exactly the comparisons PPO's reward model sees: the same SFT samples ranked by the
-same panel, the same count (design/budgets.md). ``rounds > 1`` gives iterative/online DPO: each
+same panel, the same count (docs/design.md). ``rounds > 1`` gives iterative/online DPO: each
 round labels fresh samples from the current policy and continues training from it, with the SFT
 model as the fixed reference (Xu et al. 2023, "Some things are more CRINGE than others").
 """

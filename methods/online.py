@@ -1,7 +1,7 @@
 """What the critic-free online RL methods (rloo, grpo) share: TRL's online trainer run against
 the method's own reward model, under the ledger, at PPO's settings.
 
-Fair by construction (design/budgets.md): the reward model trains on the very comparisons PPO's
+Fair by construction (docs/design.md): the reward model trains on the very comparisons PPO's
 and DPO's do (``shared_comparisons``: the SFT model's samples ranked by the panel); every
 sampled response is charged to ``rollouts`` before it is sampled, as PPO's are; a response that
 never ends loses ``missing_eos_penalty`` as in PPO; and the KL coefficient, learning rate,

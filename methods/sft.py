@@ -2,7 +2,7 @@
 
 SFT is a *shared stage* (``shared_stage = True``): ppo, dpo and rlaif start from it, so the
 runner trains it once per seed and demonstration budget, caches it, and serves the cached model
-as the "SFT-only" row too (design/budgets.md).
+as the "SFT-only" row too (docs/design.md, budgets).
 """
 
 from __future__ import annotations

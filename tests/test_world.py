@@ -1,5 +1,5 @@
 """The micro-world: parser, splits, panel, gold judge, and the properties W1-W6 of
-design/microworld.md (the default-world ones are slow: they pretrain the default base once)."""
+docs/design.md (the default-world ones are slow: they pretrain the default base once)."""
 
 import dataclasses
 

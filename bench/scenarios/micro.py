@@ -1,5 +1,5 @@
 """The ``micro`` scenario: a generated world, a word-level tokenizer and a small Llama base model
-pretrained on the world's corpus, all offline, deterministic and cached (design/microworld.md).
+pretrained on the world's corpus, all offline, deterministic and cached (docs/design.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bench.seeding import derive_seed
 
 
 class MicroOptions(BaseModel):
-    """Knobs of the micro-world. Defaults are the calibrated targets of microworld.md."""
+    """Knobs of the micro-world. Defaults are calibrated to show W1-W6 (docs/design.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int = Field(0, description="world seed: entities, facts, corpus, model init")

@@ -1,4 +1,4 @@
-"""The micro-world's facts, corpus, response parser and simulated people (design/microworld.md).
+"""The micro-world's facts, corpus, response parser and simulated people (docs/design.md).
 
 Pure Python and numpy, deterministic from a seed: nothing here touches torch. The language is a
 closed vocabulary of lowercase words separated by single spaces, so a word-level tokenizer
