@@ -519,51 +519,6 @@ def write_csv(d: dict[str, Any], path: Path) -> None:
     store.atomic_write_text(path, buf.getvalue())
 
 
-def write_markdown(d: dict[str, Any], path: Path) -> None:
-    cols = [c for c in d["columns"] if c.count(".") == 1]
-    delta = (f" Δ: paired difference against {d['reference']} at the same seed and budget "
-             f"point; * when its 95% interval excludes 0." if d["reference"] else "")
-    lines = [f"# alignbench: {d['title']}", "",
-             f"Seeds: {d['seeds']}; mean with 95% interval over seeds. {INTERVALS}{delta}",
-             *findings_markdown(d["findings"]),
-             *headline_markdown(d["headline"]), "", "## Comparison", "",
-             "| method | " + " | ".join(f"{c} {'↑' if d['directions'][c] else '↓'}" for c in cols)
-             + " | comparisons | ai_comparisons |",
-             "|---" * (len(cols) + 3) + "|"]
-    for row in d["rows"]:
-        vals = []
-        for c in cols:
-            cell = row["cells"][c]
-            s = _fmt(cell["mean"])
-            if cell["lo"] is not None and math.isfinite(cell["lo"]):
-                s += f" [{_fmt(cell['lo'])}, {_fmt(cell['hi'])}]"
-            if cell.get("best"):
-                s = f"**{s}**"
-            if cell["delta"]:  # the paired difference against the reference; * = resolved
-                s += f" Δ {cell['delta']['mean']:+.3f}{'*' if cell['delta']['significant'] else ''}"
-            vals.append(s)
-        b = row["budget"]
-        lines.append(f"| {row['label']} | " + " | ".join(vals)
-                     + f" | {b.get('comparisons', 0):.0f} | {b.get('ai_comparisons', 0):.0f} |")
-    lines += ranking_markdown(d["ranking"])
-    lines += length_markdown(d["length_control"])
-    for c in d["aa_checks"]:
-        if not c["ok"]:
-            lines.append(f"\n- A/A CHECK FAILED: {c['row']} {c['metric']} = {_fmt(c['mean'])} "
-                         f"[{_fmt(c['lo'])}, {_fmt(c['hi'])}] excludes {c['null']}, the value a "
-                         f"model compared with itself must give")
-    for title, recs in (("Failed cells", d["bad"]), ("Warnings", d["warned"]),
-                        ("Pending cells (planned, no result)", d["pending"]),
-                        ("Not in this matrix (other configurations; never averaged)",
-                         d["other"])):
-        if recs:
-            lines += ["", f"## {title}", ""]
-            lines += [f"- {r['status'].upper()}: {group_label(r)} seed {r.get('seed')} "
-                      f"(cell {r['key']}): {r.get('error') or '; '.join(r.get('warnings', []))}"
-                      for r in recs]
-    store.atomic_write_text(path, "\n".join(lines) + "\n")
-
-
 FINDINGS_NOTE = ("Each claim's effect is measured in this run: a row's mean over seeds, or its "
                  "difference from (ratio to) another row paired over the seeds they share, with "
                  "a 95% interval (floored t, as every interval here; for two untrained rows, "
@@ -589,83 +544,6 @@ def finding_cells(f: dict[str, Any]) -> dict[str, str]:
             "needed": "–" if f["seeds_needed"] is None else str(f["seeds_needed"])}
 
 
-def findings_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-    lines = ["", "## Findings", "", FINDINGS_NOTE, "",
-             "| claim | verdict | effect [95% interval] | expected | compared | test | seeds "
-             "| seeds for 80% power |", "|---|---|---|---|---|---|---|---|"]
-    for f in rows:
-        c = finding_cells(f)
-        note = f" ({md_text(f['note'])})" if f["note"] else ""
-        lines.append(f"| {md_text(f['id'])}: {md_text(f['claim'])} | **{f['verdict']}**{note} | "
-                     f"{c['effect']} | {c['expected']} | {md_text(f['compared'])} | "
-                     f"{md_text(f['test'])} | {c['seeds']} | {c['needed']} |")
-    return lines
-
-
-def md_text(text: str) -> str:
-    """Text a matrix's author wrote (a claim), safe in a Markdown table cell: one line, no cell
-    break, and no HTML a Markdown renderer would pass through."""
-    return " ".join(str(text).split()).replace("&", "&amp;").replace("<", "&lt;") \
-        .replace(">", "&gt;").replace("|", "\\|")
-
-
-def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-    lines = ["", "## Summary: who wins on what", "",
-             "| metric | best | mean [95% interval] | runner-up | best - runner-up | resolved |",
-             "|---|---|---|---|---|---|"]
-    for h in rows:
-        arrow = "↑" if h["higher_is_better"] else "↓"
-        best = "tie: " + ", ".join(h["tied"]) if h["tied"] else h["best"]
-        gap = "–" if h["delta"] is None else \
-            f"{h['delta']:+.3f} [{h['d_lo']:+.3f}, {h['d_hi']:+.3f}]"
-        verdict = ("yes" if h["resolved"] else "no") if h["delta"] is not None else \
-            ("tied" if h["tied"] else f"not at {h['n_seeds']} seed(s)")
-        second = "–" if h["runner_up"] is None else \
-            f"{h['runner_up']} ({_fmt(h['runner_up_mean'])})"
-        lines.append(f"| {h['metric']} {arrow} | {best} | {_fmt(h['mean'])} [{_fmt(h['lo'])}, "
-                     f"{_fmt(h['hi'])}] | {second} | {gap} | {verdict} |")
-    return lines
-
-
-def length_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-
-    def iv(v: tuple[float, float, float] | None) -> str:
-        if v is None:
-            return "–"
-        return _fmt(v[0]) + (f" [{_fmt(v[1])}, {_fmt(v[2])}]" if math.isfinite(v[1]) else "")
-    lines = ["", "## Length control", "", LENGTH_NOTE, "",
-             "| reference | method | raw | LC (per cell) | LC (joint) | joint − raw |",
-             "|---|---|---|---|---|---|"]
-    for x in rows:
-        gap = "–" if x["gap"] is None else f"{x['gap']:+.3f}" + (" (!)" if x["warn"] else "")
-        lines.append(f"| {x['reference']} | {x['row']} | {iv(x['raw'])} | {iv(x['lc'])} | "
-                     f"{iv(x['joint'])} | {gap} |")
-    return lines
-
-
-def ranking_markdown(rk: dict[str, Any] | None) -> list[str]:
-    if not rk:
-        return []
-    lines = ["", f"## Ranking on {rk['metric']}", "",
-             "| rank | method | mean [95% interval] | P(first) |", "|---|---|---|---|"]
-    for i, r in enumerate(rk["rows"], 1):
-        p = "n/a" if r["p_first"] is None else f"{r['p_first']:.2f}"
-        lines.append(f"| {i} | {r['label']} | {_fmt(r['mean'])} [{_fmt(r['lo'])}, "
-                     f"{_fmt(r['hi'])}] | {p} |")
-    resolved = [p for p in rk["pairs"] if p["resolved"]]
-    lines += ["", f"{len(resolved)} of {len(rk['pairs'])} pairs resolved at this seed count"
-              + (": " + "; ".join(f"{p['a']} {'>' if p['delta'] > 0 else '<'} {p['b']} "
-                                  f"({p['delta']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}])"
-                                  for p in resolved) if resolved else ".")]
-    return lines
-
-
 def breakable(name: str) -> Any:
     """A metric's or row's name, escaped, that a narrow cell may wrap after each underscore,
     dot and equals sign (``krippendorff_<wbr>alpha``, ``budget.<wbr>comparisons=<wbr>300``)
@@ -676,6 +554,8 @@ def breakable(name: str) -> Any:
 
 def build_report(out: Path) -> Path:
     from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from reports.markdown import write_markdown
 
     out = Path(out)
     records = read_records(out)  # the cells are read once, for the index and the report
@@ -705,3 +585,4 @@ def build_report(out: Path) -> Path:
     write_csv(d, out / "summary.csv")
     write_markdown(d, out / "report.md")
     return out / "report.html"
+
