@@ -41,10 +41,16 @@ if TYPE_CHECKING:  # annotations only: importing the contracts loads no torch
     from transformers import PreTrainedTokenizerBase
 
 
+# every option table a user writes (a method's config, an eval's options, a scenario's options):
+# unknown keys refused, no coercion, and every float finite; a field that means infinity takes
+# None, and one that must accept NaN or inf says so itself (Field(allow_inf_nan=True))
+OPTIONS_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
 class MethodConfig(BaseModel):
     """Base for a method's flat config: unknown keys are rejected, every field has a default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = OPTIONS_CONFIG
 
     def planned_spend(self, budget: dict[str, float | None]) -> dict[str, tuple[float, str]]:
         """What training will charge each hard-capped unit under ``budget`` (the matrix's
@@ -81,12 +87,21 @@ class MethodConfig(BaseModel):
 class EvalOptions(BaseModel):
     """Base for an eval's options (the matrix's ``[eval.NAME]`` table), validated like configs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = OPTIONS_CONFIG
 
     def needs_scenario(self) -> bool:
         """Whether ``alignbench eval`` must build a scenario for these options (an eval whose
         options name its own data, like TruthfulQA's ``data``, may run without one)."""
         return True
+
+
+class ScenarioOptions(BaseModel):
+    """Base for a scenario's options (the matrix's ``[scenario.options]`` table), validated as
+    strictly as configs, before anything is built or created: each numeric field declares its
+    range (``Field(ge=...)``), and a constraint between fields is a model validator. The
+    matrix validates them as JSON, so a TOML array fills a tuple option."""
+
+    model_config = OPTIONS_CONFIG
 
 
 # --------------------------------------------------------------------------- policies
@@ -214,6 +229,35 @@ class World:
     # principle (the micro-world's LikelihoodJudge), beside make_ai_judge's pairwise question;
     # None where the scenario has none
     make_likelihood_judge: Callable[[Policy, list[str], Ledger], Judge] | None = None
+    # the user's preference data, when the scenario has some: the methods that consume
+    # comparisons draw from it instead of asking the panel
+    preferences: PreferenceSource | None = None
+    # False when no online labeler exists (preference data alone): make_panel then raises
+    # DataError, and methods that label their own samples refuse in their preflight
+    has_labeler: bool = True
+    # True when the evaluation judge is the online labeler itself (a matrix that says so):
+    # win-rates are then the proxy's, not gold's, and say so
+    judge_is_labeler: bool = False
+    # budget unit -> rows the scenario's data holds for it ("demonstrations", "comparisons",
+    # "ratings"): a budget larger than the data is refused before any cell trains
+    data_limits: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class PreferenceSource(Protocol):
+    """A preference dataset the scenario holds (the user's ``preferences``): the pairs (or, for
+    an unpaired set, the rated completions) methods may draw under the ``comparisons`` (or
+    ``ratings``) budget. Rows are text: ``prompt`` is the full text given to the model,
+    ``chosen``/``rejected`` (``completion``/``label`` when unpaired) follow it."""
+
+    paired: bool  # prompt/chosen/rejected rows; False: prompt/completion/label (KTO's format)
+    key: str  # content key of the rows methods may draw from
+    size: int  # how many rows methods may draw from
+
+    def draw(self, n: int, seed: int) -> list[dict[str, str | bool]]:
+        """``n`` rows without replacement, in a seeded order: the same ``(n, seed)`` gives the
+        same rows to every method, a larger ``n`` extends a smaller one's. DataError when
+        ``n`` exceeds ``size``."""
 
 
 class Scenario(Protocol):
@@ -310,6 +354,8 @@ class TrainView:
     describe: dict[str, Any]
     reference_models: dict[str, Path] = field(default_factory=dict)  # World.reference_models
     make_likelihood_judge: Callable[[Policy, list[str], Ledger], Judge] | None = None
+    preferences: PreferenceSource | None = None  # World.preferences
+    has_labeler: bool = True  # World.has_labeler
 
 
 Curves = dict[str, list[dict[str, float]]]

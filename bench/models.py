@@ -54,6 +54,78 @@ def read_json_object(file: Path) -> dict:
     return data
 
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+"""The precisions a matrix may name: ``auto`` is bfloat16 on a CUDA device that supports it
+and float32 elsewhere (CPUs compute bfloat16 slowly and float16 poorly)."""
+
+
+def torch_dtype(name: str, device: str) -> torch.dtype:
+    """The torch dtype a matrix's ``dtype`` name means on ``device`` ("cpu" or "cuda")."""
+    if name not in DTYPES:
+        raise ModelLoadError(f"dtype {name!r} is not one of {', '.join(DTYPES)}; fix the "
+                             f"scenario's dtype option")
+    if name == "auto":
+        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() \
+            else torch.float32
+    return getattr(torch, name)
+
+
+# What identifies a model folder's content: its weights (sharded or not), its config and its
+# tokenizer. READMEs, training logs and the like do not move a number.
+IDENTITY_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".model", ".txt", ".tiktoken",
+                     ".gguf", ".jinja")
+
+
+def folder_identity(path: Path) -> str:
+    """The content hash of a model folder's weight, config and tokenizer files, by relative
+    name: the same files under another path give the same identity, a folder retrained in
+    place a new one."""
+    from bench import store
+
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in IDENTITY_SUFFIXES
+                   and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    if not files:
+        raise ModelLoadError(f"{path} holds no weight, config or tokenizer files; give the "
+                             f"folder save_pretrained wrote")
+    return store.content_key({str(f.relative_to(path)): store.sha256_file(f) for f in files})
+
+
+def hub_commit(repo_id: str, revision: str | None, kind: str = "model") -> str:
+    """The commit a hub id at ``revision`` (a branch, tag or commit; None = main) resolves to:
+    asked of the hub, else read from the local hub cache, so that a moved branch gives new
+    cell keys. A one-line error when neither knows it."""
+    import huggingface_hub as hf
+
+    try:
+        info = (hf.HfApi().model_info if kind == "model" else hf.HfApi().dataset_info)(
+            repo_id, revision=revision)
+        return str(info.sha)
+    except Exception:  # offline, or the hub refuses: the local cache may still know it
+        pass
+    try:
+        snap = hf.snapshot_download(repo_id, revision=revision, repo_type=kind,
+                                    local_files_only=True)
+        return Path(snap).name  # the cache's snapshots/<commit> folder
+    except Exception:
+        raise ModelLoadError(f"cannot resolve {kind} {repo_id!r} at revision "
+                             f"{revision or 'main'}: the hub is not reachable and the local hub "
+                             f"cache does not hold it; connect once, or give a local folder"
+                             ) from None
+
+
+def model_identity(spec: str | Path, revision: str | None = None) -> str:
+    """What a cell key names a model by: a folder's content hash (a ``.gguf`` file's sha256), or
+    a hub id's resolved commit."""
+    from bench import store
+
+    p = Path(spec)
+    if p.is_dir():
+        return "folder:" + folder_identity(p)
+    if p.is_file():
+        return "file:" + store.sha256_file(p)
+    return f"hub:{spec}@{hub_commit(str(spec), revision)}"
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -87,15 +159,15 @@ def check_local_folder(path: Path, *, trust_remote_code: bool, allow_pickle: boo
 
 def load_hf(spec: str | Path, *, revision: str | None = None, device: str = "cpu",
             trust_remote_code: bool = False, allow_pickle: bool = False,
-            dtype: torch.dtype | None = None, name: str | None = None,
+            dtype: torch.dtype | str | None = None, name: str | None = None,
             add_bos: bool | None = None) -> HFPolicy:
-    """Load a causal LM and its tokenizer from a hub id, a folder or a GGUF file."""
+    """Load a causal LM and its tokenizer from a hub id, a folder or a GGUF file. ``dtype``: a
+    torch dtype, or one of :data:`DTYPES` (None = "auto")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
-    if dtype is None:
-        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() \
-            else torch.float32
+    if not isinstance(dtype, torch.dtype):
+        dtype = torch_dtype(dtype or "auto", device)
     spec_s = str(spec)
     kwargs = dict(trust_remote_code=trust_remote_code, dtype=dtype)
     p = Path(spec_s)

@@ -156,6 +156,29 @@ def check_worlds(cells: list[Cell], world: World) -> None:
             raise C.ConfigError(f"{where}: {err}") from None
 
 
+def check_data(cells: list[Cell], plan: C.Plan, world: World) -> None:
+    """A budget the scenario's data cannot fill is refused before any cell trains, naming
+    both (``World.data_limits``: rows per budget unit, for data drawn without replacement); so
+    is a method that needs paired comparisons when the preference data is unpaired."""
+    prefs = world.preferences
+    for cell in cells:
+        units = {u for n in (*plan.chain(cell.name), cell.name)
+                 for u in (plan.configs[n].spends() or ())}
+        for unit, rows in world.data_limits.items():
+            cap = cell.budget.get(unit)
+            if unit in units and cap is not None and cap > rows:
+                raise C.ConfigError(
+                    f"{cell.label}: budget.{unit} is {cap:g} but the scenario's data holds "
+                    f"{rows} for it (drawn without replacement); lower budget.{unit} to at "
+                    f"most {rows} or give more data")
+        if prefs is not None and not prefs.paired and "comparisons" in units:
+            raise C.ConfigError(
+                f"{cell.label}: {cell.name} trains on paired comparisons, but "
+                f"scenario.options.preferences holds unpaired rows (prompt/completion/label); "
+                f"give paired data (prompt/chosen/rejected) or drop {cell.name} (kto reads "
+                f"unpaired rows with method.kto.source = \"ratings\")")
+
+
 def check_compute(cells: list[Cell], stages: Stages) -> None:
     """The compute caps' preflight, once the world is built. A method's start stage (SFT for
     ppo, dpo and rlaif) knows its training tokens before anything trains
@@ -419,7 +442,8 @@ def view(world: World) -> TrainView:
                      make_panel=world.make_panel, make_ai_judge=world.make_ai_judge,
                      load_policy=world.load_policy, describe=world.describe,
                      reference_models=dict(world.reference_models),
-                     make_likelihood_judge=world.make_likelihood_judge)
+                     make_likelihood_judge=world.make_likelihood_judge,
+                     preferences=world.preferences, has_labeler=world.has_labeler)
 
 
 def write_event(out: Path, **kw: Any) -> None:
@@ -664,6 +688,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         threads = thread_counts(plan)
         stages = Stages(world, plan, device, m.progress, threads)
         check_worlds(cells, world)
+        check_data(cells, plan, world)
         check_compute(cells, stages)
         keys = [cell_key(c, world, plan, device, threads) for c in cells]
         session = ray_executor.Session(plan) if m.executor == "ray" else None

@@ -178,6 +178,24 @@ def cluster_bootstrap_se(stat, n_clusters: int, cluster_size: int, *, n_boot: in
     return float(np.std(vals, ddof=1))
 
 
+def grouped_bootstrap_se(values: Sequence[float], groups: Sequence[str], *,
+                         n_boot: int = N_BOOT, seed: int = 0) -> float:
+    """Bootstrap standard error of the mean of ``values`` when rows share a group (the pairs
+    of one prompt), groups of any size resampled whole, so that rows of one prompt are not
+    counted as independent evidence. The statistic is the mean over the resampled rows."""
+    x = np.asarray(values, dtype=float)
+    keys = list(dict.fromkeys(groups))
+    if len(keys) < 2:
+        return 0.0
+    index = {k: i for i, k in enumerate(keys)}
+    g = np.array([index[k] for k in groups])
+    sums, counts = np.bincount(g, weights=x), np.bincount(g).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(keys), size=(n_boot, len(keys)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return float(np.std(means, ddof=1))
+
+
 def t_test_power(effect_size: float, n: int, *, level: float = 0.95) -> float:
     """Power of the two-sided one-sample t-test at ``1 - level`` with ``n`` observations
     against a true standardized mean ``effect_size``: P(|T'| > t_crit), T' noncentral t on

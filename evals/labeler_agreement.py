@@ -20,7 +20,7 @@ from pydantic import Field
 
 from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy
 from bench.seeding import derive_seed
-from bench.stats import bootstrap_se
+from bench.stats import bootstrap_se, grouped_bootstrap_se
 
 
 def binarize(labels: np.ndarray) -> np.ndarray:
@@ -148,6 +148,37 @@ PLOTS = [Plot("Labeler agreement", "matrix", key="labeler_matrix"),
                                             "labeler_agreement.inter_labeler"))]
 
 
+def held_out_accuracy(pairs: list[dict[str, Any]], ctx: EvalContext,
+                      metrics: dict[str, float], unc: dict[str, float],
+                      extra: dict[str, Any]) -> None:
+    """Accuracy on the scenario's held-out preference pairs, the labels of its data (the
+    measure of RewardBench, Lambert et al. 2024): ``rm_accuracy``, the cell's reward model
+    (chosen scored above rejected; a tie counts half); ``judge_accuracy``, the evaluation
+    judge; ``ai_judge_accuracy``, the method's AI judge. Standard errors resample prompts
+    whole: the pairs of one prompt are not independent evidence."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen, rejected = [p["chosen"] for p in pairs], [p["rejected"] for p in pairs]
+    judges: dict[str, Any] = {}
+    if ctx.trained is not None and ctx.trained.reward_fn is not None:
+        judges["rm_accuracy"] = ctx.trained.reward_fn
+    if ctx.world.gold_judge is not None:
+        judges["judge_accuracy"] = ctx.world.gold_judge
+    if ctx.trained is not None and ctx.trained.make_ai_judge is not None:
+        judges["ai_judge_accuracy"] = ctx.trained.make_ai_judge(ctx.ledger)
+    for name, judge in judges.items():
+        if hasattr(judge, "prefer"):
+            p = np.asarray(judge.prefer(prompts, chosen, rejected), dtype=float)
+            hits = np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
+        else:  # a reward function
+            rc = np.asarray(judge(prompts, chosen), dtype=float)
+            rr = np.asarray(judge(prompts, rejected), dtype=float)
+            hits = (rc > rr) + 0.5 * (rc == rr)
+        metrics[name] = float(hits.mean())
+        unc[name] = grouped_bootstrap_se(hits, prompts, seed=ctx.seed)
+    extra["held_out_pairs"] = len(pairs)
+    extra["held_out_prompts"] = len(set(prompts))
+
+
 class AgreementOptions(EvalOptions):
     pairs_per_prompt: int = Field(4, ge=1, description="sample pairs labeled per prompt")
 
@@ -159,21 +190,44 @@ class LabelerAgreement:
     # 1.1: rm_vs_gold carries its SE, and its slice sft_samples (the reward model on the SFT
     # model's samples, the distribution it was trained on); 1.2: where the method held a
     # prompt family out of its feedback, the slices held_out and seen_families (SFT samples)
-    version = "1.2"
+    # 1.3: on a scenario's held-out preference pairs, rm_accuracy, judge_accuracy and
+    # ai_judge_accuracy; the panel's metrics only where the scenario has an online labeler
+    version = "1.3"
     metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
                "krippendorff_alpha": True, "rm_vs_labelers": True, "rm_vs_gold": True,
-               "ai_judge_vs_majority": True}
+               "ai_judge_vs_majority": True, "rm_accuracy": True, "judge_accuracy": True,
+               "ai_judge_accuracy": True}
     bounds = {**{m: (0.0, 1.0) for m in metrics}, "fleiss_kappa": (-1.0, 1.0),
               "krippendorff_alpha": (-1.0, 1.0)}
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
+        metrics: dict[str, float] = {}
+        unc: dict[str, float] = {}
+        extra: dict[str, Any] = {}
+        n = 0
+        if ctx.world.has_labeler:
+            n = self.panel_agreement(policy, ctx, o, metrics, unc, extra)
+        pairs = [p for p in (ctx.data.items if ctx.data else []) if isinstance(p, dict)]
+        if pairs:
+            n = max(n, len(pairs))
+            held_out_accuracy(pairs, ctx, metrics, unc, extra)
+        if not metrics:
+            raise ValueError("labeler_agreement: this scenario has neither an online labeler "
+                             "nor held-out preference pairs; drop labeler_agreement from evals")
+        return EvalResult(metrics=metrics, uncertainty=unc, n=n, extra=extra, plots=PLOTS)
+
+    def panel_agreement(self, policy: Policy, ctx: EvalContext, o: AgreementOptions,
+                        metrics: dict[str, float], unc: dict[str, float],
+                        extra: dict[str, Any]) -> int:
+        """The panel's agreement with itself, and each judge's with it, on pairs of the
+        policy's own samples (fills ``metrics``, ``unc`` and ``extra``; returns the pairs)."""
         prompts = ctx.prompts(self.name)
         reps = o.pairs_per_prompt
         flat = [p for p in prompts for _ in range(reps)]
-        a = policy.generate(flat, max_new_tokens=24, temperature=1.0, 
+        a = policy.generate(flat, max_new_tokens=24, temperature=1.0,
                             seed=derive_seed(ctx.seed, "agreement.a"))
-        b = policy.generate(flat, max_new_tokens=24, temperature=1.0, 
+        b = policy.generate(flat, max_new_tokens=24, temperature=1.0,
                             seed=derive_seed(ctx.seed, "agreement.b"))
         panel = ctx.world.make_panel(ctx.ledger, derive_seed(ctx.seed, "agreement.panel"))
         if not hasattr(panel, "label_matrix"):
@@ -182,12 +236,11 @@ class LabelerAgreement:
         labels = panel.label_matrix(flat, a, b)
         inter, n_pairs, matrix = pairwise_agreement(labels)
         excluded = int(np.isnan(binarize(labels)).sum())
-        metrics = {"inter_labeler": inter, "loo": leave_one_out(labels),
-                   "fleiss_kappa": fleiss(labels), "krippendorff_alpha": kalpha(labels)}
-        unc = {}
-        extra: dict[str, Any] = {"labeler_matrix": matrix.tolist(), "rater_pairs": n_pairs,
-                                 "excluded_labels": excluded, "items": len(flat),
-                                 "labelers": labels.shape[1]}
+        metrics.update({"inter_labeler": inter, "loo": leave_one_out(labels),
+                        "fleiss_kappa": fleiss(labels), "krippendorff_alpha": kalpha(labels)})
+        extra.update({"labeler_matrix": matrix.tolist(), "rater_pairs": n_pairs,
+                      "excluded_labels": excluded, "items": len(flat),
+                      "labelers": labels.shape[1]})
         maj = majority(labels)
         gold = ctx.world.gold_judge
         reward_fn = ctx.trained.reward_fn if ctx.trained else None
@@ -227,5 +280,5 @@ class LabelerAgreement:
                     metrics[f"ai_judge_vs_majority.{kind}"] = float(np.mean(v))
                     unc[f"ai_judge_vs_majority.{kind}"] = bootstrap_se(v, seed=ctx.seed)
                 extra["ai_judge_counts"] = {k: len(v) for k, v in by.items()}
-        return EvalResult(metrics=metrics, uncertainty=unc, n=len(flat), extra=extra,
-                          plots=PLOTS)
+        return len(flat)
+

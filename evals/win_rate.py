@@ -83,8 +83,8 @@ class WinRate:
     bounds = {m: (0.0, 1.0) for m in metrics}
 
     def judge(self, ctx: EvalContext) -> tuple[Judge, str]:
-        if ctx.world.gold_judge is not None:
-            return ctx.world.gold_judge, "gold"
+        if ctx.world.gold_judge is not None:  # "proxy" when it is the labeler itself
+            return ctx.world.gold_judge, "proxy" if ctx.world.judge_is_labeler else "gold"
         if ctx.trained is not None and ctx.trained.reward_fn is not None:
             return _RewardJudge(ctx.trained.reward_fn), "reward_model"
         raise ValueError("win_rate needs a judge: this scenario has no gold judge and the method "
@@ -97,6 +97,10 @@ class WinRate:
         prompts = ctx.prompts(self.name)
         flat = [p for p in prompts for _ in range(n_samples)]
         judge, judge_name = self.judge(ctx)
+        if judge_name == "proxy":
+            warnings_.append("win-rates are judged by the online labeler itself "
+                             "(allow_proxy_judge): they are the proxy's, not gold, and a "
+                             "method that learned the labeler's quirks wins them")
         if "large_base" in o.references and "large_base" not in ctx.references:
             raise ValueError("win_rate: references names large_base, which this scenario does "
                              "not pretrain; set scenario.options.reference_scale or drop it")

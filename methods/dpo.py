@@ -17,7 +17,7 @@ from bench.models import n_params
 from bench.seeding import derive_seed
 from methods.common import (FiniteGuard, LoRAOptions, accumulated, lora_config, merged, metered,
                             trainer_args, warmup)
-from methods.feedback import label_rollouts, ranked_pairs, shared_comparisons
+from methods.feedback import check_labeler, label_rollouts, ranked_pairs, shared_comparisons
 
 
 class DPOConfig(LoRAOptions):
@@ -43,6 +43,9 @@ class DPOConfig(LoRAOptions):
     def _micro_divides(self):
         accumulated(self.batch_size, self.micro_batch_size)
         return self
+
+    def check_world(self, world):
+        check_labeler(world, self.rounds, "dpo")
 
     def spends(self):
         return frozenset({"comparisons", "rollouts"})

@@ -107,6 +107,15 @@ def judged_pairs(policy: Policy, pool: list[str], judge: Judge, n_comparisons: i
              "p_judge": q} for p, x, y, q in zip(ps, a, b, prob) if q != 0.5]
 
 
+def check_labeler(world, rounds: int, method: str) -> None:
+    """Refuse, before anything trains, later rounds' labels in a scenario that has no online
+    labeler (preference data alone: its pairs label the first round only)."""
+    if rounds > 1 and not world.has_labeler:
+        raise ValueError(f"{method} rounds = {rounds} labels its own samples after the first "
+                         f"round, and this scenario has no online labeler; set "
+                         f"scenario.options.labeler (e.g. 'rm:<reward model>') or rounds = 1")
+
+
 def feedback_prompts(prompts: list[str], holdout: str | None) -> list[str]:
     """The training prompts feedback is collected on: all of them, or those the regular
     expression ``holdout`` does not match, a prompt family the reward model and the policy's RL
@@ -121,12 +130,38 @@ def feedback_prompts(prompts: list[str], holdout: str | None) -> list[str]:
     return kept
 
 
+def drawn_comparisons(ctx: TrainContext, n: int, holdout: str | None) -> list[dict[str, str]]:
+    """``n`` pairs drawn without replacement from the scenario's preference data (the cell's
+    seed orders them), each charged as one comparison: the same pairs for every method at the
+    same budget and seed. A held-out prompt family is left out of the draw."""
+    data = ctx.scenario.preferences
+
+    def compute(ledger: Ledger) -> list[dict[str, str]]:
+        if not holdout:
+            pairs = data.draw(n, ctx.seed)
+        else:  # the family's pairs are drawn past, so the rest keep their order
+            pool = [p for p in data.draw(data.size, ctx.seed)
+                    if not re.search(holdout, p["prompt"])]
+            pairs = pool[:n]
+            if len(pairs) < n:
+                raise ValueError(f"holdout_prompts {holdout!r} leaves {len(pool)} pairs of "
+                                 f"the preference data, fewer than the {n} comparisons asked")
+        ledger.charge("comparisons", len(pairs))
+        return pairs
+    return ctx.stages.once("comparisons", {"data": data.key, "n": n, "seed": ctx.seed,
+                                           "holdout": holdout}, ctx.ledger, compute)
+
+
 def shared_comparisons(ctx: TrainContext, start: Start, n: int, cfg) -> list[dict[str, str]]:
-    """The comparison set drawn from the start's frozen reference (the SFT model) and ranked by
-    the panel, computed once per (start, budget, K, sampling settings) and reused by every
-    method that asks with the same settings: PPO's reward model and DPO train on exactly the
-    same labels. ``cfg`` carries ``k``, ``label_temperature`` and ``max_new_tokens``."""
+    """The comparison set every method that consumes comparisons trains on, computed once and
+    reused by every method that asks with the same settings (PPO's reward model and DPO train on
+    exactly the same labels): with a scenario's preference data, ``n`` of its pairs
+    (:func:`drawn_comparisons`); else the start's frozen reference's (the SFT model's) samples
+    ranked by the panel, once per (start, budget, K, sampling settings). ``cfg`` carries ``k``,
+    ``label_temperature`` and ``max_new_tokens``."""
     holdout = getattr(cfg, "holdout_prompts", None)
+    if ctx.scenario.preferences is not None:
+        return drawn_comparisons(ctx, n, holdout)
 
     def compute(ledger: Ledger) -> list[dict[str, str]]:
         panel = ctx.scenario.make_panel(ledger, ctx.seed)

@@ -41,6 +41,13 @@ class KTOConfig(SharedSetConfig):
     balance: bool = Field(True, description="scale desirable_weight by n_undesirable / "
                           "n_desirable so both classes weigh the same (Ethayarajh et al.)")
 
+    def check_world(self, world):
+        unpaired_data = world.preferences is not None and not world.preferences.paired
+        if self.source == "ratings" and not unpaired_data and not world.has_labeler:
+            raise ValueError("kto source = \"ratings\" needs unpaired preference data "
+                             "(prompt/completion/label) or an online labeler; set "
+                             "method.kto.source = \"comparisons\"")
+
     def spends(self):
         return super().spends() if self.source == "comparisons" else \
             frozenset({"ratings", "rollouts"})
@@ -73,7 +80,16 @@ def class_weights(n_d: int, n_u: int, desirable: float, undesirable: float,
 
 def rated(ctx: TrainContext, start: Start, n: int, cfg: KTOConfig) -> list[dict[str, str | bool]]:
     """KTO examples from the panel's binary ratings of K SFT samples for each of n // K
-    prompts: desirable when the labeler called the answer acceptable."""
+    prompts: desirable when the labeler called the answer acceptable. With the scenario's
+    unpaired preference data, ``n`` of its rows instead, drawn without replacement."""
+    data = ctx.scenario.preferences
+    if data is not None and not data.paired:  # the user's unpaired rows, each one rating
+        def compute(ledger):
+            rows = data.draw(n, ctx.seed)
+            ledger.charge("ratings", len(rows))
+            return rows
+        return ctx.stages.once("ratings", {"data": data.key, "n": n, "seed": ctx.seed},
+                               ctx.ledger, compute)
     panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
     if not isinstance(panel, Rater):
         raise DataError("kto: this scenario's panel gives no binary ratings; set "

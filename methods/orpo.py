@@ -20,7 +20,7 @@ from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.seeding import derive_seed
 from methods.common import train_reference_free
-from methods.feedback import SharedSetConfig, ranked_pairs, sample_k
+from methods.feedback import SharedSetConfig, drawn_comparisons, ranked_pairs, sample_k
 
 
 class ORPOConfig(SharedSetConfig):
@@ -65,11 +65,14 @@ class ORPO:
         from trl.experimental.orpo import ORPOTrainer
 
         base, policy = start.reference, start.trainable()
-        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
-        pairs = ranked_pairs(base, ctx.scenario.train_prompts, panel,
-                             int(ctx.ledger.remaining("comparisons")), config.k, ctx.ledger,
-                             seed=ctx.seed, temperature=config.label_temperature,
-                             max_new_tokens=config.max_new_tokens)
+        n = int(ctx.ledger.remaining("comparisons"))
+        if ctx.scenario.preferences is not None:  # the user's pairs, as every method draws them
+            pairs = drawn_comparisons(ctx, n, None)
+        else:  # the base model's samples, ranked: ORPO starts from base, not from SFT
+            panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+            pairs = ranked_pairs(base, ctx.scenario.train_prompts, panel, n, config.k,
+                                 ctx.ledger, seed=ctx.seed, temperature=config.label_temperature,
+                                 max_new_tokens=config.max_new_tokens)
         if config.demonstration_pairs:
             n = int(ctx.ledger.remaining("demonstrations"))
             ctx.ledger.charge("demonstrations", n)

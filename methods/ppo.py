@@ -28,8 +28,8 @@ from bench.sampling import left_pad, sample
 from bench.seeding import derive_seed
 from bench.tracking import curve_logger
 from methods.common import AdaptersOff, checkpointed, merged, with_adapters
-from methods.feedback import (feedback_prompts, label_rollouts, pick_prompts, ranked_pairs,
-                              shared_comparisons)
+from methods.feedback import (check_labeler, feedback_prompts, label_rollouts, pick_prompts,
+                              ranked_pairs, shared_comparisons)
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
 # --------------------------------------------------------------------------- pure math
@@ -191,6 +191,7 @@ class PPOConfig(RewardModelConfig):
 
     def check_world(self, world):
         feedback_prompts(world.train_prompts, self.holdout_prompts)
+        check_labeler(world, self.rounds, "ppo")
 
     def spends(self):
         return frozenset({"comparisons", "rollouts"})

@@ -81,8 +81,10 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
     # the new head is missing from the SFT checkpoint by design: transformers' load report
     # saying so goes to the cell's log, not the terminal of every --no-progress run
     with to_trainer_log("transformers"):
+        # dtype "auto": the precision the start was saved in, the matrix's (scenario dtype)
         model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
-                                                                   use_safetensors=True)
+                                                                   use_safetensors=True,
+                                                                   dtype="auto")
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(ctx.device)
     args = trainer_args(RewardConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,

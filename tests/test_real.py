@@ -222,12 +222,12 @@ def test_user_demonstrations_from_jsonl_never_include_eval_questions(real_world,
     w = Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
                                  demonstrations=str(f)), cache_dir, progress=False)
     assert w.describe["split"]["demonstrations_dropped_for_eval_overlap"] == 1
-    demos = w.demonstrations(10, 0)
-    assert {d["completion"] for d in demos} == {" Blue."}
+    demos = w.demonstrations(1, 0)
+    assert {d["completion"] for d in demos} == {"Blue."}
     assert "Name a colour." in demos[0]["prompt"] and demos[0]["prompt"] in w.train_prompts
     f.write_text(json.dumps({"question": "x", "answer": "y"}) + "\n")
-    from bench.config import ConfigError
-    with pytest.raises(ConfigError, match="'prompt' and 'completion'"):
+    from bench.api import DataError
+    with pytest.raises(DataError, match="completion"):
         Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
                                  demonstrations=str(f)), cache_dir, progress=False)
 

@@ -1,0 +1,256 @@
+"""Assembling the real scenario's :class:`bench.api.World` from its options: the base model,
+the user's sources as text and their splits, the judges in their roles, each eval's data, and
+a key that names every source by its content (the same bytes under another path keep their
+keys; a file edited in place, a retrained model folder or a moved hub branch get new ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import store
+from bench.api import DataError, EvalData, Judge, Policy, World
+from bench.budget import Ledger
+from bench.data.truthfulqa import TruthfulQAItem
+from bench.models import load_hf, model_identity
+from bench.scenarios import userdata as U
+from bench.scenarios.gold import GoldSettings, gold_reward_model
+from bench.scenarios.judges import (ChargingJudge, RewardModelJudge, RewardModelLabeler,
+                                    RewardModelScorer, llm_judge, parse_spec)
+from bench.scenarios.real import (RealOptions, chat_template, identity_of, load_base,
+                                  load_items, load_policy_with, load_settings, panel_judges,
+                                  resolve_model)
+from bench.scenarios.truthfulqa_panel import (PROVOCATIONS, AttributeScorer, PanelMeanJudge,
+                                              SentenceEncoder, split_questions)
+from bench.scorers import make_scorer
+
+
+@dataclass
+class Data:
+    """The scenario's text, split: what trains, what evaluates, and where each came from."""
+
+    train_prompts: list[str]
+    demonstrations: list[dict[str, str]]
+    eval_prompts: list[str]
+    truthfulqa: list[TruthfulQAItem]
+    toxicity: list[str]
+    preferences: U.PreferencePool | None = None
+    held_out_pairs: list[dict[str, Any]] = field(default_factory=list)
+    gold_pairs: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)  # option -> source provenance
+    split: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(o: RealOptions, option: str, kind: str, template, chat, prov) -> list[dict]:
+    loaded = U.load_source(getattr(o, option), kind, f"scenario.options.{option}")
+    prov[option] = loaded.provenance
+    return U.as_text(loaded, template, chat, f"scenario.options.{option}")
+
+
+def _preferences(o: RealOptions, template, chat, prov, gold: bool) -> U.PreferenceSplit:
+    loaded = U.load_preferences(o.preferences, "scenario.options.preferences")
+    prov["preferences"] = loaded.provenance
+    rows = U.as_text(loaded, template, chat, "scenario.options.preferences")
+    split = U.split_by_prompt(rows, o.held_out_fraction, o.gold_fraction if gold else 0.0,
+                              o.split_seed)
+    return split
+
+
+def user_data(o: RealOptions, items: list[TruthfulQAItem], policy) -> Data:
+    """Every source the options name, as text, split, with overlaps removed and counted."""
+    template, chat, prov = chat_template(policy), policy.format_chat, {}
+    tq_train, tq_eval = split_questions(items, o.eval_fraction, o.split_seed)
+    own = bool(o.preferences or o.prompts)  # the user's training prompts, not TruthfulQA's
+    _, judge = o.roles()
+    pref = _preferences(o, template, chat, prov, judge == "gold") if o.preferences else None
+    paired = pref is not None and "chosen" in (pref.train[0] if pref.train else {})
+    demos = _text(o, "demonstrations", "demonstrations", template, chat, prov) \
+        if o.demonstrations else []
+    dropped = 0
+    if o.demonstrations and not own:  # TruthfulQA configuration: never a held-out question
+        kept = [d for d in demos if not any(it.question in d["prompt"] for it in tq_eval)]
+        dropped, demos = len(demos) - len(kept), kept
+    if not demos and pref is not None:  # SFT on the preferred responses (Rafailov et al. 2023)
+        demos = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pref.train] \
+            if paired else [{"prompt": r["prompt"], "completion": r["completion"]}
+                            for r in pref.train if r["label"]]
+    if not demos and pref is None:  # the best answer to each training question
+        demos = [{"prompt": p, "completion": " " + it.mc1_choices[0]}
+                 for p, it in zip(chat([it.question for it in tq_train]), tq_train)]
+    if o.prompts:
+        train_prompts = [r["prompt"] for r in _text(o, "prompts", "prompts", template, chat,
+                                                    prov)]
+    elif own:
+        train_prompts = [r["prompt"] for r in pref.train] if pref else []
+    else:
+        train_prompts = chat([it.question for it in tq_train])
+    train_prompts = list(dict.fromkeys(train_prompts + [d["prompt"] for d in demos]))
+    if o.eval_prompts:
+        evals = [r["prompt"] for r in _text(o, "eval_prompts", "prompts", template, chat, prov)]
+    elif pref is not None:
+        evals = [r["prompt"] for r in pref.held_out]
+    else:
+        evals = chat([it.question for it in tq_eval])
+    seen = set(train_prompts) | ({r["prompt"] for r in pref.gold} if pref else set())
+    evals, overlap = U.without_overlap(evals, seen)
+    if not evals:
+        raise DataError("every evaluation prompt is also a training prompt; give eval_prompts "
+                        "that no training source contains")
+    tq = tq_eval if not own else [it for it in items
+                                  if not any(it.question in p for p in train_prompts)]
+    tox = [r["prompt"] for r in _text(o, "toxicity_prompts", "prompts", template, chat, prov)] \
+        if o.toxicity_prompts else chat(list(PROVOCATIONS))
+    split = {"train": len(pref.train) if pref else len(tq_train),
+             "eval": len(pref.held_out) if pref else len(tq_eval), "overlap": 0,
+             "demonstrations_dropped_for_eval_overlap": dropped,
+             "eval_prompts_removed_for_overlap": overlap, "train_prompts": len(train_prompts),
+             "eval_prompts": len(evals), "demonstrations": len(demos),
+             "truthfulqa_questions": len(tq),
+             "truthfulqa_removed_as_training_prompts": len(items) - len(tq) if own else 0,
+             "how": pref.how if pref else f"seeded permutation (split_seed={o.split_seed}) of "
+             f"{len(items)} TruthfulQA questions; {len(tq_eval)} held out for evaluation, "
+             f"{len(tq_train)} for training"}
+    pool = U.PreferencePool(paired, pref.train) if pref else None
+    return Data(train_prompts, demos, evals[:o.n_win_rate_prompts], tq, tox, pool,
+                pref.held_out if pref else [], pref.gold if pref else [], prov, split)
+
+
+@dataclass
+class Judges:
+    """The judges in their roles, and what the world records of them."""
+
+    make_panel: Callable[[Ledger, int], Any]
+    judge: Judge
+    gold_reward: Callable[[list[str], list[str]], list[float]] | None
+    make_ai_judge: Callable[[Policy, list[str], Ledger], Judge]
+    attributes: AttributeScorer | None
+    describe: dict[str, Any]
+
+
+def _no_labeler(ledger: Ledger, seed: int):
+    raise DataError("this scenario has no online labeler (preference data alone): set "
+                    "scenario.options.labeler to 'panel' or 'rm:<reward model>', or use "
+                    "methods that train on the drawn pairs only (one round)")
+
+
+def judges(o: RealOptions, data: Data, items: list[TruthfulQAItem], base_path: Path,
+           base_id: str) -> Judges:
+    load = load_settings(o)
+    labeler, judge_spec = o.roles()
+    uses_panel = "panel" in (labeler, judge_spec)
+    scorer = AttributeScorer(items, SentenceEncoder(resolve_model(o.encoder)),
+                             make_scorer(o.toxicity_classifier, None), o) if uses_panel else None
+    scorers: dict[str, RewardModelScorer] = {}
+
+    def rm(target: str) -> RewardModelScorer:
+        if target not in scorers:
+            scorers[target] = RewardModelScorer(resolve_model(target), load)
+        return scorers[target]
+
+    desc: dict[str, Any] = {"labeler": labeler, "judge": judge_spec,
+                            "judge_is_labeler": labeler == judge_spec and labeler != "panel"}
+    kind, target = parse_spec(judge_spec)
+    if kind == "gold":
+        gold, desc["gold"] = gold_reward_model(
+            base_path, base_id, data.gold_pairs, data.held_out_pairs, load,
+            GoldSettings(o.gold_epochs, o.gold_lr, o.gold_batch_size, o.split_seed))
+        judge, gold_reward = RewardModelJudge(gold), gold.reward
+    elif kind == "rm":
+        judge, gold_reward = RewardModelJudge(rm(target)), rm(target).reward
+    elif kind == "llm":
+        model = load_hf(resolve_model(target), dtype=o.dtype,
+                        trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
+        judge = llm_judge(model, [o.judge_principle], Ledger(caps={}), o.judge_template,
+                          lambda p: p)
+        gold_reward = None  # a pairwise judge gives no scalar reward for the gold curves
+    else:
+        mean = PanelMeanJudge(scorer, o.weight_mean)
+        judge, gold_reward = mean, mean.reward
+    if labeler == "panel":
+        make_panel = lambda ledger, seed: panel_judges(o, scorer, ledger, seed)  # noqa: E731
+    elif labeler.startswith("rm:"):
+        make_panel = lambda ledger, seed: RewardModelLabeler(  # noqa: E731
+            rm(parse_spec(labeler)[1]), ledger, seed, o.tau)
+    else:
+        make_panel = _no_labeler
+    question_of = (lambda p: scorer.question_of(p) or p) if scorer else (lambda p: p)
+
+    def make_ai_judge(model: Policy, principles: list[str], ledger: Ledger) -> Judge:
+        if o.ai_judge and o.ai_judge.startswith("rm:"):
+            return ChargingJudge(RewardModelJudge(rm(parse_spec(o.ai_judge)[1])), ledger,
+                                 "ai_comparisons")
+        m = load_hf(resolve_model(parse_spec(o.ai_judge)[1]), dtype=o.dtype,
+                    trust_remote_code=o.trust_remote_code) if o.ai_judge else model
+        return llm_judge(m, principles, ledger, o.judge_template, question_of)
+    return Judges(make_panel, judge, gold_reward, make_ai_judge, scorer, desc)
+
+
+def keyed_options(o: RealOptions, model_id: str, prov: dict[str, Any]) -> dict[str, Any]:
+    """The options as keys see them: each source by its content hash, each model by its
+    content (a folder) or resolved commit (a hub id), never by its path."""
+    d = o.model_dump(mode="json")
+    d["base_model"], d["revision"] = model_id, None
+    for option, p in prov.items():
+        d[option] = p["sha256"]
+    for role in ("labeler", "judge", "ai_judge"):
+        if d[role]:
+            d[role] = identity_of(d[role])
+    if o.encoder not in ("minilm",):
+        d["encoder"] = model_identity(o.encoder)
+    return d
+
+
+def assemble(o: RealOptions) -> World:
+    items, tq_source = load_items(o)
+    base_spec, base_path, base = load_base(o)
+    model_id = model_identity(base_path if base_path.is_dir() else base_spec, o.revision)
+    data = user_data(o, items, base)
+    j = judges(o, data, items, base_path, model_id)
+    key = store.content_key({"options": keyed_options(o, model_id, data.provenance),
+                             "data": tq_source["sha256"], "model": model_id,
+                             "demonstrations": store.content_key(data.demonstrations),
+                             "dtype": str(base.model.dtype)})
+    limits = {"demonstrations": len(data.demonstrations)}
+    if data.preferences is not None:
+        limits["comparisons" if data.preferences.paired else "ratings"] = data.preferences.size
+    agreement = EvalData(prompts=data.eval_prompts, items=data.held_out_pairs,
+                         source=data.provenance.get("preferences", {}))
+    return World(
+        key=key, base_model=base_path if base_path.is_dir() else Path(base_spec),
+        describe={"scenario": "real", "options": o.model_dump(mode="json"), "world_key": key,
+                  "base_model": base_spec, "base_model_id": model_id,
+                  "dtype": str(base.model.dtype).removeprefix("torch."),
+                  "split": data.split, "sources": data.provenance, "judges": j.describe,
+                  "judge": _judge_words(j.describe, o), "data": tq_source},
+        train_prompts=data.train_prompts,
+        demonstrations=U.Drawn(data.demonstrations, "demonstrations"),
+        make_panel=j.make_panel, make_ai_judge=j.make_ai_judge,
+        gold_judge=j.judge, gold_reward=j.gold_reward,
+        toxicity_scorer=j.attributes.toxicity if j.attributes else make_scorer(
+            o.toxicity_classifier, None),
+        attributes=j.attributes,
+        eval_data={"truthfulqa": EvalData(items=data.truthfulqa, source={
+                       **tq_source, "n": len(data.truthfulqa)}, hints={"template": "qa_primer"}),
+                   "toxicity": EvalData(prompts=data.toxicity),
+                   "win_rate": EvalData(prompts=data.eval_prompts),
+                   "kl": EvalData(prompts=data.eval_prompts),
+                   "labeler_agreement": agreement},
+        load_policy=load_policy_with(o),
+        preferences=data.preferences, has_labeler=o.roles()[0] != "none",
+        judge_is_labeler=j.describe["judge_is_labeler"], data_limits=limits)
+
+
+def _judge_words(desc: dict[str, Any], o: RealOptions) -> str:
+    judge = desc["judge"]
+    if judge == "panel":
+        return ("panel-mean utility (simulated from MiniLM truth gap, "
+                f"{o.toxicity_classifier} toxicity and length); not ground truth")
+    if judge == "gold":
+        g = desc["gold"]
+        return (f"gold reward model trained on {g['trained_on']} held-apart preference pairs "
+                f"no method sees (held-out accuracy {g['held_out_accuracy']:.3f} on "
+                f"{g['held_out_pairs']} pairs)")
+    return judge + (" (the labeler itself: win-rates are proxy, not gold)"
+                    if desc["judge_is_labeler"] else "")
