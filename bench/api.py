@@ -48,9 +48,15 @@ OPTIONS_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_
 
 
 class MethodConfig(BaseModel):
-    """Base for a method's flat config: unknown keys are rejected, every field has a default."""
+    """Base for a method's flat config: unknown keys are rejected, every field has a default.
+
+    ``profiles`` holds defaults for a kind of model, by name: a scenario that declares a
+    ``profile`` (the real scenario's is ``"real"``: pretrained models of 0.1-1B parameters)
+    has its matrices pick up that profile's values wherever their ``[method.NAME]`` table is
+    silent. The field defaults themselves suit the micro-world's tiny models."""
 
     model_config = OPTIONS_CONFIG
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def planned_spend(self, budget: dict[str, float | None]) -> dict[str, tuple[float, str]]:
         """What training will charge each hard-capped unit under ``budget`` (the matrix's
@@ -261,6 +267,9 @@ class PreferenceSource(Protocol):
 
 
 class Scenario(Protocol):
+    """``profile`` (optional) names the method defaults its matrices pick up
+    (``MethodConfig.profiles``); a scenario without one uses the configs' own defaults."""
+
     name: str
     description: str
     Options: ClassVar[type[BaseModel]]

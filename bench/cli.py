@@ -66,7 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _names(given: str | None) -> list[str] | None:
-    return None if given is None else [n.strip() for n in given.split(",") if n.strip()]
+    from bench.config import ConfigError
+    if given is None:
+        return None
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    if not names:  # an empty matrix would "finish" with 0 of 0 cells
+        raise ConfigError(f"--methods {given!r} names no method; give at least one, e.g. "
+                          f"--methods base,sft (alignbench list shows them)")
+    return names
 
 
 def _seeds(given: str | None) -> list[int] | None:
@@ -145,8 +152,10 @@ def _eval_world_and_policy(args: argparse.Namespace, saved: dict | None, needs_w
     """The world ``alignbench eval`` scores in (a saved cell policy's own, rebuilt from its
     options, else the named or default scenario's; None when the eval needs none) and the
     policy. A plain model is loaded first, so a bad --model costs seconds, not a world build."""
+    from pydantic import ValidationError
+
     from bench import registry
-    from bench.config import ConfigError
+    from bench.config import ConfigError, scenario_options
     from bench.models import load_hf, resolve_device
     from bench.store import cache_root
 
@@ -167,8 +176,13 @@ def _eval_world_and_policy(args: argparse.Namespace, saved: dict | None, needs_w
         if trained_in.get("n_threads"):  # the thread count is part of a built world's key
             import torch
             torch.set_num_threads(int(trained_in["n_threads"]))
-        world = scen.build(scen.Options.model_validate(trained_in["options"]), cache_root(),
-                           progress=not args.json)
+        try:
+            options = scenario_options(scen, trained_in["options"])
+        except (ValidationError, TypeError):
+            raise ConfigError(f"--model {args.model}: the world options it was saved with are "
+                              f"not valid {name} options; evaluate it with the alignbench "
+                              f"version that trained it") from None
+        world = scen.build(options, cache_root(), progress=not args.json)
         if world.key != trained_in["key"]:
             raise ConfigError(f"--model {args.model} was trained in world {trained_in['key']}, "
                               f"but its options build world {world.key} with this alignbench "

@@ -40,8 +40,9 @@ def _in_seed_range(seed: int) -> int:
 
 
 class _Strict(BaseModel):
-    # strict: no coercion, so "2" or true is refused for a number and "no" for a boolean
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # strict: no coercion, so "2" or true is refused for a number and "no" for a boolean; and
+    # every float finite (a cap that means "none" is None, not inf)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Budget(_Strict):
@@ -113,15 +114,17 @@ class Claim(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,24}$", description="short name, e.g. C5a")
     claim: str = Field(min_length=1, description="the claim, as the field states it")
     source: str = Field("", description="where the claim comes from")
-    metric: str = Field(min_length=3)
+    metric: str = Field(min_length=3, description="eval.metric[.slice] or cost.FIELD")
     method: str = Field(min_length=1, description="the row the claim is about")
     against: str | None = Field(None, description="the row it is compared with (paired)")
     against_metric: str | None = Field(None, description="the other row's metric, when it "
                                        "differs (default: metric)")
-    expect: Literal["greater", "less", "within"] = "greater"
+    expect: Literal["greater", "less", "within"] = Field("greater", description="the test: "
+                                                         "above null, below it, or inside range")
     null: float = Field(0.0, description="the value of no effect (1.0 for a ratio)")
     range: list[float] | None = Field(None, description="[low, high], for expect = within")
-    scale: Literal["difference", "ratio"] = "difference"
+    scale: Literal["difference", "ratio"] = Field("difference", description="the effect "
+                                                  "against a row: difference or ratio")
     figure: str = Field("", description="the title of the report's figure that shows it")
 
     @model_validator(mode="after")
@@ -147,29 +150,39 @@ class Claim(_Strict):
 
 
 class ScenarioCfg(_Strict):
-    name: str = "micro"
-    options: dict[str, Any] = Field(default_factory=dict)
+    """The world every cell trains and is evaluated in (``[scenario]``)."""
+
+    name: str = Field("micro", description="a registered scenario: micro (the offline "
+                      "micro-world) or real (a Hugging Face model on your data)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the scenario's own "
+                                    "options ([scenario.options]), listed under its name below")
 
 
 class Matrix(_Strict):
-    name: str = "matrix"
-    out: str = "runs/matrix"
-    scenario: ScenarioCfg = Field(default_factory=ScenarioCfg)
-    methods: list[str] = Field(default_factory=lambda: ["base", "sft", "ppo", "dpo", "rlaif"])
+    name: str = Field("matrix", description="the matrix's name, the report's title")
+    out: str = Field("runs/matrix", description="output folder (alignbench run --out "
+                     "overrides it)")
+    scenario: ScenarioCfg = Field(default_factory=ScenarioCfg, description="the world: "
+                                  "[scenario] and its [scenario.options]")
+    methods: list[str] = Field(default_factory=lambda: ["base", "sft", "ppo", "dpo", "rlaif"],
+                               min_length=1, description="the methods compared, one row each")
     method: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method config")
     evals: list[str] = Field(
-        default_factory=lambda: ["truthfulqa", "toxicity", "win_rate", "labeler_agreement", "kl"])
+        default_factory=lambda: ["truthfulqa", "toxicity", "win_rate", "labeler_agreement", "kl"],
+        description="the evals every cell is scored by")
     eval: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-eval options")
     seeds: list[Annotated[int, AfterValidator(_in_seed_range)]] = Field(
-        default_factory=lambda: [0, 1, 2], min_length=1)
-    budget: Budget = Field(default_factory=Budget)
+        default_factory=lambda: [0, 1, 2], min_length=1, description="one cell per method, "
+        "sweep point and seed; each seed in [0, 2**32)")
+    budget: Budget = Field(default_factory=Budget, description="the shared budget: [budget]")
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description='"budget.UNIT" or "METHOD.OPTION" -> list of values, or "METHOD" -> list '
         'of option tables (variants: each table is one point, {} the method as configured); '
         'cells span the product of the keys')
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    progress: bool = True
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description='where cells train and '
+                                                   'are evaluated; "auto" is cuda when visible')
+    progress: bool = Field(True, description="progress bars (alignbench run --no-progress)")
     report_to: Literal["none", "trackio", "tensorboard", "wandb"] = Field(
         "none", description="stream each cell's training curves as it trains: trackio (local "
         "SQLite in OUT/tracking), tensorboard or wandb (offline, in cells/KEY/tracking); the "
@@ -181,7 +194,8 @@ class Matrix(_Strict):
         "local", description='"local" (one process, the reference) or "ray" (bench/ray_executor.py)')
     ray_address: str | None = Field(
         None, description='a running Ray cluster ("auto" or HOST:PORT); none starts a local one')
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources, description="what each cell asks "
+                                 "of the Ray executor: [resources]")
     claims: list[Claim] = Field(default_factory=list, description="claims the report tests "
                                 "and opens with (reports/findings.py)")
     prices: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
@@ -196,6 +210,11 @@ def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:
     path = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(e["loc"]))
     if e["type"] == "extra_forbidden":
         return f"unknown key '{path}'; remove it or check its spelling"
+    if e["type"] == "value_error":  # a model validator's own sentence names the fix
+        return f"'{path}': {e['msg'].removeprefix('Value error, ')}"
+    if e["type"] == "finite_number":
+        return (f"'{path}': must be a finite number (got {e.get('input')!r}); give a finite "
+                "number in the option's range")
     inp = e.get("input")
     if isinstance(inp, str) and e["type"] in ("int_type", "float_type", "bool_type"):
         return f"'{path}': {e['msg']} (got the string {inp!r}); write it without quotes"
@@ -246,19 +265,23 @@ def parse(data: dict[str, Any], *, source: str = "<matrix>") -> Matrix:
         except ValidationError as err:
             raise ConfigError(f"{source}: {_fmt_pydantic(err, f'eval.{name}')}") from None
     _check_claims(m, source)
-    scenario = registry.resolve("scenarios", m.scenario.name)
     try:
-        # checked as JSON: as strict as the rest, but a TOML array fills a tuple option
-        options = json.dumps(m.scenario.options)
+        scenario_options(registry.resolve("scenarios", m.scenario.name), m.scenario.options)
     except TypeError:  # only TOML dates and times get here
         raise ConfigError(f"{source}: 'scenario.options' holds a TOML date or time, which no "
                           "option takes; quote it as a string") from None
-    try:
-        scenario.Options.model_validate_json(options, strict=True)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_fmt_pydantic(err, 'scenario.options')}") from None
     _check_sweep(m, stages, source)
     return m
+
+
+def scenario_options(scenario: Scenario, options: dict[str, Any]) -> BaseModel:
+    """A scenario's validated options, read as JSON: as strict as the rest (finite floats, no
+    coercion), but a TOML or JSON array fills a tuple option. The one way every caller (the
+    matrix, its plan, OUT/matrix.toml, ``alignbench eval`` of a saved policy) reads them."""
+    return scenario.Options.model_validate_json(json.dumps(options, allow_nan=True),
+                                                strict=True)
 
 
 def _check_sweep(m: Matrix, stages: set[str], source: str) -> None:
@@ -305,7 +328,7 @@ def _check_sweep(m: Matrix, stages: set[str], source: str) -> None:
                 method_config(m, head, source=source, override={opt: v})
         else:
             raise ConfigError(f"{source}: sweep '{key}' must start with 'budget.' or a method in "
-                              f"'methods' ({m.methods})")
+                              f"'methods' ({m.methods}); fix the sweep's key")
 
 
 def stage_names(methods: list[str], source: str = "<matrix>") -> set[str]:
@@ -381,7 +404,7 @@ def plan(m: Matrix) -> Plan:
         configs={n: method_config(m, n) for n in names}, stage_names=frozenset(stages),
         evals={n: (ev, ev.Options.model_validate(m.eval.get(n, {})))
                for n in m.evals for ev in [registry.resolve("evals", n)]},
-        scenario=scenario, scenario_options=scenario.Options.model_validate(m.scenario.options))
+        scenario=scenario, scenario_options=scenario_options(scenario, m.scenario.options))
 
 
 def _merged(table: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +426,11 @@ def _merged(table: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def method_config(m: Matrix, name: str, *, source: str = "<matrix>",
                   override: dict[str, Any] | None = None) -> MethodConfig:
     cls = registry.resolve("methods", name).Config
-    data = _merged(m.method.get(name, {}), override or {})
+    # the scenario's profile (real models' learning rates, lengths, LoRA) where the matrix is
+    # silent, the matrix's table over it, a sweep's override over both
+    profile = getattr(registry.resolve("scenarios", m.scenario.name), "profile", None)
+    data = _merged(_merged(cls.profiles.get(profile, {}) if profile else {},
+                           m.method.get(name, {})), override or {})
     try:
         return cls.model_validate(data)
     except ValidationError as err:
@@ -536,18 +563,43 @@ def _check_claims(m: Matrix, source: str) -> None:
                                   f"matrix ({', '.join(m.methods)}); add it to 'methods' or fix "
                                   "the claim")
         for metric in c.metrics():
-            head, _, rest = metric.partition(".")
-            name = rest.split(".", 1)[0]
-            if head == "cost":
-                known = COST_FIELDS
-            elif head in m.evals:
-                known = tuple(registry.resolve("evals", head).metrics)
-            else:
-                raise ConfigError(f"{source}: {where}: metric {metric!r} is of no eval in this "
-                                  f"matrix ({', '.join(m.evals)}) nor a cost; fix the claim")
-            if name not in known:
-                raise ConfigError(f"{source}: {where}: {head} has no {name!r} (metric "
-                                  f"{metric!r}); it has {', '.join(known)}")
+            problem = _metric_problem(m, metric)
+            if problem:
+                raise ConfigError(f"{source}: {where}: {problem}")
+
+
+COST_KEYED = ("phase_seconds", "phase_peak_rss_bytes")  # cost.FIELD.PHASE, one key each
+
+
+def _metric_problem(m: Matrix, metric: str) -> str | None:
+    """Why a claim's metric cannot exist in this matrix (None when it can): an eval it does
+    not run, a metric or cost field nobody records, a sub-key where the field has none, a
+    phase table without its phase, dollars without prices. A slice (``mc1.Adversarial``) or a
+    phase's name depends on the data and the trainers: the report names one that no cell
+    measured, instead of blaming the seed count."""
+    head, _, rest = metric.partition(".")
+    name, _, sub = rest.partition(".")
+    if head == "cost":
+        known = COST_FIELDS
+    elif head in m.evals:
+        known = tuple(registry.resolve("evals", head).metrics)
+    else:
+        return (f"metric {metric!r} is of no eval in this matrix ({', '.join(m.evals)}) nor a "
+                "cost; fix the claim")
+    if name not in known:
+        return f"{head} has no {name!r} (metric {metric!r}); it has {', '.join(known)}"
+    if head != "cost":
+        return None
+    if name in COST_KEYED and not sub:
+        return (f"metric {metric!r} is a table of phases; name one, e.g. "
+                f"cost.{name}.training")
+    if sub and name not in COST_KEYED:
+        return (f"metric {metric!r}: cost.{name} is one number, with no {sub!r} in it; write "
+                f"cost.{name}")
+    if name == "dollars" and not m.prices:
+        return ("metric 'cost.dollars' needs the matrix's [prices] (none is set, so no cell "
+                "has dollars); add a [prices] table or claim another cost")
+    return None
 
 
 def presets() -> list[str]:
@@ -560,8 +612,8 @@ def resolved(m: Matrix) -> dict[str, Any]:
     d = m.model_dump(mode="json")
     names = list(m.methods) + sorted(stage_names(m.methods) - set(m.methods))
     d["method"] = {n: method_config(m, n).model_dump(mode="json") for n in names}
-    d["scenario"]["options"] = registry.resolve("scenarios", m.scenario.name).Options \
-        .model_validate(m.scenario.options).model_dump(mode="json")
+    d["scenario"]["options"] = scenario_options(registry.resolve(
+        "scenarios", m.scenario.name), m.scenario.options).model_dump(mode="json")
     return _drop_none(d)
 
 

@@ -171,6 +171,10 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     back = (lambda x: math.exp(x)) if ratio else (lambda x: x)
     lost = sorted({s for row in {c.method, other_row} for s in (missing or {}).get(row, [])})
     gone = f"seeds {', '.join(map(str, lost))} did not finish and are left out; " if lost else ""
+    absent = unmeasured(c, rows)
+    if absent:  # a metric no cell reports: more seeds would not measure it
+        return Finding(**base, effect=None, lo=None, hi=None, verdict="not measured",
+                       seeds_needed=None, note=absent)
     if len(seeds) < MIN_SEEDS:
         return Finding(**base, effect=back(float(np.mean(effects))) if effects else None,
                        lo=None, hi=None, verdict="not measured", seeds_needed=None,
@@ -208,6 +212,31 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi), verdict=v,
                    seeds_needed=None if need is None else max(MIN_SEEDS, need),
                    per_seed=[back(x) for x in effects], note=gone.rstrip("; "))
+
+
+def unmeasured(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> str:
+    """Why the claim's metric cannot be read at any seed (a slice or a phase that no finished
+    cell of its row reports), naming what those cells do report under that name; "" when
+    some cell reports it, or when the row has no finished cell (then the seed count says)."""
+    for row, metric in ((c.method, c.metric),
+                        (c.against or c.method, c.against_metric or c.metric)):
+        rs = rows.get(row, [])
+        if not rs or any(value(r, metric) is not None for r in rs):
+            continue
+        stem = metric.rsplit(".", 1)[0] + "."
+        near = sorted({k for r in rs for k in _names(r) if k.startswith(stem)})
+        return (f"no finished cell of {row} reports {metric}"
+                + (f" (it reports {', '.join(near[:8])})" if near else "")
+                + "; more seeds cannot measure it: fix the claim's metric")
+    return ""
+
+
+def _names(r: dict[str, Any]) -> list[str]:
+    """Every metric and cost name a record can be read at (cost.FIELD, cost.FIELD.KEY)."""
+    names = list((r.get("metrics") or {}))
+    for k, v in (r.get("cost") or {}).items():
+        names += [f"cost.{k}.{p}" for p in v] if isinstance(v, dict) else [f"cost.{k}"]
+    return names
 
 
 def findings(records: list[dict[str, Any]], claims: list[Claim]) -> list[Finding]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from bench import store
-from bench.api import EvalData, Policy, World
+from bench.api import EvalData, Policy, ScenarioOptions, World
 from bench.budget import Ledger
 from bench.data.truthfulqa import TruthfulQAItem
 from bench.models import load_hf, n_params
@@ -27,42 +27,53 @@ from bench.scenarios.panel import AIJudge, SimulatedPanel, UtilityJudge
 from bench.seeding import derive_seed
 
 
-class MicroOptions(BaseModel):
+class MicroOptions(ScenarioOptions):
     """Knobs of the micro-world. Defaults are calibrated to show W1-W6 (docs/design.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    seed: int = Field(0, description="world seed: entities, facts, corpus, model init")
+    seed: int = Field(0, ge=0, lt=2**32, description="world seed: entities, facts, corpus, "
+                      "model init")
     n_entities: int = Field(32, ge=4)
     frac_common: float = Field(0.55, ge=0, le=1)
     frac_myth: float = Field(0.25, ge=0, le=1)
     myth_ratio: float = Field(3.0, gt=0, description="hearsay statements of a myth per truth")
-    p_concise: float = 0.40
-    p_verbose: float = 0.16
-    p_toxic: float = 0.22
-    p_hedged: float = 0.06
-    p_expert: float = 0.16
-    statement_rounds: int = 10
-    dialogues_per_fact: int = 8
-    judgments: int = 4000
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    ffn: int = 512
-    pretrain_epochs: float = 8.0
-    batch_size: int = 32
-    lr: float = 1e-3
-    panel_size: int = 16
+    # each answer style's weight in the corpus's dialogues (normalized; 0 = never)
+    p_concise: float = Field(0.40, ge=0, le=1)
+    p_verbose: float = Field(0.16, ge=0, le=1)
+    p_toxic: float = Field(0.22, ge=0, le=1)
+    p_hedged: float = Field(0.06, ge=0, le=1)
+    p_expert: float = Field(0.16, ge=0, le=1)
+    statement_rounds: int = Field(10, ge=1)
+    dialogues_per_fact: int = Field(8, ge=1)
+    judgments: int = Field(4000, ge=0, description="judgment texts in the corpus (0: none)")
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1, description="attention heads; must divide hidden")
+    ffn: int = Field(512, ge=1)
+    pretrain_epochs: float = Field(8.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    panel_size: int = Field(16, ge=1)
     tau: float = Field(1.0, gt=0, description="Bradley-Terry temperature of the panel")
     length_sd: float = Field(1.2, ge=0, description="spread of labelers' length taste")
     flip: float = Field(0.0, ge=0, le=1)
     skip: float = Field(0.0, ge=0, le=1)
     tie: float = Field(0.0, ge=0, le=1)
-    max_new_tokens: int = 24
-    n_eval_prompts: int = 96
+    max_new_tokens: int = Field(24, ge=1)
+    n_eval_prompts: int = Field(96, ge=1)
     reference_scale: int = Field(0, ge=0, le=8, description="also pretrain a reference model "
                                  "this many times wider (hidden and ffn) on the same corpus, "
                                  "with the same schedule: 'large_base', about scale^2 times the "
                                  "base's non-embedding parameters (issue 22's claim 1); 0: none")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MicroOptions":
+        if self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden}); e.g. "
+                             f"heads = 4 with hidden = 128")
+        if not sum(self.style_probs().values()) > 0:
+            raise ValueError("the answer styles' weights p_concise ... p_expert are all 0; give "
+                             "at least one a weight above 0")
+        return self
 
     def style_probs(self) -> dict[str, float]:
         return {"concise": self.p_concise, "verbose": self.p_verbose, "toxic": self.p_toxic,
