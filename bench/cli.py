@@ -237,7 +237,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench import config, registry
+    from bench import config, describe, registry
     for kind in ("methods", "evals", "scenarios"):
         print(f"{kind}:")
         for name in registry.names(kind):
@@ -247,7 +247,18 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<20} {getattr(obj, 'description', '')}{src}")
     print("presets:")
     for p in config.presets():
-        print(f"  {p}")
+        print(f"  {p:<20} {describe.preset_summary(p)}")
+    return 0
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    """The options of every method, eval or scenario called NAME, each headed by its kind."""
+    import shutil
+
+    from bench import describe
+    width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 120)
+    sys.stdout.write(describe.options_text(args.name, args.kind, markdown=args.markdown,
+                                           width=width))
     return 0
 
 
@@ -299,6 +310,14 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fetch)
     ls = sub.add_parser("list", help="methods, evals, scenarios and presets")
     ls.set_defaults(func=cmd_list)
+    op = sub.add_parser("options", help="the options of a method, eval or scenario: key, type, "
+                        "default, range and meaning (docs/reference.md has them all)")
+    op.add_argument("name", help="a name 'alignbench list' shows")
+    op.add_argument("--kind", choices=sorted(("method", "eval", "scenario")),
+                    help="which kind of NAME, when a method and an eval share it (default: "
+                    "every kind that has the name)")
+    op.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    op.set_defaults(func=cmd_options)
     return p
 
 
