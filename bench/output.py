@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench import store
+from bench import record, store
 from bench.store import OutputFolderError
 
 MARKER = ".alignbench"
@@ -159,28 +159,51 @@ def write_plan(out: Path, name: str, cells: list[dict[str, Any]]) -> None:
 def read_plan(out: Path) -> list[dict[str, Any]] | None:
     """The planned cells, or None for a folder with no plan (made by hand, or by an older
     version): then results.jsonl, if any, says which cells the matrix had."""
-    rec = store.read_json(Path(out) / MARKER / "plan.json")
-    if isinstance(rec, dict) and isinstance(rec.get("cells"), list):
-        return rec["cells"]
-    index = Path(out) / "results.jsonl"
+    return _planned(Path(out))[0]
+
+
+def _planned(out: Path) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """(the planned cells or None, a placeholder for each plan or index line that is not
+    one): plan.json when it has a plan's shape, else results.jsonl's lines that name a cell."""
+    invalid = []
+    path = out / MARKER / "plan.json"
+    if path.exists():
+        rec = store.read_json(path)
+        why = "not JSON" if rec is None else record.problem(record.PlanFile, rec)
+        if why is None:
+            return rec["cells"], []
+        invalid.append(unreadable(f"{MARKER}/plan.json", f"{MARKER}/plan.json is not a plan "
+                                  f"({why}); the cells found are listed instead"))
+    index = out / "results.jsonl"
     if not index.is_file():
-        return None
+        return None, invalid
     planned = []
-    for line in index.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = index.read_text(encoding="utf-8", errors="replace")
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             r = json.loads(line)
         except ValueError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("key"), str):
+            r = None
+        why = "not JSON" if r is None else record.problem(record.PlannedCell, r)
+        if why:
+            invalid.append(unreadable(f"results.jsonl:{i}", f"results.jsonl line {i} is not a "
+                                      f"cell ({why}); it is left out"))
+        else:
             planned.append({k: r.get(k) for k in ("key", "method", "seed", "point")})
-    return planned
+    return planned, invalid
+
+
+def unreadable(key: str, why: str) -> dict[str, Any]:
+    """A placeholder for a stored record that has not a record's shape: listed, never read."""
+    return {"key": key, "method": "?", "seed": None, "point": {}, "status": "unreadable",
+            "metrics": {}, "uncertainty": {}, "error": why}
 
 
 def is_record(rec: Any) -> bool:
     """The shape of a cell's result.json that the index and the report can read."""
-    return (isinstance(rec, dict) and isinstance(rec.get("key"), str)
-            and isinstance(rec.get("method"), str) and isinstance(rec.get("status"), str)
-            and isinstance(rec.get("metrics", {}), dict))
+    return record.problem(record.CellRecord, rec) is None
 
 
 def pending(cell: dict[str, Any], why: str = "planned; no result yet (not run, or killed)"
@@ -188,14 +211,8 @@ def pending(cell: dict[str, Any], why: str = "planned; no result yet (not run, o
     return {**cell, "status": "pending", "error": why, "metrics": {}, "uncertainty": {}}
 
 
-def records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(the current matrix's records in plan order, every other cell found in the folder).
-
-    A planned cell without a valid result is "pending" (or "invalid" when its result.json is
-    unreadable). Cells from another configuration are returned apart, never mixed in; a
-    result.json that is not a cell record at all is listed there as "unreadable"."""
-    out = Path(out)
-    plan = read_plan(out)
+def _found(out: Path) -> dict[str, dict[str, Any]]:
+    """Each cell folder's result.json, or a placeholder naming what is wrong with it."""
     found: dict[str, dict[str, Any]] = {}
     cells = out / "cells"
     for d in sorted(d for d in cells.iterdir() if d.is_dir()) if cells.is_dir() else []:
@@ -203,16 +220,28 @@ def records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if not f.exists():
             continue
         rec = store.read_json(f)
-        if is_record(rec) and rec["key"] == d.name:
-            found[d.name] = rec
-        else:
-            found[d.name] = {"key": d.name, "method": "?", "seed": None, "point": {},
-                             "status": "unreadable", "metrics": {}, "uncertainty": {},
-                             "error": f"cells/{d.name}/result.json is not a cell record "
-                                      f"(truncated, or not written by alignbench)"}
+        why = "not JSON" if rec is None else record.problem(record.CellRecord, rec)
+        if why is None and rec["key"] != d.name:
+            why = f"its key {rec['key']!r} is not its folder's name"
+        found[d.name] = rec if why is None else unreadable(
+            d.name, f"cells/{d.name}/result.json is not a cell record ({why}; truncated, or "
+                    "not written by alignbench)")
+    return found
+
+
+def records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the current matrix's records in plan order, every other cell found in the folder).
+
+    A planned cell without a valid result is "pending" (or "invalid" when its result.json is
+    not a cell record). Cells from another configuration are returned apart, never mixed in;
+    a result.json, plan or index line that is not a record is listed there as "unreadable",
+    with the first thing wrong in it (:mod:`bench.record`)."""
+    out = Path(out)
+    plan, invalid = _planned(out)
+    found = _found(out)
     if plan is None:  # no plan: every readable record is the matrix
         return [r for r in found.values() if r["status"] != "unreadable"], \
-            [r for r in found.values() if r["status"] == "unreadable"]
+            [r for r in found.values() if r["status"] == "unreadable"] + invalid
     current = []
     planned_keys = set()
     for cell in plan:
@@ -225,7 +254,7 @@ def records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         else:
             current.append(rec)
     other = [r for k, r in found.items() if k not in planned_keys]
-    return current, other
+    return current, other + invalid
 
 
 def write_index(out: Path, current: list[dict[str, Any]]) -> None:
