@@ -326,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="alignbench: %(message)s")
     for noisy in ("transformers", "datasets", "trl", "accelerate", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # transformers, datasets and huggingface_hub set their loggers' level from these variables
+    # when first imported (after this line, lazily), undoing the level set above: a refusal
+    # would print their warning before its one line
+    for variable in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ.setdefault(variable, "error")
     try:
         code = args.func(args)
         sys.stdout.flush()  # so that a reader gone away shows here, not at interpreter exit

@@ -150,3 +150,24 @@ def test_a_slice_or_phase_no_cell_reports_is_named_not_blamed_on_seeds(metric, e
                     [Claim(id="c", claim="x", method="base", metric="truthfulqa.mc1.Adversarial",
                            expect="within", range=[0.3, 0.5])])[0]
     assert real.verdict != "not measured", real.note  # a slice that is there is measured
+
+
+# --------------------------------------------------------------------------- library output
+
+
+@pytest.mark.parametrize("config_json", ['{"model_type": "nosuchmodel"}',
+                                         '{"model_type": "nosuchmodel", "architectures": ["X"]}'])
+def test_a_model_of_an_unknown_type_is_one_line(tmp_path, config_json):
+    """transformers resets its logger's level when it is first imported, after the command
+    line set it: its warning about the unknown type came before the error's one line."""
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "config.json").write_text(config_json)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY")}
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "eval", "truthfulqa", "--model",
+                        str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"alignbench: error: cannot load model {tmp_path}"), lines[0]
+    assert p.stdout == ""
