@@ -20,6 +20,10 @@ from methods.reward_model import RewardModelConfig, shared_set_reward_model
 
 
 class BestOfNConfig(RewardModelConfig, SharedSetConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "rm_lr": 1e-4,
+                         "rm_epochs": 1.0, "rm_batch_size": 8}}
     n: int = Field(8, ge=1, description="responses sampled per answer served; the reward "
                    "model's favourite is returned")
 

@@ -21,6 +21,10 @@ from methods.feedback import check_labeler, label_rollouts, ranked_pairs, shared
 
 
 class DPOConfig(LoRAOptions):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
+                         "batch_size": 8, "micro_batch_size": 2}}
     rounds: int = Field(1, ge=1, description="online rounds; the label budget splits evenly")
     k: int = Field(5, ge=2, description="responses ranked per prompt (same as ppo)")
     label_temperature: float = Field(1.0, description="sampling temperature for labeling")
@@ -111,7 +115,8 @@ class DPO:
 
     def train(self, start: Start, ctx: TrainContext, config: DPOConfig) -> Trained:
         sft, policy = start.reference, start.trainable()
-        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+        # later rounds' labeler (a first round trains on the shared set, which brings its own)
+        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed) if config.rounds > 1 else None
         per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
         for rnd in range(config.rounds):
             if rnd == 0:  # the SFT comparison set is shared with PPO: same labels, same count

@@ -15,6 +15,11 @@ from methods.online import OnlineRLConfig, train_online
 
 
 class GRPOConfig(OnlineRLConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "rm_lr": 1e-4,
+                         "rm_epochs": 1.0, "rm_batch_size": 8, "steps": 16, "batch_size": 16,
+                         "lr": 1e-5, "kl_coef": 0.05}}
     num_generations: int = Field(8, ge=2, description="responses per prompt in a group "
                                  "(TRL's default 8; DeepSeekMath sampled 64)")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(

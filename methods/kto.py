@@ -29,6 +29,10 @@ from methods.feedback import SharedSetConfig, pick_prompts, sample_k, shared_com
 
 
 class KTOConfig(SharedSetConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
+                         "batch_size": 8}}
     beta: float = Field(0.1, description="KL strength (Ethayarajh et al.: 0.1)")
     desirable_weight: float = Field(1.0, gt=0, description="loss weight of desirable examples")
     undesirable_weight: float = Field(1.0, gt=0, description="loss weight of undesirable ones")

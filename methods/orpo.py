@@ -24,6 +24,10 @@ from methods.feedback import SharedSetConfig, drawn_comparisons, ranked_pairs, s
 
 
 class ORPOConfig(SharedSetConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 2e-4, "epochs": 1.0,
+                         "batch_size": 8}}
     beta: float = Field(0.1, gt=0, description="weight of the odds-ratio term (Hong et al.'s "
                         "lambda: 0.1)")
     lr: float = Field(3e-4, gt=0, description="learning rate (SFT's: ORPO also learns the task "

@@ -134,6 +134,12 @@ class AdaptiveKL:
 
 
 class PPOConfig(RewardModelConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "rm_lr": 1e-4,
+                         "rm_epochs": 1.0, "rm_batch_size": 8, "rm_micro_batch_size": 4,
+                         "steps": 16, "batch_size": 16, "micro_batch_size": 2, "epochs": 2,
+                         "lr": 1e-5, "value_lr": 1e-4, "kl_coef": 0.05}}
     rounds: int = Field(1, ge=1, description="RLHF rounds; labels and rollouts split evenly")
     k: int = Field(5, ge=2, description="responses ranked per prompt (InstructGPT: 4-9)")
     label_temperature: float = Field(1.0, description="sampling temperature for labeling")
@@ -547,7 +553,8 @@ class PPO:
 
     def train(self, start: Start, ctx: TrainContext, config: PPOConfig) -> Trained:
         policy = start.trainable()
-        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+        # later rounds' labeler (a first round trains on the shared set, which brings its own)
+        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed) if config.rounds > 1 else None
         per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
         pairs: list[dict[str, str]] = []
         for rnd in range(config.rounds):

@@ -35,6 +35,10 @@ RENAMED = {"ppo_steps": "ppo.steps", "kl_coef": "ppo.kl_coef"}  # alignbench 0.1
 
 
 class RLAIFConfig(DPOConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
+                         "batch_size": 8, "micro_batch_size": 2}}
     constitution: list[str] = Field(default_factory=lambda: list(DEFAULT_CONSTITUTION),
                                     description="principles the judge is asked under")
     judge: Literal["base", "sft"] = Field("base", description="'base' (the pretrained model) "

@@ -21,6 +21,11 @@ from methods.sft import SFTOptions, sft_train
 
 
 class RSFTConfig(RewardModelConfig, SharedSetConfig, SFTOptions):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "lr": 2e-4, "epochs": 1.0, "batch_size": 8, "k": 4,
+                         "max_new_tokens": 48, "rm_lr": 1e-4, "rm_epochs": 1.0,
+                         "rm_batch_size": 8}}
     n: int = Field(8, ge=2, description="candidates sampled per prompt; the best is kept")
     prompts: int = Field(256, ge=1, description="training prompts to sample candidates for")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the candidates")

@@ -31,6 +31,9 @@ class SFTOptions(LoRAOptions):
 
 
 class SFTConfig(SFTOptions):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "lr": 2e-4, "epochs": 1.0, "batch_size": 8}}
     def spends(self):
         return frozenset({"demonstrations"})
 

@@ -16,6 +16,10 @@ from methods.feedback import SharedSetConfig, shared_comparisons
 
 
 class SimPOConfig(SharedSetConfig):
+    # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
+    # longer answers, batches a 2-core machine or one GPU holds
+    profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
+                         "batch_size": 8}}
     beta: float = Field(2.0, gt=0, description="reward scale (Meng et al.: 2.0-2.5)")
     gamma: float = Field(0.5, ge=0, description="target reward margin (TRL's simpo_gamma)")
     lr: float = Field(5e-5, gt=0, description="learning rate (DPO's, for a fair comparison)")

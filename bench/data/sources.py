@@ -186,7 +186,7 @@ def _read_file(path: Path, split: str, kind: str, where: str) -> tuple[list[dict
     import datasets
     # a private cache, gone after the read: datasets would otherwise keep an Arrow copy of
     # every file it reads, keyed on the path and mtime, in the user's cache
-    with _quiet(), tempfile.TemporaryDirectory(prefix="alignbench-source-") as cache:
+    with quiet_datasets(), tempfile.TemporaryDirectory(prefix="alignbench-source-") as cache:
         try:
             ds = datasets.load_dataset(BUILDERS[suffix], data_files=str(path), split="train",
                                        cache_dir=cache)
@@ -224,7 +224,7 @@ def _read_folder(path: Path, split: str, where: str) -> tuple[list[dict], dict, 
 def _read_hub(spec: SourceSpec, where: str) -> tuple[list[dict], dict, str | None]:
     import datasets
     try:
-        with _quiet():
+        with quiet_datasets():
             ds = datasets.load_dataset(spec.path, spec.name, split=spec.split,
                                        revision=spec.revision)
         rows = ds.to_list()
@@ -256,7 +256,7 @@ def _hub_commit(ds: Any, spec: SourceSpec) -> str | None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_datasets() -> Iterator[None]:
     """No datasets progress bars during a read (they would cut into the run's own output)."""
     from datasets.utils import (are_progress_bars_disabled, disable_progress_bars,
                                 enable_progress_bars)

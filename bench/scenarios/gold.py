@@ -13,6 +13,7 @@ it is.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ import numpy as np
 import torch
 
 from bench import store
+from bench.data.sources import quiet_datasets
 from bench.scenarios.judges import LoadSettings, RewardModelScorer
+
+log = logging.getLogger("alignbench")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class GoldSettings:
 
 
 def _train(base: Path, pairs: list[dict[str, Any]], load: LoadSettings, s: GoldSettings,
-           out: Path) -> None:
+           progress: bool, out: Path) -> None:
     """TRL's RewardTrainer on ``pairs`` from the base model's backbone with a fresh scalar
     head (Ouyang et al. 2022), saved as safetensors with its tokenizer."""
     from datasets import Dataset
@@ -57,14 +61,18 @@ def _train(base: Path, pairs: list[dict[str, Any]], load: LoadSettings, s: GoldS
     use_cpu = load.device != "cuda"
     scratch = tempfile.mkdtemp(prefix="alignbench-gold-")  # the trainer's, not the model's
     args = RewardConfig(output_dir=scratch, save_strategy="no", report_to=[],
-                        logging_steps=10, seed=s.seed, data_seed=s.seed, use_cpu=use_cpu,
-                        disable_tqdm=True, num_train_epochs=s.epochs, learning_rate=s.lr,
+                        logging_strategy="no", seed=s.seed, data_seed=s.seed, use_cpu=use_cpu,
+                        disable_tqdm=not progress, num_train_epochs=s.epochs, learning_rate=s.lr,
                         per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
                         dataloader_num_workers=0, bf16=model.dtype == torch.bfloat16)
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
                               for p in pairs])
-    trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    log.info("training the gold reward model on %d preference pairs no method sees",
+             len(pairs))
     try:
+        with quiet_datasets():  # the tokenizing passes' bars
+            trainer = RewardTrainer(model=model, args=args, train_dataset=data,
+                                    processing_class=tok)
         trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -83,15 +91,15 @@ def accuracy(scorer: RewardModelScorer, pairs: list[dict[str, Any]]) -> tuple[fl
 
 
 def gold_reward_model(base: Path, base_id: str, pairs: list[dict[str, Any]],
-                      held_out: list[dict[str, Any]], load: LoadSettings, s: GoldSettings
-                      ) -> tuple[RewardModelScorer, dict[str, Any]]:
+                      held_out: list[dict[str, Any]], load: LoadSettings, s: GoldSettings,
+                      progress: bool = True) -> tuple[RewardModelScorer, dict[str, Any]]:
     """The gold reward model, trained once per content (base model, pairs, settings, the
     libraries' versions) and cached; with what the world records of it."""
     key = store.content_key({"base": base_id, "pairs": store.content_key(pairs),
                              "settings": s.__dict__, "dtype": load.dtype,
                              "packages": store.package_versions()})
     folder = store.build_once(store.cache_root() / "gold_rm" / key,
-                              lambda tmp: _train(base, pairs, load, s, tmp))
+                              lambda tmp: _train(base, pairs, load, s, progress, tmp))
     scorer = RewardModelScorer(str(folder), load)
     acc, n = accuracy(scorer, held_out)
     return scorer, {"trained_on": len(pairs), "settings": s.__dict__, "key": key,

@@ -196,11 +196,12 @@ class Real:
                   "prompts) or on TruthfulQA, judged by a gold reward model, a reward model, " \
                   "an LLM judge or a simulated panel"
     Options = RealOptions
+    profile = "real"  # methods' defaults for pretrained models (MethodConfig.profiles)
 
     def build(self, options: RealOptions | dict, cache_dir: Path, progress: bool = True) -> World:
         from bench.scenarios.real_world import assemble
         o = options if isinstance(options, RealOptions) else RealOptions.model_validate(options)
-        return assemble(o)
+        return assemble(o, progress)
 
 
 

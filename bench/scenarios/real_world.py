@@ -136,7 +136,7 @@ def _no_labeler(ledger: Ledger, seed: int):
 
 
 def judges(o: RealOptions, data: Data, items: list[TruthfulQAItem], base_path: Path,
-           base_id: str) -> Judges:
+           base_id: str, progress: bool) -> Judges:
     load = load_settings(o)
     labeler, judge_spec = o.roles()
     uses_panel = "panel" in (labeler, judge_spec)
@@ -155,7 +155,7 @@ def judges(o: RealOptions, data: Data, items: list[TruthfulQAItem], base_path: P
     if kind == "gold":
         gold, desc["gold"] = gold_reward_model(
             base_path, base_id, data.gold_pairs, data.held_out_pairs, load,
-            GoldSettings(o.gold_epochs, o.gold_lr, o.gold_batch_size, o.split_seed))
+            GoldSettings(o.gold_epochs, o.gold_lr, o.gold_batch_size, o.split_seed), progress)
         judge, gold_reward = RewardModelJudge(gold), gold.reward
     elif kind == "rm":
         judge, gold_reward = RewardModelJudge(rm(target)), rm(target).reward
@@ -202,12 +202,12 @@ def keyed_options(o: RealOptions, model_id: str, prov: dict[str, Any]) -> dict[s
     return d
 
 
-def assemble(o: RealOptions) -> World:
+def assemble(o: RealOptions, progress: bool = True) -> World:
     items, tq_source = load_items(o)
     base_spec, base_path, base = load_base(o)
     model_id = model_identity(base_path if base_path.is_dir() else base_spec, o.revision)
     data = user_data(o, items, base)
-    j = judges(o, data, items, base_path, model_id)
+    j = judges(o, data, items, base_path, model_id, progress)
     key = store.content_key({"options": keyed_options(o, model_id, data.provenance),
                              "data": tq_source["sha256"], "model": model_id,
                              "demonstrations": store.content_key(data.demonstrations),
