@@ -62,7 +62,8 @@ class CellRecord(PlannedCell):
     evals: dict[str, EvalRecord] = Field(default_factory=dict)
     curves: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     budget: BudgetRecord | None = None
-    cost: dict[str, Number | dict[str, Number]] = Field(default_factory=dict)
+    # what it cost: numbers, tables of them per phase, and words (peak_rss_scope)
+    cost: dict[str, Number | dict[str, Number] | str] = Field(default_factory=dict)
     movement: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
     provenance: dict[str, Any] = Field(default_factory=dict)

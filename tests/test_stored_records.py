@@ -50,6 +50,7 @@ def report(out, capsys) -> str:
     ("warnings", "one", "warnings: Input should be a valid list"),
     ("curves", {"ppo": 3}, "curves.ppo"),
     ("cost", {"phase_seconds": [1]}, "cost.phase_seconds"),
+    ("cost", 3, "cost: Input should be a valid dictionary"),
 ])
 def test_a_result_of_the_wrong_shape_is_listed_not_read(tmp_path, capsys, field, value, expect):
     out = folder(tmp_path)
