@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import re
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -61,6 +60,11 @@ def claim(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"output folder {out} is a file, not a folder; give a new "
                                 f"folder with --out")
+    outer = next((p for p in where.parents if (p / MARKER).is_dir()), None)
+    if outer is not None:  # the outer run's --fresh and cell folders would reach into it
+        raise OutputFolderError(f"output folder {out} is inside the alignbench output folder "
+                                f"{outer}; give a folder outside it, e.g. --out "
+                                f"{outer.parent / (outer.name + '-2')}")
     if (out / MARKER).is_dir():
         return out
     if out.is_dir() and any(out.iterdir()) and not made_by_alignbench(out):
@@ -91,6 +95,10 @@ def locked(out: Path) -> Iterator[None]:
         except BlockingIOError:
             raise OutputLocked(f"another alignbench run is writing to {out}; wait for it or use "
                                f"another --out folder") from None
+        except OSError as err:  # a filesystem without flock (some network mounts)
+            raise OutputFolderError(f"cannot lock output folder {out} ({err.strerror}): its "
+                                    f"filesystem gives no file locks, so two runs could write "
+                                    f"it at once; give an --out folder on a local disk") from None
         try:
             yield
         finally:
@@ -107,28 +115,100 @@ def own_cell_dirs(out: Path) -> list[Path]:
 
 
 CELL_FILES = ("result.json", "log.txt", CELL_MARKER)  # log.txt: the Ray executor's
-CELL_DIRS = ("trainer", "policy", "policy.partial", "tracking")  # the trainers' output_dir (no
-# checkpoints are saved there), save_policies' folder, and report_to's files (bench/tracking.py)
+# a cell's folder also holds the trainers' output_dir (trainer/), save_policies' policy/ and
+# report_to's tracking/: what alignbench writes there is recorded as it is written
+# (record_written), and --fresh removes exactly that
+WRITTEN = ".alignbench-written.json"
+STAGE_LOGS = "stage-logs"  # in MARKER: the Ray executor's logs of shared stages
 
 
-def clear(out: Path) -> None:
+FOLDER = [-1, -1]  # a folder's entry in the record (a file's is [size, mtime_ns])
+
+
+def files_under(folder: Path) -> dict[str, list[int]]:
+    """Every file and folder below ``folder`` (relative path -> [size, mtime_ns], or
+    :data:`FOLDER`), its records left out."""
+    out = {}
+    for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
+        if f.is_symlink() or f.name in (WRITTEN, *CELL_FILES):
+            continue
+        if f.is_dir():
+            out[str(f.relative_to(folder))] = FOLDER
+        elif f.is_file():
+            st = f.stat()
+            out[str(f.relative_to(folder))] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def record_written(folder: Path, before: dict[str, list[int]]) -> None:
+    """Add to ``folder``'s record of what alignbench wrote the files that appeared or changed
+    since ``before`` (a :func:`files_under` taken before alignbench wrote them)."""
+    now = files_under(folder)
+    written = _written(folder)
+    written.update({k: v for k, v in now.items() if before.get(k) != v})
+    store.atomic_write_json(Path(folder) / WRITTEN, {"files": written})
+
+
+def _written(folder: Path) -> dict[str, list[int]]:
+    rec = store.read_json(Path(folder) / WRITTEN)
+    files = rec.get("files") if isinstance(rec, dict) else None
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, list)} \
+        if isinstance(files, dict) else {}
+
+
+def remove_written(folder: Path, under: str | None = None) -> list[Path]:
+    """Remove the files alignbench recorded writing below ``folder`` (only those below its
+    subfolder ``under``, when given) that are as it wrote them, then the folders that held
+    them once empty; returns every file it left there (the user's own, or one changed since).
+    """
+    folder = Path(folder)
+    top = folder / under if under else folder
+    written = _written(folder)
+    made: set[Path] = set()  # the folders that held what it wrote: removed once empty
+    for rel, stat in list(written.items()):
+        f = folder / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute() or top not in (f, *f.parents):
+            continue
+        del written[rel]
+        made.update(p for p in (f, *f.parents) if folder in p.parents
+                    and top in (p, *p.parents) and (p != f or stat == FOLDER))
+        if stat != FOLDER and f.is_file() and not f.is_symlink() and [f.stat().st_size,
+                                                     f.stat().st_mtime_ns] == stat:
+            f.unlink()
+    if written:
+        store.atomic_write_json(folder / WRITTEN, {"files": written})
+    else:
+        (folder / WRITTEN).unlink(missing_ok=True)
+    for d in sorted(made, key=lambda d: -len(d.parts)):
+        if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+            d.rmdir()
+    if not top.exists():
+        return []
+    return [top] if not top.is_dir() else [f for f in sorted(top.rglob("*")) if not f.is_dir()]
+
+
+def clear(out: Path) -> list[Path]:
     """``--fresh``: remove every result, report and plan alignbench wrote here, and nothing
-    else: a user's file beside the reports, under ``cells/`` or inside a cell folder stays (and
-    so does the folder that holds it)."""
+    else: a user's file beside the reports, under ``cells/`` or inside a cell folder (its
+    trainer/, policy/ or tracking/ included) stays, and so does the folder that holds it.
+    Returns the files it left inside folders alignbench made, for the run to name."""
+    left = []
     for d in own_cell_dirs(out):
         for name in CELL_FILES:
             (d / name).unlink(missing_ok=True)
-        for name in CELL_DIRS:
-            shutil.rmtree(d / name, ignore_errors=True)
         store.remove_stale_temp_files(d, CELL_FILES)
-        if not any(d.iterdir()):
+        left += remove_written(d)
+        if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     for name in (*OWN_FILES, ".lock"):
         (out / name).unlink(missing_ok=True)
     (out / MARKER / "plan.json").unlink(missing_ok=True)
-    shutil.rmtree(out / MARKER / "stage-logs", ignore_errors=True)  # the Ray executor's
+    left += remove_written(out / MARKER / STAGE_LOGS)  # the Ray executor's
+    if (out / MARKER / STAGE_LOGS).is_dir() and not any((out / MARKER / STAGE_LOGS).iterdir()):
+        (out / MARKER / STAGE_LOGS).rmdir()
     if (out / "cells").is_dir() and not any((out / "cells").iterdir()):
         (out / "cells").rmdir()
+    return left
 
 
 def remove_stale_temp_files(out: Path) -> None:

@@ -104,6 +104,11 @@ def _write_whole(dest: Path, write: Callable[[Path], None]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write(tmp)
-    if dest.exists():
-        shutil.rmtree(dest)
+    from bench import output
+    left = output.remove_written(dest.parent, dest.name)  # an earlier attempt's files
+    if dest.exists():  # what is left there is not alignbench's: never deleted
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"{dest} holds files alignbench did not write"
+                      + (f" (e.g. {left[0].relative_to(dest)})" if left else "")
+                      + "; move them out to save the policy there")
     os.replace(tmp, dest)

@@ -270,9 +270,11 @@ def _stage_done(ray: ModuleType, ref: Any, what: tuple[str, str], out: Path) -> 
     for built in res["built"]:
         runner.write_event(out, event="stage_built", cell=f"{name} stage", **built)
     if res["built"] or res["error"]:
-        logs = out / output.MARKER / "stage-logs"
+        logs = out / output.MARKER / output.STAGE_LOGS
         logs.mkdir(parents=True, exist_ok=True)
+        before = output.files_under(logs)
         store.atomic_write_text(logs / f"{name}-{key}.log", res["log"])
+        output.record_written(logs, before)  # --fresh removes what it wrote, and only that
     if res["error"]:
         runner.log.warning("stage %s failed (%s); its cells will say why", name, res["error"])
 
@@ -290,7 +292,9 @@ def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.P
     cell_dir = output.make_cell_dir(out, key)
     store.atomic_write_text(cell_dir / "log.txt", log_text)
     if saved:
+        before = output.files_under(cell_dir)
         policies.unpack(saved, cell_dir / policies.POLICY_DIR)
+        output.record_written(cell_dir, before)  # --fresh removes what it wrote, and only that
     for b in built:
         runner.write_event(out, event="stage_built", cell=cell.label, **b)
     store.atomic_write_json(cell_dir / "result.json", rec)  # the completion marker, last

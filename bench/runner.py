@@ -532,11 +532,13 @@ def run_cell(cell: Cell, key: str, world: World, stages: Stages, out: Path,
     """Compute one cell into its folder in OUT and write its result (the local executor); the
     trainers' log lines go to the cell's ``log.txt``, not the terminal."""
     cell_dir = output.make_cell_dir(out, key)
+    before = output.files_under(cell_dir)  # what it writes there is recorded, for --fresh
     tracked = tracking.for_cell(stages.plan.matrix.report_to, out, cell_dir, key, {
         "method": cell.name, "seed": cell.seed, "point": cell.point,
         "method_config": cell.method_config, "matrix": stages.plan.matrix.name})
     with cell_log(cell_dir / "log.txt"):
         record = compute_cell(cell, key, world, stages, cell_dir, device, tracked)
+    output.record_written(cell_dir, before)
     store.atomic_write_json(cell_dir / "result.json", record)  # the completion marker
     return record
 
@@ -694,7 +696,11 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
         session = ray_executor.Session(plan) if m.executor == "ray" else None
         try:
             if fresh:
-                output.clear(out)
+                left = output.clear(out)
+                if left:
+                    log.warning("--fresh left %d file(s) alignbench did not write (or that "
+                                "changed since), e.g. %s; remove them yourself if you do not "
+                                "need them", len(left), left[0].relative_to(out))
             output.remove_stale_temp_files(out)
             _write_matrix(out, m, cells, keys)
             todo = [(c, k) for c, k in zip(cells, keys) if not is_done(out, k, m.save_policies)]

@@ -23,12 +23,12 @@ import importlib
 import io
 import os
 import re
-import shutil
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from bench import output
 from bench.api import Tracking
 from bench.extras import require
 from bench.logs import TRAINER_LOG
@@ -105,7 +105,8 @@ def session(t: Tracking) -> Iterator[None]:
     if t.backend == "none":
         yield
         return
-    shutil.rmtree(t.folder, ignore_errors=True)  # made again by whatever writes there
+    # what its earlier attempt streamed (as recorded; a user's file there stays)
+    output.remove_written(t.folder.parent, t.folder.name)
     with _environ(_ENVIRONMENT[t.backend](t)), contextlib.redirect_stdout(_ToCellLog()):
         if t.backend == "trackio":
             _drop_trackio_run(t)
