@@ -155,19 +155,9 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     paired = c.against is not None or c.against_metric is not None
     ratio = c.scale == "ratio"
     seeds, effects, ses, sides = _pairs(c, rows)
-    if paired:
-        what = f"{c.method}'s {c.metric}" + (f" / {other_row}'s {other_metric}" if ratio else
-                                             f" − {other_row}'s {other_metric}")
-        test = (f"paired over {len(seeds)} seeds; "
-                + ("t-interval on the log ratio" if ratio else "floored t-interval"))
-    else:
-        what = f"{c.method}'s {c.metric}"
-        test = f"one-sample over {len(seeds)} seeds; floored t-interval"
     null = math.log(c.null) if ratio and c.null > 0 else c.null
     rng = [math.log(x) for x in c.range] if ratio and c.range else c.range
-    base = dict(id=c.id, claim=c.claim, source=c.source, metric=c.metric, compared=what,
-                test=test, expect=c.expect, null=c.null, range=c.range, seeds=seeds,
-                figure=c.figure)
+    base = _described(c, seeds)
     back = (lambda x: math.exp(x)) if ratio else (lambda x: x)
     lost = sorted({s for row in {c.method, other_row} for s in (missing or {}).get(row, [])})
     gone = f"seeds {', '.join(map(str, lost))} did not finish and are left out; " if lost else ""
@@ -212,6 +202,23 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi), verdict=v,
                    seeds_needed=None if need is None else max(MIN_SEEDS, need),
                    per_seed=[back(x) for x in effects], note=gone.rstrip("; "))
+
+
+def _described(c: Claim, seeds: list[int]) -> dict[str, Any]:
+    """A finding's fields that say what it compares and how, whatever its verdict."""
+    other_row, other_metric = c.against or c.method, c.against_metric or c.metric
+    ratio = c.scale == "ratio"
+    if c.against is not None or c.against_metric is not None:
+        what = f"{c.method}'s {c.metric}" + (f" / {other_row}'s {other_metric}" if ratio else
+                                             f" − {other_row}'s {other_metric}")
+        test = (f"paired over {len(seeds)} seeds; "
+                + ("t-interval on the log ratio" if ratio else "floored t-interval"))
+    else:
+        what = f"{c.method}'s {c.metric}"
+        test = f"one-sample over {len(seeds)} seeds; floored t-interval"
+    return dict(id=c.id, claim=c.claim, source=c.source, metric=c.metric, compared=what,
+                test=test, expect=c.expect, null=c.null, range=c.range, seeds=seeds,
+                figure=c.figure)
 
 
 def unmeasured(c: Claim, rows: dict[str, list[dict[str, Any]]]) -> str:
