@@ -10,6 +10,7 @@ is, never as HTML, a link, or an extra table column. Numbers are formatted here.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ from reports.build import FINDINGS_NOTE, INTERVALS, LENGTH_NOTE, _fmt, finding_c
 from reports.records import group_label
 
 # backslash first, so that an escape added below is never itself escaped away; then what
-# CommonMark reads as HTML or an entity (< > &), a link or image ([ ]), a code span (`) and
-# a GFM table's cell break (|)
-_ESCAPES = (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("[", "\\["),
-            ("]", "\\]"), ("`", "\\`"), ("|", "\\|"))
+# CommonMark reads as HTML or an entity (< > &), a code span (`) and a GFM table's cell break
+# (|); a link, an image or a link definition needs "](", "][" or "]:", escaped below, so a
+# row label's "[budget.comparisons=200]" stays as it reads
+_ESCAPES = (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("`", "\\`"),
+            ("|", "\\|"))
+_LINK = re.compile(r"\](?=[(\[:])")
 
 
 def md_text(text: Any) -> str:
@@ -30,7 +33,7 @@ def md_text(text: Any) -> str:
     out = " ".join(str(text).split())
     for raw, escaped in _ESCAPES:
         out = out.replace(raw, escaped)
-    return out
+    return _LINK.sub(r"\\]", out)
 
 
 def write_markdown(d: dict[str, Any], path: Path) -> None:

@@ -20,6 +20,8 @@ HOSTILE = [
     "<iframe src=javascript:alert(1)></iframe>",
     "[click](javascript:alert(1))",
     "![x](javascript:alert(1))",
+    "[x][y] [r]: javascript:alert(1)",
+    "[escaped\\](javascript:alert(1))",
     "<javascript:alert(1)>",
     "a|b",
     "ends in a backslash\\|then a pipe",
@@ -74,7 +76,7 @@ def test_report_md_has_no_raw_html_link_or_extra_column(tmp_path):
             assert len(set(widths)) == 1, widths
     assert tables >= 3
     # and the hostile names are there, as the text they are
-    assert "m6 a|b [m.option=a|b]" in html
+    assert "m8 a|b [m.option=a|b]" in html  # a row label reads as it is written
     assert "[click](javascript:alert(1))" in html
 
 
