@@ -4,9 +4,12 @@ wrong type and an empty value with one line and exit 2, through the command line
 point, before anything is created.
 
 Values are drawn at random (seeded, so a failure reproduces) from outside each field's own
-range only: a field declared ``ge=0`` (a count that may be 0, a rate of 0) is never drawn 0,
-and a field with no declared range (a method's ``beta``, a world's ``seed`` offset) is drawn
-only non-finite, wrong-typed and empty values."""
+range only. A field declared ``ge=0`` (a budget unit, a count or rate that may be 0: the
+budget's units, flip and skip rates, reference_scale, many methods' warm-up and weight
+options) is never drawn 0; a field with no declared lower bound (methods' beta, gamma, clip,
+temperatures and the reward-centering coefficient, which their methods own) is drawn no
+negative, only non-finite, wrong-typed and empty values; scenario options must declare a
+range (the last test)."""
 
 from __future__ import annotations
 
