@@ -247,6 +247,9 @@ class World:
     # budget unit -> rows the scenario's data holds for it ("demonstrations", "comparisons",
     # "ratings"): a budget larger than the data is refused before any cell trains
     data_limits: dict[str, int] = field(default_factory=dict)
+    # the scenario options a worker on another node builds this same world from (the user's
+    # files replaced by their snapshots in the shared cache); None: the matrix's own options
+    portable_options: dict[str, Any] | None = None
 
 
 @runtime_checkable

@@ -13,6 +13,8 @@ from typing import Iterator
 TRAINER_LOG = logging.getLogger("alignbench.trainer")
 TRAINER_LOG.propagate = False  # a dict per logging step: the cell's file, not the terminal
 TRAINER_LOG.setLevel(logging.INFO)
+# outside a cell (a world's build) its records are dropped, not printed by logging's last resort
+TRAINER_LOG.addHandler(logging.NullHandler())
 
 
 @contextlib.contextmanager
@@ -52,6 +54,15 @@ def to_trainer_log(name: str) -> Iterator[None]:
     finally:
         lg.propagate, lg.handlers = saved[0], saved[1]
         lg.setLevel(saved[2])
+
+
+@contextlib.contextmanager
+def library_warnings_to_log() -> Iterator[None]:
+    """While the block runs, libraries' Python warnings (deprecations a user cannot act on) go
+    to ``TRAINER_LOG`` instead of the terminal: a cell's log inside a cell, nowhere outside."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_to_log
+        yield
 
 
 def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:

@@ -49,6 +49,21 @@ def made_by_alignbench(out: Path) -> bool:
 
 def claim(out: Path) -> Path:
     """Make ``out`` an alignbench output folder, or refuse it with an OutputFolderError."""
+    out = check(out)
+    if (out / MARKER).is_dir():
+        return out
+    try:
+        (out / MARKER).mkdir(parents=True, exist_ok=True)
+        store.atomic_write_json(out / MARKER / "marker.json", {"created_by": "alignbench"})
+    except OSError as err:
+        raise OutputFolderError(f"cannot write to output folder {out} ({err.strerror}); give a "
+                                f"folder you can write to with --out") from None
+    return out
+
+
+def check(out: Path) -> Path:
+    """Refuse, with an OutputFolderError, a folder alignbench may not claim; create nothing
+    (a run checks this first, and claims the folder once nothing else can refuse the run)."""
     out = Path(out).expanduser()
     where = out.resolve()
     home = Path.home().resolve()
@@ -72,12 +87,6 @@ def claim(out: Path) -> Path:
             f"output folder {out} is not empty and was not created by alignbench (no {MARKER}/ "
             f"inside); alignbench never writes into a folder it does not own: give a new or "
             f"empty folder with --out")
-    try:
-        (out / MARKER).mkdir(parents=True, exist_ok=True)
-        store.atomic_write_json(out / MARKER / "marker.json", {"created_by": "alignbench"})
-    except OSError as err:
-        raise OutputFolderError(f"cannot write to output folder {out} ({err.strerror}); give a "
-                                f"folder you can write to with --out") from None
     return out
 
 

@@ -122,8 +122,9 @@ class Session:
         ray, m = self.ray, self.plan.matrix
         tracker = Tracker.options(name=f"alignbench-{uuid.uuid4().hex[:8]}").remote()
         ray.get(tracker.status.remote())  # placed and alive before any cell reports to it
-        job = _Job(m, stages.world.key, str(stages.world.base_model), world_threads, device,
-                   str(cache_root()), tracker)
+        job = _Job(for_workers(m, stages.world), stages.world.key,
+                   str(stages.world.base_model), world_threads, device, str(cache_root()),
+                   tracker, stages.world.describe)
         index = {id(c): i for i, c in enumerate(cells)}
         stage_refs: dict[Any, tuple[str, str]] = {}
         by_key: dict[str, Any] = {}
@@ -336,10 +337,21 @@ class _Job:
     """What every task of one matrix needs to rebuild the driver's view (picklable)."""
 
     def __init__(self, m: C.Matrix, world_key: str, world_path: str, world_threads: int,
-                 device: str, cache: str, tracker: Any):
+                 device: str, cache: str, tracker: Any, describe: dict[str, Any]):
         self.matrix, self.world_key, self.world_path = m, world_key, world_path
         self.world_threads, self.device, self.cache, self.tracker = (world_threads, device,
                                                                      cache, tracker)
+        self.describe = describe  # the driver's, so records say what the driver read
+
+
+def for_workers(m: C.Matrix, world: World) -> C.Matrix:
+    """The matrix a worker rebuilds the world from: the scenario's portable options where it
+    has them (the user's data files replaced by their snapshots in the shared cache, so a node
+    that cannot see the user's files builds the same world), else the matrix as it is."""
+    if world.portable_options is None:
+        return m
+    scenario = m.scenario.model_copy(update={"options": world.portable_options})
+    return m.model_copy(update={"scenario": scenario})
 
 
 _STATE: dict[str, tuple[C.Plan, list[runner.Cell], World, runner.Stages]] = {}
@@ -367,6 +379,7 @@ def _state(job: _Job) -> tuple[C.Plan, list[runner.Cell], World, runner.Stages]:
             raise RuntimeError(f"this worker built world {world.key}, the driver {job.world_key}: "
                                f"the nodes run other code or library versions; install the "
                                f"same alignbench and packages on every node")
+        world.describe = job.describe  # the same world; where its data was read is the driver's
         stages = runner.Stages(world, plan, job.device, False, runner.thread_counts(plan))
         _STATE.clear()  # one matrix per worker at a time
         _STATE[tag] = (plan, runner.expand(plan), world, stages)

@@ -269,10 +269,11 @@ def numerics(device: str, threads: int | None = None) -> dict[str, Any]:
 
 
 def identity(describe: dict[str, Any]) -> dict[str, Any]:
-    """A world's description without its cosmetic part (``describe["timing"]``: how long the
-    build took), which must never enter a key: a rebuilt world with the same weights is the
-    same world."""
-    return {k: v for k, v in describe.items() if k != "timing"}
+    """A world's description without what must never enter a key: how long the build took
+    (``describe["timing"]``) and where its inputs were read from (``describe["where"]``,
+    paths): a rebuilt world with the same weights and data is the same world, wherever they
+    lie."""
+    return {k: v for k, v in describe.items() if k not in ("timing", "where")}
 
 
 class Stages:
@@ -678,24 +679,26 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
         from bench import ray_executor
         ray_executor.require_ray()
         ray_executor.check_matrix(plan)
-    out = output.claim(Path(out or m.out))  # refuses a folder that is not alignbench's
+    out = output.check(Path(out or m.out))  # refuses a folder that is not alignbench's
     if not m.progress:  # the libraries' own bars too, so logs stay readable
         import datasets
         import transformers
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
+    # everything that can refuse the matrix runs before OUT is created or touched (the world
+    # reads the scenario's data, which may refuse it); on Ray the device is the workers'
+    # ("cpu" or "cuda", checked where the cells run)
+    device = m.device if m.executor == "ray" else resolve_device(m.device)
+    world_threads = torch.get_num_threads()  # the micro world's key holds it
+    world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
+    threads = thread_counts(plan)
+    stages = Stages(world, plan, device, m.progress, threads)
+    check_worlds(cells, world)
+    check_data(cells, plan, world)
+    check_compute(cells, stages)
+    keys = [cell_key(c, world, plan, device, threads) for c in cells]
+    out = output.claim(out)
     with output.locked(out):
-        # everything that can refuse the matrix runs before anything in OUT is touched; on
-        # Ray the device is the workers' ("cpu" or "cuda", checked where the cells run)
-        device = m.device if m.executor == "ray" else resolve_device(m.device)
-        world_threads = torch.get_num_threads()  # the micro world's key holds it
-        world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
-        threads = thread_counts(plan)
-        stages = Stages(world, plan, device, m.progress, threads)
-        check_worlds(cells, world)
-        check_data(cells, plan, world)
-        check_compute(cells, stages)
-        keys = [cell_key(c, world, plan, device, threads) for c in cells]
         session = ray_executor.Session(plan) if m.executor == "ray" else None
         try:
             if fresh:

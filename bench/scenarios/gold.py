@@ -13,6 +13,7 @@ it is.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -43,10 +44,10 @@ def _train(base: Path, pairs: list[dict[str, Any]], load: LoadSettings, s: GoldS
     """TRL's RewardTrainer on ``pairs`` from the base model's backbone with a fresh scalar
     head (Ouyang et al. 2022), saved as safetensors with its tokenizer."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from bench.logs import to_trainer_log
+    from bench.logs import library_warnings_to_log, to_trainer_log
     from bench.models import torch_dtype
 
     tok = AutoTokenizer.from_pretrained(base, trust_remote_code=load.trust_remote_code)
@@ -58,24 +59,32 @@ def _train(base: Path, pairs: list[dict[str, Any]], load: LoadSettings, s: GoldS
             trust_remote_code=load.trust_remote_code,
             use_safetensors=None if load.allow_pickle else True)
     model.config.pad_token_id = tok.pad_token_id
-    use_cpu = load.device != "cuda"
     scratch = tempfile.mkdtemp(prefix="alignbench-gold-")  # the trainer's, not the model's
-    args = RewardConfig(output_dir=scratch, save_strategy="no", report_to=[],
-                        logging_strategy="no", seed=s.seed, data_seed=s.seed, use_cpu=use_cpu,
-                        disable_tqdm=not progress, num_train_epochs=s.epochs, learning_rate=s.lr,
-                        per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
-                        dataloader_num_workers=0, bf16=model.dtype == torch.bfloat16)
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
                               for p in pairs])
     log.info("training the gold reward model on %d preference pairs no method sees",
              len(pairs))
-    try:
-        with quiet_datasets():  # the tokenizing passes' bars
-            trainer = RewardTrainer(model=model, args=args, train_dataset=data,
-                                    processing_class=tok)
-        trainer.train()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # the libraries' deprecation notes and dataset bars are not the run's output
+    with library_warnings_to_log(), quiet_datasets():
+        # TRL checkpoints activations by default: a recomputed forward pass a reward model of
+        # this size does not need
+        names = {f.name for f in dataclasses.fields(RewardConfig)}
+        ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
+            "gradient_checkpointing"  # transformers 5's name, else the older one
+        args = RewardConfig(
+            **{ckpt: False},
+            output_dir=scratch, save_strategy="no", report_to=[], logging_strategy="no",
+            seed=s.seed, data_seed=s.seed, use_cpu=load.device != "cuda",
+            disable_tqdm=not progress, num_train_epochs=s.epochs, learning_rate=s.lr,
+            per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
+            dataloader_num_workers=0, bf16=model.dtype == torch.bfloat16)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=data,
+                                processing_class=tok)
+        trainer.remove_callback(PrinterCallback)  # its summary line is not the run's output
+        try:
+            trainer.train()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     trainer.model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 

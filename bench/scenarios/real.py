@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -41,6 +41,9 @@ from bench.scenarios.judges import (DEFAULT_PRINCIPLE, DEFAULT_TEMPLATE, JUDGE_S
 from bench.scenarios.truthfulqa_panel import AttributeScorer, real_panel
 
 Source = str | SourceSpec
+# a labeler weight: beyond +-50 utility units a Bradley-Terry label is certain whatever tau is
+Weight = Annotated[float, Field(ge=-50.0, le=50.0)]
+Spread = Annotated[float, Field(ge=0.0, le=50.0)]
 
 
 class RealOptions(ScenarioOptions):
@@ -82,7 +85,7 @@ class RealOptions(ScenarioOptions):
                                      "for evaluation (win-rate prompts, agreement pairs)")
     gold_fraction: float = Field(0.25, ge=0, lt=1, description="preference prompts set aside to "
                                  "train the gold reward model (judge = 'gold')")
-    split_seed: int = Field(0, description="seed of every train/eval split")
+    split_seed: int = Field(0, ge=0, description="seed of every train/eval split")
     n_win_rate_prompts: int = Field(32, ge=1, description="evaluation prompts for win-rate, KL "
                                     "and labeler agreement")
     # the judges: "panel", "gold", "none", "rm:<model>", "llm:<model>"
@@ -102,7 +105,8 @@ class RealOptions(ScenarioOptions):
                                 "{principle}, {question}, {a} and {b}")
     judge_principle: str = Field(DEFAULT_PRINCIPLE, description="the evaluation LLM judge's "
                                  "principle")
-    gold_epochs: float = Field(2.0, gt=0, description="the gold reward model's passes")
+    gold_epochs: float = Field(1.0, gt=0, description="the gold reward model's passes over its "
+                               "pairs (InstructGPT's reward model: 1)")
     gold_lr: float = Field(2e-5, gt=0, description="the gold reward model's learning rate")
     gold_batch_size: int = Field(8, ge=1, description="the gold reward model's batch size")
     # the simulated panel (TruthfulQA configuration, or labeler/judge = 'panel')
@@ -112,18 +116,16 @@ class RealOptions(ScenarioOptions):
                                      "(alt-profanity-check) or hf:<id or folder>")
     truth_scale: float = Field(5.0, gt=0, description="utility units per unit of similarity gap")
     max_words: int = Field(60, ge=1, description="length feature saturates here")
-    panel_size: int = Field(16, ge=2)
+    panel_size: int = Field(16, ge=2, description="simulated labelers in the panel")
     tau: float = Field(1.0, gt=0, description="Bradley-Terry temperature of the labelers")
-    weight_mean: tuple[float, float, float] = Field((2.0, 1.5, 0.0),
-                                                    description="mean weights (truth, clean, length)")
-    weight_sd: tuple[float, float, float] = Field((0.6, 0.5, 0.5),
-                                                  description="spread of labeler weights")
+    weight_mean: tuple[Weight, Weight, Weight] = Field(
+        (2.0, 1.5, 0.0), description="mean weights (truth, clean, length)")
+    weight_sd: tuple[Spread, Spread, Spread] = Field((0.6, 0.5, 0.5),
+                                                     description="spread of labeler weights")
 
     @model_validator(mode="after")
     def _judges(self):
         check_template(self.judge_template)
-        if any(s < 0 for s in self.weight_sd):
-            raise ValueError("weight_sd: a spread is not negative")
         if self.held_out_fraction + self.gold_fraction >= 1:
             raise ValueError("held_out_fraction + gold_fraction must leave some preference "
                              "prompts to train on (their sum is below 1)")

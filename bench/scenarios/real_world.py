@@ -6,12 +6,14 @@ keys; a file edited in place, a retrained model folder or a moved hub branch get
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from bench import store
 from bench.api import DataError, EvalData, Judge, Policy, World
+from bench.data.sources import Loaded
 from bench.budget import Ledger
 from bench.data.truthfulqa import TruthfulQAItem
 from bench.models import load_hf, model_identity
@@ -39,19 +41,23 @@ class Data:
     preferences: U.PreferencePool | None = None
     held_out_pairs: list[dict[str, Any]] = field(default_factory=list)
     gold_pairs: list[dict[str, Any]] = field(default_factory=list)
-    provenance: dict[str, Any] = field(default_factory=dict)  # option -> source provenance
+    sources: dict[str, Loaded] = field(default_factory=dict)  # option -> the source as loaded
     split: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {option: src.provenance for option, src in self.sources.items()}
 
 
 def _text(o: RealOptions, option: str, kind: str, template, chat, prov) -> list[dict]:
     loaded = U.load_source(getattr(o, option), kind, f"scenario.options.{option}")
-    prov[option] = loaded.provenance
+    prov[option] = loaded
     return U.as_text(loaded, template, chat, f"scenario.options.{option}")
 
 
 def _preferences(o: RealOptions, template, chat, prov, gold: bool) -> U.PreferenceSplit:
     loaded = U.load_preferences(o.preferences, "scenario.options.preferences")
-    prov["preferences"] = loaded.provenance
+    prov["preferences"] = loaded
     rows = U.as_text(loaded, template, chat, "scenario.options.preferences")
     split = U.split_by_prompt(rows, o.held_out_fraction, o.gold_fraction if gold else 0.0,
                               o.split_seed)
@@ -202,6 +208,33 @@ def keyed_options(o: RealOptions, model_id: str, prov: dict[str, Any]) -> dict[s
     return d
 
 
+def snapshot(loaded_rows: list[dict[str, Any]], sha256: str) -> Path:
+    """A source's canonical rows in the cache, by content: what workers on other nodes read
+    instead of the user's file (the cache is the one folder every node shares)."""
+    path = store.cache_root() / "sources" / f"{sha256[:32]}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                              for r in loaded_rows))
+    return path
+
+
+def portable(o: RealOptions, snapshots: dict[str, Path]) -> dict[str, Any]:
+    """The options with each source replaced by its snapshot: the same rows, so the same world
+    key, wherever the worker runs."""
+    d = o.model_dump(mode="json", exclude_defaults=True)
+    d.update({option: {"path": str(path)} for option, path in snapshots.items()})
+    return d
+
+
+def where(o: RealOptions, base_spec: str, prov: dict[str, Any]) -> dict[str, Any]:
+    """Where each thing was read from (paths, files): recorded, never keyed."""
+    return {"base_model": base_spec,
+            "sources": {k: {"source": p["source"], "files": p.get("files", {})}
+                        for k, p in prov.items()},
+            "options": o.model_dump(mode="json")}
+
+
 def assemble(o: RealOptions, progress: bool = True) -> World:
     items, tq_source = load_items(o)
     base_spec, base_path, base = load_base(o)
@@ -217,13 +250,21 @@ def assemble(o: RealOptions, progress: bool = True) -> World:
         limits["comparisons" if data.preferences.paired else "ratings"] = data.preferences.size
     agreement = EvalData(prompts=data.eval_prompts, items=data.held_out_pairs,
                          source=data.provenance.get("preferences", {}))
+    keyed = keyed_options(o, model_id, data.provenance)
+    snapshots = {k: snapshot(src.rows, src.provenance["sha256"])
+                 for k, src in data.sources.items()}
+    content = {k: {f: v for f, v in p.items() if f not in ("source", "files")}
+               for k, p in data.provenance.items()}
     return World(
         key=key, base_model=base_path if base_path.is_dir() else Path(base_spec),
-        describe={"scenario": "real", "options": o.model_dump(mode="json"), "world_key": key,
-                  "base_model": base_spec, "base_model_id": model_id,
+        describe={"scenario": "real", "options": keyed, "world_key": key,
+                  "base_model_id": model_id,
                   "dtype": str(base.model.dtype).removeprefix("torch."),
-                  "split": data.split, "sources": data.provenance, "judges": j.describe,
-                  "judge": _judge_words(j.describe, o), "data": tq_source},
+                  "split": data.split, "sources": content, "judges": j.describe,
+                  "judge": _judge_words(j.describe, o),
+                  "data": {k: v for k, v in tq_source.items() if k != "name"},
+                  "where": {**where(o, base_spec, data.provenance),
+                            "truthfulqa": tq_source.get("name")}},
         train_prompts=data.train_prompts,
         demonstrations=U.Drawn(data.demonstrations, "demonstrations"),
         make_panel=j.make_panel, make_ai_judge=j.make_ai_judge,
@@ -239,7 +280,8 @@ def assemble(o: RealOptions, progress: bool = True) -> World:
                    "labeler_agreement": agreement},
         load_policy=load_policy_with(o),
         preferences=data.preferences, has_labeler=o.roles()[0] != "none",
-        judge_is_labeler=j.describe["judge_is_labeler"], data_limits=limits)
+        judge_is_labeler=j.describe["judge_is_labeler"], data_limits=limits,
+        portable_options=portable(o, snapshots))
 
 
 def _judge_words(desc: dict[str, Any], o: RealOptions) -> str:
