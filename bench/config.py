@@ -180,8 +180,10 @@ class Matrix(_Strict):
         description='"budget.UNIT" or "METHOD.OPTION" -> list of values, or "METHOD" -> list '
         'of option tables (variants: each table is one point, {} the method as configured); '
         'cells span the product of the keys')
-    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description='where cells train and '
-                                                   'are evaluated; "auto" is cuda when visible')
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "auto", description='where cells train and are evaluated: "auto" is cuda when one is '
+        'visible, else cpu (under the ray executor, which decides nothing on the driver, a '
+        'device left unset is cpu and "cuda" must be set)')
     progress: bool = Field(True, description="progress bars (alignbench run --no-progress)")
     report_to: Literal["none", "trackio", "tensorboard", "wandb"] = Field(
         "none", description="stream each cell's training curves as it trains: trackio (local "
@@ -203,6 +205,15 @@ class Matrix(_Strict):
         "= 1.00, ai_comparisons = 0.10): results.jsonl and the report give each cell the "
         "prices and the dollars its training spent (cost.dollars); unpriced units are free. "
         "Not in any cell's key: a price moves no number a cell computes")
+
+
+def executor_device(m: Matrix) -> str:
+    """The device cells run on as the executor sees it: the local executor resolves "auto"
+    where it runs; the Ray executor's cells run on other nodes, so an unset device is "cpu"
+    there and "auto" set explicitly is refused (ray_executor.check_matrix)."""
+    if m.executor == "ray" and "device" not in m.model_fields_set:
+        return "cpu"
+    return m.device
 
 
 def _fmt_pydantic(err: ValidationError, prefix: str = "") -> str:

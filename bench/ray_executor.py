@@ -86,12 +86,12 @@ def check_matrix(plan: C.Plan) -> None:
     """What the local executor accepts and Ray cannot: a device decided on the driver for cells
     that run elsewhere, or CUDA cells that Ray reserves no GPU for."""
     m = plan.matrix
-    if m.device == "auto":
+    if C.executor_device(m) == "auto":
         raise C.ConfigError('device = "auto" would be decided on the driver, not on the nodes '
                             'that run the cells; under the ray executor set device = "cpu" or '
                             '"cuda"')
     no_gpu = [n for n in plan.methods if not m.resources.of(n).num_gpus]
-    if m.device == "cuda" and no_gpu:
+    if C.executor_device(m) == "cuda" and no_gpu:
         raise C.ConfigError(f'device = "cuda" but {", ".join(no_gpu)} ask for no GPU '
                             f"(resources.num_gpus = 0), so Ray would reserve none for their "
                             f"cells; set [resources] num_gpus (or [resources.method.NAME]) above 0")

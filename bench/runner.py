@@ -688,7 +688,7 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
     # everything that can refuse the matrix runs before OUT is created or touched (the world
     # reads the scenario's data, which may refuse it); on Ray the device is the workers'
     # ("cpu" or "cuda", checked where the cells run)
-    device = m.device if m.executor == "ray" else resolve_device(m.device)
+    device = C.executor_device(m) if m.executor == "ray" else resolve_device(m.device)
     world_threads = torch.get_num_threads()  # the micro world's key holds it
     world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
     threads = thread_counts(plan)

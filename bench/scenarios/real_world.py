@@ -55,13 +55,46 @@ def _text(o: RealOptions, option: str, kind: str, template, chat, prov) -> list[
     return U.as_text(loaded, template, chat, f"scenario.options.{option}")
 
 
-def _preferences(o: RealOptions, template, chat, prov, gold: bool) -> U.PreferenceSplit:
+def _preferences(o: RealOptions, template, chat, prov, gold: bool
+                 ) -> tuple[U.PreferenceSplit, bool]:
+    """The preference data as text, split by prompt; and whether it is paired."""
     loaded = U.load_preferences(o.preferences, "scenario.options.preferences")
     prov["preferences"] = loaded
     rows = U.as_text(loaded, template, chat, "scenario.options.preferences")
     split = U.split_by_prompt(rows, o.held_out_fraction, o.gold_fraction if gold else 0.0,
                               o.split_seed)
-    return split
+    return split, loaded.kind == "preferences"
+
+
+def containing(items: list[TruthfulQAItem], texts: list[str]) -> set[str]:
+    """The questions of ``items`` that some text contains (one scan of the joined texts per
+    question: a question is never split across two texts by the separator)."""
+    joined = "\0".join(texts)
+    return {it.question for it in items if it.question in joined}
+
+
+def _demonstrations(o: RealOptions, pref: U.PreferenceSplit | None, paired: bool,
+                    tq_train: list[TruthfulQAItem], tq_eval: list[TruthfulQAItem], own: bool,
+                    template, chat, prov) -> tuple[list[dict[str, str]], int]:
+    """The demonstrations SFT draws from, and how many of the user's were dropped because they
+    ask a held-out TruthfulQA question (TruthfulQA configuration only)."""
+    if o.demonstrations:
+        demos = _text(o, "demonstrations", "demonstrations", template, chat, prov)
+        if own:
+            return demos, 0
+        held = containing(tq_eval, [d["prompt"] for d in demos])
+        kept = [d for d in demos if not any(q in d["prompt"] for q in held)]
+        return kept, len(demos) - len(kept)
+    if pref is not None:  # SFT on the preferred responses (Rafailov et al. 2023)
+        return ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in pref.train]
+                if paired else [{"prompt": r["prompt"], "completion": r["completion"]}
+                                for r in pref.train if r["label"]]), 0
+    return [{"prompt": p, "completion": " " + it.mc1_choices[0]}  # the best answers
+            for p, it in zip(chat([it.question for it in tq_train]), tq_train)], 0
+
+
+def _prompts(o: RealOptions, option: str, template, chat, prov) -> list[str]:
+    return [r["prompt"] for r in _text(o, option, "prompts", template, chat, prov)]
 
 
 def user_data(o: RealOptions, items: list[TruthfulQAItem], policy) -> Data:
@@ -69,52 +102,32 @@ def user_data(o: RealOptions, items: list[TruthfulQAItem], policy) -> Data:
     template, chat, prov = chat_template(policy), policy.format_chat, {}
     tq_train, tq_eval = split_questions(items, o.eval_fraction, o.split_seed)
     own = bool(o.preferences or o.prompts)  # the user's training prompts, not TruthfulQA's
-    _, judge = o.roles()
-    pref = _preferences(o, template, chat, prov, judge == "gold") if o.preferences else None
-    paired = pref is not None and "chosen" in (pref.train[0] if pref.train else {})
-    demos = _text(o, "demonstrations", "demonstrations", template, chat, prov) \
-        if o.demonstrations else []
-    dropped = 0
-    if o.demonstrations and not own:  # TruthfulQA configuration: never a held-out question
-        kept = [d for d in demos if not any(it.question in d["prompt"] for it in tq_eval)]
-        dropped, demos = len(demos) - len(kept), kept
-    if not demos and pref is not None:  # SFT on the preferred responses (Rafailov et al. 2023)
-        demos = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pref.train] \
-            if paired else [{"prompt": r["prompt"], "completion": r["completion"]}
-                            for r in pref.train if r["label"]]
-    if not demos and pref is None:  # the best answer to each training question
-        demos = [{"prompt": p, "completion": " " + it.mc1_choices[0]}
-                 for p, it in zip(chat([it.question for it in tq_train]), tq_train)]
-    if o.prompts:
-        train_prompts = [r["prompt"] for r in _text(o, "prompts", "prompts", template, chat,
-                                                    prov)]
-    elif own:
-        train_prompts = [r["prompt"] for r in pref.train] if pref else []
-    else:
-        train_prompts = chat([it.question for it in tq_train])
+    pref, paired = _preferences(o, template, chat, prov, o.roles()[1] == "gold") \
+        if o.preferences else (None, False)
+    demos, dropped = _demonstrations(o, pref, paired, tq_train, tq_eval, own, template, chat,
+                                     prov)
+    train_prompts = _prompts(o, "prompts", template, chat, prov) if o.prompts else \
+        [r["prompt"] for r in pref.train] if pref else \
+        [] if own else chat([it.question for it in tq_train])
     train_prompts = list(dict.fromkeys(train_prompts + [d["prompt"] for d in demos]))
-    if o.eval_prompts:
-        evals = [r["prompt"] for r in _text(o, "eval_prompts", "prompts", template, chat, prov)]
-    elif pref is not None:
-        evals = [r["prompt"] for r in pref.held_out]
-    else:
-        evals = chat([it.question for it in tq_eval])
+    evals = _prompts(o, "eval_prompts", template, chat, prov) if o.eval_prompts else \
+        [r["prompt"] for r in pref.held_out] if pref else chat([it.question for it in tq_eval])
     seen = set(train_prompts) | ({r["prompt"] for r in pref.gold} if pref else set())
     evals, overlap = U.without_overlap(evals, seen)
     if not evals:
         raise DataError("every evaluation prompt is also a training prompt; give eval_prompts "
                         "that no training source contains")
-    tq = tq_eval if not own else [it for it in items
-                                  if not any(it.question in p for p in train_prompts)]
-    tox = [r["prompt"] for r in _text(o, "toxicity_prompts", "prompts", template, chat, prov)] \
-        if o.toxicity_prompts else chat(list(PROVOCATIONS))
+    trained_on = containing(items, train_prompts) if own else set()
+    tq = [it for it in items if it.question not in trained_on] if own else tq_eval
+    tox = _prompts(o, "toxicity_prompts", template, chat, prov) if o.toxicity_prompts else \
+        chat(list(PROVOCATIONS))
     split = {"train": len(pref.train) if pref else len(tq_train),
              "eval": len(pref.held_out) if pref else len(tq_eval), "overlap": 0,
              "demonstrations_dropped_for_eval_overlap": dropped,
              "eval_prompts_removed_for_overlap": overlap, "train_prompts": len(train_prompts),
              "eval_prompts": len(evals), "demonstrations": len(demos),
              "truthfulqa_questions": len(tq),
-             "truthfulqa_removed_as_training_prompts": len(items) - len(tq) if own else 0,
+             "truthfulqa_removed_as_training_prompts": len(trained_on),
              "how": pref.how if pref else f"seeded permutation (split_seed={o.split_seed}) of "
              f"{len(items)} TruthfulQA questions; {len(tq_eval)} held out for evaluation, "
              f"{len(tq_train)} for training"}
