@@ -18,7 +18,7 @@ Pair = tuple[list[int], list[int]]
 
 # what one batch's transient tensors (logits, the KV cache of a generation) may take: batches are
 # bounded by memory as well as by a row count, so a long context or a large vocabulary makes
-# batches smaller instead of making memory grow with the data (issue 21). The micro-world's
+# batches smaller instead of making memory grow with the data. The micro-world's
 # tensors are far below it, so its batches, and its numbers, are what they were.
 BATCH_BYTES = 256 * 2**20
 

@@ -1,6 +1,6 @@
-"""PPO-RLHF throughput on the shape issue 8 fixes (target >= 48 episodes/s). The issue puts
+"""PPO-RLHF throughput on a fixed shape (target >= 48 episodes/s). The target puts
 TRL 1.9.2's experimental PPOTrainer at about 32 episodes/s here; `benchmarks/anchors/
-ppo_trl192.py` runs it on these exact models next to this loop (2026-11-28, this 2-core machine:
+ppo_trl192.py` runs it on these exact models next to this loop (measured on 2 cores:
 TRL 15.8, alignbench 29.4 episodes/s).
 
 Shape: Llama hidden 128, 4 layers, 4 heads, ffn 512, vocab 800; prompts of 8 tokens, responses
@@ -10,7 +10,7 @@ length); 32 rollouts per batch;
 model read through text like the real one. An episode = one prompt rolled out, scored and
 trained on.
 
-Where a step's time goes (torch.profiler, 2026-11-28): matrix multiplications are 50-60% of it
+Where a step's time goes (torch.profiler): matrix multiplications are 50-60% of it
 at 85-100 GFLOPS, about what MKL reaches on these matrix sizes on two cores; the four policy +
 value updates take 4 x 177 ms (114 ms of it matmuls), sampling 16 tokens 150 ms, the reward
 model and the reference 75 ms. At 48 episodes/s a step has 667 ms, and the matmuls of the

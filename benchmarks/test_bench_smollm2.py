@@ -1,9 +1,8 @@
 """M1: the PPO cell of the smollm2 preset on its own, from an empty cache (its SFT stage
-included), recording the cell's peak resident memory and wall time per phase; target (issue
-21): a peak of at most 6 GB on 2 cores. Before the issue's work the same cell peaked at 16.1 GiB
+included), recording the cell's peak resident memory and wall time per phase; target:
+a peak of at most 6 GB on 2 cores. Before the memory options the same cell peaked at 16.1 GiB
 (17.3 GB) and took 1,314 s; with the update 4 rollouts at a time 7.03 GB; 2 at a time, 5.08 GB
-in 1,345 s here (at 165f125) and 5.60 GB in the whole preset's run (2026-12-06, this 2-core
-machine).
+in 1,345 s and 5.60 GB in the whole preset's run, on 2 cores (docs/performance.md).
 
 Measured on demand only (about 25 minutes; the TruthfulQA CSV from ALIGNBENCH_TRUTHFULQA, else
 the packaged copy): ``python3 -m pytest benchmarks/test_bench_smollm2.py

@@ -1,4 +1,4 @@
-"""SFT and DPO through alignbench against the same TRL trainer called directly (issue 8's
+"""SFT and DPO through alignbench against the same TRL trainer called directly (the
 target: alignbench adds at most 10%). Same model, data, arguments and seed on both sides; what
 alignbench adds is its callbacks (the per-step non-finite guard), ledger accounting and the
 token count.

@@ -3,7 +3,7 @@ padded forward pass per batch of (context, choice) pairs.
 
 Quick mode (the normal suite): the tiny in-process world model, both paths, equal scores.
 `pytest benchmarks --benchmark-enable -m slow -k truthfulqa` adds SmolLM2-135M on all 817
-questions of the real CSV (issue 8's target: at most 4.5 minutes, scores unchanged; 5,882
+questions of the real CSV (the target: at most 4.5 minutes, scores unchanged; 5,882
 distinct choices, so >= 21.8 choices/s)."""
 
 import pytest
@@ -61,7 +61,7 @@ LM_EVAL_EVERY_20TH_MC1, LM_EVAL_EVERY_20TH_MC2 = 12 / 41, 0.4903095
 
 @pytest.mark.slow
 def test_truthfulqa_817_questions_smollm2(benchmark):
-    """Issue 8's target as it is worded: the whole CSV through the eval in at most 4.5 minutes,
+    """The TruthfulQA speed target as it is worded: the whole CSV through the eval in at most 4.5 minutes,
     with the scores unchanged (within 0.005). Quick mode runs the same path on 4 questions."""
     from bench.api import EvalContext
     from bench.assets import fetch

@@ -118,7 +118,7 @@ def rm_on_start(reward_fn, gold, start: Policy, flat: list[str], seed: int, held
                 ) -> tuple[dict[str, float], dict[str, float]]:
     """The reward model against gold on samples of the SFT model, whose samples it was trained
     on (held-out prompts): against rm_vs_gold on the policy's own samples, how far the policy
-    it steers has left its training distribution (issue 22's claim 4); the same seeds for
+    it steers has left its training distribution (the claims preset's claim 4); the same seeds for
     every cell, so paired over them. ``held``: the prompt family the method's feedback left
     out (a regular expression), whose pairs are also reported apart from the rest
     (``held_out``, ``seen_families``: both on SFT samples), where the prompts hold any."""

@@ -113,7 +113,7 @@ class TruthfulQA:
     name = "truthfulqa"
     Options = TruthfulQAOptions
     description = "TruthfulQA MC1/MC2 (lm-eval 0.4.x definitions), by Type and category"
-    # 1.1: gen_false, the confident falsehoods among the greedy answers (issue 22's claim 5)
+    # 1.1: gen_false, the confident falsehoods among the greedy answers (the claims preset's claim 5)
     version = "1.1"
     packaged_data = True  # ``alignbench eval`` scores a model alone on the packaged CSV
     metrics = {"mc1": True, "mc2": True, "gen_true": True, "gen_false": False}

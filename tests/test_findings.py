@@ -1,4 +1,4 @@
-"""Claims as findings (issue 22): known answers for the verdicts, the seeds-for-power count and
+"""Claims as findings: known answers for the verdicts, the seeds-for-power count and
 the effects, computed by hand from hand-written records; the claims table validated like the
 rest of the matrix; the report opening with the findings and writing them to findings.json and
 report.md; and the claims preset on a small world end to end."""

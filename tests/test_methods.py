@@ -1,4 +1,4 @@
-"""Pure parts of the methods beyond the seed's four (issue 18), with known answers."""
+"""Pure parts of the methods beyond SFT, PPO, DPO and RLAIF, with known answers."""
 
 import pytest
 
@@ -223,3 +223,31 @@ def test_a_held_out_prompt_family_gets_no_feedback():
         PPOConfig(holdout_prompts="the (sound")
     with pytest.raises(ValidationError, match="judge labels every training prompt"):
         RLAIFConfig(optimizer="ppo", ppo={"holdout_prompts": "the sound of"})
+
+
+def test_schedules_are_config_fields_with_the_defaults_each_method_trained_with():
+    """Every TRL-backed method's schedule and warm-up are config fields whose defaults are
+    what the methods trained with before they were fields (cosine, 5%), and an unknown
+    schedule is refused when the config is read, not when its stage trains."""
+    from pydantic import ValidationError
+
+    from methods.dpo import DPOConfig
+    from methods.kto import KTOConfig
+    from methods.orpo import ORPOConfig
+    from methods.reward_model import RewardModelConfig
+    from methods.rlaif import RLAIFConfig
+    from methods.sft import SFTConfig
+    from methods.simpo import SimPOConfig
+    from methods.trl_train import schedule
+    for cls in (DPOConfig, KTOConfig, ORPOConfig, RLAIFConfig, SFTConfig, SimPOConfig):
+        cfg = cls()
+        assert (cfg.lr_scheduler_type, cfg.warmup_ratio) == ("cosine", 0.05), cls
+        assert schedule(cfg, 64, 32, 2.0) == {"lr_scheduler_type": "cosine",
+                                             "warmup_steps": 0.05}
+        assert schedule(cfg, 32, 32, 1.0)["warmup_steps"] == 0.0  # one step: no warm-up
+        with pytest.raises(ValidationError, match="no learning-rate schedule"):
+            cls(lr_scheduler_type="cosine_annealing")
+    rm = RewardModelConfig()
+    assert (rm.rm_lr_scheduler_type, rm.rm_warmup_ratio) == ("cosine", 0.05)
+    with pytest.raises(ValidationError, match="no learning-rate schedule"):
+        RewardModelConfig(rm_lr_scheduler_type="warm")

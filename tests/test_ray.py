@@ -1,4 +1,4 @@
-"""The Ray executor against the local one (issue 17), on real Ray instances: a local one sized
+"""The Ray executor against the local one, on real Ray instances: a local one sized
 to the machine, and simulated multi-node clusters (``ray.cluster_utils.Cluster``) whose nodes
 are real raylets with their own worker processes."""
 

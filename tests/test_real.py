@@ -1,4 +1,4 @@
-"""The real scenario and real-model code paths (issue 7) on a tiny in-process Llama with
+"""The real scenario and real-model code paths on a tiny in-process Llama with
 SmolLM2's real tokenizer: chat template, padding side, EOS, LoRA, the offline scorers, the
 panel, the LM judge, and a whole matrix end to end."""
 
@@ -292,7 +292,7 @@ def test_a_micro_batched_reward_model_step_is_the_same_step(tiny_real_model, tmp
             tiny_real_model, AutoTokenizer.from_pretrained(tiny_real_model), PAIRS, ctx,
             RewardModelConfig(lora=True, lora_dropout=0.0, rm_epochs=1, rm_lr=1e-2,
                               rm_batch_size=8, rm_micro_batch_size=micro)).model
-    _assert_same_steps([_one_step(rm(m), "methods.reward_model", tmp_path / str(m))
+    _assert_same_steps([_one_step(rm(m), "methods.trl_train", tmp_path / str(m))
                         for m in (None, 4, 2)])
 
 
@@ -308,7 +308,7 @@ def test_a_micro_batched_dpo_step_is_the_same_step(tiny_real_model, tmp_path):
                 micro_batch_size=micro), stage="dpo_0", starts_at_ref=True)
             return policy.model
         return train
-    _assert_same_steps([_one_step(dpo(m), "methods.dpo", tmp_path / str(m))
+    _assert_same_steps([_one_step(dpo(m), "methods.trl_train", tmp_path / str(m))
                         for m in (None, 4, 2)])
 
 

@@ -60,8 +60,8 @@ def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
 
 
 # Every science assertion below is on confirmation seeds: seeds that no preset's settings were
-# chosen on (the presets were developed on seeds 0-2 and checked on 0-9; issue 22 found the
-# quickstart's effects smaller on other seeds than on those). The claims preset's seeds,
+# chosen on (the presets were developed on seeds 0-2 and checked on 0-9, and the
+# quickstart's effects are smaller on other seeds than on those). The claims preset's seeds,
 # 100-109, are held out for its findings; the reward-hacking test uses 100-106.
 CLAIMS_SEEDS = list(range(100, 110))
 
@@ -83,7 +83,7 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     seed in both arms), because one PPO trajectory is chaotic: the gold drop of the free arm
     ranged 0.63-1.67 over seeds 0-6.
 
-    On seeds 100-106 (2026-12-06, one torch thread) the gap read +0.446 [0.178, 0.714]. That
+    On seeds 100-106 (one torch thread) the gap read +0.446 [0.178, 0.714]. That
     proxy reward keeps rising after gold peaks, which this test also asserted on the
     development seeds 0-6, did not replicate there at this standard: +0.110 [-0.002, 0.222]
     (seed 102 read -0.002), so it is reported (README), not asserted."""
@@ -105,8 +105,8 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     assert low > 0, ("the KL penalty does not hold gold", gap, low, high, free, held)
 
 
-# The claims preset's verdicts on its ten confirmation seeds, measured on the 2-core
-# development machine (2026-12-06; README, "What it finds"). Each is a 95% interval read by
+# The claims preset's verdicts on its ten confirmation seeds, measured on 2 cores
+# (docs/results.md and the claims preset). Each is a 95% interval read by
 # reports/findings.py from the run's own records; the test asserts every resolved verdict, so a
 # method, eval or world change that moves one is seen. Another machine's float rounding may
 # move an effect near its bound (2c needs 10 seeds at 80% power, 4b 9, 2e and 8e 7, the rest at
@@ -151,8 +151,8 @@ def test_ai_feedback_trades_cost_for_fidelity_on_the_confirmation_seeds(tmp_path
         assert f["verdict"] == "holds", (cid, f["claim"], f["effect"], f["lo"], f["hi"])
 
 
-# Seeds the zoo's settings were not chosen on (it was developed on seeds 0-2, where CI's machine
-# read rloo +0.031 [-0.001, 0.062] and the development machine +0.043 [0.008, 0.078]: an effect
+# Seeds the zoo's settings were not chosen on (it was developed on seeds 0-2, where one 2-core machine
+# read rloo +0.031 [-0.001, 0.062] and another +0.043 [0.008, 0.078]: an effect
 # at the edge of three seeds, decided by float rounding).
 CONFIRMATION_SEEDS = list(range(3, 10))
 
@@ -162,9 +162,9 @@ CONFIRMATION_SEEDS = list(range(3, 10))
 def test_rloo_beats_sft_at_the_zoos_budgets_on_confirmation_seeds(tmp_path):
     """The zoo report's claim for rloo, on seeds 3-9 (disjoint from the seeds its settings were
     chosen on) at the seven-seed 1% standard above: rloo beats SFT on gold win-rate, paired per
-    seed, its noise floor included. Measured on the 2-core development machine (2026-12-03):
+    seed, its noise floor included. Measured on 2 cores:
     rloo +0.028 [0.012, 0.045], positive on every seed. grpo read +0.018 [0.001, 0.035] there,
-    too close to the null to assert without flaking; the README reports it as such."""
+    too close to the null to assert without flaking; docs/methods.md reports it as such."""
     from bench.stats import paired_seed_delta
 
     m = config.load("zoo").model_copy(update={"progress": False})

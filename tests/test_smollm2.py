@@ -52,7 +52,7 @@ def test_every_20th_question_scores_as_lm_eval_does(smollm2, tmp_path):
     """The real CSV through the eval (every 20th of the 817 questions: 41, all their choices)
     against lm-evaluation-harness 0.4.13's own scores on the same questions
     (`benchmarks/anchors/truthfulqa_lm_eval.py MODEL CSV --stride 20`). The whole set, timed
-    against issue 8's 4.5 minutes, is the SmolLM2 TruthfulQA benchmark's full mode."""
+    against the 4.5-minute target, is the SmolLM2 TruthfulQA benchmark's full mode."""
     from bench.api import EvalContext
     from bench.budget import Ledger
 

@@ -1,4 +1,4 @@
-"""report_to (issue 19): each cell's training curves streamed, as it trains, to trackio or
+"""report_to: each cell's training curves streamed, as it trains, to trackio or
 TensorBoard inside the output folder, with no network call; what the trackers hold at each step
 is what the cell stored in its result, which stays the record. Off by default."""
 

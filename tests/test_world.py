@@ -155,7 +155,7 @@ def test_same_seed_same_world_tokenizer_and_weights(tmp_path, tiny_world):  # W5
 
 
 def test_a_wider_reference_model_is_pretrained_on_the_same_corpus(tmp_path, tiny_world):
-    """reference_scale = 2 adds the large_base model (issue 22's claim 1): twice as wide, on
+    """reference_scale = 2 adds the large_base model (the claims preset's claim 1): twice as wide, on
     the same corpus with the same tokenizer, and the base model is bitwise the one a world
     without it has; the large_base method serves it, and is refused where there is none."""
     import json

@@ -63,7 +63,7 @@ class MicroOptions(ScenarioOptions):
     reference_scale: int = Field(0, ge=0, le=8, description="also pretrain a reference model "
                                  "this many times wider (hidden and ffn) on the same corpus, "
                                  "with the same schedule: 'large_base', about scale^2 times the "
-                                 "base's non-embedding parameters (issue 22's claim 1); 0: none")
+                                 "base's non-embedding parameters (the claims preset's claim 1); 0: none")
 
     @model_validator(mode="after")
     def _consistent(self) -> "MicroOptions":
@@ -261,7 +261,7 @@ REGISTERS = ("records show", "people say", "")  # the corpus's statement registe
 
 class LikelihoodJudge:
     """An AI judge that reads what the judge model believes instead of asking it to compare
-    (issue 22, claim 2: the pairwise judge is at chance on true-versus-false pairs, so RLAIF
+    (the claims preset's claim 2: the pairwise judge is at chance on true-versus-false pairs, so RLAIF
     cannot show what its judge believes). Under each principle, one of the registers the
     corpus states facts in (:data:`REGISTERS`), the judge completes the statement of the fact a
     question asks about (:func:`statement_frame`) and credits each answer with the

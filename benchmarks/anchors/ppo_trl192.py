@@ -1,4 +1,4 @@
-"""The anchor for issue 8's PPO target: TRL 1.9.2's experimental PPOTrainer (the last PPO that
+"""The anchor for the PPO throughput target: TRL 1.9.2's experimental PPOTrainer (the last PPO that
 TRL shipped) on the benchmark's exact shape and models, in episodes per second.
 
 Not part of the suite (TRL 1.9.2 conflicts with the TRL the project uses). Install it into a
@@ -11,7 +11,7 @@ It builds the policy, reference, value and reward models with ``benchmarks/test_
 ``_setup`` (same seed, so the same weights), gives TRL the same 8-token prompts, batch 32,
 responses of 16, 4 PPO epochs and 1 minibatch, and times the steps after the first (warm-up) with a
 callback (TRL's own logged ``eps`` agrees: 18 and 15 episodes/s against this clock's 18.0 and 15.2
-in two runs on 2026-11-28). ``--alignbench`` then times alignbench's loop (the benchmark's own
+in two runs). ``--alignbench`` then times alignbench's loop (the benchmark's own
 function) on freshly built copies of the same models in the same process. This machine's speed
 drifts by about 10% between runs, so compare figures from one invocation."""
 

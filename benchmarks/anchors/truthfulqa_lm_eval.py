@@ -1,4 +1,4 @@
-"""The anchor for issue 8's TruthfulQA target: lm-evaluation-harness scoring the same file.
+"""The anchor for the TruthfulQA speed target: lm-evaluation-harness scoring the same file.
 
 Not part of the suite (lm-eval is the optional ``anchors`` extra, which no test installs).
 Install it into a side environment (`python3 -m venv --system-site-packages /tmp/lmeval &&

@@ -1,4 +1,4 @@
-"""Where a PPO update's memory goes on SmolLM2-135M (issue 21): one rollout batch of 16
+"""Where a PPO update's memory goes on SmolLM2-135M: one rollout batch of 16
 TruthfulQA-style chat prompts sampled to 32 tokens, then two updates (2 epochs each, as the
 smollm2 preset runs them) of the policy and the value model with LoRA, printing the process's
 resident memory (VmRSS) and its peak since the update began (VmHWM), and the seconds each update

@@ -12,11 +12,10 @@ both runs have. Exit 1 when any metric does. The PPO cell before and after the m
 
     python docs/analysis/same_results.py --intervals runs/ppo_before runs/smollm2
 
-Issue 21's check that the memory options left the micro-world alone, the quickstart at the
-session's base against the same preset at its end (each run from its own checkout, with its own
-cache):
+The check that the memory options left the micro-world alone, the quickstart before them
+against the same preset after them (each run from its own checkout, with its own cache):
 
-    python -m bench.cli run quickstart --out /tmp/qs_base --no-progress   # in a worktree at 4d48fef
+    python -m bench.cli run quickstart --out /tmp/qs_base --no-progress   # in a worktree before the change
     alignbench run quickstart --out /tmp/qs_head --no-progress
     python docs/analysis/same_results.py /tmp/qs_base /tmp/qs_head
 """
