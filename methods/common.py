@@ -25,7 +25,7 @@ from bench.tracking import trainer_settings
 class FiniteGuard(TrainerCallback):
     """Checks the loss and the parameters themselves (not the logged averages) after every
     step, so a corrupted run fails at the step it broke instead of logging a clean curve
-    (TRL issue 6702)."""
+    (TRL's logged loss can stay finite after the weights turn NaN)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

@@ -119,7 +119,7 @@ def check_labeler(world, rounds: int, method: str) -> None:
 def feedback_prompts(prompts: list[str], holdout: str | None) -> list[str]:
     """The training prompts feedback is collected on: all of them, or those the regular
     expression ``holdout`` does not match, a prompt family the reward model and the policy's RL
-    never see (issue 22, claim 4; labeler_agreement reports the reward model on it apart)."""
+    never see (the claims preset's claim 4c; labeler_agreement reports the reward model on it apart)."""
     if not holdout:
         return prompts
     kept = [p for p in prompts if not re.search(holdout, p)]

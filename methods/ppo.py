@@ -527,8 +527,8 @@ def ppo_round(policy: TrainablePolicy, start: Start, pairs: list[dict[str, str]]
     del value_model
     meter.release_memory()
     # the round's reward model against gold on the start's samples and on the samples of the
-    # policy it steered: how far off its training distribution it is, round by round (issue 22,
-    # claim 3); measurement only, written to the curve and seen by no method
+    # policy it steered: how far off its training distribution it is, round by round (the
+    # claims preset's claim 3); measurement only, written to the curve and seen by no method
     if cfg.rm_monitor_prompts == 0:
         return rm
     pick = np.random.default_rng(derive_seed(ctx.seed, "ppo.rm_monitor", rnd)).permutation(
