@@ -1,25 +1,33 @@
 """What the TRL-backed methods (sft, dpo, the reward model) share: trainer arguments that fit a
-benchmark cell, and a guard that stops a run on the first non-finite tensor."""
+benchmark cell, and a guard that stops a run on the first non-finite tensor.
+
+One stage trained end to end with these pieces is :func:`methods.trl_train.train_with_trl`;
+LoRA and activation checkpointing live in :mod:`methods.lora` (their names are importable
+from here too)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from transformers import TrainerCallback
 
-from pydantic import Field
-
 from bench import meter
-from bench.api import MethodConfig, NonFiniteError, TrainContext
+from bench.api import NonFiniteError, TrainContext
 from bench.budget import Ledger
-from bench.extras import require
 from bench.logs import TRAINER_LOG
 from bench.tracking import trainer_settings
+# importable from here as before the split: tests, examples and plugins name them so
+from methods.lora import (AdaptersOff, LoRAOptions, checkpointed, lora_config,  # noqa: F401
+                          merged, with_adapters)
+
+if TYPE_CHECKING:
+    from transformers import Trainer
+
+T = TypeVar("T", bound="Trainer")
 
 
 class FiniteGuard(TrainerCallback):
@@ -41,8 +49,8 @@ class FiniteGuard(TrainerCallback):
             raise NonFiniteError("loss", state.global_step)
 
 
-def trainer_args(config_cls: type, ctx: TrainContext, stage: str, *,
-                 checkpointing: bool = False, **kw: Any):
+def trainer_args(config_cls: type[Any], ctx: TrainContext, stage: str, *,
+                 checkpointing: bool = False, **kw: Any) -> Any:
     """A TRL config for one stage of one cell: no checkpoints, no hub, no external loggers but
     the matrix's ``report_to`` (TRL's own reporting, as the cell's run: bench/tracking.py),
     seeded, CPU/GPU as the model sits, progress bars only when the run shows progress;
@@ -120,7 +128,7 @@ class CurveFromLogs(TrainerCallback):
             self.curve.append({"step": float(state.global_step), **point})
 
 
-def to_cell_log(trainer):
+def to_cell_log(trainer: T) -> T:
     """``trainer`` with its log lines sent to the cell's log (see :class:`LogToCell`), and its
     TensorBoard events, when the matrix reports there, in a folder of the stage's own."""
     from transformers.trainer_callback import PrinterCallback
@@ -130,7 +138,7 @@ def to_cell_log(trainer):
     return trainer
 
 
-def tensorboard_per_stage(trainer) -> None:
+def tensorboard_per_stage(trainer: Trainer) -> None:
     """transformers' TensorBoard callback writes where TENSORBOARD_LOGGING_DIR says, the cell's
     tensorboard folder while it trains (bench/tracking.py); each trainer gets a subfolder named
     by its stage (:func:`trainer_args` names ``output_dir`` after it), so a cell's stages are
@@ -152,8 +160,8 @@ def batch_tokens(inputs: dict[str, Any]) -> int:
     return int(sum(inputs[k].sum() for k in masks))
 
 
-def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0,
-            curve: list[dict[str, float]] | None = None):
+def metered(trainer: T, ledger: Ledger, n_params: int, *, reference_params: int = 0,
+            curve: list[dict[str, float]] | None = None) -> T:
     """``trainer`` (a transformers/TRL Trainer) with every training step charged to the ledger
     *before* it runs: the batch's non-padding tokens (its attention mask; SFT, DPO and reward
     batches all carry one, DPO's holding chosen and rejected rows) as train_tokens, and their
@@ -172,126 +180,28 @@ def metered(trainer, ledger: Ledger, n_params: int, *, reference_params: int = 0
         return step(model, inputs, *args, **kwargs)
 
     trainer.training_step = charged
+    return timed(trainer)
+
+
+def timed(trainer: T) -> T:
+    """``trainer`` whose ``train`` runs as a phase of the cell's time (named after the
+    trainer's class) and then releases what the trainer holds (:func:`release_trainer`)."""
     train = trainer.train
 
-    def timed(*args, **kwargs):  # the trainer's run is a phase of the cell's time
+    def run(*args: Any, **kwargs: Any) -> Any:
         with meter.phase(type(trainer).__name__):
             out = train(*args, **kwargs)
         release_trainer(trainer)
         return out
 
-    trainer.train = timed
+    trainer.train = run
     return trainer
 
 
-def release_trainer(trainer) -> None:
+def release_trainer(trainer: Trainer) -> None:
     """Drop what a finished trainer holds besides its model (its optimizer's state, the
     accelerator's references) and hand the freed memory back (bench.meter.release_memory):
     the next stage starts from what the cell still needs, not from this stage's peak."""
     trainer.optimizer = trainer.lr_scheduler = None
     trainer.accelerator.free_memory()
     meter.release_memory()
-
-
-def train_reference_free(trainer_cls: type, config_cls: type, policy, pairs: list[dict],
-                         ctx: TrainContext, cfg, stage: str, **loss: Any) -> None:
-    """One run of a reference-free TRL preference trainer (CPOTrainer with the SimPO loss,
-    ORPOTrainer) on ``pairs`` (prompt/chosen/rejected), in place on ``policy``: ``cfg``'s
-    learning rate, epochs and batch size on a cosine schedule with DPO's warm-up, ``loss``
-    the trainer's own settings, and one model's FLOPs per step (there is no reference)."""
-    from datasets import Dataset
-
-    from bench.models import n_params
-    args = trainer_args(config_cls, ctx, stage, checkpointing=cfg.activation_checkpointing,
-                        learning_rate=cfg.lr,
-                        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                        lr_scheduler_type="cosine",
-                        warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs),
-                        **loss)
-    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
-                              for p in pairs])
-    trainer = trainer_cls(model=policy.model, args=args, train_dataset=data,
-                          processing_class=policy.tokenizer,
-                          callbacks=[FiniteGuard(policy.model)], peft_config=lora_config(cfg))
-    metered(trainer, ctx.ledger, n_params(policy.model),
-            curve=ctx.curves.setdefault(stage, [])).train()
-    policy.model = merged(trainer.model)
-    policy.model.eval()
-
-
-class LoRAOptions(MethodConfig):
-    """LoRA (Hu et al. 2021, through peft) for any training method, so bigger models fit. Each
-    stage trains fresh adapters and merges them when it ends, so every stage's output is a
-    plain model that the next stage, the evals and the cache handle like any other."""
-
-    lora: bool = Field(False, description="train LoRA adapters instead of all weights")
-    lora_r: int = Field(16, ge=1, description="adapter rank")
-    lora_alpha: int = Field(32, ge=1, description="adapter scale numerator (alpha / r)")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
-    lora_target: str | list[str] = Field("all-linear", description="peft target_modules: "
-                                         "module names, a regex, or 'all-linear'")
-    activation_checkpointing: bool = Field(
-        False, description="recompute each layer's activations in the backward pass instead of "
-        "keeping them (real models: less memory, about a third more time; the same numbers to "
-        "float rounding)")
-
-
-def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
-    """A peft LoraConfig, or None when the method trains all weights."""
-    if not getattr(cfg, "lora", False):
-        return None
-    peft = require("peft", "lora = true")
-    return peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                           lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target,
-                           task_type=task_type)
-
-
-def with_adapters(model, cfg: LoRAOptions, task_type: str = "CAUSAL_LM"):
-    """``model`` wrapped with fresh trainable adapters (base weights frozen), or unchanged."""
-    lc = lora_config(cfg, task_type)
-    if lc is None:
-        return model
-    return require("peft", "lora = true").get_peft_model(model, lc)
-
-
-def checkpointed(model, on: bool):
-    """``model`` with activation checkpointing switched ``on`` or off (non-reentrant: adapters
-    get gradients without the inputs requiring any, and dropout replays its masks), for the
-    loops TRL does not run (PPO's policy and value model); TRL's trainers take it through
-    :func:`trainer_args`."""
-    # transformers 5 renamed gradient_* to activation_* (the old names warn in every cell's log)
-    new = hasattr(model, "activation_checkpointing_enable")
-    if on:
-        kw = {"use_reentrant": False}
-        if new:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
-    elif new and model.is_activation_checkpointing:
-        model.activation_checkpointing_disable()
-    elif not new and getattr(model, "is_gradient_checkpointing", False):
-        model.gradient_checkpointing_disable()
-    return model
-
-
-def merged(model):
-    """Fold trained adapters into the weights and drop the peft wrapper (no-op otherwise).
-    A model can only carry adapters if peft was imported to put them there, so without peft
-    loaded this is a no-op and peft stays optional."""
-    peft = sys.modules.get("peft")
-    return model.merge_and_unload() if peft and isinstance(model, peft.PeftModel) else model
-
-
-class AdaptersOff:
-    """The frozen reference for KL when training with LoRA: the same network with its adapters
-    disabled -- the weights the adapters started from -- instead of a second copy."""
-
-    def __init__(self, peft_model):
-        self.model = peft_model
-
-    def __call__(self, **kw):
-        with self.model.disable_adapter():
-            return self.model(**kw)
-
-    def eval(self):
-        return self

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from datasets import Dataset
 from pydantic import Field
 
 from bench.api import DataError, Rater, Start, TrainContext, Trained
 from bench.budget import capped
-from bench.models import n_params
-from methods.common import FiniteGuard, lora_config, merged, metered, trainer_args, warmup
 from methods.feedback import SharedSetConfig, pick_prompts, sample_k, shared_comparisons
+from methods.trl_train import Schedule, schedule, train_with_trl
 
 
-class KTOConfig(SharedSetConfig):
+class KTOConfig(SharedSetConfig, Schedule):
     # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
     # longer answers, batches a 2-core machine or one GPU holds
     profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
@@ -143,21 +141,12 @@ class KTO:
                                  config.balance)
         ctx.log.info("kto: %d desirable, %d undesirable examples; weights %.3g / %.3g",
                      n_d, n_u, w_d, w_u)
-        args = trainer_args(TRLKTOConfig, ctx, "kto",
-                            checkpointing=config.activation_checkpointing, beta=config.beta, learning_rate=config.lr,
-                            num_train_epochs=config.epochs,
-                            per_device_train_batch_size=config.batch_size,
-                            desirable_weight=w_d, undesirable_weight=w_u,
-                            lr_scheduler_type="cosine",
-                            warmup_steps=warmup(0.05, len(examples), config.batch_size,
-                                                config.epochs))
-        peft = lora_config(config)
-        trainer = KTOTrainer(model=policy.model, ref_model=None if peft else sft.model,
-                             args=args, train_dataset=Dataset.from_list(examples),
-                             processing_class=policy.tokenizer,
-                             callbacks=[FiniteGuard(policy.model)], peft_config=peft)
-        metered(trainer, ctx.ledger, n_params(policy.model), reference_params=n_params(sft.model),
-                curve=ctx.curves.setdefault("kto", [])).train()
-        policy.model = merged(trainer.model)
-        policy.model.eval()
+        policy.model = train_with_trl(
+            TRLKTOConfig, KTOTrainer, policy.model, examples, ctx, "kto", config,
+            tokenizer=policy.tokenizer, reference=sft.model,
+            trainer_kw={"ref_model": None if config.lora else sft.model},
+            beta=config.beta, learning_rate=config.lr, num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            desirable_weight=w_d, undesirable_weight=w_u,
+            **schedule(config, len(examples), config.batch_size, config.epochs))
         return Trained(policy=policy)

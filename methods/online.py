@@ -15,15 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from datasets import Dataset
 from pydantic import Field
+from transformers import TrainerCallback
 
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped, charge_inference
 from bench.models import n_params
-from methods.common import FiniteGuard, lora_config, merged, to_cell_log, trainer_args
 from methods.feedback import SharedSetConfig, label_rollouts, shared_comparisons
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
+from methods.trl_train import train_with_trl
 
 
 class OnlineRLConfig(RewardModelConfig, SharedSetConfig):
@@ -63,22 +63,16 @@ def train_online(name: str, trainer_cls: type, config_cls: type, start: Start,
     pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), cfg)
     rm = train_reward_model(start.path, policy.tokenizer, pairs, ctx, cfg,
                             stage=f"{name}_reward_model")
-    args = trainer_args(config_cls, ctx, name, checkpointing=cfg.activation_checkpointing,
-                        max_steps=cfg.steps, logging_steps=1,
-                        per_device_train_batch_size=cfg.batch_size,
-                        num_generations=cfg.num_generations,
-                        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
-                        beta=cfg.kl_coef, learning_rate=cfg.lr, epsilon=cfg.clip, **extra)
-    data = Dataset.from_list([{"prompt": p} for p in ctx.scenario.train_prompts])
     reward = _Scored(rm, policy.tokenizer.eos_token_id, cfg.missing_eos_penalty, ctx, name)
-    trainer = trainer_cls(model=policy.model, reward_funcs=reward, args=args,
-                          train_dataset=data, processing_class=policy.tokenizer,
-                          callbacks=[FiniteGuard(policy.model)], peft_config=lora_config(cfg))
-    _metered(trainer, ctx, n_params(policy.model), cfg.kl_coef > 0)
-    to_cell_log(trainer).train()
-    _merge_logs(ctx.curves.get(name, []), trainer.state.log_history)
-    policy.model = merged(trainer.model)
-    policy.model.eval()
+    model = policy.model  # counted once the trainer has put its adapters in (with LoRA)
+    policy.model = train_with_trl(
+        config_cls, trainer_cls, model, [{"prompt": p} for p in ctx.scenario.train_prompts],
+        ctx, name, cfg, tokenizer=policy.tokenizer, trainer_kw={"reward_funcs": reward},
+        charge=lambda trainer: _metered(trainer, ctx, n_params(model), cfg.kl_coef > 0),
+        callbacks=[_LogsToCurve(ctx, name)], max_steps=cfg.steps, logging_steps=1,
+        per_device_train_batch_size=cfg.batch_size, num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
+        beta=cfg.kl_coef, learning_rate=cfg.lr, epsilon=cfg.clip, **extra)
     return Trained(policy=policy, reward_fn=rm.reward)
 
 
@@ -128,6 +122,17 @@ def _metered(trainer: Any, ctx: TrainContext, params: int, has_reference: bool) 
 LOGGED = {"loss": "loss", "kl": "kl", "entropy": "entropy",
           "clip_ratio/region_mean": "clip_frac", "completions/mean_length": "response_length",
           "grad_norm": "grad_norm"}
+
+
+class _LogsToCurve(TrainerCallback):
+    """When training ends, the trainer's per-step log merged into the method's curve
+    (:func:`_merge_logs`)."""
+
+    def __init__(self, ctx: TrainContext, curve: str):
+        self.ctx, self.curve = ctx, curve
+
+    def on_train_end(self, args, state, control, **kwargs):
+        _merge_logs(self.ctx.curves.get(self.curve, []), state.log_history)
 
 
 def _merge_logs(curve: list[dict[str, float]], history: list[dict[str, Any]]) -> None:

@@ -19,11 +19,11 @@ from pydantic import Field
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.seeding import derive_seed
-from methods.common import train_reference_free
 from methods.feedback import SharedSetConfig, drawn_comparisons, ranked_pairs, sample_k
+from methods.trl_train import Schedule, train_reference_free
 
 
-class ORPOConfig(SharedSetConfig):
+class ORPOConfig(SharedSetConfig, Schedule):
     # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
     # longer answers, batches a 2-core machine or one GPU holds
     profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 2e-4, "epochs": 1.0,

@@ -7,15 +7,14 @@ import copy
 from pathlib import Path
 
 import torch
-from datasets import Dataset
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bench.api import Start, TrainContext
 from bench.budget import charge_inference
 from bench.logs import to_trainer_log
-from bench.models import n_params
-from methods.common import (FiniteGuard, LoRAOptions, accumulated, lora_config, merged,
-                            metered, trainer_args, warmup)
+from methods.common import accumulated, warmup
+from methods.lora import LoRAOptions
+from methods.trl_train import pair_rows, scheduler_name, train_with_trl
 
 
 class RewardModelConfig(LoRAOptions):
@@ -28,6 +27,19 @@ class RewardModelConfig(LoRAOptions):
         None, ge=1, description="comparisons per forward and backward pass, the gradients "
         "accumulated over rm_batch_size (the same step, to float rounding, in less memory); "
         "None: the whole batch at once")
+    # rm_ as the reward model's other fields: a config that also trains a policy with a
+    # schedule of its own (rsft's SFT) keeps the two apart
+    rm_lr_scheduler_type: str = Field("cosine", description="the reward model's learning-rate "
+                                      "schedule after the warm-up, a transformers "
+                                      "SchedulerType (cosine, linear, constant, ...)")
+    rm_warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the reward "
+                                   "model's steps its learning rate warms up over, linearly "
+                                   "from 0 (none in a one-step run)")
+
+    @field_validator("rm_lr_scheduler_type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return scheduler_name(v)
 
     @model_validator(mode="after")
     def _micro_divides(self):
@@ -87,20 +99,12 @@ def train_reward_model(init: Path, tokenizer, pairs: list[dict[str, str]], ctx: 
                                                                    dtype="auto")
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(ctx.device)
-    args = trainer_args(RewardConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
-                        num_train_epochs=cfg.rm_epochs,
-                        learning_rate=cfg.rm_lr,
-                        **accumulated(cfg.rm_batch_size, cfg.rm_micro_batch_size),
-                        center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type="cosine",
-                        warmup_steps=warmup(0.05, len(pairs), cfg.rm_batch_size, cfg.rm_epochs))
-    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tok_side = tokenizer.padding_side
-    trainer = RewardTrainer(model=model, args=args, train_dataset=data,
-                            processing_class=tokenizer, callbacks=[FiniteGuard(model)],
-                            peft_config=lora_config(cfg, "SEQ_CLS"))
-    metered(trainer, ctx.ledger, n_params(model),  # compute charged per step
-            curve=ctx.curves.setdefault(stage, [])).train()
-    model = merged(trainer.model)
+    model = train_with_trl(
+        RewardConfig, RewardTrainer, model, pair_rows(pairs), ctx, stage, cfg,
+        tokenizer=tokenizer, task_type="SEQ_CLS", num_train_epochs=cfg.rm_epochs,
+        learning_rate=cfg.rm_lr, **accumulated(cfg.rm_batch_size, cfg.rm_micro_batch_size),
+        center_rewards_coefficient=cfg.rm_center_coef, lr_scheduler_type=cfg.rm_lr_scheduler_type,
+        warmup_steps=warmup(cfg.rm_warmup_ratio, len(pairs), cfg.rm_batch_size, cfg.rm_epochs))
     tokenizer.padding_side = tok_side
-    model.eval()
     return RewardModel(model, tokenizer)

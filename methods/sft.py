@@ -7,17 +7,15 @@ as the "SFT-only" row too (docs/design.md, budgets).
 
 from __future__ import annotations
 
-from datasets import Dataset
 from pydantic import Field
 
 from bench.api import Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import capped
-from bench.models import n_params
-from methods.common import (FiniteGuard, LoRAOptions, lora_config, merged, metered,
-                            trainer_args, warmup)
+from methods.lora import LoRAOptions
+from methods.trl_train import Schedule, schedule, train_with_trl
 
 
-class SFTOptions(LoRAOptions):
+class SFTOptions(LoRAOptions, Schedule):
     """How supervised fine-tuning trains (SFT's stage, and rsft's fine-tuning on its best
     samples)."""
 
@@ -25,7 +23,6 @@ class SFTOptions(LoRAOptions):
     lr: float = Field(3e-4, gt=0,
                       description="peak learning rate (tiny models; ~2e-5 for real LMs)")
     batch_size: int = Field(32, ge=1, description="demonstrations per step")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="linear warmup fraction")
     max_length: int = Field(256, ge=1, description="tokens per example, prompt included")
     completion_only_loss: bool = Field(True, description="loss on the answer only (InstructGPT)")
 
@@ -54,20 +51,12 @@ def sft_train(policy: TrainablePolicy, examples: list[dict[str, str]], ctx: Trai
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    args = trainer_args(
-        TRLSFTConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
-        num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+    policy.model = train_with_trl(
+        TRLSFTConfig, SFTTrainer, policy.model, examples, ctx, stage, cfg,
+        tokenizer=policy.tokenizer, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
-        warmup_steps=warmup(cfg.warmup_ratio, len(examples), cfg.batch_size, cfg.epochs),
-        max_length=cfg.max_length, completion_only_loss=cfg.completion_only_loss,
-        lr_scheduler_type="cosine")
-    trainer = SFTTrainer(model=policy.model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=policy.tokenizer, callbacks=[FiniteGuard(policy.model)],
-                         peft_config=lora_config(cfg))
-    metered(trainer, ctx.ledger, n_params(policy.model),  # compute charged per step
-            curve=ctx.curves.setdefault(stage, [])).train()
-    policy.model = merged(trainer.model)
-    policy.model.eval()
+        **schedule(cfg, len(examples), cfg.batch_size, cfg.epochs),
+        max_length=cfg.max_length, completion_only_loss=cfg.completion_only_loss)
 
 
 class SFT:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from bench.api import Start, TrainContext, Trained
-from methods.common import train_reference_free
 from methods.feedback import SharedSetConfig, shared_comparisons
+from methods.trl_train import Schedule, train_reference_free
 
 
-class SimPOConfig(SharedSetConfig):
+class SimPOConfig(SharedSetConfig, Schedule):
     # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
     # longer answers, batches a 2-core machine or one GPU holds
     profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
