@@ -8,19 +8,17 @@ model as the fixed reference (Xu et al. 2023, "Some things are more CRINGE than 
 
 from __future__ import annotations
 
-from datasets import Dataset
 from pydantic import Field, model_validator
 
 from bench.api import Start, TrainablePolicy, TrainContext, Trained
 from bench.budget import capped
-from bench.models import n_params
-from bench.seeding import derive_seed
-from methods.common import (FiniteGuard, LoRAOptions, accumulated, lora_config, merged, metered,
-                            trainer_args, warmup)
-from methods.feedback import check_labeler, label_rollouts, ranked_pairs, shared_comparisons
+from methods.common import accumulated
+from methods.feedback import check_labeler, feedback_rounds, label_rollouts
+from methods.lora import LoRAOptions
+from methods.trl_train import Schedule, pair_rows, schedule, train_with_trl
 
 
-class DPOConfig(LoRAOptions):
+class DPOConfig(LoRAOptions, Schedule):
     # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
     # longer answers, batches a 2-core machine or one GPU holds
     profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "lr": 5e-5, "epochs": 1.0,
@@ -86,24 +84,15 @@ def dpo_train(policy: TrainablePolicy, ref: TrainablePolicy, pairs: list[dict], 
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
-    args = trainer_args(TRLDPOConfig, ctx, stage, checkpointing=cfg.activation_checkpointing,
-                        beta=cfg.beta, learning_rate=cfg.lr,
-                        num_train_epochs=cfg.epochs,
-                        **accumulated(cfg.batch_size, cfg.micro_batch_size),
-                        loss_type=[cfg.loss_type], label_smoothing=flip_rate(cfg),
-                        lr_scheduler_type="cosine",
-                        warmup_steps=warmup(0.05, len(pairs), cfg.batch_size, cfg.epochs))
-    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
-    peft = lora_config(cfg)
-    trainer = DPOTrainer(model=policy.model,
-                         ref_model=None if peft is not None and starts_at_ref else ref.model,
-                         args=args, train_dataset=data, processing_class=policy.tokenizer,
-                         callbacks=[FiniteGuard(policy.model)], peft_config=peft)
     # per step, before it runs: policy forward+backward, plus the reference's forward
-    metered(trainer, ctx.ledger, n_params(policy.model), reference_params=n_params(ref.model),
-            curve=ctx.curves.setdefault(stage, [])).train()
-    policy.model = merged(trainer.model)
-    policy.model.eval()
+    policy.model = train_with_trl(
+        TRLDPOConfig, DPOTrainer, policy.model, pair_rows(pairs), ctx, stage, cfg,
+        tokenizer=policy.tokenizer, reference=ref.model,
+        trainer_kw={"ref_model": None if cfg.lora and starts_at_ref else ref.model},
+        beta=cfg.beta, learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
+        **accumulated(cfg.batch_size, cfg.micro_batch_size),
+        loss_type=[cfg.loss_type], label_smoothing=flip_rate(cfg),
+        **schedule(cfg, len(pairs), cfg.batch_size, cfg.epochs))
 
 
 class DPO:
@@ -115,17 +104,6 @@ class DPO:
 
     def train(self, start: Start, ctx: TrainContext, config: DPOConfig) -> Trained:
         sft, policy = start.reference, start.trainable()
-        # later rounds' labeler (a first round trains on the shared set, which brings its own)
-        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed) if config.rounds > 1 else None
-        per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
-        for rnd in range(config.rounds):
-            if rnd == 0:  # the SFT comparison set is shared with PPO: same labels, same count
-                pairs = shared_comparisons(ctx, start, per_round, config)
-            else:
-                pairs = ranked_pairs(policy, ctx.scenario.train_prompts, panel, per_round,
-                                     config.k, ctx.ledger,
-                                     seed=derive_seed(ctx.seed, "labels.round", rnd),
-                                     temperature=config.label_temperature,
-                                     max_new_tokens=config.max_new_tokens)
+        for rnd, pairs in feedback_rounds(ctx, start, policy, config):
             dpo_train(policy, sft, pairs, ctx, config, stage=f"dpo_{rnd}", starts_at_ref=rnd == 0)
         return Trained(policy=policy)

@@ -4,13 +4,16 @@ methods compared at equal budget also collect their labels the same way."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 from pydantic import Field
 
 from bench.api import Judge, Labeler, Policy, Start, TrainContext
 from bench.budget import Ledger, capped
-from methods.common import LoRAOptions
+from bench.seeding import derive_seed
+from methods.lora import LoRAOptions
 
 
 class SharedSetConfig(LoRAOptions):
@@ -173,3 +176,47 @@ def shared_comparisons(ctx: TrainContext, start: Start, n: int, cfg) -> list[dic
                         "temperature": cfg.label_temperature,
                         "max_new_tokens": cfg.max_new_tokens, "holdout": holdout},
         ctx.ledger, compute)
+
+
+class RoundSettings(Protocol):
+    """What :func:`feedback_rounds` reads of a method's config (PPO's, DPO's, RLAIF's); a
+    ``holdout_prompts`` field, where a config has one (PPO's), is honoured too."""
+
+    rounds: int  # labelling rounds; the label budget splits evenly
+    k: int  # responses sampled and labelled per prompt
+    label_temperature: float  # sampling temperature of those responses
+    max_new_tokens: int  # their length limit
+
+
+def feedback_rounds(ctx: TrainContext, start: Start, policy: Policy, cfg: RoundSettings,
+                    judge: Judge | None = None) -> Iterator[tuple[int, list[dict]]]:
+    """Each round's newly labelled pairs as ``(round, pairs)``, over ``cfg.rounds`` rounds that
+    split the label budget evenly. The caller trains ``policy`` on a round's pairs before it
+    asks for the next, so later rounds label samples of the policy as trained so far.
+
+    With the panel (``judge`` None; the budget's comparisons), round 0 is the shared comparison
+    set (:func:`shared_comparisons`: the labels every method that consumes comparisons trains
+    on) and each later round ranks K samples of ``policy`` per prompt, on the training prompts
+    a config's ``holdout_prompts`` leaves, by a panel made only when there are later rounds.
+    With an AI ``judge`` (the budget's ai_comparisons), every round's pairs are judged in both
+    orders on every training prompt, round 0's sampled from the start's frozen reference and
+    later rounds' from ``policy``."""
+    unit = "comparisons" if judge is None else "ai_comparisons"
+    # later rounds' labeler (a first round trains on the shared set, which brings its own)
+    panel = (ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+             if judge is None and cfg.rounds > 1 else None)
+    per_round = int(ctx.ledger.remaining(unit)) // cfg.rounds
+    sampling = {"temperature": cfg.label_temperature, "max_new_tokens": cfg.max_new_tokens}
+    for rnd in range(cfg.rounds):
+        if judge is not None:
+            sampler = start.reference if rnd == 0 else policy
+            yield rnd, judged_pairs(sampler, ctx.scenario.train_prompts, judge, per_round, cfg.k,
+                                    ctx.ledger, seed=derive_seed(ctx.seed, "rlaif.labels.round",
+                                                                 rnd), **sampling)
+        elif rnd == 0:  # the SFT comparison set is shared: same labels, same count
+            yield rnd, shared_comparisons(ctx, start, per_round, cfg)
+        else:
+            prompts = feedback_prompts(ctx.scenario.train_prompts,
+                                       getattr(cfg, "holdout_prompts", None))
+            yield rnd, ranked_pairs(policy, prompts, panel, per_round, cfg.k, ctx.ledger,
+                                    seed=derive_seed(ctx.seed, "labels.round", rnd), **sampling)

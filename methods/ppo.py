@@ -27,9 +27,9 @@ from bench.models import n_params
 from bench.sampling import left_pad, sample
 from bench.seeding import derive_seed
 from bench.tracking import curve_logger
-from methods.common import AdaptersOff, checkpointed, merged, with_adapters
-from methods.feedback import (check_labeler, feedback_prompts, label_rollouts, pick_prompts,
-                              ranked_pairs, shared_comparisons)
+from methods.feedback import (check_labeler, feedback_prompts, feedback_rounds, label_rollouts,
+                              pick_prompts)
+from methods.lora import AdaptersOff, checkpointed, merged, with_adapters
 from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
 
 # --------------------------------------------------------------------------- pure math
@@ -553,20 +553,8 @@ class PPO:
 
     def train(self, start: Start, ctx: TrainContext, config: PPOConfig) -> Trained:
         policy = start.trainable()
-        # later rounds' labeler (a first round trains on the shared set, which brings its own)
-        panel = ctx.scenario.make_panel(ctx.ledger, ctx.seed) if config.rounds > 1 else None
-        per_round = int(ctx.ledger.remaining("comparisons")) // config.rounds
-        pairs: list[dict[str, str]] = []
-        for rnd in range(config.rounds):
-            if rnd == 0:  # the SFT comparison set is shared with DPO: same labels, same count
-                pairs += shared_comparisons(ctx, start, per_round, config)
-            else:
-                pairs += ranked_pairs(policy, feedback_prompts(ctx.scenario.train_prompts,
-                                                               config.holdout_prompts),
-                                      panel, per_round,
-                                      config.k, ctx.ledger,
-                                      seed=derive_seed(ctx.seed, "labels.round", rnd),
-                                      temperature=config.label_temperature,
-                                      max_new_tokens=config.max_new_tokens)
+        pairs: list[dict[str, str]] = []  # each round's reward model trains on every round's
+        for rnd, labelled in feedback_rounds(ctx, start, policy, config):
+            pairs += labelled
             rm = ppo_round(policy, start, pairs, ctx, config, rnd, curve="ppo")
         return Trained(policy=policy, reward_fn=rm.reward, held_out_prompts=config.holdout_prompts)

@@ -20,9 +20,8 @@ from pydantic import Field, model_serializer, model_validator
 
 from bench.api import Start, TrainContext, Trained
 from bench.budget import Ledger, capped
-from bench.seeding import derive_seed
 from methods.dpo import DPOConfig, dpo_train, flip_rate
-from methods.feedback import judged_pairs, label_rollouts
+from methods.feedback import feedback_rounds, label_rollouts
 from methods.ppo import PPOConfig, ppo_round
 
 DEFAULT_CONSTITUTION = ["be helpful", "be honest", "be harmless"]
@@ -129,15 +128,9 @@ class RLAIF:
         make_judge = (ctx.scenario.make_ai_judge if config.judge_kind == "pairwise"
                       else ctx.scenario.make_likelihood_judge)
         judge = make_judge(judge_model, config.constitution, ctx.ledger)
-        per_round = int(ctx.ledger.remaining("ai_comparisons")) // config.rounds
         all_pairs: list[dict] = []
         rm = None
-        for rnd in range(config.rounds):
-            sampler = sft if rnd == 0 else policy
-            pairs = judged_pairs(sampler, ctx.scenario.train_prompts, judge, per_round, config.k,
-                                 ctx.ledger, seed=derive_seed(ctx.seed, "rlaif.labels.round", rnd),
-                                 temperature=config.label_temperature,
-                                 max_new_tokens=config.max_new_tokens)
+        for rnd, pairs in feedback_rounds(ctx, start, policy, config, judge):
             # A hard label turns a judge's 0.46 into a certain preference: a faint bias the
             # judge has on every pair (in the micro-world, for one answer register) would
             # become the strongest signal DPO sees. Pairs the judge barely separates in both
