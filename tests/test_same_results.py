@@ -1,6 +1,7 @@
-"""docs/analysis/same_results.py, the instrument behind the README's "the quickstart's numbers
-unchanged" and "none beyond 1.96 joint standard errors": it must catch one changed number
-anywhere a result holds numbers, ignore the machine's wall time, and count z exactly."""
+"""docs/analysis/same_results.py, the instrument behind docs/performance.md's "the
+quickstart's numbers unchanged" and "none beyond 1.96 joint standard errors": it must catch one
+changed number anywhere a result holds numbers, ignore the machine's wall time, and count z
+exactly."""
 
 import copy
 import importlib.util

@@ -86,7 +86,7 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
     On seeds 100-106 (one torch thread) the gap read +0.446 [0.178, 0.714]. That
     proxy reward keeps rising after gold peaks, which this test also asserted on the
     development seeds 0-6, did not replicate there at this standard: +0.110 [-0.002, 0.222]
-    (seed 102 read -0.002), so it is reported (README), not asserted."""
+    (seed 102 read -0.002), so it is not asserted."""
     from bench.stats import paired_seed_delta
 
     m = config.load("quickstart").model_copy(update={"progress": False})
@@ -139,7 +139,7 @@ def test_the_claims_that_hold_on_the_confirmation_seeds(tmp_path):
 def test_ai_feedback_trades_cost_for_fidelity_on_the_confirmation_seeds(tmp_path):
     """The prices preset (``alignbench run prices``, about 9 minutes on 2 cores once the world
     is built): at $1.00 a human and $0.10 an AI comparison, every claim of claim 7 holds on
-    seeds 100-109 (README, "AI feedback against its cost"): a thousand AI labels beat a
+    seeds 100-109 (bench/presets/prices.toml): a thousand AI labels beat a
     hundred human ones at the same $100, lose to a thousand human ones, and four thousand lose
     more. Each is a 95% interval from the run's own findings."""
     m = config.load("prices").model_copy(update={"progress": False})
