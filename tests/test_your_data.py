@@ -299,3 +299,33 @@ def test_overlapping_eval_prompts_are_removed_and_counted(tiny_real_model, cache
     removed = split["eval_prompts_removed_for_overlap"]
     assert removed == sum(1 for p in pairs(5) if any(p["prompt"] in t for t in train))
     assert split["eval_prompts"] == 9 - removed
+
+
+@pytest.mark.slow
+@pytest.mark.on_demand  # about 5 minutes on 2 cores: a Ray instance and the matrix twice
+def test_under_ray_workers_read_the_snapshot_and_match_the_local_executor(tiny_real_model,
+                                                                          tmp_path, monkeypatch):
+    """The Ray executor gives the local executor's keys and results on the user's data, and
+    its workers rebuild the world from the sources' snapshots in the shared cache: the user's
+    file is gone by the time any worker starts."""
+    pytest.importorskip("ray")
+    import torch
+
+    from bench import config, ray_executor, runner
+    from tests.test_ray import assert_identical
+
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", pairs(30))
+    m = config.load(matrix(tmp_path, tiny_real_model, prefs, ["base", "sft", "dpo"]))
+    m = config.parse({**m.model_dump(mode="json", exclude_defaults=True), "progress": False,
+                      "resources": {"num_cpus": torch.get_num_threads()}})
+    runner.run(m, tmp_path / "local")
+    for_workers = ray_executor.for_workers
+
+    def then_hide(matrix, world):  # the driver has read the file; the workers must not need it
+        portable = for_workers(matrix, world)
+        prefs.rename(prefs.with_suffix(".hidden"))
+        return portable
+    monkeypatch.setattr(ray_executor, "for_workers", then_hide)
+    runner.run(m.model_copy(update={"executor": "ray"}), tmp_path / "ray")
+    assert not prefs.exists()
+    assert_identical(tmp_path / "local", tmp_path / "ray")
