@@ -73,7 +73,7 @@ def torch_dtype(name: str, device: str) -> torch.dtype:
 # What identifies a model folder's content: its weights (sharded or not), its config and its
 # tokenizer. READMEs, training logs and the like do not move a number.
 IDENTITY_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".model", ".txt", ".tiktoken",
-                     ".gguf", ".jinja")
+                     ".gguf", ".jinja", ".py")  # .py: a model's own code (trust_remote_code)
 
 
 def folder_identity(path: Path) -> str:

@@ -206,9 +206,12 @@ class LabelerAgreement:
         unc: dict[str, float] = {}
         extra: dict[str, Any] = {}
         n = 0
-        if ctx.world.has_labeler:
-            n = self.panel_agreement(policy, ctx, o, metrics, unc, extra)
-        pairs = [p for p in (ctx.data.items if ctx.data else []) if isinstance(p, dict)]
+        pairs = [p for p in (ctx.data.items if ctx.data else [])
+                 if isinstance(p, dict) and "chosen" in p]  # paired held-out rows
+        panel = ctx.world.make_panel(ctx.ledger, derive_seed(ctx.seed, "agreement.panel")) \
+            if ctx.world.has_labeler else None
+        if panel is not None and (hasattr(panel, "label_matrix") or not pairs):
+            n = self.panel_agreement(policy, ctx, o, panel, metrics, unc, extra)
         if pairs:
             n = max(n, len(pairs))
             held_out_accuracy(pairs, ctx, metrics, unc, extra)
@@ -217,7 +220,7 @@ class LabelerAgreement:
                              "nor held-out preference pairs; drop labeler_agreement from evals")
         return EvalResult(metrics=metrics, uncertainty=unc, n=n, extra=extra, plots=PLOTS)
 
-    def panel_agreement(self, policy: Policy, ctx: EvalContext, o: AgreementOptions,
+    def panel_agreement(self, policy: Policy, ctx: EvalContext, o: AgreementOptions, panel,
                         metrics: dict[str, float], unc: dict[str, float],
                         extra: dict[str, Any]) -> int:
         """The panel's agreement with itself, and each judge's with it, on pairs of the
@@ -229,7 +232,6 @@ class LabelerAgreement:
                             seed=derive_seed(ctx.seed, "agreement.a"))
         b = policy.generate(flat, max_new_tokens=24, temperature=1.0,
                             seed=derive_seed(ctx.seed, "agreement.b"))
-        panel = ctx.world.make_panel(ctx.ledger, derive_seed(ctx.seed, "agreement.panel"))
         if not hasattr(panel, "label_matrix"):
             raise ValueError("labeler_agreement needs a panel with label_matrix (several "
                              "labelers on the same pairs)")

@@ -329,3 +329,55 @@ def test_under_ray_workers_read_the_snapshot_and_match_the_local_executor(tiny_r
     runner.run(m.model_copy(update={"executor": "ray"}), tmp_path / "ray")
     assert not prefs.exists()
     assert_identical(tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_judge_that_trains_is_refused_by_content_not_by_name(tiny_real_model, cache_dir,
+                                                               tmp_path):
+    """The evaluation judge may not be the labeler (or RLAIF's judge) under another path of
+    the same model, unless the matrix allows it; then win-rates are flagged as proxy."""
+    rm = tiny_reward_model_path(tmp_path)
+    copy = tmp_path / "rm-copy"
+    shutil.copytree(rm, copy)
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", pairs(30))
+    with pytest.raises(DataError, match="also the labeler"):
+        _world_key(tiny_real_model, cache_dir, preferences=str(prefs), labeler=f"rm:{rm}",
+                   judge=f"rm:{copy}")
+    with pytest.raises(DataError, match="also the ai_judge"):
+        _world_key(tiny_real_model, cache_dir, preferences=str(prefs), ai_judge=f"rm:{rm}",
+                   judge=f"rm:{copy}")
+    from bench.scenarios.real import Real, RealOptions
+    w = Real().build(RealOptions(base_model=str(tiny_real_model), preferences=str(prefs),
+                                 labeler=f"rm:{rm}", judge=f"rm:{copy}", allow_proxy_judge=True,
+                                 n_win_rate_prompts=2), cache_dir, progress=False)
+    assert w.judge_is_labeler
+
+
+def test_unpaired_data_asks_for_a_judge_and_no_gold_split_is_refused(tiny_real_model,
+                                                                    cache_dir, tmp_path):
+    from pydantic import ValidationError
+
+    from bench.scenarios.real import RealOptions
+    rows = [{"prompt": f"Q{i}?", "completion": f"A{i}.", "label": i % 2 == 0} for i in range(30)]
+    prefs = write_jsonl(tmp_path / "unpaired.jsonl", rows)
+    with pytest.raises(DataError, match="unpaired rows"):
+        _world_key(tiny_real_model, cache_dir, preferences=str(prefs))
+    with pytest.raises(ValidationError, match="gold_fraction"):
+        RealOptions(preferences=str(prefs), gold_fraction=0.0)
+
+
+def test_no_prompt_a_method_trains_on_is_evaluated(tiny_real_model, cache_dir, tmp_path):
+    """With a rollout-prompt source beside the preference data, the preference training
+    prompts still never reach the evaluation prompts or the held-out pairs."""
+    from bench.scenarios.real import Real, RealOptions
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", pairs(40))
+    other = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Other {i}?"} for i in range(5)])
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": p["prompt"]} for p in pairs(40)])
+    w = Real().build(RealOptions(base_model=str(tiny_real_model), preferences=str(prefs),
+                                 prompts=str(other), eval_prompts=str(evals),
+                                 judge="rm:" + str(tiny_reward_model_path(tmp_path)),
+                                 n_win_rate_prompts=40), cache_dir, progress=False)
+    trained = {r["prompt"] for r in w.preferences.draw(w.preferences.size, 0)}
+    assert trained and not trained & set(w.eval_data["win_rate"].prompts)
+    held = w.eval_data["labeler_agreement"].items
+    assert held and not trained & {r["prompt"] for r in held}
+    assert w.describe["split"]["eval_prompts_removed_for_overlap"] >= len(trained)

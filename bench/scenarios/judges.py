@@ -95,7 +95,9 @@ class RewardModelScorer:
     def reward(self, prompts: list[str], completions: list[str]) -> list[float]:
         tok, out = self.tokenizer, []
         texts = [p + c + (tok.eos_token or "") for p, c in zip(prompts, completions)]
+        # padded on the right, cut on the left: the score is read at the text's end (its EOS)
         side, tok.padding_side = tok.padding_side, "right"
+        cut, tok.truncation_side = tok.truncation_side, "left"
         try:
             for i in range(0, len(texts), self.batch_size):
                 enc = tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
@@ -103,7 +105,7 @@ class RewardModelScorer:
                 enc = {k: v.to(self.model.device) for k, v in enc.items()}
                 out += self.model(**enc).logits[:, 0].float().tolist()
         finally:
-            tok.padding_side = side
+            tok.padding_side, tok.truncation_side = side, cut
         return out
 
 

@@ -32,7 +32,8 @@ from bench.api import ScenarioOptions, World
 from bench.budget import Ledger
 from bench.data.sources import SourceSpec
 from bench.data.truthfulqa import TruthfulQAItem, load_packaged, load_with_source
-from bench.models import gguf_as_safetensors, load_hf, model_identity
+from bench.models import (ModelLoadError, first_line, gguf_as_safetensors, load_hf,
+                          looks_like_path, model_identity, torch_dtype)
 from bench.policy import HFPolicy
 from bench.scenarios import userdata as U
 from bench.scenarios import world as W
@@ -130,6 +131,9 @@ class RealOptions(ScenarioOptions):
             raise ValueError("held_out_fraction + gold_fraction must leave some preference "
                              "prompts to train on (their sum is below 1)")
         labeler, judge = self.roles()
+        if judge == "gold" and self.gold_fraction == 0:
+            raise ValueError("judge = 'gold' trains on the gold_fraction of the preference "
+                             "prompts, which is 0; raise gold_fraction or choose another judge")
         if judge == "gold" and not self.preferences:
             raise ValueError("judge = 'gold' trains on a split of the preference data: set "
                              "preferences, or choose another judge")
@@ -165,23 +169,46 @@ def load_items(o: RealOptions) -> tuple[list[TruthfulQAItem], dict[str, Any]]:
 
 
 def load_settings(o: RealOptions) -> LoadSettings:
-    # the scenario loads before the matrix's device is applied: "auto" precision follows
-    # whether a CUDA device is visible, as device = "auto" does
+    """How every model of the world loads. The scenario loads before the matrix's device is
+    applied, so "auto" precision is resolved once here, as device = "auto" is (CUDA when one
+    is visible), and that one precision serves every load: policy, references, judges."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return LoadSettings(o.dtype, device, o.trust_remote_code, o.allow_pickle)
+    dtype = str(torch_dtype(o.dtype, device)).removeprefix("torch.")
+    return LoadSettings(dtype, device, o.trust_remote_code, o.allow_pickle)
+
+
+def local_model(spec: str, revision: str | None) -> Path:
+    """A model as a local folder: a folder as it is, a ``.gguf`` file dequantized once into
+    the cache, a hub id at ``revision`` as its snapshot in the hub cache (downloaded when
+    the hub is reachable), so that every later load (each stage, the reward and value models,
+    the gold judge) reads the very weights the key names."""
+    path = Path(spec)
+    if spec.endswith(".gguf"):
+        return gguf_as_safetensors(path)
+    if path.is_dir() or looks_like_path(spec):
+        return path
+    import huggingface_hub as hf
+    try:
+        return Path(hf.snapshot_download(spec, revision=revision))
+    except Exception as err:  # offline and not cached, a wrong id, a refused repository
+        raise ModelLoadError(f"cannot get model {spec!r} at revision {revision or 'main'} "
+                             f"({first_line(err)}); check the hub id and revision, connect "
+                             f"once, or give a local folder") from None
+
+
+def load_model(o: RealOptions, spec: str, name: str | None = None) -> HFPolicy:
+    """A causal LM the world uses (base, stage, LLM judge) with the scenario's precision and
+    opt-ins."""
+    load = load_settings(o)
+    return load_hf(local_model(resolve_model(spec), None), name=name, dtype=load.dtype,
+                   trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
 
 
 def load_base(o: RealOptions) -> tuple[str, Path, HFPolicy]:
-    """(the spec as resolved, the folder or hub id the weights load from, the base policy). A
-    GGUF file is dequantized once into a cached safetensors folder."""
+    """(the spec as given, the local folder its weights load from, the base policy)."""
     base_spec = resolve_model(o.base_model)
-    base_path = Path(base_spec)
-    if base_spec.endswith(".gguf"):
-        base_path = gguf_as_safetensors(base_path)
-    base = load_hf(base_path if base_path.is_dir() else base_spec, revision=o.revision,
-                   trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle,
-                   dtype=o.dtype)
-    return base_spec, base_path, base
+    base_path = local_model(base_spec, o.revision)
+    return base_spec, base_path, load_model(o, str(base_path), name=base_path.name)
 
 
 def chat_template(policy: HFPolicy) -> U.Template:
@@ -208,18 +235,16 @@ class Real:
 
 
 def load_policy_with(o: RealOptions):
-    """``World.load_policy``: a stage's or the base's folder, in the matrix's precision."""
-    def load(p: Path) -> HFPolicy:
-        return load_hf(p, name=Path(p).name, dtype=o.dtype,
-                       trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
-    return load
+    """``World.load_policy``: a stage's or the base's folder, in the world's precision."""
+    return lambda p: load_model(o, str(p), name=Path(p).name)
 
 
-def identity_of(spec: str, revision: str | None = None) -> str:
-    """A judge's or model's identity for keys: content, not path."""
+def identity_of(spec: str) -> str:
+    """A judge's identity for keys and for telling roles apart: the model's content, not its
+    path ("rm:./rm" and "rm:rm" are one judge)."""
     kind, target = parse_spec(spec)
     if kind in ("rm", "llm"):
-        return f"{kind}:{model_identity(resolve_model(target))}"
+        return f"{kind}:{model_identity(local_model(resolve_model(target), None))}"
     return spec
 
 

@@ -16,14 +16,14 @@ from bench.api import DataError, EvalData, Judge, Policy, World
 from bench.data.sources import Loaded
 from bench.budget import Ledger
 from bench.data.truthfulqa import TruthfulQAItem
-from bench.models import load_hf, model_identity
+from bench.models import model_identity
 from bench.scenarios import userdata as U
 from bench.scenarios.gold import GoldSettings, gold_reward_model
 from bench.scenarios.judges import (ChargingJudge, RewardModelJudge, RewardModelLabeler,
                                     RewardModelScorer, llm_judge, parse_spec)
 from bench.scenarios.real import (RealOptions, chat_template, identity_of, load_base,
-                                  load_items, load_policy_with, load_settings, panel_judges,
-                                  resolve_model)
+                                  load_items, load_model, load_policy_with, load_settings,
+                                  local_model, panel_judges, resolve_model)
 from bench.scenarios.truthfulqa_panel import (PROVOCATIONS, AttributeScorer, PanelMeanJudge,
                                               SentenceEncoder, split_questions)
 from bench.scorers import make_scorer
@@ -43,6 +43,11 @@ class Data:
     gold_pairs: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, Loaded] = field(default_factory=dict)  # option -> the source as loaded
     split: dict[str, Any] = field(default_factory=dict)
+    questions: dict[str, str] = field(default_factory=dict)  # prompt -> the user message in it
+
+    def question_of(self, prompt: str) -> str:
+        """The user's own words in a prompt (what an LLM judge is shown), else the prompt."""
+        return self.questions.get(prompt, prompt)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -99,32 +104,43 @@ def _prompts(o: RealOptions, option: str, template, chat, prov) -> list[str]:
 
 def user_data(o: RealOptions, items: list[TruthfulQAItem], policy) -> Data:
     """Every source the options name, as text, split, with overlaps removed and counted."""
-    template, chat, prov = chat_template(policy), policy.format_chat, {}
+    template, prov, questions = chat_template(policy), {}, {}
+
+    def chat(messages: list[str]) -> list[str]:  # wrapped, remembering each user message
+        wrapped = policy.format_chat(messages)
+        questions.update(zip(wrapped, messages))
+        return wrapped
     tq_train, tq_eval = split_questions(items, o.eval_fraction, o.split_seed)
     own = bool(o.preferences or o.prompts)  # the user's training prompts, not TruthfulQA's
     pref, paired = _preferences(o, template, chat, prov, o.roles()[1] == "gold") \
         if o.preferences else (None, False)
     demos, dropped = _demonstrations(o, pref, paired, tq_train, tq_eval, own, template, chat,
                                      prov)
+    # rollouts sample the prompts source, else the preference prompts, else TruthfulQA's
     train_prompts = _prompts(o, "prompts", template, chat, prov) if o.prompts else \
         [r["prompt"] for r in pref.train] if pref else \
         [] if own else chat([it.question for it in tq_train])
     train_prompts = list(dict.fromkeys(train_prompts + [d["prompt"] for d in demos]))
+    # every prompt some method trains on, from any source: never evaluated
+    trained = set(train_prompts) | ({r["prompt"] for r in pref.train} if pref else set())
     evals = _prompts(o, "eval_prompts", template, chat, prov) if o.eval_prompts else \
         [r["prompt"] for r in pref.held_out] if pref else chat([it.question for it in tq_eval])
-    seen = set(train_prompts) | ({r["prompt"] for r in pref.gold} if pref else set())
-    evals, overlap = U.without_overlap(evals, seen)
+    evals, overlap = U.without_overlap(evals, trained | (
+        {r["prompt"] for r in pref.gold} if pref else set()))
     if not evals:
         raise DataError("every evaluation prompt is also a training prompt; give eval_prompts "
                         "that no training source contains")
-    trained_on = containing(items, train_prompts) if own else set()
+    held_out = [r for r in pref.held_out if r["prompt"] not in trained] if pref else []
+    trained_on = containing(items, sorted(trained)) if own else set()
     tq = [it for it in items if it.question not in trained_on] if own else tq_eval
     tox = _prompts(o, "toxicity_prompts", template, chat, prov) if o.toxicity_prompts else \
         chat(list(PROVOCATIONS))
     split = {"train": len(pref.train) if pref else len(tq_train),
-             "eval": len(pref.held_out) if pref else len(tq_eval), "overlap": 0,
+             "eval": len(held_out) if pref else len(tq_eval), "overlap": 0,
              "demonstrations_dropped_for_eval_overlap": dropped,
              "eval_prompts_removed_for_overlap": overlap, "train_prompts": len(train_prompts),
+             "held_out_pairs_removed_for_overlap": len(pref.held_out) - len(held_out)
+             if pref else 0,
              "eval_prompts": len(evals), "demonstrations": len(demos),
              "truthfulqa_questions": len(tq),
              "truthfulqa_removed_as_training_prompts": len(trained_on),
@@ -132,8 +148,8 @@ def user_data(o: RealOptions, items: list[TruthfulQAItem], policy) -> Data:
              f"{len(items)} TruthfulQA questions; {len(tq_eval)} held out for evaluation, "
              f"{len(tq_train)} for training"}
     pool = U.PreferencePool(paired, pref.train) if pref else None
-    return Data(train_prompts, demos, evals[:o.n_win_rate_prompts], tq, tox, pool,
-                pref.held_out if pref else [], pref.gold if pref else [], prov, split)
+    return Data(train_prompts, demos, evals[:o.n_win_rate_prompts], tq, tox, pool, held_out,
+                pref.gold if pref else [], prov, split, questions)
 
 
 @dataclass
@@ -154,24 +170,48 @@ def _no_labeler(ledger: Ledger, seed: int):
                     "methods that train on the drawn pairs only (one round)")
 
 
+def roles(o: RealOptions) -> dict[str, str]:
+    """Each role's judge, "auto" resolved, and its identity (a model's content, not its path):
+    two roles are the same judge when their identities are."""
+    labeler, judge = o.roles()
+    named = {"labeler": labeler, "judge": judge, "ai_judge": o.ai_judge or ""}
+    return {role: identity_of(spec) if spec else "" for role, spec in named.items()}
+
+
+def check_roles(o: RealOptions, ids: dict[str, str]) -> bool:
+    """Whether the evaluation judge is a judge that also trains (the labeler, or RLAIF's AI
+    judge): refused unless the matrix allows it, and then flagged. The simulated panel's mean
+    is not its noisy labelers, so it never counts."""
+    same = [r for r in ("labeler", "ai_judge") if ids[r] and ids[r] == ids["judge"]
+            and ids[r].startswith(("rm:", "llm:"))]
+    if same and not o.allow_proxy_judge:
+        raise DataError(f"the evaluation judge is also the {' and '.join(same)} "
+                        f"({o.roles()[1]}): its win-rates would be a proxy's; choose another "
+                        f"judge, or set allow_proxy_judge = true to have them flagged as proxy")
+    return bool(same)
+
+
 def judges(o: RealOptions, data: Data, items: list[TruthfulQAItem], base_path: Path,
            base_id: str, progress: bool) -> Judges:
     load = load_settings(o)
     labeler, judge_spec = o.roles()
-    uses_panel = "panel" in (labeler, judge_spec)
-    scorer = AttributeScorer(items, SentenceEncoder(resolve_model(o.encoder)),
-                             make_scorer(o.toxicity_classifier, None), o) if uses_panel else None
+    proxy = check_roles(o, roles(o))
+    scorer = panel_scorer(o, items) if "panel" in (labeler, judge_spec) else None
     scorers: dict[str, RewardModelScorer] = {}
 
     def rm(target: str) -> RewardModelScorer:
         if target not in scorers:
-            scorers[target] = RewardModelScorer(resolve_model(target), load)
+            scorers[target] = RewardModelScorer(str(local_model(resolve_model(target), None)),
+                                                load)
         return scorers[target]
 
-    desc: dict[str, Any] = {"labeler": labeler, "judge": judge_spec,
-                            "judge_is_labeler": labeler == judge_spec and labeler != "panel"}
+    desc: dict[str, Any] = {"labeler": labeler, "judge": judge_spec, "judge_is_labeler": proxy}
     kind, target = parse_spec(judge_spec)
     if kind == "gold":
+        if data.preferences is not None and not data.preferences.paired:
+            raise DataError("the gold judge trains on pairs, and scenario.options.preferences "
+                            "holds unpaired rows; set judge to 'rm:<reward model>', "
+                            "'llm:<causal LM>' or 'panel'")
         gold, desc["gold"] = gold_reward_model(
             base_path, base_id, data.gold_pairs, data.held_out_pairs, load,
             GoldSettings(o.gold_epochs, o.gold_lr, o.gold_batch_size, o.split_seed), progress)
@@ -179,10 +219,8 @@ def judges(o: RealOptions, data: Data, items: list[TruthfulQAItem], base_path: P
     elif kind == "rm":
         judge, gold_reward = RewardModelJudge(rm(target)), rm(target).reward
     elif kind == "llm":
-        model = load_hf(resolve_model(target), dtype=o.dtype,
-                        trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
-        judge = llm_judge(model, [o.judge_principle], Ledger(caps={}), o.judge_template,
-                          lambda p: p)
+        judge = llm_judge(load_model(o, target), [o.judge_principle], Ledger(caps={}),
+                          o.judge_template, data.question_of)
         gold_reward = None  # a pairwise judge gives no scalar reward for the gold curves
     else:
         mean = PanelMeanJudge(scorer, o.weight_mean)
@@ -194,30 +232,50 @@ def judges(o: RealOptions, data: Data, items: list[TruthfulQAItem], base_path: P
             rm(parse_spec(labeler)[1]), ledger, seed, o.tau)
     else:
         make_panel = _no_labeler
-    question_of = (lambda p: scorer.question_of(p) or p) if scorer else (lambda p: p)
 
     def make_ai_judge(model: Policy, principles: list[str], ledger: Ledger) -> Judge:
         if o.ai_judge and o.ai_judge.startswith("rm:"):
             return ChargingJudge(RewardModelJudge(rm(parse_spec(o.ai_judge)[1])), ledger,
                                  "ai_comparisons")
-        m = load_hf(resolve_model(parse_spec(o.ai_judge)[1]), dtype=o.dtype,
-                    trust_remote_code=o.trust_remote_code) if o.ai_judge else model
-        return llm_judge(m, principles, ledger, o.judge_template, question_of)
+        m = load_model(o, parse_spec(o.ai_judge)[1]) if o.ai_judge else model
+        return llm_judge(m, principles, ledger, o.judge_template, data.question_of)
     return Judges(make_panel, judge, gold_reward, make_ai_judge, scorer, desc)
+
+
+def panel_scorer(o: RealOptions, items: list[TruthfulQAItem]) -> AttributeScorer:
+    """The simulated panel's attribute scorers; a sentence encoder or classifier that cannot
+    load is one line naming the option."""
+    from bench.models import LOAD_FAILURES, first_line
+    try:
+        encoder = SentenceEncoder(resolve_model(o.encoder))
+    except LOAD_FAILURES as err:
+        raise DataError(f"scenario.options.encoder {o.encoder!r}: {first_line(err)}; give "
+                        f"'minilm', or the folder or hub id of a mean-pooling sentence "
+                        f"encoder") from None
+    try:
+        toxicity = make_scorer(o.toxicity_classifier, None)
+    except LOAD_FAILURES as err:
+        raise DataError(f"scenario.options.toxicity_classifier {o.toxicity_classifier!r}: "
+                        f"{first_line(err)}; give 'profanity' or hf:<folder or hub id of a "
+                        f"text classifier>") from None
+    return AttributeScorer(items, encoder, toxicity, o)
 
 
 def keyed_options(o: RealOptions, model_id: str, prov: dict[str, Any]) -> dict[str, Any]:
     """The options as keys see them: each source by its content hash, each model by its
     content (a folder) or resolved commit (a hub id), never by its path."""
     d = o.model_dump(mode="json")
-    d["base_model"], d["revision"] = model_id, None
+    d["base_model"], d["revision"], d["data"] = model_id, None, None  # data: by its sha256
     for option, p in prov.items():
         d[option] = p["sha256"]
     for role in ("labeler", "judge", "ai_judge"):
         if d[role]:
             d[role] = identity_of(d[role])
-    if o.encoder not in ("minilm",):
-        d["encoder"] = model_identity(o.encoder)
+    if o.encoder != "minilm":
+        d["encoder"] = model_identity(local_model(o.encoder, None))
+    if o.toxicity_classifier.startswith("hf:"):
+        d["toxicity_classifier"] = "hf:" + model_identity(
+            local_model(o.toxicity_classifier[3:], None))
     return d
 
 
@@ -248,13 +306,25 @@ def where(o: RealOptions, base_spec: str, prov: dict[str, Any]) -> dict[str, Any
             "options": o.model_dump(mode="json")}
 
 
+def base_identity(spec: str, folder: Path) -> str:
+    """The base model's identity: a GGUF file's sha256 (its dequantized folder records where
+    it was converted from), a hub id's commit (its snapshot folder's name), else the folder's
+    content hash."""
+    if spec.endswith(".gguf"):
+        return model_identity(spec)
+    if not Path(spec).exists() and folder.parent.name == "snapshots":
+        return f"hub:{spec}@{folder.name}"
+    return model_identity(folder)
+
+
 def assemble(o: RealOptions, progress: bool = True) -> World:
     items, tq_source = load_items(o)
     base_spec, base_path, base = load_base(o)
-    model_id = model_identity(base_path if base_path.is_dir() else base_spec, o.revision)
+    model_id = base_identity(base_spec, base_path)
     data = user_data(o, items, base)
     j = judges(o, data, items, base_path, model_id, progress)
-    key = store.content_key({"options": keyed_options(o, model_id, data.provenance),
+    keyed = keyed_options(o, model_id, data.provenance)
+    key = store.content_key({"options": keyed,
                              "data": tq_source["sha256"], "model": model_id,
                              "demonstrations": store.content_key(data.demonstrations),
                              "dtype": str(base.model.dtype)})
@@ -263,7 +333,6 @@ def assemble(o: RealOptions, progress: bool = True) -> World:
         limits["comparisons" if data.preferences.paired else "ratings"] = data.preferences.size
     agreement = EvalData(prompts=data.eval_prompts, items=data.held_out_pairs,
                          source=data.provenance.get("preferences", {}))
-    keyed = keyed_options(o, model_id, data.provenance)
     snapshots = {k: snapshot(src.rows, src.provenance["sha256"])
                  for k, src in data.sources.items()}
     content = {k: {f: v for f, v in p.items() if f not in ("source", "files")}
@@ -300,8 +369,9 @@ def assemble(o: RealOptions, progress: bool = True) -> World:
 def _judge_words(desc: dict[str, Any], o: RealOptions) -> str:
     judge = desc["judge"]
     if judge == "panel":
-        return ("panel-mean utility (simulated from MiniLM truth gap, "
-                f"{o.toxicity_classifier} toxicity and length); not ground truth")
+        return ("panel-mean utility (simulated from MiniLM truth gap on TruthfulQA questions, "
+                f"{o.toxicity_classifier} toxicity and length; on other prompts toxicity and "
+                "length only); not ground truth")
     if judge == "gold":
         g = desc["gold"]
         return (f"gold reward model trained on {g['trained_on']} held-apart preference pairs "
