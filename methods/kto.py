@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from bench.api import DataError, Rater, Start, TrainContext, Trained
-from bench.budget import capped
+from bench.budget import Ledger, capped
 from methods.feedback import SharedSetConfig, pick_prompts, sample_k, shared_comparisons
 from methods.trl_train import Schedule, schedule, train_with_trl
 
@@ -45,10 +45,11 @@ class KTOConfig(SharedSetConfig, Schedule):
 
     def check_world(self, world):
         unpaired_data = world.preferences is not None and not world.preferences.paired
-        if self.source == "ratings" and not unpaired_data and not world.has_labeler:
+        rates = world.has_labeler and isinstance(world.make_panel(Ledger(), 0), Rater)
+        if self.source == "ratings" and not unpaired_data and not rates:
             raise ValueError("kto source = \"ratings\" needs unpaired preference data "
-                             "(prompt/completion/label) or an online labeler; set "
-                             "method.kto.source = \"comparisons\"")
+                             "(prompt/completion/label) or an online labeler that rates (the "
+                             "panel); set method.kto.source = \"comparisons\"")
 
     def spends(self):
         return super().spends() if self.source == "comparisons" else \
