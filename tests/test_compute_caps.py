@@ -20,9 +20,9 @@ def run(tmp_path, methods, budget=None):
     m = config.parse({**MATRIX, "methods": methods, "seeds": [0], "evals": [], "eval": {},
                       "method": {k: METHODS[k] for k in {"sft", *methods}},
                       "budget": {**MATRIX["budget"], **(budget or {})}})
-    runner.run(m, tmp_path)
+    out = runner.run(m, tmp_path / "out")  # beside the test's cache, not around it
     return {r["method"]: r for r in map(json.loads,
-                                        (tmp_path / "results.jsonl").read_text().splitlines())}
+                                        (out / "results.jsonl").read_text().splitlines())}
 
 
 @pytest.fixture(scope="module")
@@ -62,4 +62,4 @@ def test_a_train_tokens_cap_stops_the_sft_stage(needs, tmp_path, monkeypatch):
 def test_a_cap_below_the_sft_stage_is_refused_before_anything_trains(needs, tmp_path):
     with pytest.raises(ConfigError, match="shared SFT stage alone needs at least"):
         run(tmp_path, ["dpo"], {"flops": needs["sft"]["flops"] / 10})
-    assert not (tmp_path / "cells").exists()
+    assert not (tmp_path / "out").exists()

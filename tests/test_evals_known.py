@@ -132,7 +132,8 @@ def test_win_rate_warns_when_length_control_moves_the_rate_more_than_ten_points(
             return [1 / (1 + math.exp(-(len(x.split()) - len(y.split())))) for x, y in zip(a, b)]
 
     def run(mine):
-        ctx = EvalContext(world=SimpleNamespace(gold_judge=LikesLength(), attributes=None),
+        ctx = EvalContext(world=SimpleNamespace(gold_judge=LikesLength(), attributes=None,
+                                                judge_is_labeler=False),
                           seed=0, references={"sft": Lengths([5])}, trained=None, curves={},
                           options=WinRateOptions(samples_per_prompt=10, references=["sft"]),
                           ledger=Ledger(), data=EvalData(prompts=[f"q{i}" for i in range(20)]))
