@@ -61,6 +61,19 @@ def claim(out: Path) -> Path:
     return out
 
 
+def unclaim(out: Path) -> None:
+    """Undo ``claim`` on a folder it created in this run, whose run was refused before it
+    wrote anything: the marker and the lock go, and the folder if nothing else is in it (a
+    file of the user's keeps it)."""
+    for name in ("marker.json", "lock"):
+        (out / MARKER / name).unlink(missing_ok=True)
+    for folder in (out / MARKER, out):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            return
+
+
 def check(out: Path) -> Path:
     """Refuse, with an OutputFolderError, a folder alignbench may not claim; create nothing
     (a run checks this first, and claims the folder once nothing else can refuse the run)."""

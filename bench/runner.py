@@ -685,20 +685,15 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
         import transformers
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    # everything that can refuse the matrix runs before OUT is created or touched (the world
-    # reads the scenario's data, which may refuse it); on Ray the device is the workers'
-    # ("cpu" or "cuda", checked where the cells run)
-    device = C.executor_device(m) if m.executor == "ray" else resolve_device(m.device)
-    world_threads = torch.get_num_threads()  # the micro world's key holds it
-    world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
-    threads = thread_counts(plan)
-    stages = Stages(world, plan, device, m.progress, threads)
-    check_worlds(cells, world)
-    check_data(cells, plan, world)
-    check_compute(cells, stages)
-    keys = [cell_key(c, world, plan, device, threads) for c in cells]
+    new_folder = not out.exists()
     out = output.claim(out)
     with output.locked(out):
+        try:  # everything that can refuse the matrix runs before anything in OUT is touched
+            world, stages, device, world_threads, keys = _prepare(m, plan, cells)
+        except BaseException:
+            if new_folder:  # refused: the folder this run made goes, as if never asked for
+                output.unclaim(out)
+            raise
         session = ray_executor.Session(plan) if m.executor == "ray" else None
         try:
             if fresh:
@@ -723,6 +718,23 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
             lines = (out / "results.jsonl").read_text().splitlines()
             statuses += [json.loads(line)["status"] for line in lines if line.strip()]
         return out
+
+
+def _prepare(m: C.Matrix, plan: C.Plan, cells: list[Cell]
+             ) -> tuple[World, Stages, str, int, list[str]]:
+    """The world, its stages, the device, the world's thread count and every cell's key, with
+    every check that needs the built world (the scenario reads its data here, and may refuse
+    it). On Ray the device is the workers' ("cpu" or "cuda", checked where the cells run)."""
+    device = C.executor_device(m) if m.executor == "ray" else resolve_device(m.device)
+    world_threads = torch.get_num_threads()  # the micro world's key holds it
+    world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
+    threads = thread_counts(plan)
+    stages = Stages(world, plan, device, m.progress, threads)
+    check_worlds(cells, world)
+    check_data(cells, plan, world)
+    check_compute(cells, stages)
+    return world, stages, device, world_threads, [cell_key(c, world, plan, device, threads)
+                                                  for c in cells]
 
 
 def _run_local(todo: list[tuple[Cell, str]], world: World, stages: Stages, out: Path,
