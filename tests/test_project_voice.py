@@ -1,8 +1,9 @@
 """The project speaks of itself, not of how it was worked on.
 
 A lint over the tracked README.md, docs/**/*.md, *.py and *.toml files (CHANGELOG.md is a log
-and is left out, and so is this file, which names every pattern; so are the run facts at the top of the generated docs/results.md, between its
-``<!-- run-facts -->`` and ``<!-- /run-facts -->`` comments). It fails naming ``file:line`` on:
+and is left out, and so is this file, which names every pattern; so are the run facts at the
+top of the generated docs/results.md, between its ``<!-- run-facts -->`` and
+``<!-- /run-facts -->`` comments). It fails naming ``file:line`` on:
 
 - issue numbers (``issue 21``, ``Issue #3``) and work-log names (``stop 29``, ``this session``,
   ``the development machine``);
