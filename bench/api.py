@@ -56,7 +56,7 @@ class MethodConfig(BaseModel):
     silent. The field defaults themselves suit the micro-world's tiny models."""
 
     model_config = OPTIONS_CONFIG
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {}
+    profiles: ClassVar[dict[str, dict[str, JSON]]] = {}
 
     def planned_spend(self, budget: dict[str, float | None]) -> dict[str, tuple[float, str]]:
         """What training will charge each hard-capped unit under ``budget`` (the matrix's
@@ -249,7 +249,7 @@ class World:
     data_limits: dict[str, int] = field(default_factory=dict)
     # the scenario options a worker on another node builds this same world from (the user's
     # files replaced by their snapshots in the shared cache); None: the matrix's own options
-    portable_options: dict[str, Any] | None = None
+    portable_options: dict[str, JSON] | None = None
 
 
 @runtime_checkable

@@ -12,8 +12,7 @@ from pydantic import Field
 from bench.api import MethodConfig
 from bench.extras import require
 
-if TYPE_CHECKING:
-    from peft import LoraConfig
+if TYPE_CHECKING:  # peft is optional (the real extra): it is imported where LoRA is on
     from transformers import PreTrainedModel
 
 
@@ -34,8 +33,8 @@ class LoRAOptions(MethodConfig):
         "float rounding)")
 
 
-def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
-    """A peft LoraConfig, or None when the method trains all weights."""
+def lora_config(cfg: LoRAOptions, task_type: str = "CAUSAL_LM") -> object | None:
+    """A ``peft.LoraConfig``, or None when the method trains all weights."""
     if not getattr(cfg, "lora", False):
         return None
     peft = require("peft", "lora = true")
