@@ -54,6 +54,14 @@ def as_text(loaded: Loaded, template: Template, chat: Chat, source: str) -> list
     return rows
 
 
+def seeded_draw(rows: list[dict[str, Any]], n: int, seed: int, stream: str
+                ) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a permutation seeded by ``seed`` and ``stream``: without
+    replacement, and a larger ``n`` extends a smaller one's draw."""
+    order = np.random.default_rng(derive_seed(seed, stream)).permutation(len(rows))
+    return [dict(rows[i]) for i in order[:n]]
+
+
 @dataclass
 class PreferencePool:
     """The pairs (or unpaired rows) methods may draw: :class:`bench.api.PreferenceSource`."""
@@ -74,9 +82,7 @@ class PreferencePool:
             raise DataError(f"{n} {'comparisons' if self.paired else 'ratings'} asked of a "
                             f"preference set whose training split holds {len(self.rows)}; "
                             f"lower the budget or give more data")
-        order = np.random.default_rng(derive_seed(seed, "preferences.draw")).permutation(
-            len(self.rows))
-        return [dict(self.rows[i]) for i in order[:n]]
+        return seeded_draw(self.rows, n, seed, "preferences.draw")
 
 
 @dataclass(frozen=True)
@@ -131,5 +137,4 @@ class Drawn:
         if n > len(self.rows):
             raise DataError(f"{n} {self.what} asked of a source that holds {len(self.rows)}; "
                             f"lower budget.{self.what} or give more data")
-        order = np.random.default_rng(derive_seed(seed, self.what)).permutation(len(self.rows))
-        return [dict(self.rows[i]) for i in order[:n]]
+        return seeded_draw(self.rows, n, seed, self.what)
