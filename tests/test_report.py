@@ -260,9 +260,9 @@ def test_report_never_imports_methods_or_evals():
 
 
 def wide_out(tmp_path: Path) -> Path:
-    """A matrix as wide as the real ones: every registered eval's real headline metrics (26
-    columns today; TruthfulQA 1.1 added gen_false, win_rate 1.4 the large_base reference),
-    sweep-point row labels, three seeds (so every cell has an interval and a paired Δ), and a
+    """A matrix as wide as the real ones: every registered eval's real headline metrics (29
+    columns today; labeler_agreement 1.3 added the held-out accuracies of the reward model and
+    the judges), sweep-point row labels, three seeds (so every cell has an interval and a paired Δ), and a
     slice per TruthfulQA metric."""
     from bench import registry
     rng = np.random.default_rng(0)
@@ -325,7 +325,10 @@ def test_the_comparison_table_fits_1400px_sorts_and_hides_groups(tmp_path):
                     sticky: getComputedStyle(t.tBodies[0].rows[0].cells[0]).position,
                     groups: [...t.tHead.rows[0].cells].filter(c => c.colSpan > 1 || c.dataset.group)
                         .map(c => [c.textContent, c.classList.contains('hide')])}}""")
-        assert size["cols"] == 26 + 4  # every headline metric, and the hidden slices
+        from bench import registry
+        headline = sum(len(registry.resolve("evals", ev).metrics) for ev in registry.names("evals"))
+        assert headline >= 29  # as wide as the real matrices, or wider
+        assert size["cols"] == headline + 4  # every headline metric, and the hidden slices
         assert size["scroll"] <= size["box"] and size["page"] <= 1400  # no horizontal scroll
         assert size["sticky"] == "sticky"
         assert ["truthfulqa", False] in size["groups"]
