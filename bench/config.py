@@ -357,7 +357,7 @@ def stage_names(methods: list[str], source: str = "<matrix>") -> set[str]:
         if not isinstance(start, str):
             raise ConfigError(f"{source}: method {name!r} declares no starts_from; its class "
                               f"needs starts_from = \"base\" or the name of a shared stage "
-                              f"(\"sft\"), see bench/api.py: Method")
+                              f"(\"sft\"), see bench/api/training.py: Method")
         if start != "base":
             try:
                 stage = registry.resolve("methods", start)

@@ -1,7 +1,7 @@
 """distinct-n (Li et al. 2016): the share of n-grams in a policy's samples that are distinct, a
 common check that alignment has not collapsed a model onto a few stock answers.
 
-An example plugin eval: one file, written from bench/api.py and alignbench's README. It reads
+An example plugin eval: one file, written from bench/api/ and alignbench's README. It reads
 its prompts from the scenario's data for another eval (``prompts_from``), declares its metrics
 and their direction, an uncertainty per metric, and the figure the report should draw.
 """

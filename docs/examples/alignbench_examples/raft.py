@@ -1,7 +1,7 @@
 """RAFT, reward-ranked fine-tuning (Dong et al. 2023): sample N answers per prompt from the SFT
 model, keep the one the labeler panel ranks first, and fine-tune on the kept answers.
 
-An example plugin: one file, written from bench/api.py and alignbench's README. Its labels and
+An example plugin: one file, written from bench/api/ and alignbench's README. Its labels and
 samples go through the ledger (``sample_k`` charges rollouts, ``panel.rank`` charges
 comparisons) and its training steps are charged before they run (``metered``), so it competes
 under the same budget as every built-in method.
