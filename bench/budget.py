@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from bench.errors import UserError
+
 HARD_UNITS = ("demonstrations", "comparisons", "ai_comparisons", "ratings", "rollouts",
               "samples_per_response")
 RECORDED_UNITS = ("train_tokens", "flops", "inference_flops", "wall_seconds")
@@ -24,7 +26,7 @@ def compute_capped(budget: dict[str, float | None]) -> bool:
     return any(budget.get(u) is not None for u in COMPUTE_UNITS)
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(UserError, RuntimeError):
     def __init__(self, unit: str, cap: float, spent: float, asked: float):
         super().__init__(
             f"budget exceeded: {unit} asked for {asked:g} with {spent:g} of {cap:g} already spent "

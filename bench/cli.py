@@ -11,19 +11,11 @@ from pathlib import Path
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean 'your input is wrong': printed as one line, no traceback."""
-    from bench.api import DataError
-    from bench.assets import AssetError
-    from bench.budget import BudgetExceeded
-    from bench.config import ConfigError
-    from bench.extras import MissingExtra
-    from bench.models import ModelLoadError
-    from bench.registry import DuplicatePlugin, UnknownName
-    from bench.runner import OutputLocked
-    from bench.store import CacheError, OutputFolderError
-    return (ConfigError, UnknownName, DuplicatePlugin, ModelLoadError, OutputLocked,
-            BudgetExceeded, DataError, FileNotFoundError, AssetError, OutputFolderError,
-            MissingExtra, CacheError)
+    """Exceptions that mean 'your input is wrong': printed as one line, no traceback. Every
+    error of the harness, the reports and a plugin that a user can fix derives from
+    :class:`bench.errors.UserError`; a missing file is the one built-in case."""
+    from bench.errors import UserError
+    return (UserError, FileNotFoundError)
 
 
 def _run_errors() -> tuple[type[BaseException], ...]:

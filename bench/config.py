@@ -23,9 +23,10 @@ from pydantic_core import PydanticCustomError
 from bench import registry, tracking
 from bench.api import Eval, EvalOptions, Method, MethodConfig, Scenario
 from bench.budget import UNITS
+from bench.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem, stated in one line that names the key and the fix."""
 
 

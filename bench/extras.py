@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from bench.errors import UserError
 
 # module -> (distribution, extra) for every optional import; tests/test_imports.py checks that
 # each matches pyproject.toml and that no optional module is imported any other way
@@ -25,7 +26,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
 }
 
 
-class MissingExtra(ImportError):
+class MissingExtra(UserError, ImportError):
     """An optional package is needed and absent; the message names the extra to install."""
 
 

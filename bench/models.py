@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from bench.policy import HFPolicy
+from bench.errors import UserError
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     pass
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from bench import record, store
 from bench.store import OutputFolderError
+from bench.errors import UserError
 
 MARKER = ".alignbench"
 CELL_MARKER = ".alignbench-cell"  # in every cell folder alignbench creates
@@ -103,7 +104,7 @@ def check(out: Path) -> Path:
     return out
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(UserError, RuntimeError):
     pass
 
 

@@ -17,6 +17,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UserError
+
 BUILTIN: dict[str, dict[str, str]] = {
     "methods": {
         "base": "methods.base:Base",
@@ -50,12 +52,12 @@ BUILTIN: dict[str, dict[str, str]] = {
 BUILTIN_PROVIDER = "alignbench (built-in)"
 
 
-class UnknownName(KeyError):
+class UnknownName(UserError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])
 
 
-class DuplicatePlugin(RuntimeError):
+class DuplicatePlugin(UserError, RuntimeError):
     pass
 
 

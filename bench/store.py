@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
+from bench.errors import UserError
 
 log = logging.getLogger("alignbench")
 
@@ -36,12 +37,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("ALIGNBENCH_CACHE", Path.home() / ".cache" / "alignbench"))
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(UserError, ValueError):
     """An output folder alignbench must not write into (not its own, a file, /, home,
     unwritable): stated in one line that names the folder and the fix."""
 
 
-class CacheError(OSError):
+class CacheError(UserError, OSError):
     """The cache folder cannot be used as it is (no file locks on its filesystem, not
     writable): stated in one line that names the folder and the fix."""
 

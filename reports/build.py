@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import output, store
+from bench.errors import UserError
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
 from reports import figures, findings, length_control, ranking
 from reports.records import (bounds_of, eval_extra, finite, group_label, metric_bounds, null,
@@ -50,7 +51,7 @@ HEADLINE_BUDGET = ("demonstrations", "comparisons", "ai_comparisons", "ratings",
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """The stored results cannot make an honest report (stated in one line with the fix)."""
 
 

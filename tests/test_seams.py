@@ -130,3 +130,37 @@ def test_every_method_returns_a_typed_result(name):
     assert train.parameters["start"].annotation == "Start", name  # postponed annotations
     assert train.return_annotation == "Trained", name
     assert "artifacts" not in inspect.getsource(type(registry.resolve("methods", name)))
+
+
+def test_every_error_a_user_can_fix_shares_one_base_and_the_cli_prints_one_line(monkeypatch,
+                                                                                 capsys):
+    """The command line turns any UserError (the harness's, the report's, a plugin's own
+    subclass) into one line and exit 2; each also keeps the built-in base that names it."""
+    from bench import cli, config
+    from bench.api import DataError, UserError
+    from bench.assets import AssetError
+    from bench.budget import BudgetExceeded
+    from bench.config import ConfigError
+    from bench.data.sources import SourceError
+    from bench.extras import MissingExtra
+    from bench.models import ModelLoadError
+    from bench.output import OutputLocked
+    from bench.registry import DuplicatePlugin, UnknownName
+    from bench.store import CacheError, OutputFolderError
+    from reports.build import ReportError
+    errors = (ConfigError, DataError, SourceError, AssetError, BudgetExceeded, MissingExtra,
+              ModelLoadError, OutputLocked, DuplicatePlugin, UnknownName, CacheError,
+              OutputFolderError, ReportError)
+    assert all(issubclass(e, UserError) for e in errors)
+    assert issubclass(ConfigError, ValueError) and issubclass(UnknownName, KeyError)
+
+    class PluginSetting(UserError):
+        pass
+
+    def refuse(path):
+        raise PluginSetting("method.slic.margin: must be positive; set a margin above 0")
+
+    monkeypatch.setattr(config, "load", refuse)
+    assert cli.main(["run", "smoke"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["alignbench: error: method.slic.margin: must be positive; set a margin above 0"]

@@ -25,6 +25,7 @@ Text crosses every boundary in one shape: a *prompt* is the full text given to t
 *completion* is the text that follows it; whitespace belongs to the completion.
 """
 
+from bench.errors import UserError
 from bench.api.options import (
     EvalOptions, JSON, MethodConfig, OPTIONS_CONFIG, ScenarioOptions)
 from bench.api.world import (
@@ -37,6 +38,7 @@ from bench.api.evaluation import (
     Eval, EvalContext, EvalResult, Plot)
 
 __all__ = [
+    "UserError",
     "AttributeParser",
     "Curves",
     "DataError",

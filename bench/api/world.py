@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_che
 from pydantic import BaseModel
 
 from bench.budget import Ledger
+from bench.errors import UserError
 
 if TYPE_CHECKING:  # annotations only: importing the contracts loads no torch
     from bench.api.options import JSON
@@ -79,7 +80,7 @@ RewardFn = Callable[[list[str], list[str]], list[float]]
 # --------------------------------------------------------------------------- scenarios
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """An eval's or scenario's input data is unusable (a missing column, an empty file). The
     message is one line naming the file and the fix; the CLI prints it and exits 2."""
 
