@@ -65,10 +65,14 @@ class FakeEP:
 
 
 def patch_entry_points(monkeypatch, extra: dict[str, list[FakeEP]]) -> None:
+    """The installed entry points (alignbench's built-ins among them) plus ``extra``, as if
+    another distribution registered those."""
+    import importlib.metadata
+
     import bench.registry as reg
 
     def fake(group):
-        return extra.get(group, [])
+        return [*importlib.metadata.entry_points(group=group), *extra.get(group, [])]
     monkeypatch.setattr(reg, "entry_points", fake)
     reg.reset()  # conftest resets again after the test, when the real entry points are back
 

@@ -164,3 +164,33 @@ def test_every_error_a_user_can_fix_shares_one_base_and_the_cli_prints_one_line(
     assert cli.main(["run", "smoke"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["alignbench: error: method.slic.margin: must be positive; set a margin above 0"]
+
+
+def test_built_ins_are_the_entry_points_pyproject_declares():
+    """alignbench registers its own methods, evals and scenarios as any plugin does; the
+    installed metadata must list what pyproject.toml declares (edit it, then pip install -e .
+    again), and each is provided by alignbench itself."""
+    import tomllib
+    from pathlib import Path
+    declared = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml")
+                             .read_text())["project"]["entry-points"]
+    for kind in registry.KINDS:
+        assert registry.builtin_names(kind) == sorted(declared[f"alignbench.{kind}"]), kind
+        for name in registry.builtin_names(kind):
+            assert registry.identity(kind, name) == {"distribution": registry.BUILTIN_PROVIDER}
+
+
+def test_an_unknown_name_names_the_plugin_package_that_provides_it():
+    with pytest.raises(registry.UnknownName) as err:
+        registry.resolve("methods", "raft")
+    msg = str(err.value)
+    assert "install alignbench-examples: pip install ./docs/examples" in msg
+    assert "did you mean" not in msg and len(msg.splitlines()) == 1
+
+
+def test_no_built_in_registered_says_how_to_install(monkeypatch):
+    import bench.registry as reg
+    monkeypatch.setattr(reg, "entry_points", lambda group: [])
+    reg.reset()
+    with pytest.raises(registry.UnknownName, match="registers no methods.*pip install -e"):
+        registry.resolve("methods", "dpo")
