@@ -8,6 +8,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.config import Matrix
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -25,24 +29,18 @@ def _run_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import config, runner
+    from bench import config
     m = config.load(args.matrix)
     sets = [*(args.set or ()), *([f"report_to={json.dumps(args.report_to)}"]
                                  if args.report_to is not None else [])]  # validated as --set
-    if args.methods is not None or args.seeds is not None or sets:
-        m = config.overridden(m, methods=_names(args.methods), seeds=_seeds(args.seeds),
-                              sets=sets)
-    if args.no_progress:
-        m = m.model_copy(update={"progress": False})
-    if args.address is not None and (args.executor or m.executor) != "ray":
-        raise config.ConfigError("--address joins a Ray cluster; add --executor ray (or set "
-                                 "executor = \"ray\" in the matrix)")
-    if args.executor:
-        m = m.model_copy(update={"executor": args.executor})
-    if args.address is not None:
-        m = m.model_copy(update={"ray_address": args.address})
+    flags = {"methods": _names(args.methods), "seeds": _seeds(args.seeds),
+             "progress": False if args.no_progress else None, "executor": args.executor,
+             "ray_address": args.address}
+    if sets or any(v is not None for v in flags.values()):
+        # every flag through the path a matrix file takes: applied to it, then validated
+        m = config.overridden(m, sets=sets, **flags)
     statuses: list[str] = []  # read under the run's lock: another run may follow at once
-    out = runner.run(m, Path(args.out) if args.out else None, fresh=args.fresh,
+    out = run_matrix(m, Path(args.out) if args.out else None, fresh=args.fresh,
                      statuses=statuses)
     print(f"report: {out / 'report.html'}")
     if m.executor != "ray":  # Ray's cells ran in its workers: results.jsonl has their peaks
@@ -55,6 +53,16 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{out / 'report.html'}#failed", file=sys.stderr)
         return 1
     return 0
+
+
+def run_matrix(m: Matrix, out: Path | None = None, *, fresh: bool = False,
+               statuses: list[str] | None = None) -> Path:
+    """Run (or resume) a matrix and build its report: the harness runs the cells
+    (:func:`bench.runner.run`), the report package reads what they wrote. This module is the
+    one place the two meet."""
+    from bench import runner
+    from reports.build import build_report
+    return runner.run(m, out, fresh=fresh, statuses=statuses, report=build_report)
 
 
 def _names(given: str | None) -> list[str] | None:

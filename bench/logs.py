@@ -1,6 +1,7 @@
 """Each cell's own log file, ``OUT/cells/KEY/log.txt``, on both executors: the trainers' log
-lines (``TRAINER_LOG``, which never reaches the terminal) and alignbench's warnings while the
-cell runs (which also reach the terminal, as before)."""
+lines (``TRAINER_LOG``, which never reaches the terminal), a method's own lines (``ctx.log``,
+:func:`method_log`: its INFO in the file, its warnings also on the terminal) and alignbench's
+warnings while the cell runs (which also reach the terminal, as before)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,30 @@ def cell_log(path: Path) -> Iterator[None]:
         for lg in loggers:
             lg.removeHandler(handler)
         handler.close()
+
+
+def method_log(name: str) -> logging.Logger:
+    """The logger a method's training gets (``TrainContext.log``): every line at INFO and above
+    reaches the cell's ``log.txt``; its warnings and errors reach the terminal as well, as
+    alignbench's own do. A child of ``alignbench`` would drop its INFO lines at the terminal's
+    WARNING level before any file saw them."""
+    lg = logging.getLogger(f"alignbench.method.{name}")
+    if not lg.handlers:  # once per name and process
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+        lg.addHandler(_ToCell())
+    return lg
+
+
+class _ToCell(logging.Handler):
+    """INFO lines to the cell's file only (``TRAINER_LOG``); warnings to alignbench's logger,
+    whose handlers are the cell's file and, through the root, the terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            logging.getLogger("alignbench").handle(record)
+        else:
+            TRAINER_LOG.handle(record)
 
 
 @contextlib.contextmanager

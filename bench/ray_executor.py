@@ -1,6 +1,6 @@
 """The Ray executor (``executor = "ray"``, ``alignbench run --executor ray``): a matrix's cells
 as Ray Core tasks, on a local Ray instance or a running cluster. The local executor
-(``bench.runner``) stays the default and the reference: with the same thread count per cell
+(``bench.executors``) stays the default and the reference: with the same thread count per cell
 both give the same keys and, on CPU, bitwise the same results.
 
 How it divides the work (a scheduler of our own would get retries and placement wrong):
@@ -41,25 +41,25 @@ import functools
 import logging
 import os
 import socket
-import sys
-import tempfile
 import uuid
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import torch
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import output, policies, runner, store
+from bench import store
 from bench.api import World
 from bench.budget import UNITS, Ledger, compute_capped
-from bench.extras import require
-from bench.logs import cell_log
+from bench.cell_run import new_result
+from bench.cells import Cell
+from bench.executors import Prepared, ResultWriter
+from bench.ray_tasks import Tracker, _Job, cell_task, require_ray, stage_task
+from bench.record import CellResult
 from bench.store import cache_root
 
+log = logging.getLogger("alignbench")
 GiB = 2**30
 # what a worker must see as the driver does (the cache root is also given to every task)
 PASSED_ENV = ("ALIGNBENCH_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -75,32 +75,13 @@ def _first_line(err: BaseException, default: str = "") -> str:
     return text.splitlines()[0] if text else default
 
 
-def require_ray() -> ModuleType:
-    """Ray, or a one-line error naming the extra."""
-    return require("ray", "the ray executor")
+# --- the driver ----------------------------------------------------------------------------
 
-
-# --- the driver: preflight ------------------------------------------------------------------
-
-def check_matrix(plan: C.Plan) -> None:
-    """What the local executor accepts and Ray cannot: a device decided on the driver for cells
-    that run elsewhere, or CUDA cells that Ray reserves no GPU for."""
-    m = plan.matrix
-    if C.executor_device(m) == "auto":
-        raise C.ConfigError('device = "auto" would be decided on the driver, not on the nodes '
-                            'that run the cells; under the ray executor set device = "cpu" or '
-                            '"cuda"')
-    no_gpu = [n for n in plan.methods if not m.resources.of(n).num_gpus]
-    if C.executor_device(m) == "cuda" and no_gpu:
-        raise C.ConfigError(f'device = "cuda" but {", ".join(no_gpu)} ask for no GPU '
-                            f"(resources.num_gpus = 0), so Ray would reserve none for their "
-                            f"cells; set [resources] num_gpus (or [resources.method.NAME]) above 0")
-
-
-class Session:
-    """A Ray connection checked against the cluster's nodes: made before the output folder is
-    touched (``--fresh`` deletes nothing for a matrix Ray then refuses), closed after the run.
-    ``runner.run`` has checked the matrix itself (:func:`check_matrix`) before that."""
+class RayExecutor:
+    """The cells as Ray tasks (:class:`bench.executors.Executor`). Made before the output folder
+    is touched, so that ``--fresh`` deletes nothing for a matrix Ray then refuses: it joins the
+    cluster and checks that every method's tasks fit one of its nodes (the preflight has
+    checked the matrix itself). Closed after the run."""
 
     def __init__(self, plan: C.Plan):
         self.ray, self.plan = require_ray(), plan
@@ -115,43 +96,49 @@ class Session:
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
 
-    def run(self, todo: list[tuple[runner.Cell, str]], cells: list[runner.Cell],
-            stages: runner.Stages, world_threads: int, device: str, out: Path) -> None:
-        """Run ``todo`` (cells of ``cells``, with their keys), writing each result into
-        ``out`` as it arrives."""
-        ray, m = self.ray, self.plan.matrix
+    def run(self, todo: list[tuple[Cell, str]], job: Prepared, writer: ResultWriter) -> None:
+        """Run ``todo`` (cells of ``job.cells``, with their keys), handing each result to
+        ``writer`` as it arrives."""
+        ray = self.ray
         tracker = Tracker.options(name=f"alignbench-{uuid.uuid4().hex[:8]}").remote()
         ray.get(tracker.status.remote())  # placed and alive before any cell reports to it
-        job = _Job(for_workers(m, stages.world), stages.world.key,
-                   str(stages.world.base_model), world_threads, device, str(cache_root()),
-                   tracker, stages.world.describe)
-        index = {id(c): i for i, c in enumerate(cells)}
+        pending, stage_refs = self._submit(todo, job, writer, tracker)
+        try:
+            _collect(ray, _Waiting(pending, stage_refs, tracker), job, writer)
+        except ray.exceptions.RayError as err:  # a cell's own loss is a result; this is not
+            raise ClusterLost(f"the Ray cluster went away mid-matrix ({type(err).__name__}: "
+                              f"{_first_line(err)[:200]}); finished cells are kept, and the same "
+                              f"command resumes once the cluster is back") from None
+        except BaseException:  # Ctrl-C: nothing more is started, what finished stays
+            with contextlib.suppress(Exception):
+                for ref in [*pending, *stage_refs]:
+                    ray.cancel(ref, force=True)
+            raise
+
+    def _submit(self, todo: list[tuple[Cell, str]], job: Prepared, writer: ResultWriter,
+                tracker: Any) -> tuple[dict[Any, tuple[Cell, str]], dict[Any, tuple[str, str]]]:
+        """Every stage task once and every cell task, each cell's after its stages'."""
+        m, stages = self.plan.matrix, job.stages
+        task_job = _Job(for_workers(m, stages.world), stages.world.key,
+                        str(stages.world.base_model), job.world_threads, job.device,
+                        str(cache_root()), tracker, stages.world.describe)
+        index = {id(c): i for i, c in enumerate(job.cells)}
         stage_refs: dict[Any, tuple[str, str]] = {}
         by_key: dict[str, Any] = {}
-        pending: dict[Any, tuple[runner.Cell, str]] = {}
+        pending: dict[Any, tuple[Cell, str]] = {}
         for cell, key in todo:
             deps = []
             for name in [] if compute_capped(cell.budget) else sorted(self.plan.stage_names):
                 skey, _ = stages.stage_key(name, cell.seed, cell.budget)
                 if skey not in by_key:
                     by_key[skey] = _remote(stage_task, m, name).remote(
-                        job, name, cell.seed, cell.budget)
+                        task_job, name, cell.seed, cell.budget)
                     stage_refs[by_key[skey]] = (name, skey)
                 deps.append(by_key[skey])
-            ref = _remote(cell_task, m, cell.name).remote(job, index[id(cell)], key, *deps)
+            ref = _remote(cell_task, m, cell.name).remote(task_job, index[id(cell)], key, *deps)
             pending[ref] = (cell, key)
-            runner.write_event(out, event="cell_submitted", key=key, cell=cell.label)
-        try:
-            _collect(ray, pending, stage_refs, tracker, self.plan, device, out, m.progress)
-        except ray.exceptions.RayError as err:  # a cell's own loss is a result; this is not
-            raise ClusterLost(f"the Ray cluster went away mid-matrix ({type(err).__name__}: "
-                              f"{_first_line(err)[:200]}); finished cells are kept, and the same command "
-                              f"resumes once the cluster is back") from None
-        except BaseException:  # Ctrl-C: nothing more is started, what finished stays
-            with contextlib.suppress(Exception):
-                for ref in [*pending, *stage_refs]:
-                    ray.cancel(ref, force=True)
-            raise
+            writer.event(event="cell_submitted", key=key, cell=cell.label)
+        return pending, stage_refs
 
 
 def _connect(ray: ModuleType, m: C.Matrix) -> bool:
@@ -225,34 +212,39 @@ def _task(fn: Callable[..., Any], one_per_process: bool) -> Any:
 
 # --- the driver: results --------------------------------------------------------------------
 
-def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
-             stage_refs: dict[Any, tuple[str, str]], tracker: Any, plan: C.Plan,
-             device: str, out: Path, progress: bool) -> None:
-    """Write every result as it arrives; the bar counts running, finished and failed cells."""
-    bar = tqdm(total=len(pending), desc="cells", disable=not progress)
+class _Waiting:
+    """The tasks a driver waits on: cells (with their keys) and shared stages (name, key)."""
+
+    def __init__(self, cells: dict[Any, tuple[Cell, str]], stages: dict[Any, tuple[str, str]],
+                 tracker: Any):
+        self.cells, self.stages, self.tracker = cells, stages, tracker
+
+
+def _collect(ray: ModuleType, waiting: _Waiting, job: Prepared, writer: ResultWriter) -> None:
+    """Hand every result to the writer as it arrives; the bar counts running, finished and
+    failed cells."""
+    bar = tqdm(total=len(waiting.cells), desc="cells", disable=not job.plan.matrix.progress)
     counts: Counter[str] = Counter()
     ended: set[str] = set()
     seen: Counter[str] = Counter()  # attempts already written as cell_running events
-    labels = {key: cell.label for cell, key in pending.values()}
-    waiting = {**pending, **stage_refs}
-    while waiting:
+    labels = {key: cell.label for cell, key in waiting.cells.values()}
+    left = {**waiting.cells, **waiting.stages}
+    while left:
         # the timeout only refreshes the bar's running count; results arrive as they finish
-        ready, _ = ray.wait(list(waiting), num_returns=1, timeout=2.0)
-        status = ray.get(tracker.status.remote())
+        ready, _ = ray.wait(list(left), num_returns=1, timeout=2.0)
+        status = ray.get(waiting.tracker.status.remote())
         for key, nodes in status["nodes"].items():  # the audit trail of where each attempt ran
             for n in range(seen[key], len(nodes)):
-                runner.write_event(out, event="cell_running", key=key, cell=labels[key],
-                                   attempt=n + 1, node=nodes[n])
+                writer.event(event="cell_running", key=key, cell=labels[key], attempt=n + 1,
+                             node=nodes[n])
             seen[key] = len(nodes)
         for ref in ready:
-            if ref in stage_refs:
-                _stage_done(ray, ref, waiting.pop(ref), out)
+            if ref in waiting.stages:
+                _stage_done(ray, ref, left.pop(ref), writer)
                 continue
-            cell, key = waiting.pop(ref)
-            rec = _cell_done(ray, ref, cell, key, plan, device, out, status["attempts"])
-            if rec["status"] != "ok":
-                runner.log.warning("cell %s failed: %s", cell.label, rec["error"])
-            counts["finished" if rec["status"] == "ok" else "failed"] += 1
+            cell, key = left.pop(ref)
+            result = _cell_done(ray, ref, cell, key, job, writer, status["attempts"])
+            counts["finished" if result.status == "ok" else "failed"] += 1
             ended.add(key)
             bar.update(1)
         running = len(set(status["running"]) - ended)
@@ -261,57 +253,40 @@ def _collect(ray: ModuleType, pending: dict[Any, tuple[runner.Cell, str]],
     bar.close()
 
 
-def _stage_done(ray: ModuleType, ref: Any, what: tuple[str, str], out: Path) -> None:
+def _stage_done(ray: ModuleType, ref: Any, what: tuple[str, str], writer: ResultWriter) -> None:
     name, key = what
     try:
         res = ray.get(ref)
     except ray.exceptions.RayError as err:  # its cells fail as lost; a rerun retries them
-        runner.log.warning("stage %s %s was lost (%s)", name, key, type(err).__name__)
+        log.warning("stage %s %s was lost (%s)", name, key, type(err).__name__)
         return
-    for built in res["built"]:
-        runner.write_event(out, event="stage_built", cell=f"{name} stage", **built)
-    if res["built"] or res["error"]:
-        logs = out / output.MARKER / output.STAGE_LOGS
-        logs.mkdir(parents=True, exist_ok=True)
-        before = output.files_under(logs)
-        store.atomic_write_text(logs / f"{name}-{key}.log", res["log"])
-        output.record_written(logs, before)  # --fresh removes what it wrote, and only that
-    if res["error"]:
-        runner.log.warning("stage %s failed (%s); its cells will say why", name, res["error"])
+    writer.stage_done(name, key, res["built"], res["log"], res["error"])
 
 
-def _cell_done(ray: ModuleType, ref: Any, cell: runner.Cell, key: str, plan: C.Plan,
-               device: str, out: Path, attempts: dict[str, int]) -> dict[str, Any]:
+def _cell_done(ray: ModuleType, ref: Any, cell: Cell, key: str, job: Prepared,
+               writer: ResultWriter, attempts: dict[str, int]) -> CellResult:
     """Write one cell's result (or, when the cell returned none, a failed result saying why)."""
     try:
         res = ray.get(ref)
-        rec, log_text, built, saved = res["record"], res["log"], res["built"], res["policy"]
+        result, log_text, built, saved = res["record"], res["log"], res["built"], res["policy"]
     except ray.exceptions.RayError as err:
-        rec, log_text, built, saved = _unreturned(cell, key, plan, device, err,
-                                                  attempts.get(key, 0)), "", [], None
-    rec["provenance"].setdefault("executor", {})["attempts"] = attempts.get(key, 0)
-    cell_dir = output.make_cell_dir(out, key)
-    store.atomic_write_text(cell_dir / "log.txt", log_text)
-    if saved:
-        before = output.files_under(cell_dir)
-        policies.unpack(saved, cell_dir / policies.POLICY_DIR)
-        output.record_written(cell_dir, before)  # --fresh removes what it wrote, and only that
-    for b in built:
-        runner.write_event(out, event="stage_built", cell=cell.label, **b)
-    store.atomic_write_json(cell_dir / "result.json", rec)  # the completion marker, last
-    runner.write_event(out, event="cell_end", key=key, cell=cell.label, status=rec["status"],
-                       node=rec["provenance"]["executor"].get("node_id"))
-    return rec
+        result, log_text, built, saved = _unreturned(cell, key, job, err,
+                                                     attempts.get(key, 0)), "", [], None
+    executor = result.provenance.setdefault("executor", {})
+    executor["attempts"] = attempts.get(key, 0)
+    writer.cell_files(key, log_text, saved)
+    writer.cell_done(cell, key, result, built, node=executor.get("node_id"))
+    return result
 
 
-def _unreturned(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exception,
-                attempts: int) -> dict[str, Any]:
+def _unreturned(cell: Cell, key: str, job: Prepared, err: Exception,
+                attempts: int) -> CellResult:
     """The failed result of a cell that returned none: its task raised on the worker (a cell's
     own failures are results; these are the executor's, such as a node with other code), a
     stage it waits for was lost for good, or every attempt of it was lost with its worker or
     node."""
     ray = require_ray()
-    rec = runner.new_record(cell, key, plan)
+    result = new_result(cell, key, job.plan.matrix.scenario.name)
     caps = {u: cell.budget.get(u) for u in UNITS if cell.budget.get(u) is not None}
     cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) \
         and isinstance(err.cause, BaseException) else err
@@ -324,24 +299,10 @@ def _unreturned(cell: runner.Cell, key: str, plan: C.Plan, device: str, err: Exc
     else:
         error = (f"lost: {type(err).__name__} after {attempts} attempt(s) "
                  f"({_first_line(err)[:300]}); {retry}")
-    rec.update(status="failed", failed_step=None, budget=Ledger(caps=caps).snapshot(),
-               error=error,
-               provenance={**store.provenance(device), "executor": {"name": "ray"},
-                           "matrix_name": plan.matrix.name})
-    return rec
-
-
-# --- the workers ----------------------------------------------------------------------------
-
-class _Job:
-    """What every task of one matrix needs to rebuild the driver's view (picklable)."""
-
-    def __init__(self, m: C.Matrix, world_key: str, world_path: str, world_threads: int,
-                 device: str, cache: str, tracker: Any, describe: dict[str, Any]):
-        self.matrix, self.world_key, self.world_path = m, world_key, world_path
-        self.world_threads, self.device, self.cache, self.tracker = (world_threads, device,
-                                                                     cache, tracker)
-        self.describe = describe  # the driver's, so records say what the driver read
+    result.status, result.error, result.budget = "failed", error, Ledger(caps=caps).snapshot()
+    result.provenance = {**store.provenance(job.device), "executor": {"name": "ray"},
+                         "matrix_name": job.plan.matrix.name}
+    return result
 
 
 def for_workers(m: C.Matrix, world: World) -> C.Matrix:
@@ -352,143 +313,3 @@ def for_workers(m: C.Matrix, world: World) -> C.Matrix:
         return m
     scenario = m.scenario.model_copy(update={"options": world.portable_options})
     return m.model_copy(update={"scenario": scenario})
-
-
-_STATE: dict[str, tuple[C.Plan, list[runner.Cell], World, runner.Stages]] = {}
-
-
-def _state(job: _Job) -> tuple[C.Plan, list[runner.Cell], World, runner.Stages]:
-    """The plan, cells, world and stages of ``job``, built once per worker process (a worker
-    runs many cells: the world and each stage's weights are read once, as on the local
-    executor), in the driver's cache."""
-    os.environ["ALIGNBENCH_CACHE"] = job.cache  # also when the caller started Ray itself
-    if not Path(job.world_path).exists():
-        raise RuntimeError(f"this node does not see the driver's cache: the world it built "
-                           f"({job.world_path}) is not there; give every node the same "
-                           f"shared cache at the same path (README: Running on a cluster)")
-    if job.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("the cell was given a GPU but this worker sees no CUDA device; "
-                           "check the node's CUDA install and [resources] num_gpus")
-    tag = store.canonical([job.matrix.model_dump(mode="json"), job.world_key, job.device,
-                           job.cache])
-    if tag not in _STATE:
-        plan = C.plan(job.matrix)
-        with runner.torch_threads(job.world_threads):  # the thread count its key was made with
-            world = plan.scenario.build(plan.scenario_options, cache_root(), progress=False)
-        if world.key != job.world_key:
-            raise RuntimeError(f"this worker built world {world.key}, the driver {job.world_key}: "
-                               f"the nodes run other code or library versions; install the "
-                               f"same alignbench and packages on every node")
-        world.describe = job.describe  # the same world; where its data was read is the driver's
-        stages = runner.Stages(world, plan, job.device, False, runner.thread_counts(plan))
-        _STATE.clear()  # one matrix per worker at a time
-        _STATE[tag] = (plan, runner.expand(plan), world, stages)
-    return _STATE[tag]
-
-
-@contextlib.contextmanager
-def _captured(path: Path) -> Iterator[None]:
-    """Everything the task prints, Python's and C's (TRL's log dicts, warnings, alignbench's
-    log), goes to ``path`` instead of the worker's stdout and stderr."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    logger = logging.getLogger("alignbench")
-    level = logger.level
-    logger.setLevel(logging.INFO)  # a worker has no terminal: its file gets alignbench's INFO
-    with open(path, "a") as f, cell_log(path):
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            logger.setLevel(level)
-
-
-def _where() -> dict[str, Any]:
-    ray = require_ray()
-    return {"name": "ray", "node_id": ray.get_runtime_context().get_node_id(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "threads": torch.get_num_threads()}
-
-
-def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> dict[str, Any]:
-    """One cell on a worker: its result, its log, the stages it computed and, with
-    ``save_policies``, its policy folder's files (the driver writes them into OUT)."""
-    ray = require_ray()
-    ray.get(job.tracker.started.remote(key, ray.get_runtime_context().get_node_id()))
-    plan, cells, world, stages = _state(job)
-    cell = cells[index]
-    torch.set_num_threads(stages.threads[cell.name])
-    if runner.cell_key(cell, world, plan, job.device, stages.threads) != key:
-        raise RuntimeError(f"cell {cell.label} has another key on this worker than on the "
-                           f"driver; install the same alignbench and packages on every node")
-    seen = len(stages.built)
-    with tempfile.TemporaryDirectory(prefix="alignbench-cell-") as scratch:
-        log_path = Path(scratch) / "log.txt"
-        with _captured(log_path):
-            rec = runner.compute_cell(cell, key, world, stages, Path(scratch) / "cell",
-                                      job.device)
-        text = log_path.read_text(errors="replace")
-        saved = policies.pack(Path(scratch) / "cell" / rec["policy"]) if rec.get("policy") \
-            else None
-    rec["provenance"]["executor"] = _where()
-    return {"record": rec, "log": text, "built": stages.built[seen:], "policy": saved}
-
-
-def stage_task(job: _Job, name: str, seed: int, budget: dict[str, float | None]
-               ) -> dict[str, Any]:
-    """One shared stage, built into the cache (or found there); an error is returned, not
-    raised, so that its cells still run and fail with the message the local executor gives."""
-    _, _, _, stages = _state(job)
-    seen = len(stages.built)
-    error = None
-    with tempfile.TemporaryDirectory(prefix="alignbench-stage-") as scratch:
-        log_path = Path(scratch) / "log.txt"
-        with _captured(log_path):
-            try:
-                stages.start(name, seed, budget, Ledger())
-            except Exception as err:  # noqa: BLE001 - reported by the cells that need it
-                error = f"{type(err).__name__}: {err}"
-        text = log_path.read_text(errors="replace")
-    return {"built": stages.built[seen:], "error": error, "log": text}
-
-
-class _Tracker:
-    """Which cells have started, how often and where (for the progress bar, the audit trail
-    and each result's attempt count). It only counts: nothing ever waits on it."""
-
-    def __init__(self) -> None:
-        self.attempts: Counter[str] = Counter()
-        self.running: set[str] = set()
-        self.nodes: dict[str, list[str]] = {}  # the node of each attempt of each cell
-
-    def started(self, key: str, node: str) -> None:
-        self.attempts[key] += 1
-        self.running.add(key)
-        self.nodes.setdefault(key, []).append(node)
-
-    def status(self) -> dict[str, Any]:
-        return {"running": sorted(self.running), "attempts": dict(self.attempts),
-                "nodes": {k: list(v) for k, v in self.nodes.items()}}
-
-
-class _LazyActor:
-    """``Tracker.options(...).remote()`` without importing Ray at import time."""
-
-    def options(self, **kw: Any) -> Any:
-        """On the driver's node, which the matrix cannot outlive anyway: a worker node lost
-        mid-matrix must not take the counts with it."""
-        ray = require_ray()
-        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=False)
-        return ray.remote(num_cpus=0)(_Tracker).options(scheduling_strategy=here, **kw)
-
-
-Tracker = _LazyActor()

@@ -1,7 +1,7 @@
-"""The typed shape of what an output folder stores about its cells, checked where it is read.
+"""A cell's record: built here (:class:`CellResult`, what a cell writes) and typed where it is
+read (:class:`CellRecord`, what the report, the executors and the analysis tools read back).
 
-A cell's ``result.json`` (written by :mod:`bench.runner`, one line of ``results.jsonl`` each)
-and the plan (``.alignbench/plan.json``) are JSON any file may replace: a record of the wrong
+A cell's ``result.json`` (one line of ``results.jsonl`` each) and the plan (``.alignbench/plan.json``) are JSON any file may replace: a record of the wrong
 shape is listed as invalid with the first thing wrong in it, never read into a traceback. The
 models type what the report reads; what plugins add (an eval's ``extra``, its per-example
 ``rows``, a record's own keys) stays free-form. Records are checked, never rewritten: the
@@ -10,6 +10,7 @@ report reads the stored dict itself, so no number changes on its way through.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,8 +50,8 @@ class PlannedCell(_Open):
 
 
 class CellRecord(PlannedCell):
-    """A cell's result.json: what :func:`bench.runner.new_record` and ``compute_cell`` write
-    (and a pending or invalid placeholder: status, error, no metrics)."""
+    """A cell's result.json as it is read back: what :meth:`CellResult.to_json` writes (and a
+    pending or invalid placeholder: status, error, no metrics)."""
 
     status: str = Field(min_length=1)
     error: str | None = None
@@ -87,3 +88,95 @@ def problem(model: type[BaseModel], data: Any) -> str | None:
         where = ".".join(str(p) for p in e["loc"]) or "the record"
         return f"{where}: {e['msg']}"
     return None
+
+
+# what a cell's ``cost`` holds, in the order it is written; a claim may read each as cost.FIELD
+# (cost.phase_seconds.PHASE for one phase; dollars is added by the report from the prices)
+COST_FIELDS = ("wall_seconds", "peak_rss_bytes", "peak_gpu_bytes", "train_tokens", "train_flops",
+               "inference_flops", "eval_flops", "rollouts", "samples_per_response",
+               "phase_seconds", "phase_peak_rss_bytes", "dollars")
+# the cost fields read off the training ledger's spend: cost field -> budget unit
+SPENT_COSTS = {"train_tokens": "train_tokens", "train_flops": "flops",
+               "inference_flops": "inference_flops"}
+
+
+@dataclass
+class Measured:
+    """What running a cell took on this machine (not a result: two runs differ here)."""
+
+    wall_seconds: float
+    peak: dict[str, Any]  # meter.peak: peak_rss_bytes, peak_rss_scope, peak_gpu_bytes
+    phase_seconds: dict[str, float]
+    phase_peak_rss_bytes: dict[str, int]
+
+
+@dataclass
+class CellResult:
+    """A cell's result as the harness builds it: every field a result has, filled as the cell
+    trains, is evaluated and saved; :meth:`to_json` is the one place its ``result.json`` is laid
+    out. The cost's tokens, FLOPs and rollouts are read off the budget and the evaluation's
+    spend when written, never copied."""
+
+    key: str
+    method: str
+    seed: int
+    point: dict[str, Any]
+    method_config: dict[str, Any]
+    scenario: str
+    start: str  # the method's starts_from
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    uncertainty: dict[str, float | None] = field(default_factory=dict)
+    n: dict[str, Any] = field(default_factory=dict)
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    movement: dict[str, Any] | None = None  # how far training moved the policy from its start
+    warnings: list[str] = field(default_factory=list)  # what may make its numbers mean else
+    eval_spend: dict[str, float] | None = None  # set once every eval has run
+    budget: dict[str, dict[str, float | None]] | None = None  # training's ledger (stages too)
+    saved: bool = False  # whether saving the policy was tried to the end (``policy`` is its say)
+    policy: str | None = None  # the policy folder's name in the cell's folder, if one was saved
+    traceback: str | None = None
+    measured: Measured | None = None  # None for a cell that returned nothing (a lost one)
+    status: str = "ok"
+    error: str | None = None
+    failed_step: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def cost(self) -> dict[str, Any] | None:
+        """``cost``: what the cell took (measured) and what its training and evaluation spent
+        (derived from ``budget`` and ``eval_spend``)."""
+        if self.measured is None:
+            return None
+        spent = (self.budget or {}).get("spent") or {}
+        derived = {f: spent.get(unit, 0.0) for f, unit in SPENT_COSTS.items()}
+        return {"wall_seconds": self.measured.wall_seconds, **self.measured.peak, **derived,
+                "eval_flops": (self.eval_spend or {}).get("inference_flops", 0.0),
+                "rollouts": spent.get("rollouts", 0.0),
+                "samples_per_response": spent.get("samples_per_response", 0.0),
+                "phase_seconds": self.measured.phase_seconds,
+                "phase_peak_rss_bytes": self.measured.phase_peak_rss_bytes}
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored record, its keys in the order every result has had: a finished
+        evaluation's spend and the budget before the policy and any traceback; a cell that
+        failed before its evaluation ended gets the budget after them."""
+        d: dict[str, Any] = {
+            "key": self.key, "method": self.method, "seed": self.seed, "point": self.point,
+            "method_config": self.method_config, "scenario": self.scenario, "start": self.start,
+            "metrics": self.metrics, "uncertainty": self.uncertainty, "n": self.n,
+            "evals": self.evals, "curves": self.curves, "movement": self.movement,
+            "warnings": self.warnings}
+        if self.eval_spend is not None:
+            d.update(eval_spend=self.eval_spend, budget=self.budget)
+        if self.saved:
+            d["policy"] = self.policy
+        if self.traceback is not None:
+            d["traceback"] = self.traceback
+        if "budget" not in d and self.budget is not None:
+            d["budget"] = self.budget
+        cost = self.cost()
+        if cost is not None:
+            d["cost"] = cost
+        d.update(status=self.status, error=self.error, failed_step=self.failed_step,
+                 provenance=self.provenance)
+        return d

@@ -43,10 +43,10 @@ _TRACKIO_REMOTE = ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL", "TRACKIO_DATASET_ID
 Point = dict[str, float]
 
 
-def check(report_to: str, executor: str = "local", out: Path | None = None) -> str | None:
+def check(report_to: str, executor: str = "local") -> str | None:
     """Why ``report_to`` cannot stream from here, in one line naming the fix; None when it can.
-    Asked when the matrix is validated (a missing package fails there, not mid-cell) and, with
-    the output folder, again before a run starts."""
+    Asked once, when the matrix is validated (a missing package fails there, not mid-cell);
+    :func:`check_folder` asks what depends on the output folder."""
     if report_to == "none":
         return None
     if find_spec(report_to) is None:  # each backend's package has its name; wandb is yours
@@ -59,7 +59,13 @@ def check(report_to: str, executor: str = "local", out: Path | None = None) -> s
     if executor != "local":
         return (f"report_to = {report_to!r} streams from the local executor only (a Ray worker's "
                 f"files stay on its node); set executor = \"local\" or report_to = \"none\"")
-    if out is not None and report_to == "trackio":
+    return None
+
+
+def check_folder(report_to: str, out: Path) -> str | None:
+    """Why ``report_to`` cannot stream into the output folder ``out`` from this process (the
+    run's preflight asks, once the folder is known); None when it can."""
+    if report_to == "trackio":
         return _trackio_elsewhere(Path(out) / FOLDER)
     return None
 

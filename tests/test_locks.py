@@ -119,7 +119,7 @@ def test_the_run_counts_failed_cells_from_what_it_read_under_its_lock(tmp_path, 
                                                                       capsys):
     """cmd_run takes the statuses the run read while it held the lock; the index may be
     another run's by the time the command reads the folder again."""
-    def fake_run(m, out, *, fresh=False, statuses=None):
+    def fake_run(m, out, *, fresh=False, statuses=None, report=None):
         out.mkdir(parents=True)  # and no results.jsonl: another run is rewriting it
         statuses += ["ok", "failed"]
         return out

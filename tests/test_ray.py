@@ -391,8 +391,9 @@ def test_a_worker_that_computes_another_key_refuses_the_cell(tmp_path, monkeypat
     """What a node with other code or packages does: the driver's keys are made to differ
     from what every worker computes, and each cell fails saying why, with nothing else
     written for it."""
-    real = runner.cell_key
-    monkeypatch.setattr(runner, "cell_key", lambda *a: real(*a)[::-1])
+    from bench import cells
+    real = cells.cell_key
+    monkeypatch.setattr(cells, "cell_key", lambda *a: real(*a)[::-1])
     d = smoke(methods=["base"], executor="ray")
     d["method"] = {}
     runner.run(config.parse(d), tmp_path / "o")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import config, runner, store
+from bench.cli import run_matrix
 from bench.budget import HARD_UNITS
 from tests.conftest import TINY_WORLD
 from tests.plugins import FakeEP, patch_entry_points
@@ -44,7 +45,7 @@ def metrics_by_cell(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref")
-    runner.run(config.parse(MATRIX), out)
+    run_matrix(config.parse(MATRIX), out)
     return out
 
 
@@ -66,7 +67,7 @@ def test_run_writes_the_output_contract(reference_run):
 
 
 def test_same_seed_twice_identical(reference_run, tmp_path):
-    runner.run(config.parse(MATRIX), tmp_path)
+    run_matrix(config.parse(MATRIX), tmp_path)
     assert metrics_by_cell(tmp_path) == metrics_by_cell(reference_run)
 
 
@@ -95,7 +96,7 @@ def test_sigkill_mid_cell_then_resume(reference_run, tmp_path):
     finished_before = {e["key"] for e in events(out) if e["event"] == "cell_end"}
     assert killed_in not in finished_before
     before = len(events(out))
-    runner.run(config.parse(MATRIX), out)
+    run_matrix(config.parse(MATRIX), out)
     resumed = [e["key"] for e in events(out)[before:] if e["event"] == "cell_start"]
     assert killed_in in resumed, "the killed cell was not recomputed"
     assert not finished_before & set(resumed), "a finished cell was recomputed"
@@ -110,7 +111,7 @@ def test_truncated_result_recomputes_only_that_cell(tmp_path, reference_run):
     (out / "events.jsonl").unlink()
     victim = next((out / "cells").iterdir()) / "result.json"
     victim.write_text(victim.read_text()[:100])
-    runner.run(config.parse(MATRIX), out)
+    run_matrix(config.parse(MATRIX), out)
     starts = [e["key"] for e in events(out) if e["event"] == "cell_start"]
     assert starts == [victim.parent.name]
     assert metrics_by_cell(out) == metrics_by_cell(reference_run)
@@ -122,7 +123,7 @@ def test_failing_cells_stay_local(monkeypatch, tmp_path):
         FakeEP("raising", "tests.plugins:Raising")]})
     m = config.parse({**MATRIX, "methods": ["sft", "exploding", "raising", "echo"], "seeds": [0],
                       "method": {"sft": {"epochs": 1}}})
-    runner.run(m, tmp_path)
+    run_matrix(m, tmp_path)
     got = metrics_by_cell(tmp_path)
     assert got[("sft", 0)][0] == "ok" and got[("echo", 0)][0] == "ok"
     assert got[("exploding", 0)][0] == "failed" and got[("raising", 0)][0] == "failed"
@@ -142,7 +143,7 @@ def test_trainer_log_lines_go_to_the_cells_log_not_the_terminal(tmp_path, capfd)
     """With progress off, transformers prints a dict per logging step (its PrinterCallback),
     and a load report for every reward model's new head; those lines belong in the cell's
     log.txt, and the terminal keeps only what a user reads."""
-    runner.run(config.parse({**MATRIX, "methods": ["sft", "dpo", "best_of_n"], "seeds": [0],
+    run_matrix(config.parse({**MATRIX, "methods": ["sft", "dpo", "best_of_n"], "seeds": [0],
                              "method": {**MATRIX["method"], "best_of_n": {"n": 2}}}), tmp_path)
     seen = capfd.readouterr()
     assert "train_loss" not in seen.out + seen.err
@@ -173,7 +174,7 @@ def test_a_librarys_python_warnings_go_to_the_cells_log(tmp_path, capfd):
 def test_a_policy_that_did_not_move_from_its_start_is_flagged(monkeypatch, tmp_path):
     patch_entry_points(monkeypatch, {"alignbench.methods": [
         FakeEP("frozen", "tests.plugins:Frozen")]})
-    runner.run(config.parse({**MATRIX, "methods": ["sft", "frozen", "dpo"], "seeds": [0]}),
+    run_matrix(config.parse({**MATRIX, "methods": ["sft", "frozen", "dpo"], "seeds": [0]}),
                tmp_path)
     recs = {r["method"]: r for r in map(json.loads,
                                         (tmp_path / "results.jsonl").read_text().splitlines())}
@@ -195,7 +196,7 @@ def test_a_method_written_to_the_old_contract_fails_in_training_naming_the_fix(
         monkeypatch, tmp_path):
     patch_entry_points(monkeypatch, {"alignbench.methods": [
         FakeEP("returns_policy", "tests.plugins:ReturnsPolicy")]})
-    runner.run(config.parse({**MATRIX, "methods": ["returns_policy"], "seeds": [0],
+    run_matrix(config.parse({**MATRIX, "methods": ["returns_policy"], "seeds": [0],
                              "method": {}}), tmp_path)
     (rec,) = map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())
     assert rec["status"] == "failed"
@@ -211,7 +212,7 @@ def test_budget_exceeded_fails_the_cell_and_spends_nothing_more(monkeypatch, tmp
     m = config.parse({**MATRIX, "methods": ["overspending", "sft"], "seeds": [0],
                       "method": {"sft": {"epochs": 1}}, "budget": {**MATRIX["budget"],
                                                                   "rollouts": 5}})
-    runner.run(m, tmp_path)
+    run_matrix(m, tmp_path)
     recs = {r["method"]: r for r in map(json.loads,
                                         (tmp_path / "results.jsonl").read_text().splitlines())}
     rec = recs["overspending"]
@@ -227,7 +228,7 @@ def test_a_matrix_that_cannot_fit_its_budget_is_refused_before_anything_runs(tmp
     m = config.parse({**MATRIX, "budget": {**MATRIX["budget"], "rollouts": 5}})
     (tmp_path / "cells" / "earlier").mkdir(parents=True)
     with pytest.raises(config.ConfigError) as err:
-        runner.run(m, tmp_path, fresh=True)
+        run_matrix(m, tmp_path, fresh=True)
     msg = str(err.value)
     assert msg.count("dpo needs 10 rollouts (10 sampled to rank 20 comparisons at k=5) but "
                      "budget.rollouts is 5; raise budget.rollouts to at least 10") == 1
@@ -239,12 +240,12 @@ def test_a_matrix_that_cannot_fit_its_budget_is_refused_before_anything_runs(tmp
     with pytest.raises(config.ConfigError, match=r"ppo budget.rollouts=21 needs 22 rollouts "
                        r"\(10 sampled to rank 20 comparisons at k=5, 12 for 1 round\(s\) x 3 "
                        r"steps x batch_size 4\)") as err:
-        runner.run(swept, tmp_path)
+        run_matrix(swept, tmp_path)
     assert "rollouts=22" not in str(err.value)
     uncapped = config.parse({**MATRIX, "budget": {**MATRIX["budget"], "comparisons": None}})
     with pytest.raises(config.ConfigError, match="dpo: spends the whole comparisons budget, which "
                        "is uncapped; set budget.comparisons"):
-        runner.run(uncapped, tmp_path)
+        run_matrix(uncapped, tmp_path)
 
 
 def test_every_method_spends_what_it_plans(tmp_path):
@@ -277,7 +278,7 @@ def test_every_method_spends_what_it_plans(tmp_path):
         "sweep": {"ppo.rounds": [1, 2], "rlaif.optimizer": ["dpo", "ppo"],
                   "kto.source": ["comparisons", "ratings"], "dpo.loss_type": ["sigmoid", "robust"]},
         "prices": {"comparisons": 1.0, "ai_comparisons": 0.1, "ratings": 0.25}})
-    runner.run(m, tmp_path)
+    run_matrix(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     for r in recs:  # the dollars each cell's training spent, at the matrix's prices
         s = r["budget"]["spent"]
@@ -361,7 +362,7 @@ def test_a_held_out_prompt_family_is_reported_apart(tmp_path, monkeypatch):
         return ranked(policy, prompts, *a, **kw)
     monkeypatch.setattr(feedback, "ranked_pairs", spy)
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
-    runner.run(m, tmp_path / "out")
+    run_matrix(m, tmp_path / "out")
     tmp_path = tmp_path / "out"
     recs = {"holdout_prompts" in json.dumps(r["point"]): r for r in
             (json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines())
@@ -432,7 +433,7 @@ def test_two_runners_on_one_folder(tmp_path):
     out = output.claim(tmp_path / "out")
     with output.locked(out):  # another run holds the folder (flock: per open file)
         with pytest.raises(runner.OutputLocked, match="another alignbench run"):
-            runner.run(config.parse(MATRIX), out)
+            run_matrix(config.parse(MATRIX), out)
     assert not (out / "cells").exists()  # it wrote nothing
 
 
@@ -459,8 +460,8 @@ def test_reference_samples_are_drawn_once_and_change_no_score(tmp_path, tiny_pol
 
     m = {**MATRIX, "methods": ["sft", "dpo"], "evals": ["win_rate"], "seeds": [0],
          "eval": {"win_rate": {"samples_per_prompt": 2}}}
-    runner.run(config.parse(m), tmp_path / "both")  # dpo reuses the sft cell's reference samples
-    runner.run(config.parse({**m, "methods": ["dpo"]}), tmp_path / "alone")
+    run_matrix(config.parse(m), tmp_path / "both")  # dpo reuses the sft cell's reference samples
+    run_matrix(config.parse({**m, "methods": ["dpo"]}), tmp_path / "alone")
     both, alone = metrics_by_cell(tmp_path / "both"), metrics_by_cell(tmp_path / "alone")
     assert both[("dpo", 0)] == alone[("dpo", 0)]
     assert both[("dpo", 0)][0] == "ok" and "win_rate.vs_sft" in both[("dpo", 0)][1]
