@@ -15,11 +15,10 @@ import numpy as np
 from pydantic import Field
 
 from bench.api import Policy, RewardFn, Start, TrainContext, Trained
-from methods.feedback import SharedSetConfig
-from methods.reward_model import RewardModelConfig, shared_set_reward_model
+from methods.reward_model import SharedSetRewardModel, shared_set_reward_model
 
 
-class BestOfNConfig(RewardModelConfig, SharedSetConfig):
+class BestOfNConfig(SharedSetRewardModel):
     # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
     # longer answers, batches a 2-core machine or one GPU holds
     profiles = {"real": {"lora": True, "k": 4, "max_new_tokens": 48, "rm_lr": 1e-4,

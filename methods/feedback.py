@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import Field
 
-from bench.api import Judge, Labeler, Policy, Start, TrainContext
+from bench.api import Judge, Labeler, Policy, Start, TrainContext, TrainView
 from bench.budget import Ledger, capped
 from bench.seeding import derive_seed
 from methods.lora import LoRAOptions
@@ -32,6 +32,16 @@ class SharedSetConfig(LoRAOptions):
         n = capped(budget, "comparisons")
         label = label_rollouts(n, self.k, 1)
         return {"rollouts": (label, f"{label} sampled to rank {n} comparisons at k={self.k}")}
+
+
+class SamplingSettings(Protocol):
+    """What :func:`shared_comparisons` reads of a method's config (a :class:`SharedSetConfig`
+    has these fields); a ``holdout_prompts`` attribute, where a config has one (PPO's), is
+    honoured too."""
+
+    k: int  # responses sampled and ranked per prompt: K(K-1)/2 comparisons each
+    label_temperature: float  # sampling temperature of those responses
+    max_new_tokens: int  # their length limit, in tokens
 
 
 def pick_prompts(pool: list[str], n: int, seed: int) -> list[str]:
@@ -110,7 +120,7 @@ def judged_pairs(policy: Policy, pool: list[str], judge: Judge, n_comparisons: i
              "p_judge": q} for p, x, y, q in zip(ps, a, b, prob) if q != 0.5]
 
 
-def check_labeler(world, rounds: int, method: str) -> None:
+def check_labeler(world: TrainView, rounds: int, method: str) -> None:
     """Refuse, before anything trains, later rounds' labels in a scenario that has no online
     labeler (preference data alone: its pairs label the first round only)."""
     if rounds > 1 and not world.has_labeler:
@@ -155,13 +165,19 @@ def drawn_comparisons(ctx: TrainContext, n: int, holdout: str | None) -> list[di
                                            "holdout": holdout}, ctx.ledger, compute)
 
 
-def shared_comparisons(ctx: TrainContext, start: Start, n: int, cfg) -> list[dict[str, str]]:
+def shared_comparisons(ctx: TrainContext, start: Start, n: int, cfg: SamplingSettings
+                       ) -> list[dict[str, str]]:
     """The comparison set every method that consumes comparisons trains on, computed once and
     reused by every method that asks with the same settings (PPO's reward model and DPO train on
-    exactly the same labels): with a scenario's preference data, ``n`` of its pairs
-    (:func:`drawn_comparisons`); else the start's frozen reference's (the SFT model's) samples
-    ranked by the panel, once per (start, budget, K, sampling settings). ``cfg`` carries ``k``,
-    ``label_temperature`` and ``max_new_tokens``."""
+    exactly the same labels), as prompt/chosen/rejected rows.
+
+    ``n`` is how many comparisons (labels) to spend, usually the cell's whole budget,
+    ``int(ctx.ledger.remaining("comparisons"))``. With a scenario's preference data they are
+    ``n`` of its pairs (:func:`drawn_comparisons`); else the start's frozen reference's (the
+    SFT model's) ``cfg.k`` samples for each of ``n // (k(k-1)/2)`` training prompts, ranked by
+    the panel and expanded to all their pairs, once per (start, budget, K, sampling settings).
+    Either way the labels are charged to ``ctx.ledger``'s comparisons, and the samples to its
+    rollouts, on every use."""
     holdout = getattr(cfg, "holdout_prompts", None)
     if ctx.scenario.preferences is not None:
         return drawn_comparisons(ctx, n, holdout)

@@ -21,14 +21,22 @@ from transformers import TrainerCallback
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped, charge_inference
 from bench.models import n_params
-from methods.feedback import SharedSetConfig, label_rollouts, shared_comparisons
-from methods.reward_model import RewardModel, RewardModelConfig, train_reward_model
-from methods.trl_train import train_with_trl
+from methods.feedback import label_rollouts, shared_comparisons
+from methods.reward_model import RewardModel, SharedSetRewardModel, train_reward_model
+from methods.trl_train import Schedule, schedule, train_with_trl
 
 
-class OnlineRLConfig(RewardModelConfig, SharedSetConfig):
+class OnlineRLConfig(SharedSetRewardModel, Schedule):
     """The reward model's settings and the shared set it trains on (PPO's K, temperature and
     length), then the online trainer's."""
+
+    # TRL's own for its online trainers, which PPO's constant rate does not match
+    lr_scheduler_type: str = Field("linear", description="learning-rate schedule over the "
+                                   "steps after the warm-up, a transformers SchedulerType "
+                                   "(linear: TRL's default, down to 0 at the last step)")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps the "
+                                "learning rate warms up over, linearly from 0 (none in a "
+                                "one-step run)")
 
     steps: int = Field(40, ge=1, description="optimizer steps (PPO's steps)")
     batch_size: int = Field(64, ge=1, description="responses sampled per step (PPO's batch)")
@@ -72,7 +80,9 @@ def train_online(name: str, trainer_cls: type, config_cls: type, start: Start,
         callbacks=[_LogsToCurve(ctx, name)], max_steps=cfg.steps, logging_steps=1,
         per_device_train_batch_size=cfg.batch_size, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
-        beta=cfg.kl_coef, learning_rate=cfg.lr, epsilon=cfg.clip, **extra)
+        beta=cfg.kl_coef, learning_rate=cfg.lr, epsilon=cfg.clip,
+        # one batch a step: the warm-up as methods.trl_train.schedule gives it
+        **schedule(cfg, cfg.steps, 1, 1.0), **extra)
     return Trained(policy=policy, reward_fn=rm.reward)
 
 

@@ -13,6 +13,7 @@ from bench.api import Start, TrainContext
 from bench.budget import charge_inference
 from bench.logs import to_trainer_log
 from methods.common import accumulated, warmup
+from methods.feedback import SharedSetConfig, shared_comparisons
 from methods.lora import LoRAOptions
 from methods.trl_train import pair_rows, scheduler_name, train_with_trl
 
@@ -38,13 +39,18 @@ class RewardModelConfig(LoRAOptions):
 
     @field_validator("rm_lr_scheduler_type")
     @classmethod
-    def _known(cls, v: str) -> str:
+    def _known_rm_schedule(cls, v: str) -> str:
         return scheduler_name(v)
 
     @model_validator(mode="after")
     def _micro_divides(self):
         accumulated(self.rm_batch_size, self.rm_micro_batch_size)
         return self
+
+
+class SharedSetRewardModel(RewardModelConfig, SharedSetConfig):
+    """A config that trains a reward model on the shared comparison set (best_of_n's, rsft's,
+    the online RL methods')."""
 
 
 class RewardModel:
@@ -73,11 +79,11 @@ class RewardModel:
     __call__ = reward
 
 
-def shared_set_reward_model(ctx: TrainContext, start: Start, cfg, stage: str) -> RewardModel:
+def shared_set_reward_model(ctx: TrainContext, start: Start, cfg: SharedSetRewardModel,
+                            stage: str) -> RewardModel:
     """A reward model on the shared comparison set (``cfg``: a :class:`RewardModelConfig` and
     a :class:`methods.feedback.SharedSetConfig`), as best_of_n and rsft train theirs: the very
     labels PPO's reward model and DPO see, charged to the cell."""
-    from methods.feedback import shared_comparisons
     pairs = shared_comparisons(ctx, start, int(ctx.ledger.remaining("comparisons")), cfg)
     # a copy: the trainer may change the tokenizer, and the SFT stage's is shared by every cell
     return train_reward_model(start.path, copy.deepcopy(start.reference.tokenizer), pairs, ctx,

@@ -15,12 +15,12 @@ from pydantic import Field
 from bench.api import Start, TrainContext, Trained
 from bench.budget import capped
 from bench.seeding import derive_seed
-from methods.feedback import SharedSetConfig, label_rollouts, pick_prompts, sample_k
-from methods.reward_model import RewardModelConfig, shared_set_reward_model
+from methods.feedback import label_rollouts, pick_prompts, sample_k
+from methods.reward_model import SharedSetRewardModel, shared_set_reward_model
 from methods.sft import SFTOptions, sft_train
 
 
-class RSFTConfig(RewardModelConfig, SharedSetConfig, SFTOptions):
+class RSFTConfig(SharedSetRewardModel, SFTOptions):
     # pretrained models of 0.1-1B parameters (the real scenario): LoRA and its learning rates,
     # longer answers, batches a 2-core machine or one GPU holds
     profiles = {"real": {"lora": True, "lr": 2e-4, "epochs": 1.0, "batch_size": 8, "k": 4,

@@ -54,9 +54,11 @@ class Schedule(MethodConfig):
                                 "learning rate warms up over, linearly from 0 (none in a "
                                 "one-step run)")
 
+    # named apart from the reward model's check (RewardModelConfig): pydantic keeps one
+    # validator per name, so a config with both (rsft's) would silently drop one
     @field_validator("lr_scheduler_type")
     @classmethod
-    def _known(cls, v: str) -> str:
+    def _known_schedule(cls, v: str) -> str:
         return scheduler_name(v)
 
 

@@ -81,3 +81,20 @@ def test_scenario_contract(name, request):
     judge = w.make_ai_judge(policy, ["be honest"], Ledger(caps={"ai_comparisons": 1}))
     p = judge.prefer([w.train_prompts[0]], [" yes"], [" no"])
     assert len(p) == 1 and 0 <= p[0] <= 1
+    assert_prompts_are_chat_formatted(w, policy)
+
+
+def assert_prompts_are_chat_formatted(world, policy):
+    """Prompts arrive in one form (bench.api.world): every prompt a scenario hands methods and
+    evals is already in the model's chat template, so nobody wraps it again."""
+    before, after = policy.format_chat(["\x00"])[0].split("\x00")
+    given = {"train_prompts": world.train_prompts,
+             "demonstrations": [d["prompt"] for d in world.demonstrations(5, 0)],
+             **{f"eval_data[{k!r}]": d.prompts for k, d in world.eval_data.items()}}
+    if world.preferences is not None:
+        given["preferences"] = [r["prompt"] for r in world.preferences.draw(5, 0)]
+    given |= {f"eval_data[{k!r}].items": [r["prompt"] for r in d.items]  # pairs held out
+              for k, d in world.eval_data.items() if d.items and isinstance(d.items[0], dict)}
+    for where, prompts in given.items():
+        raw = [p for p in prompts if not (p.startswith(before) and p.endswith(after))]
+        assert not raw, f"{where} holds prompts outside the chat template: {raw[:2]}"

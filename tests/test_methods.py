@@ -251,3 +251,32 @@ def test_schedules_are_config_fields_with_the_defaults_each_method_trained_with(
     assert (rm.rm_lr_scheduler_type, rm.rm_warmup_ratio) == ("cosine", 0.05)
     with pytest.raises(ValidationError, match="no learning-rate schedule"):
         RewardModelConfig(rm_lr_scheduler_type="warm")
+
+
+# the methods whose policy trains with no TRL trainer: nothing trained, or PPO's own loop at a
+# constant learning rate; best-of-n trains only its reward model (the rm_ fields)
+NO_TRL_POLICY_STAGE = {"base", "large_base", "ppo", "best_of_n"}
+
+
+def test_every_trl_method_exposes_its_schedule_and_refuses_an_unknown_one():
+    """Each built-in method whose policy a TRL trainer trains has its schedule and warm-up as
+    fields (the online trainers' default is TRL's: linear, no warm-up, as they trained before
+    the fields), and every schedule field of every config is checked when the config is read
+    (rsft's two schedules included: pydantic keeps one validator per name)."""
+    from pydantic import ValidationError
+
+    from bench import registry
+    from methods.trl_train import Schedule
+    trl = set(registry.builtin_names("methods")) - NO_TRL_POLICY_STAGE
+    assert {"sft", "dpo", "kto", "simpo", "orpo", "rloo", "grpo", "rsft", "rlaif"} <= trl
+    for name in sorted(trl):
+        assert issubclass(registry.resolve("methods", name).Config, Schedule), name
+    for name in ("rloo", "grpo"):
+        cfg = registry.resolve("methods", name).Config()
+        assert (cfg.lr_scheduler_type, cfg.warmup_ratio) == ("linear", 0.0), name
+    for name in registry.builtin_names("methods"):
+        config = registry.resolve("methods", name).Config
+        for key in ("lr_scheduler_type", "rm_lr_scheduler_type"):
+            if key in config.model_fields:
+                with pytest.raises(ValidationError, match="no learning-rate schedule"):
+                    config(**{key: "cosine_annealing"})

@@ -6,9 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.api import TrainContext, TrainView
+from bench.api import TrainContext, TrainView, World
 from bench.budget import BudgetExceeded, Ledger
-from bench.runner import view
 from bench.scenarios import world as W
 from bench.scenarios.micro import GoldJudge, Micro, MicroOptions
 from tests.conftest import TINY_WORLD
@@ -78,8 +77,22 @@ def test_ranking_charges_k_choose_2_and_caps(tiny_world):
     assert led.spent["comparisons"] == 12
 
 
+def test_the_train_view_is_the_world_s_own_fields_and_nothing_else(tiny_world):
+    """A World is a TrainView plus what only evaluation sees: each shared field is declared
+    once, and the view a method gets holds the world's very values (a copy of the dict)."""
+    v = tiny_world.train_view()
+    assert type(v) is TrainView
+    for f in dataclasses.fields(TrainView):
+        assert getattr(v, f.name) == getattr(tiny_world, f.name), f.name
+    assert v.train_prompts is tiny_world.train_prompts
+    assert v.reference_models is not tiny_world.reference_models
+    own = {f.name for f in dataclasses.fields(World)} - {f.name for f in dataclasses.fields(
+        TrainView)}
+    assert {"gold_judge", "gold_reward", "eval_data", "attributes", "key"} <= own
+
+
 def test_gold_judge_is_out_of_reach_of_methods(tiny_world):
-    v = view(tiny_world)
+    v = tiny_world.train_view()
     names = {f.name for f in dataclasses.fields(TrainView)}
     assert not names & {"gold_judge", "gold_reward", "eval_data", "attributes"}
     gold = tiny_world.gold_judge
@@ -112,8 +125,9 @@ def test_the_reward_model_monitor_counts_agreement_with_gold_and_charges_nothing
     gold = {"x": 1.0, "y": 0.0, "z": 0.0}
     rm = {"x": 1.0, "y": 0.0, "z": 2.0}
     led = Ledger(caps={"rollouts": 0, "inference_flops": 0})
-    ctx = TrainContext(scenario=view(tiny_world), ledger=led, seed=0, cell_dir=None, log=None,
-                       stages=None, _gold_scores=lambda p, c: [gold.get(t, 0.0) for t in c])
+    ctx = TrainContext(scenario=tiny_world.train_view(), ledger=led, seed=0, cell_dir=None,
+                       log=None, stages=None,
+                       _gold_scores=lambda p, c: [gold.get(t, 0.0) for t in c])
     prompt = tiny_world.train_prompts[0]
     scored = {"agree": Say("x", "y"), "wrong": Say("z", "x"), "ties": Say("y", "z")}
 
@@ -136,8 +150,8 @@ def test_the_reward_model_monitor_counts_agreement_with_gold_and_charges_nothing
     assert point["rm_vs_gold.agree"] == 1.0 and point["pairs.agree"] == 2.0
     assert point["rm_vs_gold.wrong"] == 0.0 and point["pairs.wrong"] == 2.0
     assert np.isnan(point["rm_vs_gold.ties"]) and point["pairs.ties"] == 0.0  # gold ties y, z
-    none = TrainContext(scenario=view(tiny_world), ledger=led, seed=0, cell_dir=None, log=None,
-                        stages=None)
+    none = TrainContext(scenario=tiny_world.train_view(), ledger=led, seed=0, cell_dir=None,
+                        log=None, stages=None)
     none.monitor_reward_model("c", 0, lambda p, c: [0.0], ["p"], {"a": Say("x", "y")}, seed=0,
                               max_new_tokens=4)
     assert none.curves == {}  # no gold reward in the scenario: nothing measured
@@ -268,11 +282,11 @@ def test_a_judge_or_prompt_family_the_world_cannot_serve_is_refused_before_train
     from bench.config import ConfigError
     from methods.ppo import PPOConfig
     from methods.rlaif import RLAIFConfig
-    v = view(tiny_world)
+    v = tiny_world.train_view()
     RLAIFConfig(judge_kind="likelihood", constitution=["records show", ""]).check_world(v)
     with pytest.raises(ValueError, match="has no likelihood judge"):
         RLAIFConfig(judge_kind="likelihood", constitution=["records show"]).check_world(
-            view(dataclasses.replace(tiny_world, make_likelihood_judge=None)))
+            dataclasses.replace(tiny_world, make_likelihood_judge=None).train_view())
     with pytest.raises(ValueError, match="'be helpful' is none of them"):
         RLAIFConfig(judge_kind="likelihood").check_world(v)
     RLAIFConfig().check_world(v)  # the pairwise judge takes any wording

@@ -381,3 +381,6 @@ def test_no_prompt_a_method_trains_on_is_evaluated(tiny_real_model, cache_dir, t
     held = w.eval_data["labeler_agreement"].items
     assert held and not trained & {r["prompt"] for r in held}
     assert w.describe["split"]["eval_prompts_removed_for_overlap"] >= len(trained)
+    # the user's raw prompts arrive in the one form every scenario hands over: chat-formatted
+    from tests.test_contracts import assert_prompts_are_chat_formatted
+    assert_prompts_are_chat_formatted(w, w.load_policy(w.base_model))

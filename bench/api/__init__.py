@@ -20,9 +20,18 @@ A plugin author needs only this package: this page, and its four short modules
   labeler panel, the AI-judge factory, the gold judge (evaluation only) and each eval's data
   (:class:`EvalData`, keyed by eval name).
 
-Text crosses every boundary in one shape: a *prompt* is the full text given to the model
-(already chat-formatted where the model uses a chat template, see ``Policy.format_chat``) and a
-*completion* is the text that follows it; whitespace belongs to the completion.
+Text crosses every boundary in one shape: a *prompt* is the full text given to the model,
+already in its chat template, and a *completion* is the text that follows it; whitespace belongs
+to the completion. Every prompt a scenario hands over (training prompts, demonstrations,
+preference rows, ``EvalData.prompts``) is in that form: pass it on as it is, never through
+``Policy.format_chat`` again (that is for an eval's raw dataset text, ``EvalData.items``).
+
+Beyond these contracts a method may use documented helpers with typed signatures:
+``methods.trl_train`` (train a stage with any TRL trainer: :func:`train_with_trl`, the
+``Schedule`` config fields), ``methods.feedback`` (prompts, samples and labels through the
+ledger, the shared comparison set), ``methods.common`` (micro-batches, warm-ups, a metered
+trainer), ``methods.lora``, ``bench.seeding.derive_seed`` and ``bench.stats``; docs/plugins.md
+lists each with what it charges.
 """
 
 from bench.errors import UserError
@@ -30,10 +39,10 @@ from bench.api.options import (
     EvalOptions, JSON, MethodConfig, OPTIONS_CONFIG, ScenarioOptions)
 from bench.api.world import (
     AttributeParser, DataError, EvalData, Judge, Labeler, Policy, PreferenceSource, Rater,
-    RewardFn, Scenario, SelectingPolicy, ToxicityScorer, World)
+    RewardFn, Scenario, SelectingPolicy, ToxicityScorer, TrainView, World)
 from bench.api.training import (
-    Curves, Method, NonFiniteError, Stages, Start, Tracking, TrainContext, TrainView,
-    TrainablePolicy, Trained)
+    Curves, Method, NonFiniteError, Stages, Start, Tracking, TrainContext, TrainablePolicy,
+    Trained)
 from bench.api.evaluation import (
     Eval, EvalContext, EvalResult, Plot)
 

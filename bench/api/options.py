@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from bench.api.training import TrainView
+    from bench.api.world import TrainView
 
 
 JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None

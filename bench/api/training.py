@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
-from bench import meter
 from bench.api.options import JSON, MethodConfig
-from bench.api.world import Judge, Labeler, Policy, PreferenceSource, RewardFn
-from bench.budget import Ledger, charging
+from bench.api.world import Judge, Policy, RewardFn, TrainView
+from bench.budget import Ledger
 
 if TYPE_CHECKING:  # annotations only: importing the contracts loads no torch
     import torch
@@ -87,22 +86,6 @@ class Stages(Protocol):
         shows what it consumed. ``compute`` sees a fresh ledger with ``ledger``'s caps."""
 
 
-@dataclass
-class TrainView:
-    """The part of a World a method may touch. The gold judge is deliberately absent."""
-
-    train_prompts: list[str]
-    demonstrations: Callable[[int, int], list[dict[str, str]]]
-    make_panel: Callable[[Ledger, int], Labeler]
-    make_ai_judge: Callable[[Policy, list[str], Ledger], Judge]
-    load_policy: Callable[[Path], TrainablePolicy]
-    describe: dict[str, Any]
-    reference_models: dict[str, Path] = field(default_factory=dict)  # World.reference_models
-    make_likelihood_judge: Callable[[Policy, list[str], Ledger], Judge] | None = None
-    preferences: PreferenceSource | None = None  # World.preferences
-    has_labeler: bool = True  # World.has_labeler
-
-
 Curves = dict[str, list[dict[str, float]]]
 """Named training curves: one dict per point, ``step`` plus any values (``gold_reward`` when the
 scenario has a gold reward). Stored in the cell's result and drawn by the report."""
@@ -128,15 +111,25 @@ class Tracking:
 
 @dataclass
 class TrainContext:
-    """Everything ``Method.train`` receives besides its start and config."""
+    """Everything ``Method.train`` receives besides its start and config.
 
-    scenario: TrainView
-    ledger: Ledger
-    seed: int
-    cell_dir: Path
-    log: logging.Logger
-    stages: Stages
-    progress: bool = True
+    The budget: ``ledger`` is the cell's. ``ledger.remaining(unit)`` is what the cell may
+    still spend of a unit (``"demonstrations"``, ``"comparisons"``, ``"ai_comparisons"``,
+    ``"ratings"``, ``"rollouts"``, ``"train_tokens"``, ``"flops"``), a float, ``inf`` where the
+    matrix caps nothing; a method that spends a unit's whole budget reads it once at the start,
+    ``n = int(ctx.ledger.remaining("comparisons"))``. ``ledger.charge(unit, amount)`` spends
+    before the work it pays for, and raises ``BudgetExceeded`` (spending nothing) past the
+    cap. The scenario's panel charges its own labels, and the helpers of ``methods.feedback``
+    and ``methods.trl_train`` charge samples and training steps, so a method built from them
+    charges everything it uses."""
+
+    scenario: TrainView  # the world as training may see it (no gold judge, no eval data)
+    ledger: Ledger  # the cell's budget: read remaining(unit), charge(unit, amount)
+    seed: int  # the cell's seed; derive each random stream from it (bench.seeding.derive_seed)
+    cell_dir: Path  # the cell's own folder (a trainer's files go under cell_dir / "trainer")
+    log: logging.Logger  # INFO and above reach the cell's log.txt, warnings the terminal too
+    stages: Stages  # the matrix's shared, cached work: base model, scenario models, once()
+    progress: bool = True  # whether to show progress bars (off in --no-progress runs)
     device: str = "cpu"  # the matrix's device switch, resolved ("cpu" or "cuda")
     curves: Curves = field(default_factory=dict)  # stored in the result
     tracking: Tracking = field(default_factory=Tracking)  # off unless the matrix asks
@@ -144,38 +137,27 @@ class TrainContext:
 
     def monitor_gold(self, curve: str, step: int, prompts: list[str], completions: list[str],
                      **values: float) -> None:
-        """Append a point to ``curves[curve]``: the given values, plus the gold reward of these
-        samples when the scenario has one. Write-only: the method never sees the gold value."""
-        point = {"step": float(step), **{k: float(v) for k, v in values.items()}}
-        if self._gold_scores is not None:
-            import numpy as np  # the contracts module itself loads no numerics
-
-            with meter.phase("gold monitor", measurement=True):  # measurement, not training
-                point["gold_reward"] = float(np.mean(self._gold_scores(prompts, completions)))
+        """Append a point to ``curves[curve]``: ``step``, the given values, plus the mean gold
+        reward of these samples (one completion per prompt) when the scenario has one
+        (:func:`bench.monitors.gold_point`). Write-only: the method never sees the gold
+        value."""
+        from bench.monitors import gold_point
+        point = gold_point(self._gold_scores, step, prompts, completions, values)
         self.curves.setdefault(curve, []).append(point)
 
     def monitor_reward_model(self, curve: str, step: int, reward_fn: RewardFn, prompts: list[str],
                              samplers: dict[str, Policy], *, seed: int,
                              max_new_tokens: int) -> dict[str, float] | None:
-        """Append a point to ``curves[curve]``: for each named sampler (e.g. the start and the
-        policy being steered), two completions of each prompt, and ``rm_vs_gold.NAME``, the
-        share of those pairs ``reward_fn`` orders as the gold reward does (pairs either one
-        ties left out), with ``pairs.NAME``, how many counted (Gao et al. 2022's proxy against
-        gold, round by round). Measurement: its samples and scores are charged to no budget.
-        Returns the point (None, and nothing recorded, where the scenario has no gold reward)."""
+        """Append a point to ``curves[curve]``: how often ``reward_fn`` orders two samples of
+        each named sampler (e.g. the start and the policy being steered) as the gold reward
+        does, ``rm_vs_gold.NAME``, with ``pairs.NAME`` counted
+        (:func:`bench.monitors.reward_model_point`). Measurement: charged to no budget. Returns
+        the point (None, and nothing recorded, where the scenario has no gold reward)."""
         if self._gold_scores is None:
             return None
-        point = {"step": float(step)}  # the round, for RLHF's rounds
-        with meter.phase("gold monitor", measurement=True), charging(Ledger(caps={})):
-            for name, policy in samplers.items():
-                a, b = (policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=1.0,
-                                        seed=seed + i) for i in (0, 1))
-                ra, rb = reward_fn(prompts, a), reward_fn(prompts, b)
-                ga, gb = self._gold_scores(prompts, a), self._gold_scores(prompts, b)
-                hits = [(x > y) == (u > v) for x, y, u, v in zip(ra, rb, ga, gb)
-                        if x != y and u != v]
-                point[f"rm_vs_gold.{name}"] = sum(hits) / len(hits) if hits else float("nan")
-                point[f"pairs.{name}"] = float(len(hits))
+        from bench.monitors import reward_model_point
+        point = reward_model_point(self._gold_scores, step, reward_fn, prompts, samplers,
+                                   seed=seed, max_new_tokens=max_new_tokens)
         self.curves.setdefault(curve, []).append(point)
         return point
 

@@ -1,9 +1,19 @@
 """Policies, judges and the world a scenario builds (re-exported by :mod:`bench.api`).
+
+Prompts arrive in one form. A *prompt* is the full text given to the model: the user's message
+already in the model's chat template (what ``Policy.format_chat`` makes of it), ready for
+``generate`` and ``logprob``. Every prompt a scenario hands over is in that form:
+``World.train_prompts``, the ``prompt`` of each demonstration and preference row, and
+``EvalData.prompts``. Methods and evals pass them on as they are and never wrap them again (a
+second template around a prompt is a different, wrong prompt, and nothing would fail). Only
+dataset records (``EvalData.items``, TruthfulQA's questions) hold raw user messages, which the
+eval formats itself, as ``EvalData.hints`` say. A *completion* is the text that follows a
+prompt; whitespace belongs to the completion.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
@@ -24,7 +34,9 @@ class Policy(Protocol):
     name: str
 
     def format_chat(self, user_messages: list[str]) -> list[str]:
-        """Wrap each user message in the model's chat template, ready for ``generate``."""
+        """Wrap each raw user message in the model's chat template: the prompt form every
+        scenario hands over already. Only for raw text of an eval's own (a dataset record's
+        question); never for a prompt the scenario gave."""
 
     def generate(
         self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
@@ -87,8 +99,10 @@ class DataError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class EvalData:
-    """What a scenario supplies one eval (``World.eval_data[eval_name]``). Prompts are raw user
-    messages; ``items`` are dataset records in the eval's own type (TruthfulQA's questions, say);
+    """What a scenario supplies one eval (``World.eval_data[eval_name]``). ``prompts`` are full
+    prompts, already chat-formatted (the module's one form: pass them to ``generate`` as they
+    are); ``items`` are dataset records in the eval's own type (TruthfulQA's questions, say,
+    raw user messages that the eval formats as ``hints`` say);
     ``source`` identifies where they came from (name, sha256, n: recorded in every result);
     ``hints`` are the scenario's choices for this eval (e.g. TruthfulQA's prompt template)."""
 
@@ -112,28 +126,24 @@ class ToxicityScorer(Protocol):
         """Toxicity in [0, 1] per text."""
 
 
-@dataclass
-class World:
-    """What a scenario hands the harness. Methods see it only through :class:`TrainView`."""
+@dataclass(kw_only=True)
+class TrainView:
+    """The part of a :class:`World` a method may touch (``TrainContext.scenario``): a World is
+    a TrainView plus what only evaluation may see, and :meth:`World.train_view` hands methods
+    these fields alone. The gold judge, the gold reward, the eval data and the attribute parser
+    are deliberately absent."""
 
-    key: str  # content hash: changes whenever anything that can move a number changes
-    base_model: Path
-    # knobs and identities, recorded in every result and hashed into cell keys; anything
-    # cosmetic (timings) goes under describe["timing"], which keys leave out
-    describe: dict[str, Any]
-    train_prompts: list[str]
+    train_prompts: list[str]  # prompts (chat-formatted) that methods sample and label on
     demonstrations: Callable[[int, int], list[dict[str, str]]]  # (n, seed) -> prompt/completion
     make_panel: Callable[[Ledger, int], Labeler]  # (ledger, seed) -> labeler bound to ledger
     make_ai_judge: Callable[[Policy, list[str], Ledger], Judge]  # (model, principles, ledger)
-    gold_judge: Judge | None  # evaluation only
-    gold_reward: RewardFn | None  # evaluation/monitoring only
-    toxicity_scorer: ToxicityScorer
-    attributes: AttributeParser | None
-    eval_data: dict[str, EvalData]  # eval name -> its data; an eval absent here has none
-    load_policy: Callable[[Path], TrainablePolicy]
+    load_policy: Callable[[Path], TrainablePolicy]  # a saved model folder -> a policy
+    # knobs and identities, recorded in every result and hashed into cell keys; anything
+    # cosmetic (timings) goes under describe["timing"], which keys leave out
+    describe: dict[str, Any]
     # further frozen models the scenario pretrains besides the base, by name (the micro-world's
     # "large_base", a wider model on the same corpus): evals may compare with them
-    # (``EvalContext.references``) and a method may serve one (methods/large_base.py)
+    # (``EvalContext.references``) and a method may serve one (``Stages.scenario_model``)
     reference_models: dict[str, Path] = field(default_factory=dict)
     # an AI judge that scores each answer by the judge model's own beliefs under each
     # principle (the micro-world's LikelihoodJudge), beside make_ai_judge's pairwise question;
@@ -145,6 +155,20 @@ class World:
     # False when no online labeler exists (preference data alone): make_panel then raises
     # DataError, and methods that label their own samples refuse in their preflight
     has_labeler: bool = True
+
+
+@dataclass(kw_only=True)
+class World(TrainView):
+    """What a scenario hands the harness: everything a method may see (:class:`TrainView`'s
+    fields) and what only evaluation may. Methods see it only through :meth:`train_view`."""
+
+    key: str  # content hash: changes whenever anything that can move a number changes
+    base_model: Path
+    gold_judge: Judge | None  # evaluation only
+    gold_reward: RewardFn | None  # evaluation/monitoring only
+    toxicity_scorer: ToxicityScorer
+    attributes: AttributeParser | None
+    eval_data: dict[str, EvalData]  # eval name -> its data; an eval absent here has none
     # True when the evaluation judge is the online labeler itself (a matrix that says so):
     # win-rates are then the proxy's, not gold's, and say so
     judge_is_labeler: bool = False
@@ -154,6 +178,12 @@ class World:
     # the scenario options a worker on another node builds this same world from (the user's
     # files replaced by their snapshots in the shared cache); None: the matrix's own options
     portable_options: dict[str, JSON] | None = None
+
+    def train_view(self) -> TrainView:
+        """The world as training sees it: a :class:`TrainView` of this world's values for
+        TrainView's fields (its reference models a copy), nothing else."""
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainView)}
+        return TrainView(**{**shared, "reference_models": dict(self.reference_models)})
 
 
 @runtime_checkable
