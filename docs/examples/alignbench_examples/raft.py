@@ -1,25 +1,24 @@
 """RAFT, reward-ranked fine-tuning (Dong et al. 2023): sample N answers per prompt from the SFT
 model, keep the one the labeler panel ranks first, and fine-tune on the kept answers.
 
-An example plugin: one file, written from bench/api/ and alignbench's README. Its labels and
-samples go through the ledger (``sample_k`` charges rollouts, ``panel.rank`` charges
-comparisons) and its training steps are charged before they run (``metered``), so it competes
-under the same budget as every built-in method.
+An example plugin: one file, written from bench/api/, alignbench's README and docs/plugins.md.
+Its labels and samples go through the ledger (``sample_k`` charges rollouts, ``panel.rank``
+charges comparisons) and its training steps are charged before they run (``train_with_trl``),
+so it competes under the same budget as every built-in method.
 """
 
 from __future__ import annotations
 
-from datasets import Dataset
 from pydantic import Field
 
-from bench.api import MethodConfig, Start, TrainContext, Trained
-from bench.models import n_params
+from bench.api import Start, TrainContext, Trained
 from bench.seeding import derive_seed
-from methods.common import FiniteGuard, metered, trainer_args
 from methods.feedback import pick_prompts, sample_k
+from methods.lora import LoRAOptions
+from methods.trl_train import Schedule, schedule, train_with_trl
 
 
-class RAFTConfig(MethodConfig):
+class RAFTConfig(LoRAOptions, Schedule):  # LoRA and the schedule come as fields of their own
     n: int = Field(4, ge=2, description="answers sampled per prompt; the panel keeps its best")
     prompts: int = Field(64, ge=1, description="training prompts sampled")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
@@ -54,12 +53,10 @@ class RAFT:
         kept = [{"prompt": p, "completion": s[panel.rank(p, s)[0]]}  # charges comparisons
                 for p, s in zip(prompts, samples)]
         policy = start.trainable()
-        args = trainer_args(SFTConfig, ctx, "raft", num_train_epochs=config.epochs,
-                            learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
-                            completion_only_loss=True)
-        trainer = SFTTrainer(model=policy.model, args=args, train_dataset=Dataset.from_list(kept),
-                             processing_class=policy.tokenizer,
-                             callbacks=[FiniteGuard(policy.model)])
-        metered(trainer, ctx.ledger, n_params(policy.model)).train()  # each step charged first
-        policy.model.eval()
+        # one TRL stage: each step charged before it runs, stopped at a non-finite loss
+        policy.model = train_with_trl(
+            SFTConfig, SFTTrainer, policy.model, kept, ctx, "raft", config,
+            tokenizer=policy.tokenizer, num_train_epochs=config.epochs, learning_rate=config.lr,
+            per_device_train_batch_size=config.batch_size, completion_only_loss=True,
+            **schedule(config, len(kept), config.batch_size, config.epochs))
         return Trained(policy=policy)
