@@ -30,15 +30,13 @@ def _run_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import config
-    m = config.load(args.matrix)
-    sets = [*(args.set or ()), *([f"report_to={json.dumps(args.report_to)}"]
-                                 if args.report_to is not None else [])]  # validated as --set
-    flags = {"methods": _names(args.methods), "seeds": _seeds(args.seeds),
-             "progress": False if args.no_progress else None, "executor": args.executor,
-             "ray_address": args.address}
-    if sets or any(v is not None for v in flags.values()):
-        # every flag through the path a matrix file takes: applied to it, then validated
-        m = config.overridden(m, sets=sets, **flags)
+    sets = (*(args.set or ()), *([f"report_to={json.dumps(args.report_to)}"]
+                                 if args.report_to is not None else []))  # validated as --set
+    # every flag through the path a matrix file takes: applied to what it sets, then validated
+    flags = config.Flags(methods=_names(args.methods), seeds=_seeds(args.seeds), sets=sets,
+                         progress=False if args.no_progress else None, executor=args.executor,
+                         ray_address=args.address)
+    m = config.load(args.matrix, flags)
     statuses: list[str] = []  # read under the run's lock: another run may follow at once
     out = run_matrix(m, Path(args.out) if args.out else None, fresh=args.fresh,
                      statuses=statuses)
@@ -155,7 +153,7 @@ def _eval_world_and_policy(args: argparse.Namespace, saved: dict | None, needs_w
     from pydantic import ValidationError
 
     from bench import registry
-    from bench.config import ConfigError, scenario_options
+    from bench.config import ConfigError, ScenarioCfg, scenario_options
     from bench.models import load_hf, resolve_device
     from bench.store import cache_root
 
@@ -163,7 +161,7 @@ def _eval_world_and_policy(args: argparse.Namespace, saved: dict | None, needs_w
     if trained_in and args.scenario not in (None, trained_in["scenario"]):
         raise ConfigError(f"--model {args.model} was trained in the {trained_in['scenario']} "
                           f"scenario; leave --scenario out to evaluate it there")
-    name = args.scenario or (trained_in["scenario"] if trained_in else "micro")
+    name = args.scenario or (trained_in["scenario"] if trained_in else ScenarioCfg().name)
     scen = registry.resolve("scenarios", name) if needs_world else None
     policy = None
     if not saved:  # before the world is built: a bad --model costs seconds, not a world build

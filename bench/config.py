@@ -7,6 +7,7 @@ method's own ``Config``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import tomllib
@@ -266,8 +267,9 @@ def method_config(m: Matrix, name: str, *, source: str = "<matrix>",
         raise ConfigError(f"{source}: {_fmt_pydantic(err, f'method.{name}')}") from None
 
 
-def load(path_or_preset: str | Path) -> Matrix:
-    """A TOML file path, or the name of a built-in preset (see ``presets()``)."""
+def load(path_or_preset: str | Path, flags: Flags | None = None) -> Matrix:
+    """A TOML file path, or the name of a built-in preset (see ``presets()``), with the command
+    line's ``flags`` applied to what it sets before the one validation."""
     p = Path(path_or_preset)
     if p.suffix != ".toml" and not p.exists():
         if str(path_or_preset) not in presets():
@@ -282,9 +284,11 @@ def load(path_or_preset: str | Path) -> Matrix:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML ({err}); fix the syntax") from None
     if not data:  # an empty file would silently run the whole default matrix
-        raise ConfigError(f"{source}: the matrix file sets nothing; give at least 'methods' (e.g. "
-                          f"methods = [\"sft\", \"dpo\"]) or use a preset: "
+        raise ConfigError(f"{source}: the matrix file sets nothing; give at least 'methods' (the "
+                          f"names 'alignbench list' shows) or use a preset: "
                           f"{', '.join(presets())}")
+    if flags is not None and flags.given():
+        data, source = flags.applied(data), f"{source} with the command line's settings"
     return parse(data, source=source)
 
 
@@ -304,52 +308,74 @@ def _read_matrix_file(p: Path) -> str:
                           f"permissions") from None
 
 
-def overridden(m: Matrix, *, methods: list[str] | None = None, seeds: list[int] | None = None,
-               sets: list[str] | tuple[str, ...] = (), progress: bool | None = None,
-               executor: str | None = None, ray_address: str | None = None) -> Matrix:
-    """``m`` with the command line's subset and settings (``--methods``, ``--seeds``,
-    ``--set KEY=VALUE``, ``--no-progress``, ``--executor``, ``--address``) applied, then
-    validated exactly as a matrix file is; the result is what OUT/matrix.toml records.
-    ``--methods`` drops the tables and sweeps of the methods it leaves out (and of stages no
-    kept method starts from), and the claims that read them, so a preset's other tables are no
-    error. A VALUE is read as TOML (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
-    if ray_address is not None and (executor or m.executor) != "ray":
-        raise ConfigError("--address joins a Ray cluster; add --executor ray (or set "
-                          "executor = \"ray\" in the matrix)")
-    # what the file left unset stays unset: under Ray an unset device means "cpu"
-    d = m.model_dump(mode="json", exclude_unset=True)
-    if methods is not None:
-        _keep_methods(d, methods)
-    given = {"seeds": seeds, "progress": progress, "executor": executor,
-             "ray_address": ray_address}
-    d.update({k: v for k, v in given.items() if v is not None})
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. --set budget.comparisons=300")
-        _set(d, key.strip(), _toml_value(raw.strip()), item)
-    return parse(d, source="the command line")
+@dataclass(frozen=True)
+class Flags:
+    """The command line's settings over a matrix (``--methods``, ``--seeds``, ``--set
+    KEY=VALUE``, ``--no-progress``, ``--executor``, ``--address``; None: not given), applied to
+    the matrix's own keys and then validated with them, exactly as a file is. ``--methods``
+    drops the tables and sweeps of the methods it leaves out (and of stages no kept method
+    starts from), and the claims that read them, so a preset's other tables are no error. A
+    VALUE is read as TOML (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
+
+    methods: list[str] | None = None
+    seeds: list[int] | None = None
+    sets: tuple[str, ...] = ()
+    progress: bool | None = None
+    executor: str | None = None
+    ray_address: str | None = None
+
+    def given(self) -> bool:
+        return bool(self.sets) or any(v is not None for v in (
+            self.methods, self.seeds, self.progress, self.executor, self.ray_address))
+
+    def applied(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The matrix's keys ``data`` (what it sets, nothing more) with these settings."""
+        if self.ray_address is not None and (self.executor or data.get("executor")) != "ray":
+            raise ConfigError("--address joins a Ray cluster; add --executor ray (or set "
+                              "executor = \"ray\" in the matrix)")
+        d = copy.deepcopy(data)
+        if self.methods is not None:
+            _keep_methods(d, self.methods)
+        given = {"seeds": self.seeds, "progress": self.progress, "executor": self.executor,
+                 "ray_address": self.ray_address}
+        d.update({k: v for k, v in given.items() if v is not None})
+        for item in self.sets:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. "
+                                  f"--set budget.comparisons=300")
+            _set(d, key.strip(), _toml_value(raw.strip()), item)
+        return d
+
+
+def overridden(m: Matrix, **flags: Any) -> Matrix:
+    """``m`` with the command line's settings (:class:`Flags`' fields) applied, validated
+    again; what the matrix left unset stays unset (under Ray an unset device means "cpu")."""
+    return parse(Flags(**flags).applied(m.model_dump(mode="json", exclude_unset=True)),
+                 source="the command line")
 
 
 def _keep_methods(d: dict[str, Any], methods: list[str]) -> None:
     """``--methods``: the matrix dict ``d`` with only these methods, their stages' tables, and
-    the claims that read only them."""
+    the claims that read only them (anything of the wrong shape is left for parse to name)."""
     d["methods"] = methods
     try:
         keep = set(methods) | stage_names(methods)
     except (registry.UnknownName, ConfigError):  # parse names the unknown method below
         keep = set(methods)
-    for table in ("method", "sweep", "claims"):
-        d.setdefault(table, [] if table == "claims" else {})
-    d["method"] = {k: v for k, v in d["method"].items() if k in keep}
-    if "method" in d.get("resources", {}):
-        d["resources"]["method"] = {k: v for k, v in d["resources"]["method"].items()
-                                    if k in keep}
-    d["sweep"] = {k: v for k, v in d["sweep"].items()
-                  if k.startswith("budget.") or k.split(".", 1)[0] in keep}
-    d["claims"] = [c for c in d["claims"]
-                   if all(row_method(row) in methods
-                          for row in (c["method"], c.get("against")) if row)]
+
+    def kept(table: Any, own: Any) -> Any:
+        return {k: v for k, v in table.items() if own(k)} if isinstance(table, dict) else table
+
+    d["method"] = kept(d.get("method", {}), lambda k: k in keep)
+    if isinstance(d.get("resources"), dict):
+        d["resources"]["method"] = kept(d["resources"].get("method", {}), lambda k: k in keep)
+    d["sweep"] = kept(d.get("sweep", {}),
+                      lambda k: k.startswith("budget.") or k.split(".", 1)[0] in keep)
+    if isinstance(d.get("claims"), list):
+        d["claims"] = [c for c in d["claims"] if not isinstance(c, dict)
+                       or all(row_method(str(row)) in methods
+                              for row in (c.get("method"), c.get("against")) if row)]
 
 
 def _toml_value(raw: str) -> Any:

@@ -22,8 +22,8 @@ def _preset(name: str) -> dict[str, Any]:
 
 
 def _default(key: str) -> list[str]:
-    """The default preset's ``methods`` or ``evals``: the harness names no method or eval of
-    its own."""
+    """The default preset's ``methods`` or ``evals`` (its scenario likewise): the harness names
+    no method, eval or scenario of its own."""
     return list(_preset(DEFAULT_PRESET)[key])
 
 
@@ -150,7 +150,8 @@ class Claim(_Strict):
 class ScenarioCfg(_Strict):
     """The world every cell trains and is evaluated in (``[scenario]``)."""
 
-    name: str = Field("micro", description="a registered scenario: micro (the offline "
+    name: str = Field(default_factory=lambda: _preset(DEFAULT_PRESET)["scenario"]["name"],
+                      description="a registered scenario: micro (the offline "
                       "micro-world) or real (a Hugging Face model on your data)")
     options: dict[str, Any] = Field(default_factory=dict, description="the scenario's own "
                                     "options ([scenario.options]), listed under its name below")

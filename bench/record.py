@@ -69,6 +69,10 @@ class CellRecord(PlannedCell):
     warnings: list[str] = Field(default_factory=list)
     provenance: dict[str, Any] = Field(default_factory=dict)
     method_config: dict[str, Any] = Field(default_factory=dict)
+    eval_spend: dict[str, Number] | None = None
+    failed_step: int | None = None
+    policy: str | None = None
+    traceback: str | None = None
 
 
 class PlanFile(_Open):
@@ -80,7 +84,7 @@ class PlanFile(_Open):
 
 def problem(model: type[BaseModel], data: Any) -> str | None:
     """None when ``data`` has ``model``'s shape; else the first thing wrong, in a few words
-    (``evals.truthfulqa: Input should be a valid dictionary``)."""
+    (``evals.NAME: Input should be a valid dictionary``)."""
     try:
         model.model_validate(data)
     except ValidationError as err:

@@ -25,8 +25,10 @@ import math
 import sys
 from pathlib import Path
 
+from bench.record import SPENT_COSTS
+
 FIELDS = ("metrics", "uncertainty", "n", "curves", "movement", "eval_spend", "budget", "status")
-COSTS = ("train_tokens", "train_flops", "inference_flops", "eval_flops", "rollouts")
+COSTS = (*SPENT_COSTS, "eval_flops", "rollouts")  # what the cell spent, not the machine's time
 
 
 def cells(out: str) -> dict[tuple, dict]:
