@@ -10,18 +10,19 @@ that run's cached world and SFT stages; without them it builds them):
 import sys
 
 from bench import config as C
-from bench import runner
 from bench.budget import Ledger
+from bench.cells import thread_counts
 from bench.scenarios import world as W
 from bench.scenarios.micro import load_spec
 from bench.seeding import derive_seed
+from bench.stage_cache import StageCache
 from bench.store import cache_root
 from methods.feedback import judged_pairs
 
 m = C.load("claims")
 plan = C.plan(m)
 world = plan.scenario.build(plan.scenario_options, cache_root(), progress=False)
-stages = runner.Stages(world, plan, "cpu", False, runner.thread_counts(plan))
+stages = StageCache(world, plan, "cpu", False, thread_counts(plan))
 spec = load_spec(world.base_model)
 judge_model = stages.base()  # rlaif's default judge: the pretrained base model
 cfg = C.method_config(m, "rlaif")
