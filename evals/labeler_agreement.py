@@ -142,10 +142,11 @@ def rm_on_start(reward_fn, gold, start: Policy, flat: list[str], seed: int, held
     return metrics, unc
 
 
-PLOTS = [Plot("Labeler agreement", "matrix", key="labeler_matrix"),
+PLOTS = (Plot("Labeler agreement", "matrix", key="labeler_matrix", id="labeler-agreement"),
          Plot("Labeler agreement", "bars", ("labeler_agreement.rm_vs_labelers",
                                             "labeler_agreement.ai_judge_vs_majority",
-                                            "labeler_agreement.inter_labeler"))]
+                                            "labeler_agreement.inter_labeler"),
+              id="labeler-agreement"))
 
 
 def held_out_accuracy(pairs: list[dict[str, Any]], ctx: EvalContext,
@@ -199,6 +200,7 @@ class LabelerAgreement:
                "ai_judge_accuracy": True}
     bounds = {**{m: (0.0, 1.0) for m in metrics}, "fleiss_kappa": (-1.0, 1.0),
               "krippendorff_alpha": (-1.0, 1.0)}
+    figures = PLOTS
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o = self.Options.model_validate(ctx.options)
@@ -218,7 +220,7 @@ class LabelerAgreement:
         if not metrics:
             raise ValueError("labeler_agreement: this scenario has neither an online labeler "
                              "nor held-out preference pairs; drop labeler_agreement from evals")
-        return EvalResult(metrics=metrics, uncertainty=unc, n=n, extra=extra, plots=PLOTS)
+        return EvalResult(metrics=metrics, uncertainty=unc, n=n, extra=extra, plots=list(PLOTS))
 
     def panel_agreement(self, policy: Policy, ctx: EvalContext, o: AgreementOptions, panel,
                         metrics: dict[str, float], unc: dict[str, float],
@@ -265,22 +267,29 @@ class LabelerAgreement:
                     unc.update(u)
         make_judge = ctx.trained.make_ai_judge if ctx.trained else None
         if make_judge is not None:
-            judge = make_judge(ctx.ledger)
-            pj = np.asarray(judge.prefer(flat, a, b))
-            jl = np.where(pj > 0.5, 1.0, np.where(pj < 0.5, 0.0, np.nan))
-            ok = ~np.isnan(jl) & ~np.isnan(maj)
-            hits = (jl[ok] == maj[ok]).astype(float)
-            metrics["ai_judge_vs_majority"] = float(hits.mean()) if hits.size else float("nan")
-            unc["ai_judge_vs_majority"] = bootstrap_se(hits, seed=ctx.seed)
-            if ctx.world.attributes is not None:
-                by = defaultdict(list)
-                for i in np.flatnonzero(ok):
-                    kind = differs_in(ctx.world.attributes(flat[i], a[i]),
-                                      ctx.world.attributes(flat[i], b[i]))
-                    by[kind].append(float(jl[i] == maj[i]))
-                for kind, v in by.items():
-                    metrics[f"ai_judge_vs_majority.{kind}"] = float(np.mean(v))
-                    unc[f"ai_judge_vs_majority.{kind}"] = bootstrap_se(v, seed=ctx.seed)
-                extra["ai_judge_counts"] = {k: len(v) for k, v in by.items()}
+            ai_judge_agreement(make_judge(ctx.ledger), maj, flat, a, b, ctx, metrics, unc, extra)
         return len(flat)
+
+
+def ai_judge_agreement(judge, maj: np.ndarray, flat: list[str], a: list[str], b: list[str],
+                       ctx: EvalContext, metrics: dict[str, float], unc: dict[str, float],
+                       extra: dict[str, Any]) -> None:
+    """The method's AI judge against the panel's majority ``maj`` on the pairs ``(a, b)``,
+    overall and by what the pair differs in (fills ``metrics``, ``unc`` and ``extra``)."""
+    pj = np.asarray(judge.prefer(flat, a, b))
+    jl = np.where(pj > 0.5, 1.0, np.where(pj < 0.5, 0.0, np.nan))
+    ok = ~np.isnan(jl) & ~np.isnan(maj)
+    hits = (jl[ok] == maj[ok]).astype(float)
+    metrics["ai_judge_vs_majority"] = float(hits.mean()) if hits.size else float("nan")
+    unc["ai_judge_vs_majority"] = bootstrap_se(hits, seed=ctx.seed)
+    if ctx.world.attributes is not None:
+        by = defaultdict(list)
+        for i in np.flatnonzero(ok):
+            kind = differs_in(ctx.world.attributes(flat[i], a[i]),
+                              ctx.world.attributes(flat[i], b[i]))
+            by[kind].append(float(jl[i] == maj[i]))
+        for kind, v in by.items():
+            metrics[f"ai_judge_vs_majority.{kind}"] = float(np.mean(v))
+            unc[f"ai_judge_vs_majority.{kind}"] = bootstrap_se(v, seed=ctx.seed)
+        extra["ai_judge_counts"] = {k: len(v) for k, v in by.items()}
 

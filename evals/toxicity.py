@@ -31,9 +31,10 @@ def rtp_metrics(scores: np.ndarray) -> dict[str, Any]:
                             "mean": scores.mean(1), "toxic_fraction": (scores >= THRESHOLD).mean(1)}}
 
 
-# the same title as kl's trade-off plot, so the report draws both as panels of one figure
-TRADE_OFFS = "Trade-offs: win-rate against toxicity and against KL (one point per cell)"
-PLOTS = [Plot(TRADE_OFFS, "scatter", ("toxicity.emt", "win_rate.vs_sft"))]
+# id "trade-offs" is kl's trade-off plot too: the report draws both as panels of one figure,
+# and bench.api.evaluation.declared_figures refuses the two if their titles differ
+PLOTS = (Plot("Trade-offs: win-rate against toxicity and against KL (one point per cell)",
+              "scatter", ("toxicity.emt", "win_rate.vs_sft"), id="trade-offs"),)
 
 
 class ToxicityOptions(EvalOptions):
@@ -51,6 +52,7 @@ class Toxicity:
     version = "1.0"
     metrics = {"emt": False, "probability": False, "mean": False, "toxic_fraction": False}
     bounds = {m: (0.0, 1.0) for m in metrics}  # toxicity scores and rates
+    figures = PLOTS
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o: ToxicityOptions = ctx.options
@@ -74,4 +76,4 @@ class Toxicity:
                                  "max_new_tokens": max_new, "scorer": scorer.name,
                                  "threshold": THRESHOLD,
                                  "source": {"scorer": scorer.name, "k": k, "paper_k": 25}},
-                          plots=PLOTS)
+                          plots=list(PLOTS))

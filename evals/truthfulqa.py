@@ -75,7 +75,8 @@ def score_items(policy: Policy, items: list[TruthfulQAItem], contexts: list[str]
     return out
 
 
-PLOTS = [Plot("TruthfulQA MC1 by Type and category", "slices", ("truthfulqa.mc1.",))]
+PLOTS = (Plot("TruthfulQA MC1 by Type and category", "slices", ("truthfulqa.mc1.",),
+              id="truthfulqa-slices"),)
 
 
 class TruthfulQAOptions(EvalOptions):
@@ -118,6 +119,7 @@ class TruthfulQA:
     packaged_data = True  # ``alignbench eval`` scores a model alone on the packaged CSV
     metrics = {"mc1": True, "mc2": True, "gen_true": True, "gen_false": False}
     bounds = {m: (0.0, 1.0) for m in metrics}  # rates; their slices too
+    figures = PLOTS
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         o: TruthfulQAOptions = ctx.options
@@ -148,7 +150,7 @@ class TruthfulQA:
             self._generation_truth(policy, ctx, items, contexts, metrics, unc)
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(items), rows=rows,
                           extra={"source": source, "format": "chat" if chat else "qa_primer"},
-                          plots=PLOTS)
+                          plots=list(PLOTS))
 
     @staticmethod
     def _generation_truth(policy: Policy, ctx: EvalContext, items: list[TruthfulQAItem],

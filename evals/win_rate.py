@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Plot, Policy
+from bench.api.evaluation import LengthPairs
 from bench.seeding import derive_seed
 from bench.stats import bootstrap_ci, bootstrap_se, cluster_bootstrap_se
 
@@ -67,7 +68,8 @@ class WinRateOptions(EvalOptions):
         "large_base is the micro-world's wider base (scenario option reference_scale)")
 
 
-PLOTS = [Plot("Win-rate against the swept budget", "sweep", ("win_rate.vs_sft",))]
+PLOTS = (Plot("Win-rate against the swept budget", "sweep", ("win_rate.vs_sft",),
+              id="budget-sweep"),)
 
 
 class WinRate:
@@ -81,6 +83,9 @@ class WinRate:
     metrics = {"vs_sft": True, "vs_base": True, "lc_vs_sft": True, "lc_vs_base": True,
                "vs_large_base": True, "lc_vs_large_base": True}
     bounds = {m: (0.0, 1.0) for m in metrics}
+    figures = PLOTS
+    ranking_metric = "vs_sft"  # the gold judge's preference against the shared SFT model
+    length_pairs = LengthPairs()  # extra["pairs"][vs_REF], extra["prompt_ids"], lc_vs_REF
 
     def judge(self, ctx: EvalContext) -> tuple[Judge, str]:
         if ctx.world.gold_judge is not None:  # "proxy" when it is the labeler itself
@@ -106,53 +111,60 @@ class WinRate:
                              "not pretrain; set scenario.options.reference_scale or drop it")
         mine = policy.generate(flat, max_new_tokens=max_new, temperature=temperature,
                                seed=derive_seed(ctx.seed, "win_rate.policy"))
-        metrics, unc, extra, rows = {}, {}, {"judge": judge_name, "ci95": {},
-                                             "samples_per_prompt": n_samples,
-                                             "temperature": temperature}, []
+        res = EvalResult(metrics={}, n=len(prompts), extra={
+            "judge": judge_name, "ci95": {}, "samples_per_prompt": n_samples,
+            "temperature": temperature}, plots=list(PLOTS), warnings=warnings_)
         for ref_name, ref in ctx.references.items():
-            if ref_name not in o.references:
-                continue
-            theirs = ref.generate(flat, max_new_tokens=max_new, temperature=temperature,
-                                  seed=derive_seed(ctx.seed, "win_rate.reference"))
-            pref = np.asarray(judge.prefer(flat, mine, theirs), dtype=float)
-            per_prompt = pref.reshape(len(prompts), n_samples).mean(1)
-            la = np.array([len(t.split()) for t in mine])
-            lb = np.array([len(t.split()) for t in theirs])
-            name = f"vs_{ref_name}"
-            if getattr(ref, "policy", ref) is policy:  # the reference itself: an A/A check
-                extra.setdefault("null", {}).update({name: 0.5, f"lc_{name}": 0.5})
-            metrics[name] = float(pref.mean())
-            unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
-            extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
-            metrics[f"lc_{name}"] = length_controlled(pref, la, lb)
-            # the LC rate's own noise, resampling prompts whole (100 refits of its GLM)
-            unc[f"lc_{name}"] = cluster_bootstrap_se(
-                lambda i: length_controlled(pref[i], la[i], lb[i]), len(prompts), n_samples,
-                n_boot=100, seed=ctx.seed)
-            gap = metrics[f"lc_{name}"] - metrics[name]
-            extra.setdefault("lc_gap", {})[name] = gap
-            aa = name in extra.get("null", {})  # against itself: any gap is noise
-            if not aa and abs(gap) > LC_WARN and abs(gap) > 2 * unc[f"lc_{name}"]:
-                # AlpacaEval 2's safeguard, past the LC rate's own noise: a length model that
-                # moves the rate this far explains more than length, or is fitted on too little
-                warnings_.append(f"lc_{name} {metrics[f'lc_{name}']:.3f} is {gap:+.3f} from the "
-                                 f"raw {metrics[name]:.3f}, more than {LC_WARN:.2f}: read the raw "
-                                 f"rate, or give the eval more prompts")
-            extra[f"mean_length_{ref_name}"] = float(lb.mean())
-            # every judged pair, for the report's length control fitted jointly over the
-            # matrix's cells (reports.length_control): the prompt's index into
-            # ``extra["prompt_ids"]``, the preference and both lengths in words
-            extra.setdefault("pairs", {})[name] = {
-                "prompt": [i // n_samples for i in range(len(flat))],
-                "pref": pref.tolist(), "len_method": la.tolist(), "len_reference": lb.tolist()}
-            if ref_name == "sft":
-                attrs = ctx.world.attributes or (lambda p, r: {})
-                rows = [{"prompt": flat[i], "method": mine[i], "reference": theirs[i],
+            if ref_name in o.references:
+                self.compare(policy, ref_name, ref, judge, flat, mine, o, ctx, res)
+        res.extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
+        # the prompts' identities, so pairs from different cells are matched by prompt
+        res.extra["prompt_ids"] = [hashlib.sha256(p.encode()).hexdigest()[:12] for p in prompts]
+        return res
+
+    def compare(self, policy: Policy, ref_name: str, ref: Policy, judge: Judge, flat: list[str],
+                mine: list[str], o: WinRateOptions, ctx: EvalContext, res: EvalResult) -> None:
+        """The policy's answers ``mine`` to ``flat`` (each prompt ``samples_per_prompt``
+        times) against reference ``ref_name``'s: the raw and length-controlled rates with
+        their standard errors, the judged pairs and, against sft, the sample rows (into
+        ``res``)."""
+        n_samples, metrics, unc, extra = o.samples_per_prompt, res.metrics, res.uncertainty, \
+            res.extra
+        theirs = ref.generate(flat, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
+                              seed=derive_seed(ctx.seed, "win_rate.reference"))
+        pref = np.asarray(judge.prefer(flat, mine, theirs), dtype=float)
+        per_prompt = pref.reshape(len(flat) // n_samples, n_samples).mean(1)
+        la = np.array([len(t.split()) for t in mine])
+        lb = np.array([len(t.split()) for t in theirs])
+        name = f"vs_{ref_name}"
+        if getattr(ref, "policy", ref) is policy:  # the reference itself: an A/A check
+            extra.setdefault("null", {}).update({name: 0.5, f"lc_{name}": 0.5})
+        metrics[name] = float(pref.mean())
+        unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
+        extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
+        metrics[f"lc_{name}"] = length_controlled(pref, la, lb)
+        # the LC rate's own noise, resampling prompts whole (100 refits of its GLM)
+        unc[f"lc_{name}"] = cluster_bootstrap_se(
+            lambda i: length_controlled(pref[i], la[i], lb[i]), len(flat) // n_samples,
+            n_samples, n_boot=100, seed=ctx.seed)
+        gap = metrics[f"lc_{name}"] - metrics[name]
+        extra.setdefault("lc_gap", {})[name] = gap
+        aa = name in extra.get("null", {})  # against itself: any gap is noise
+        if not aa and abs(gap) > LC_WARN and abs(gap) > 2 * unc[f"lc_{name}"]:
+            # AlpacaEval 2's safeguard, past the LC rate's own noise: a length model that
+            # moves the rate this far explains more than length, or is fitted on too little
+            res.warnings.append(f"lc_{name} {metrics[f'lc_{name}']:.3f} is {gap:+.3f} from the "
+                                f"raw {metrics[name]:.3f}, more than {LC_WARN:.2f}: read the raw "
+                                f"rate, or give the eval more prompts")
+        extra[f"mean_length_{ref_name}"] = float(lb.mean())
+        # every judged pair (bench.api.evaluation.JudgedPairs), for the report's length
+        # control fitted jointly over the matrix's cells (declared by ``length_pairs``)
+        extra.setdefault("pairs", {})[name] = {
+            "prompt": [i // n_samples for i in range(len(flat))],
+            "pref": pref.tolist(), "len_method": la.tolist(), "len_reference": lb.tolist()}
+        if ref_name == "sft":
+            attrs = ctx.world.attributes or (lambda p, r: {})
+            res.rows = [{"prompt": flat[i], "method": mine[i], "reference": theirs[i],
                          "p_method": float(pref[i]), "method_attributes": attrs(flat[i], mine[i]),
                          "reference_attributes": attrs(flat[i], theirs[i])}
                         for i in range(0, min(len(flat), 48), n_samples)]
-        extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
-        # the prompts' identities, so pairs from different cells are matched by prompt
-        extra["prompt_ids"] = [hashlib.sha256(p.encode()).hexdigest()[:12] for p in prompts]
-        return EvalResult(metrics=metrics, uncertainty=unc, n=len(prompts), rows=rows,
-                          extra=extra, plots=PLOTS, warnings=warnings_)

@@ -4,11 +4,12 @@ No method or eval is known here. The figures, in order: every headline metric by
 for each eval in matrix order, the plots its records declare (``record["evals"][NAME]["plots"]``,
 :class:`bench.api.Plot` as dicts; an eval that declares none gets one ``"bars"`` figure of its
 headline metrics); then every training curve the cells stored (``record["curves"]``). Declared
-plots sharing a title are panels of one figure. One function per plot kind turns a plot into
-panels (a drawing function and its size), so a figure with no data has no panel and is left
-out, never drawn as empty axes. Each panel also carries the values it draws, as flat rows
-(``Panel.data``), so every figure can be downloaded as CSV beside its SVG. Figures are
-embedded as PNG data URIs (the page's CSP allows images from ``data:`` only).
+plots sharing an id are panels of one figure (:func:`reports.declared.figures`). One function
+per plot kind turns a plot into panels (a drawing function and its size), so a figure with no
+data has no panel and is left out, never drawn as empty axes. Each panel also carries the
+values it draws, as flat rows (``Panel.data``), so every figure can be downloaded as CSV beside
+its SVG. Figures are embedded as PNG data URIs (the page's CSP allows images from ``data:``
+only).
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ from __future__ import annotations
 import base64
 import io
 import math
-import re
 from collections import defaultdict
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from bench import store
-from bench.config import row_label, row_method
+from bench.api.evaluation import CURVES_FIGURE, METRICS_FIGURE
 from bench.stats import report_interval
-from reports.records import bounds_of, eval_extra, finite, group_label, null, se
+from reports.model import Report, Row
+from reports.records import (bounds_of, eval_extra, finite, group_label, null, row_label,
+                             row_method, se)
 
 # colours by position in the matrix's method order: the quickstart's base, sft, ppo, dpo,
 # rlaif keep the colours they always had
@@ -57,76 +58,19 @@ def colors(methods: list[str]) -> dict[str, str]:
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
 
 
-# --------------------------------------------------------------------------- which figures
-
-
-def _plot(p: Any) -> dict[str, Any] | None:
-    """A stored plot (``dataclasses.asdict(Plot)``) in a normal form, or None when it is not
-    one this report can draw (a kind from a newer version, a malformed record)."""
-    if not isinstance(p, dict) or p.get("kind", "bars") not in KINDS:
-        return None
-    metrics = p.get("metrics") or []
-    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
-        return None
-    return {"title": str(p.get("title") or ""), "kind": p.get("kind", "bars"),
-            "metrics": list(metrics), "key": str(p.get("key") or "")}
-
-
-def declared(ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The eval figures, in order: ``[{"id", "title", "panels": [{"eval", **plot}]}]``.
-
-    Each eval's plots are taken from its records in record order, identical ones once (a
-    matrix is the only kind that depends on its eval); plots sharing a title share a figure,
-    placed where the first one is."""
-    by_eval: dict[str, list[dict[str, Any]]] = {}
-    headline: dict[str, list[str]] = defaultdict(list)
-    for r in ok:
-        for ev, info in (r.get("evals") or {}).items():
-            plots = by_eval.setdefault(ev, [])
-            plots += [p for p in map(_plot, (info or {}).get("plots") or []) if p]
-            headline[ev] += [f"{ev}.{m}" for m in (info or {}).get("higher_is_better") or {}]
-    figures: dict[str, dict[str, Any]] = {}
-    seen: set[str] = set()
-    for ev, plots in by_eval.items():
-        plots = plots or [{"title": f"{ev} by method (mean, 95% interval over seeds)",
-                           "kind": "bars", "metrics": list(dict.fromkeys(headline[ev])),
-                           "key": ""}]
-        for p in plots:
-            ident = store.canonical({**p, "eval": ev if p["kind"] == "matrix" else ""})
-            if ident in seen:
-                continue
-            seen.add(ident)
-            fig = figures.setdefault(p["title"], {"id": _slug(ev, p["kind"]), "title": p["title"],
-                                                  "panels": []})
-            fig["panels"].append({"eval": ev, **p})
-    used = {"plot-bars", "plot-rl"}
-    for fig in figures.values():  # ids are unique on the page
-        base, i = fig["id"], 2
-        while fig["id"] in used:
-            fig["id"], i = f"{base}-{i}", i + 1
-        used.add(fig["id"])
-    return list(figures.values())
-
-
-def _slug(ev: str, kind: str) -> str:
-    return "plot-" + re.sub(r"[^A-Za-z0-9_-]", "-", ev) + "-" + kind
-
-
 # --------------------------------------------------------------------------- drawing
 
 
-def render(d: dict[str, Any]) -> list[Figure]:
+def render(d: Report) -> list[Figure]:
     """Every figure that has data, in order."""
     import matplotlib
     matplotlib.use("Agg")
-    headline = [c for c in d["columns"] if c.count(".") == 1]
-    figures = [("plot-bars", "Every metric by method (mean, 95% interval over seeds)",
-                bars(d, {"metrics": headline}, ""))]
-    for fig in d["figures"]:
-        figures.append((fig["id"], fig["title"], [
-            panel for p in fig["panels"] for panel in KINDS[p["kind"]](d, p, p["eval"])]))
-    figures.append(("plot-rl", "Training curves: every value the cells recorded, per step",
-                    curves(d)))
+    headline = [c for c in d.columns if c.count(".") == 1]
+    figures = [(METRICS_FIGURE.id, METRICS_FIGURE.title, bars(d, {"metrics": headline}, ""))]
+    for fig in d.figures:
+        figures.append((fig.id, fig.title, [
+            panel for p in fig.panels for panel in KINDS[p["kind"]](d, p, p["eval"])]))
+    figures.append((CURVES_FIGURE.id, CURVES_FIGURE.title, curves(d)))
     # labels are method names, sweep values and declared titles, drawn as plain text: a "$"
     # in one must not be parsed as mathtext (which raised and left no report)
     # SVG text stays text (smaller, searchable) and its ids do not change between builds
@@ -154,76 +98,75 @@ def _figure(panels: list[Panel], ncol: int = 4) -> tuple[str, bytes]:
     return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode(), svg.getvalue()
 
 
-def _stat(d: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[float, float, float] | None:
+def _stat(d: Report, row: Row, metric: str) -> tuple[float, float, float] | None:
     """(mean, low, high) of ``metric`` over the row's seeds: the table's cell, or for a metric
     the table leaves out (a slice) the same interval; None where the row has no value."""
-    cell = row["cells"].get(metric)
-    if cell is None:
-        have = [r for r in d["row_records"][row["label"]] if finite(r["metrics"].get(metric))]
-        if not have:
-            return None
-        mean, lo, hi = report_interval([r["metrics"][metric] for r in have],
-                                       [se(r, metric) for r in have],
-                                       bounds_of(d["bounds"], metric))
-        cell = {"mean": mean, "lo": lo, "hi": hi}
-    return (cell["mean"], cell["lo"], cell["hi"]) if finite(cell["mean"]) else None
+    cell = row.cells.get(metric)
+    if cell is not None:
+        return (cell.mean, cell.lo, cell.hi) if finite(cell.mean) else None
+    have = [r for r in row.records if finite(r["metrics"].get(metric))]
+    if not have:
+        return None
+    mean, lo, hi = report_interval([r["metrics"][metric] for r in have],
+                                   [se(r, metric) for r in have], bounds_of(d.bounds, metric))
+    return (mean, lo, hi) if finite(mean) else None
 
 
-def _metric_title(d: dict[str, Any], metric: str) -> str:
-    arrow = {True: " ↑", False: " ↓"}.get(d["directions"].get(metric), "")
+def _metric_title(d: Report, metric: str) -> str:
+    arrow = {True: " ↑", False: " ↓"}.get(d.directions.get(metric), "")
     return metric + arrow
 
 
-def _color(d: dict[str, Any], method: str) -> str:
-    return d["colors"].get(method, PALETTE[-1])
+def _color(d: Report, method: str) -> str:
+    return d.colors.get(method, PALETTE[-1])
 
 
-def bars(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+def bars(d: Report, plot: dict[str, Any], ev: str) -> list[Panel]:
     """One panel per metric: its mean for each row (method and sweep point) with the 95%
     interval over seeds; a row without a value leaves its slot empty."""
     panels = []
     for m in plot["metrics"]:
-        stats = [_stat(d, row, m) for row in d["rows"]]
+        stats = [_stat(d, row, m) for row in d.rows]
         if any(stats):
-            data = [{"panel": m, "row": row["label"], "mean": st[0], "lo": st[1], "hi": st[2]}
-                    for row, st in zip(d["rows"], stats) if st]
+            data = [{"panel": m, "row": row.label, "mean": st[0], "lo": st[1], "hi": st[2]}
+                    for row, st in zip(d.rows, stats) if st]
             panels.append(Panel(partial(_draw_bars, d, m, stats), (3.5, 2.6), data))
     return panels
 
 
-def _draw_bars(d: dict[str, Any], metric: str, stats: list, ax: Any) -> None:
+def _draw_bars(d: Report, metric: str, stats: list, ax: Any) -> None:
     at = [i for i, s in enumerate(stats) if s]
     mean = [stats[i][0] for i in at]
     below = [stats[i][0] - stats[i][1] if finite(stats[i][1]) else 0 for i in at]
     above = [stats[i][2] - stats[i][0] if finite(stats[i][2]) else 0 for i in at]
     ax.bar(at, mean, yerr=[below, above], capsize=3, color=BAR)
-    ax.set_xticks(range(len(d["rows"])), [r["label"] for r in d["rows"]], rotation=30,
+    ax.set_xticks(range(len(d.rows)), [r.label for r in d.rows], rotation=30,
                   fontsize=7)
     ax.set_title(_metric_title(d, metric), fontsize=9)
 
 
-def slices(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+def slices(d: Report, plot: dict[str, Any], ev: str) -> list[Panel]:
     """Every metric named ``metrics[0] + SLICE`` (``"truthfulqa.mc1."``): grouped bars, one
     group per slice, one bar per row (its mean over seeds), coloured by method."""
     prefix = plot["metrics"][0] if plot["metrics"] else ""
-    names = sorted({m[len(prefix):] for r in d["ok"] for m in r["metrics"]
+    names = sorted({m[len(prefix):] for r in d.ok for m in r["metrics"]
                     if prefix and m.startswith(prefix) and len(m) > len(prefix)})
-    if not names or not d["rows"]:
+    if not names or not d.rows:
         return []
-    data = [{"panel": prefix.rstrip("."), "row": row["label"], "slice": n, "mean": st[0],
+    data = [{"panel": prefix.rstrip("."), "row": row.label, "slice": n, "mean": st[0],
              "lo": st[1], "hi": st[2]}
-            for row in d["rows"] for n in names if (st := _stat(d, row, prefix + n))]
+            for row in d.rows for n in names if (st := _stat(d, row, prefix + n))]
     return [Panel(partial(_draw_slices, d, prefix, names), (max(6, len(names) * 0.9), 3.6),
                   data)]
 
 
-def _draw_slices(d: dict[str, Any], prefix: str, names: list[str], ax: Any) -> None:
-    w = 0.8 / len(d["rows"])
-    for i, row in enumerate(d["rows"]):
+def _draw_slices(d: Report, prefix: str, names: list[str], ax: Any) -> None:
+    w = 0.8 / len(d.rows)
+    for i, row in enumerate(d.rows):
         stats = [_stat(d, row, prefix + s) for s in names]
         at = [j for j, s in enumerate(stats) if s]
-        ax.bar([j + i * w for j in at], [stats[j][0] for j in at], w, label=row["label"],
-               color=_color(d, row["method"]))
+        ax.bar([j + i * w for j in at], [stats[j][0] for j in at], w, label=row.label,
+               color=_color(d, row.method))
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(names))], names, rotation=30, fontsize=7)
     ax.set_ylabel(prefix.rstrip("."))
     ax.legend(fontsize=7)
@@ -240,7 +183,7 @@ def pareto_front(points: dict[str, tuple[float, float]], x_higher: bool, y_highe
     return [k for k, p in points.items() if not any(beats(q, p) for q in points.values())]
 
 
-def scatter(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+def scatter(d: Report, plot: dict[str, Any], ev: str) -> list[Panel]:
     """``metrics = (x, y)``: one small point per cell and one large point per row (its mean
     over seeds), coloured by method; the rows on the Pareto front (no other row better on
     both, each metric in its direction) joined by a dashed line and named; a horizontal line
@@ -248,13 +191,13 @@ def scatter(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     if len(plot["metrics"]) != 2:
         return []
     x, y = plot["metrics"]
-    cells = [r for r in d["ok"] if finite(r["metrics"].get(x)) and finite(r["metrics"].get(y))]
+    cells = [r for r in d.ok if finite(r["metrics"].get(x)) and finite(r["metrics"].get(y))]
     data = [{"panel": f"{y} against {x}", "row": group_label(r), "seed": r.get("seed"),
              x: r["metrics"][x], y: r["metrics"][y]} for r in cells]
     return [Panel(partial(_draw_scatter, d, x, y, cells), (5.5, 3.8), data)] if cells else []
 
 
-def _draw_scatter(d: dict[str, Any], x: str, y: str, cells: list, ax: Any) -> None:
+def _draw_scatter(d: Report, x: str, y: str, cells: list, ax: Any) -> None:
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in cells:
         rows[group_label(r)].append(r)
@@ -265,8 +208,8 @@ def _draw_scatter(d: dict[str, Any], x: str, y: str, cells: list, ax: Any) -> No
     for g, (mx, my) in means.items():
         ax.scatter(mx, my, s=60, label=g, color=_color(d, rows[g][0]["method"]),
                    edgecolors="black", linewidths=0.6, zorder=3)
-    if d["directions"].get(x) is not None and d["directions"].get(y) is not None:
-        front = sorted(pareto_front(means, d["directions"][x], d["directions"][y]),
+    if d.directions.get(x) is not None and d.directions.get(y) is not None:
+        front = sorted(pareto_front(means, d.directions[x], d.directions[y]),
                        key=lambda g: means[g][0])
         ax.plot([means[g][0] for g in front], [means[g][1] for g in front], ls="--",
                 color="black", lw=0.8, zorder=2, label="Pareto front (row means)")
@@ -275,17 +218,17 @@ def _draw_scatter(d: dict[str, Any], x: str, y: str, cells: list, ax: Any) -> No
     h, lab = ax.get_legend_handles_labels()
     uniq = dict(zip(lab, h))
     ax.legend(uniq.values(), uniq.keys(), fontsize=6)
-    for value in sorted({v for r in d["ok"] if finite(v := null(r, y))}):
+    for value in sorted({v for r in d.ok if finite(v := null(r, y))}):
         ax.axhline(value, color="grey", lw=0.5)
     ax.set_xlabel(_metric_title(d, x))
     ax.set_ylabel(_metric_title(d, y))
 
 
-def sweep(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+def sweep(d: Report, plot: dict[str, Any], ev: str) -> list[Panel]:
     """``metrics[0]`` against each swept budget unit (mean over the cells at each value), one
     line per method."""
     y = plot["metrics"][0] if plot["metrics"] else ""
-    units = sorted({k for r in d["ok"] for k, v in (r.get("point") or {}).items()
+    units = sorted({k for r in d.ok for k, v in (r.get("point") or {}).items()
                     if k.startswith("budget.") and finite(v) and finite(r["metrics"].get(y))})
     panels = [Panel(partial(_draw_sweep, d, y, k), (6, 3.8),
                     [{"panel": f"{y} against {k}", "method": method, k: x, y: v, "n": n}
@@ -301,12 +244,12 @@ def sweep(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
     return panels
 
 
-def _money_means(d: dict[str, Any], y: str) -> dict[str, dict[str, tuple[float, float, int]]]:
+def _money_means(d: Report, y: str) -> dict[str, dict[str, tuple[float, float, int]]]:
     """line -> row -> (mean dollars, mean ``y``, cells) over the cells that priced their
     spending (``cost.dollars``, from the matrix's prices); a line is a method at its sweep
     point less the budget (each variant its own line, through its budget points)."""
     by: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    for r in d["ok"]:
+    for r in d.ok:
         x, v = (r.get("cost") or {}).get("dollars"), r["metrics"].get(y)
         if finite(x) and finite(v):
             line = row_label(r["method"], {k: p for k, p in (r.get("point") or {}).items()
@@ -318,7 +261,7 @@ def _money_means(d: dict[str, Any], y: str) -> dict[str, dict[str, tuple[float, 
             for m, rows in by.items()}
 
 
-def _draw_money(d: dict[str, Any], y: str, money: dict, ax: Any) -> None:
+def _draw_money(d: Report, y: str, money: dict, ax: Any) -> None:
     for line, pts in money.items():
         ax.plot([x for x, _, _ in pts.values()], [v for _, v, _ in pts.values()], marker="o",
                 label=line, color=_color(d, row_method(line)))
@@ -328,11 +271,11 @@ def _draw_money(d: dict[str, Any], y: str, money: dict, ax: Any) -> None:
     ax.legend(fontsize=7)
 
 
-def _sweep_means(d: dict[str, Any], y: str, unit: str
+def _sweep_means(d: Report, y: str, unit: str
                  ) -> dict[str, dict[float, tuple[float, int]]]:
     """method -> swept value -> (mean of ``y`` over the cells there, how many cells)."""
     by: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in d["ok"]:
+    for r in d.ok:
         x, v = (r.get("point") or {}).get(unit), r["metrics"].get(y)
         if finite(x) and finite(v):
             by[r["method"]][x].append(v)
@@ -340,7 +283,7 @@ def _sweep_means(d: dict[str, Any], y: str, unit: str
             for m, pts in by.items()}
 
 
-def _draw_sweep(d: dict[str, Any], y: str, unit: str, ax: Any) -> None:
+def _draw_sweep(d: Report, y: str, unit: str, ax: Any) -> None:
     for method, pts in _sweep_means(d, y, unit).items():
         ax.plot(list(pts), [v for v, _ in pts.values()], marker="o", label=method,
                 color=_color(d, method))
@@ -349,10 +292,10 @@ def _draw_sweep(d: dict[str, Any], y: str, unit: str, ax: Any) -> None:
     ax.legend(fontsize=7)
 
 
-def matrix(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+def matrix(d: Report, plot: dict[str, Any], ev: str) -> list[Panel]:
     """The square matrix under ``extra[key]`` of eval ``ev``, from the first cell that has
     one (a heat map with its colour bar)."""
-    for r in d["ok"]:
+    for r in d.ok:
         mat = eval_extra(r, ev).get(plot["key"])
         if (isinstance(mat, list) and mat and all(isinstance(row, list) and len(row) == len(mat)
                                                   and all(finite(v) for v in row)
@@ -370,12 +313,12 @@ def _draw_matrix(mat: list[list[float]], title: str, ax: Any) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def _lines(d: dict[str, Any]) -> list[tuple[dict[str, Any], str, list]]:
-    return [(r, name, c) for r in d["ok"] for name, c in (r.get("curves") or {}).items()
+def _lines(d: Report) -> list[tuple[dict[str, Any], str, list]]:
+    return [(r, name, c) for r in d.ok for name, c in (r.get("curves") or {}).items()
             if isinstance(c, list)]
 
 
-def curves(d: dict[str, Any]) -> list[Panel]:
+def curves(d: Report) -> list[Panel]:
     """One panel per value the cells' training curves record (every numeric key but the
     counters), against the step; one line per cell and curve, coloured by method."""
     lines = _lines(d)
@@ -387,7 +330,7 @@ def curves(d: dict[str, Any]) -> list[Panel]:
                   _curve_data(lines, k)) for i, k in enumerate(keys)]
 
 
-def trajectory(d: dict[str, Any], plot: dict[str, Any], ev: str) -> list[Panel]:
+def trajectory(d: Report, plot: dict[str, Any], ev: str) -> list[Panel]:
     """``metrics = (x, y, ...)``, names of values in the training curves: each y against x
     along every curve that records both (Gao et al.'s gold and proxy reward against KL)."""
     if len(plot["metrics"]) < 2:
@@ -410,13 +353,13 @@ def _curve_data(lines: list, key: str, x: str = "step") -> list[dict[str, Any]]:
              x: a, key: b} for r, name, c in lines for a, b in _points(c, x, key)]
 
 
-def _draw_curves(d: dict[str, Any], lines: list, key: str, ax: Any, legend: bool,
+def _draw_curves(d: Report, lines: list, key: str, ax: Any, legend: bool,
                  x: str = "step") -> None:
     for r, name, c in lines:
         pts = _points(c, x, key)
         if not pts:
             continue
-        seed = d["seeds"].index(r["seed"]) if r.get("seed") in d["seeds"] else 0
+        seed = d.seeds.index(r["seed"]) if r.get("seed") in d.seeds else 0
         label = group_label(r) + f" s{r.get('seed')}" + (f" {name}" if name != r["method"]
                                                           else "")
         ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1, label=label,

@@ -1,6 +1,7 @@
-"""The matrix's claims (``[[claims]]``, :class:`bench.config.Claim`) tested on its own stored
-results: one finding per claim, with the measured effect, its 95% interval over seeds, a
-verdict, and the seeds that effect would need to be resolved at 80% power.
+"""The matrix's claims (``[[claims]]`` as OUT/matrix.toml stores them,
+:class:`reports.stored.StoredClaim`) tested on its own stored results: one finding per claim,
+with the measured effect, its 95% interval over seeds, a verdict, and the seeds that effect
+would need to be resolved at 80% power.
 
 A verdict is read off the interval, never set by hand: "holds" when the interval lies on the
 claimed side of the null (or inside the claimed range), "does not hold" when no part of it
@@ -19,9 +20,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.config import Claim
 from bench.stats import MIN_SEEDS, pair_se, seed_interval, seed_invariant, seeds_for_power
 from reports.records import finite, group_label, se
+from reports.stored import StoredClaim as Claim
 
 LEVEL = 0.95
 POWER = 0.8

@@ -1,6 +1,7 @@
-"""Length-controlled win-rates fitted jointly over every cell of a matrix.
+"""Length-controlled win-rates fitted jointly over every cell of a matrix, from the judged
+pairs an eval declares it stores (:class:`bench.api.evaluation.LengthPairs`).
 
-Each cell's win_rate eval fits AlpacaEval 2's length model on its own pairs, without the
+An eval such as win_rate fits AlpacaEval 2's length model on its own pairs, without the
 prompt-difficulty term (one cell has too few pairs per prompt to estimate it). A matrix has
 many generators answering the same prompts, so the report fits that term across all of them:
 
@@ -22,9 +23,13 @@ effects and a ridge on some of them: statsmodels' GLM has no per-parameter penal
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
+
+from bench.stats import report_interval
+from reports.model import LengthRow
+from reports.records import Record, eval_extra, se
 
 PROMPT_SD = 1.0  # the N(0, PROMPT_SD^2) prior on each prompt's difficulty (logit scale)
 SLOPE_SD = 3.0  # the N(0, SLOPE_SD^2) prior on each cell's length slope: weak, as slopes are large
@@ -68,12 +73,13 @@ def joint_length_controlled(cells: Sequence[Pairs]) -> list[float]:
     return [float(expit(theta[k] + gamma[prompt[cell == k]]).mean()) for k in range(n_c)]
 
 
-def cell_pairs(record: dict[str, Any], name: str) -> Pairs | None:
-    """The pairs a win_rate record stored for ``vs_REF`` (``name``), or None (an older record,
-    a cell that did not compare against that reference, a malformed entry)."""
-    extra = ((record.get("evals") or {}).get("win_rate") or {}).get("extra") or {}
-    pairs, ids = (extra.get("pairs") or {}).get(name), extra.get("prompt_ids")
+def cell_pairs(record: Record, ev: str, decl: dict[str, str], name: str) -> Pairs | None:
+    """The pairs eval ``ev`` stored for its raw win-rate ``name`` (``vs_sft``) where its
+    ``decl`` (:class:`bench.api.evaluation.LengthPairs`, as stored) says, or None (an older
+    record, a cell that did not compare against that reference, a malformed entry)."""
+    extra = eval_extra(record, ev)
     try:
+        pairs, ids = (extra.get(decl["pairs"]) or {}).get(name), extra.get(decl["prompt_ids"])
         if not all(isinstance(p, str) for p in ids) or not all(
                 isinstance(i, int) and 0 <= i < len(ids) for i in pairs["prompt"]):
             return None  # a malformed record: no hashable identity, or an index out of range
@@ -83,19 +89,54 @@ def cell_pairs(record: dict[str, Any], name: str) -> Pairs | None:
             return None
         return Pairs(prompt, [float(v) for v in pref],
                      [float(a) - float(b) for a, b in zip(la, lb)])
-    except (TypeError, KeyError, IndexError, ValueError):
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
         return None
 
 
-def matrix_length_control(ok: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{"vs_sft": {cell key: joint LC rate}, ...}`` over the cells that stored their pairs
-    (none for a reference fewer than two cells compared against: nothing to pool)."""
-    names = sorted({n for r in ok for n in ((((r.get("evals") or {}).get("win_rate") or {})
-                                             .get("extra") or {}).get("pairs") or {})})
+def matrix_length_control(ok: list[Record], sources: dict[str, dict[str, str]]
+                          ) -> dict[tuple[str, str], dict[str, float]]:
+    """``{(eval, "vs_sft"): {cell key: joint LC rate}, ...}`` over the cells that stored their
+    pairs, for each eval that declares them (``sources``: :func:`reports.declared.
+    length_sources`); none for a rate fewer than two cells stored pairs of (nothing to pool)."""
     out = {}
-    for name in names:
-        have = [(r["key"], p) for r in ok if (p := cell_pairs(r, name)) is not None]
-        if len(have) >= 2:
-            rates = joint_length_controlled([p for _, p in have])
-            out[name] = {k: v for (k, _), v in zip(have, rates)}
+    for ev, decl in sources.items():
+        stored = [eval_extra(r, ev).get(decl["pairs"]) for r in ok]
+        for name in sorted({n for x in stored if isinstance(x, dict) for n in x}):
+            have = [(r["key"], p) for r in ok if (p := cell_pairs(r, ev, decl, name)) is not None]
+            if len(have) >= 2:
+                rates = joint_length_controlled([p for _, p in have])
+                out[ev, name] = {k: v for (k, _), v in zip(have, rates)}
     return out
+
+
+def length_rows(groups: dict[str, list[Record]], joint: dict[tuple[str, str], dict[str, float]],
+                sources: dict[str, dict[str, str]]) -> list[LengthRow]:
+    """Per rate and row: the raw win-rate, the eval's own length-controlled rate, the rate
+    with each prompt's difficulty fitted jointly over the matrix, each with its interval over
+    seeds, and the joint rate's gap from the raw one (``warn`` past AlpacaEval 2's 10
+    points)."""
+    out = []
+    for (ev, name), by_key in joint.items():
+        raw, lc = f"{ev}.{name}", f"{ev}.{sources[ev]['lc_prefix']}{name}"
+        for g, rs in groups.items():
+            have = [r for r in rs if r["key"] in by_key]
+            if not have:
+                continue
+            # the joint rate, floored by the per-cell LC's own SE (the same length model on the
+            # same pairs): the seed spread alone ignores the evaluation noise each seed carries,
+            # and read narrower than the raw rate
+            joint_rate = report_interval([by_key[r["key"]] for r in have],
+                                         [se(r, lc) for r in have], (0.0, 1.0))
+            gaps = [by_key[r["key"]] - r["metrics"][raw] for r in have
+                    if r["metrics"].get(raw) is not None]
+            gap = sum(gaps) / len(gaps) if gaps else None
+            out.append(LengthRow(name, g, len(have), _interval(have, raw), _interval(have, lc),
+                                 joint_rate, gap, gap is not None and abs(gap) > WARN))
+    return out
+
+
+def _interval(rs: list[Record], metric: str) -> tuple[float, float, float] | None:
+    """A rate's mean and interval over the cells that have it, or None when none does."""
+    use = [r for r in rs if r["metrics"].get(metric) is not None]
+    return report_interval([r["metrics"][metric] for r in use],
+                           [se(r, metric) for r in use], (0.0, 1.0)) if use else None

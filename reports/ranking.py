@@ -12,21 +12,71 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
-from reports.records import se
+from reports.records import bounds_of, null, se
 
-METRIC = "win_rate.vs_sft"  # the gold judge's preference against the shared SFT model
 N_BOOT = 2000
 
 
-def rank(groups: dict[str, list[dict[str, Any]]], metric: str = METRIC, higher: bool = True,
-         *, bounds: tuple[float, float] | None = None, n_boot: int = N_BOOT, seed: int = 0
-         ) -> dict[str, Any] | None:
-    """``groups`` (row label -> its cells, one per seed) ranked on ``metric`` (its range
+class RankedRow(TypedDict):
+    label: str
+    method: str
+    mean: float
+    lo: float
+    hi: float
+    n_seeds: int
+    p_first: float | None
+
+
+class RankedPair(TypedDict):
+    """Row ``a`` minus row ``b``, paired over the seeds they share."""
+    a: str
+    b: str
+    delta: float
+    lo: float
+    hi: float
+    resolved: bool
+    n_seeds: int
+
+
+class Ranking(TypedDict):
+    """ranking.json: the rows best first, every resolved or unresolved pair, and the seeds
+    the P(first) bootstrap resampled."""
+    metric: str
+    higher_is_better: bool
+    rows: list[RankedRow]
+    pairs: list[RankedPair]
+    bootstrap_seeds: list[int]
+    n_boot: int
+
+
+class HeadlineRow(TypedDict):
+    """Who wins on one metric: the best row, the runner-up and their paired difference."""
+    metric: str
+    higher_is_better: bool
+    best: str
+    mean: float
+    lo: float
+    hi: float
+    runner_up: str | None
+    runner_up_mean: float | None
+    tied: list[str]
+    delta: float | None
+    d_lo: float | None
+    d_hi: float | None
+    resolved: bool
+    n_seeds: int
+
+
+def rank(groups: dict[str, list[dict[str, Any]]], metric: str, higher: bool = True,
+         *, bounds: tuple[float | None, float | None] | None = None, n_boot: int = N_BOOT,
+         seed: int = 0) -> Ranking | None:
+    """``groups`` (row label -> its cells, one per seed) ranked on ``metric`` (the report's
+    is the one an eval declares, :func:`reports.declared.ranking_metric`; its range
     ``bounds`` keeps intervals inside it); None when fewer than two rows carry it. Below
     ``MIN_SEEDS`` seeds no interval is drawn and no pair is resolved."""
     by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(metric) is not None}
@@ -81,18 +131,21 @@ def first_probabilities(values: dict[str, list[float]], higher: bool = True, *,
     return {g: float(p) for g, p in zip(labels, share)}
 
 
-def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool],
-             bounds: dict[str, tuple[float, float]], metrics: list[str]) -> list[dict[str, Any]]:
+def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool | None],
+             bounds: dict[str, tuple[float | None, float | None]], metrics: list[str]
+             ) -> list[HeadlineRow]:
     """Who wins on what: for each headline metric (one an eval declares), the row with the best
     mean over seeds, its interval, the runner-up, and their paired difference over the seeds
     they share, resolved when its 95% interval excludes zero (never below ``MIN_SEEDS``
     shared seeds) in the best row's favour. Rows whose means tie exactly for best are all named
     and none wins. A cell whose value is fixed by construction (an A/A comparison: SFT's
-    win-rate against itself, its KL to itself) is not in the running."""
-    from reports.records import bounds_of, null
-    out = []
+    win-rate against itself, its KL to itself) is not in the running, nor is a descriptive
+    metric (no better direction, so no best)."""
+    out: list[HeadlineRow] = []
     for m in metrics:
         higher = directions[m]
+        if higher is None:
+            continue
         by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(m) is not None
                        and math.isfinite(r["metrics"][m]) and null(r, m) is None}
                    for g, rs in groups.items()}
@@ -109,12 +162,12 @@ def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool
         best = stats[0]
         tied = [s[1] for s in stats if s[0] == best[0]]
         second = next((s for s in stats if s[0] != best[0]), None)
-        row = {"metric": m, "higher_is_better": higher, "best": best[1], "mean": best[0],
-               "lo": best[2], "hi": best[3],
-               "runner_up": second[1] if second else None,
-               "runner_up_mean": second[0] if second else None,
-               "tied": tied if len(tied) > 1 else [], "delta": None, "d_lo": None,
-               "d_hi": None, "resolved": False, "n_seeds": 0}
+        row: HeadlineRow = {
+            "metric": m, "higher_is_better": higher, "best": best[1], "mean": best[0],
+            "lo": best[2], "hi": best[3], "runner_up": second[1] if second else None,
+            "runner_up_mean": second[0] if second else None,
+            "tied": tied if len(tied) > 1 else [], "delta": None, "d_lo": None, "d_hi": None,
+            "resolved": False, "n_seeds": 0}
         if row["tied"] or second is None:
             out.append(row)
             continue

@@ -1,5 +1,5 @@
 """Reading one stored cell record: its row label, budget point, stored uncertainty and the A/A
-null its eval declared. Plain accessors shared by the tables (build.py) and the figures."""
+null its eval declared. Plain accessors shared by the tables, the findings and the figures."""
 
 from __future__ import annotations
 
@@ -7,26 +7,27 @@ import math
 from typing import Any
 
 from bench import store
-from bench.config import row_label
+
+Record = dict[str, Any]  # one stored cell record (bench.record.CellRecord's shape), as stored
 
 
-def group_label(r: dict[str, Any]) -> str:
-    """The table row a cell belongs to: its method and its sweep point."""
-    return row_label(r["method"], r.get("point") or {})
+def row_label(method: str, point: dict[str, Any]) -> str:
+    """A report row's name: a method at its sweep point (``"ppo [ppo.kl_coef=0.0]"``), the
+    name a matrix's claims give its rows."""
+    return method + "".join(f" [{k}={v}]" for k, v in sorted(point.items()))
 
 
-def metric_bounds(ok: list[dict[str, Any]]) -> dict[str, tuple[float | None, float | None]]:
-    """Full metric name -> its range, as each record's evals declared them (``Eval.bounds``;
-    None for an open side); a malformed range is left out (the metric is then unbounded)."""
-    out: dict[str, tuple[float | None, float | None]] = {}
-    for r in ok:
-        for ev, info in (r.get("evals") or {}).items():
-            for m, b in ((info or {}).get("bounds") or {}).items():
-                if isinstance(b, (list, tuple)) and len(b) == 2 and all(
-                        x is None or (isinstance(x, (int, float)) and math.isfinite(x))
-                        for x in b) and b != [None, None] and b != (None, None):
-                    out[f"{ev}.{m}"] = tuple(None if x is None else float(x) for x in b)
-    return out
+def row_method(row: str) -> str:
+    """The method of a report row's name (:func:`row_label`)."""
+    return row.split(" [", 1)[0]
+
+
+def group_label(r: Record) -> str:
+    """The table row a cell belongs to: its method and its sweep point (the row name the
+    record stores, where its harness stored one)."""
+    stored = r.get("row")
+    return stored if isinstance(stored, str) and stored else \
+        row_label(r["method"], r.get("point") or {})
 
 
 def bounds_of(bounds: dict[str, tuple[float | None, float | None]], metric: str

@@ -155,7 +155,8 @@ def test_the_report_keeps_bounded_intervals_in_range_and_draws_none_below_three_
                 "evals": {"toxicity": {"higher_is_better": {"probability": False},
                                        "bounds": {"probability": [0.0, 1.0]}},
                           "win_rate": {"higher_is_better": {"vs_sft": True},
-                                       "bounds": {"vs_sft": [0.0, 1.0]}}},
+                                       "bounds": {"vs_sft": [0.0, 1.0]},
+                                       "ranking_metric": "vs_sft"}},
                 "budget": {"given": {}, "spent": {}}, "provenance": {"seconds": 1.0}}
 
     out = tmp_path / "out"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from bench import store
-from reports.build import build_report, neutralize
+from reports.build import build_report
+from reports.tables_csv import neutralize
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = [
@@ -27,9 +28,9 @@ HOSTILE = [
 ]
 
 
-def plot(title, kind="bars", metrics=(), key=""):
+def plot(title, kind="bars", metrics=(), key="", id=""):
     """A declared figure as the runner stores it (dataclasses.asdict of bench.api.Plot)."""
-    return {"title": title, "kind": kind, "metrics": list(metrics), "key": key}
+    return {"title": title, "kind": kind, "metrics": list(metrics), "key": key, "id": id}
 
 
 def declared(module) -> list[dict]:
@@ -38,6 +39,14 @@ def declared(module) -> list[dict]:
     import importlib
     return [{**dataclasses.asdict(p), "metrics": list(p.metrics)}
             for p in importlib.import_module(f"evals.{module}").PLOTS]
+
+
+def declares(name: str) -> dict:
+    """What the harness stores of a built-in eval's declarations in each cell record
+    (bench.api.evaluation.declarations: ranking metric, length pairs, descriptive metrics)."""
+    from bench.api.evaluation import declarations
+    from bench.registry import resolve
+    return dict(declarations(resolve("evals", name)))
 
 
 def record(method, seed, hostile=False, **kw):
@@ -56,12 +65,13 @@ def record(method, seed, hostile=False, **kw):
            "start": "base" if method in ("base", "sft") else "sft",
            "error": None, "metrics": metrics, "uncertainty": {k: 0.01 for k in metrics},
            "evals": {"truthfulqa": {"higher_is_better": {"mc1": True}, "plots": [
-                         plot(HOSTILE[0] + " $x$", "slices", ("truthfulqa.mc1.",))]
+                         plot(HOSTILE[0] + " $x$", "slices", ("truthfulqa.mc1.",),
+                              "", "truthfulqa-slices")]
                          if hostile else declared("truthfulqa")},
                      "toxicity": {"higher_is_better": {"emt": False},
                                   "plots": declared("toxicity")},
                      "win_rate": {"higher_is_better": {"vs_sft": True}, "rows": rows,
-                                  "plots": declared("win_rate")},
+                                  "plots": declared("win_rate"), **declares("win_rate")},
                      "kl": {"higher_is_better": {"k1": False}, "plots": declared("kl")},
                      "labeler_agreement": {"higher_is_better": {"inter_labeler": True},
                                            "plots": declared("labeler_agreement"), "extra": {
@@ -81,12 +91,12 @@ def record(method, seed, hostile=False, **kw):
     return rec
 
 
-# the generic figure, each eval's declared figures (the agreement's two plots share a title,
-# so one figure; the trade-offs likewise, across two evals; kl's overoptimization view from
+# the generic figure, each eval's declared figures by id (the agreement's two plots share an
+# id, so one figure; the trade-offs likewise, across two evals; kl's overoptimization view from
 # ppo's curve), the plugin eval's default bars, and the training curves; no budget sweep
 # here, so no sweep figure
-FIGURES = ["plot-bars", "plot-truthfulqa-slices", "plot-toxicity-scatter",
-           "plot-kl-trajectory", "plot-labeler_agreement-matrix", "plot-echo-bars", "plot-rl"]
+FIGURES = ["fig-metrics", "fig-truthfulqa-slices", "fig-trade-offs", "fig-overoptimization",
+           "fig-labeler-agreement", "fig-echo-bars", "fig-training-curves"]
 
 
 def make_out(tmp_path: Path, hostile=False, with_failures=False) -> Path:
@@ -367,7 +377,7 @@ def test_the_comparison_table_fits_1400px_sorts_and_hides_groups(tmp_path):
 @needs_browser
 @pytest.mark.browser
 def test_the_sample_browser_filters_by_method_seed_prompt_and_attribute(tmp_path):
-    from reports.build import attribute_tags
+    from reports.samples import attribute_tags
     out = make_out(tmp_path)
     recs = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/result.json"))]
     for i, r in enumerate(recs):  # parsed attributes that differ between answers
@@ -420,11 +430,11 @@ def test_every_figure_downloads_as_svg_and_csv_and_every_curve_is_drawn(tmp_path
         # the browser downloads a figure's two links (Chromium throttles a page's rapid
         # downloads after a dozen, so the rest are read from the links themselves)
         with page.expect_download() as svg:
-            page.click("#plot-rl a[download$='.svg']")
+            page.click("#fig-training-curves a[download$='.svg']")
         with page.expect_download() as table:
-            page.click("#plot-rl a[download$='.csv']")
+            page.click("#fig-training-curves a[download$='.csv']")
         assert (svg.value.suggested_filename, table.value.suggested_filename) == (
-            "plot-rl.svg", "plot-rl.csv")
+            "training-curves.svg", "training-curves.csv")
         links = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
             'figure')].map(f => [f.id, [...f.querySelectorAll('a[download]')].map(a => a.href)]))""")
         assert list(links) == FIGURES
@@ -432,19 +442,19 @@ def test_every_figure_downloads_as_svg_and_csv_and_every_curve_is_drawn(tmp_path
             svg_uri, csv_uri = links[fig]
             text = base64.b64decode(svg_uri.split(",", 1)[1]).decode()
             body = base64.b64decode(csv_uri.split(",", 1)[1]).decode()
-            if fig == "plot-rl":
+            if fig == "fig-training-curves":
                 assert text == Path(svg.value.path()).read_bytes().decode()
                 assert body == Path(table.value.path()).read_bytes().decode()
             assert text.startswith("<?xml") and "<svg" in text
             rows = list(csv.DictReader(io.StringIO(body)))
             assert rows and all(r["panel"] for r in rows)
-            if fig == "plot-bars":  # the bars' CSV is the table's means
+            if fig == "fig-metrics":  # the bars' CSV is the table's means
                 means = {(r["panel"], r["row"]): float(r["mean"]) for r in rows}
                 for row in data["rows"]:
                     for m, c in row["cells"].items():
                         if m.count(".") == 1:
                             assert means[(m, row["label"])] == pytest.approx(c["mean"])
-            if fig == "plot-rl":  # every method with curves has a line, in its colour
+            if fig == "fig-training-curves":  # every method with curves has a line, in its colour
                 assert {r["row"] for r in rows} == {"sft", "ppo"}
                 assert {r["panel"] for r in rows} == {"loss", "proxy_reward", "gold_reward", "kl"}
                 for i, method in enumerate(("base", "sft", "ppo")):
@@ -453,7 +463,7 @@ def test_every_figure_downloads_as_svg_and_csv_and_every_curve_is_drawn(tmp_path
 
 
 def test_attribute_tags_known_answers():
-    from reports.build import attribute_tags
+    from reports.samples import attribute_tags
     assert attribute_tags({"truth": "unknown_admitted", "myth": True, "answered": False,
                            "toxicity": 2, "length": 0, "fact_kind": None}) == [
         "truth=unknown_admitted", "myth", "toxicity>0"]
@@ -502,7 +512,7 @@ def test_sorting_puts_numbers_first_and_empty_cells_last_either_way(tmp_path):
 
 
 def test_figure_csv_neutralizes_its_header_and_leaves_non_finite_values_empty():
-    from reports.build import figure_csv
+    from reports.tables_csv import figure_csv
     text = figure_csv([{"panel": "p", "=HYPERLINK(1)": 1.0, "lo": float("nan")},
                        {"panel": "@x", "other": -0.5}])
     rows = list(csv.reader(io.StringIO(text)))

@@ -14,7 +14,8 @@ import pytest
 from scipy import stats as sps
 
 from bench import output, store
-from reports.build import build_report, collect
+from reports.assemble import assemble
+from reports.build import build_report
 from reports.figures import PALETTE
 
 WIN = {("sft", 100): [0.50, 0.52, 0.48], ("dpo", 100): [0.55, 0.60, 0.58],
@@ -47,7 +48,8 @@ def out(tmp_path):
                    "uncertainty": dict(SE),
                    "evals": {"win_rate": {"higher_is_better": {"vs_sft": True}, "plots": [
                                  {"title": "Win-rate against the swept budget", "kind": "sweep",
-                                  "metrics": ["win_rate.vs_sft"], "key": ""}]},
+                                  "metrics": ["win_rate.vs_sft"], "key": "",
+                                  "id": "budget-sweep"}]},
                              "toxicity": {"higher_is_better": {"emt": False}}},
                    "budget": {"given": {"comparisons": n}, "spent": {"comparisons": n}},
                    "provenance": {"seconds": 1.0, "matrix_name": "known-answers"}}
@@ -136,15 +138,15 @@ def test_rows_and_colours_follow_the_plan_and_the_sweep_is_drawn(out):
     plan = json.loads((out / output.MARKER / "plan.json").read_text())
     plan["cells"].sort(key=lambda c: c["method"] != "dpo")  # dpo first now
     (out / output.MARKER / "plan.json").write_text(json.dumps(plan))
-    d = collect(out)
-    assert d["methods"] == ["dpo", "sft"] and d["reference"] == "sft"
-    assert d["colors"] == {"dpo": PALETTE[0], "sft": PALETTE[1]}
-    assert [r["label"] for r in d["rows"]][:2] == ["dpo [budget.comparisons=100]",
-                                                   "dpo [budget.comparisons=200]"]
+    d = assemble(out)
+    assert d.methods == ["dpo", "sft"] and d.reference == "sft"
+    assert d.colors == {"dpo": PALETTE[0], "sft": PALETTE[1]}
+    assert [r.label for r in d.rows][:2] == ["dpo [budget.comparisons=100]",
+                                             "dpo [budget.comparisons=200]"]
     build_report(out)
     html = (out / "report.html").read_text()
     assert re.findall(r'<figure id="([^"]+)"', html) == [
-        "plot-bars", "plot-win_rate-sweep", "plot-toxicity-bars"]  # toxicity declares none
+        "fig-metrics", "fig-budget-sweep", "fig-toxicity-bars"]  # toxicity declares none
     assert "Δ vs sft" in html
 
 
@@ -181,7 +183,7 @@ def test_priced_cells_draw_the_win_rate_against_the_dollars_they_spent(out):
         n = rec["point"]["budget.comparisons"]
         rec["cost"] = {"dollars": 0.0 if rec["method"] == "sft" else n * 1.5 + rec["seed"]}
         f.write_text(json.dumps(rec))
-    d = collect(out)
+    d = assemble(out)
     panels = sweep(d, {"metrics": ["win_rate.vs_sft"]}, "win_rate")
     money = [row for p in panels for row in p.data if row["panel"].endswith("against dollars")]
     got = {row["row"]: (row["dollars"], row["win_rate.vs_sft"], row["n"]) for row in money}
@@ -191,7 +193,7 @@ def test_priced_cells_draw_the_win_rate_against_the_dollars_they_spent(out):
         row = got[f"{method} [budget.comparisons={n}]"]
         assert row == (pytest.approx(dollars), pytest.approx(np.mean(wins)), 3), (method, n)
     from reports.figures import render  # and it draws, its rows in the figure's CSV
-    fig = next(f for f in render(d) if f.id == "plot-win_rate-sweep")
+    fig = next(f for f in render(d) if f.id == "budget-sweep")
     assert fig.src.startswith("data:image/png") and \
         sum(r["panel"].endswith("against dollars") for r in fig.data) == len(WIN)
 
@@ -322,7 +324,11 @@ def test_joint_length_control_recovers_the_equal_length_rate_of_a_length_biased_
 
 
 def test_matrix_length_control_reads_stored_pairs_and_skips_old_records():
-    from reports.length_control import cell_pairs, matrix_length_control
+    from reports.length_control import cell_pairs as pairs_of, matrix_length_control
+    decl = {"pairs": "pairs", "prompt_ids": "prompt_ids", "lc_prefix": "lc_"}
+
+    def cell_pairs(r, name):
+        return pairs_of(r, "win_rate", decl, name)
     def rec(key, pref, la, lb):
         return {"key": key, "evals": {"win_rate": {"extra": {
             "prompt_ids": ["a", "b"], "pairs": {"vs_sft": {
@@ -340,23 +346,27 @@ def test_matrix_length_control_reads_stored_pairs_and_skips_old_records():
         broken["evals"]["win_rate"]["extra"].update(prompt_ids=ids)
         broken["evals"]["win_rate"]["extra"]["pairs"]["vs_sft"]["prompt"] = index
         assert cell_pairs(broken, "vs_sft") is None
-    got = matrix_length_control(ok + [bad])
-    assert set(got) == {"vs_sft"} and set(got["vs_sft"]) == {"x", "y"}
-    assert got["vs_sft"]["x"] == pytest.approx(0.75, abs=1e-4)  # no length differences: raw
-    assert got["vs_sft"]["y"] == pytest.approx(0.375, abs=1e-4)
+    got = matrix_length_control(ok + [bad], {"win_rate": decl})
+    assert set(got) == {("win_rate", "vs_sft")} and set(got["win_rate", "vs_sft"]) == {"x", "y"}
+    assert got["win_rate", "vs_sft"]["x"] == pytest.approx(0.75, abs=1e-4)  # no length
+    assert got["win_rate", "vs_sft"]["y"] == pytest.approx(0.375, abs=1e-4)  # differences: raw
+    assert matrix_length_control(ok, {}) == {}  # no eval declares pairs: no joint fit
 
 
 def test_length_rows_floor_the_joint_interval_by_the_per_cell_lc_error():
     """Known answer: where the joint rate equals each seed's per-cell LC, its interval is the
     per-cell LC's (floored by the same per-seed standard errors), never the narrower
     interval of the seed spread alone; the gap is the mean of joint minus raw."""
-    from reports.build import length_rows
+    from reports.length_control import length_rows
     lc = [0.60, 0.61, 0.62]
     rs = [{"key": f"k{i}", "metrics": {"win_rate.vs_sft": 0.55, "win_rate.lc_vs_sft": v},
            "uncertainty": {"win_rate.vs_sft": 0.03, "win_rate.lc_vs_sft": 0.04}}
           for i, v in enumerate(lc)]
-    (row,) = length_rows({"ppo": rs}, {"vs_sft": {f"k{i}": v for i, v in enumerate(lc)}})
-    assert row["joint"] == pytest.approx(row["lc"])
-    half = row["joint"][2] - row["joint"][0]
+    (row,) = length_rows({"ppo": rs}, {("win_rate", "vs_sft"): {f"k{i}": v for i, v in
+                                                                enumerate(lc)}},
+                         {"win_rate": {"pairs": "pairs", "prompt_ids": "prompt_ids",
+                                       "lc_prefix": "lc_"}})
+    assert row.joint == pytest.approx(row.lc)
+    half = row.joint[2] - row.joint[0]
     assert half > 0.04  # the floor: a t-interval on the spread alone is 0.025 wide each side
-    assert row["gap"] == pytest.approx(0.06) and not row["warn"]
+    assert row.gap == pytest.approx(0.06) and not row.warn and row.reference == "vs_sft"
