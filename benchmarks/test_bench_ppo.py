@@ -26,7 +26,7 @@ import torch
 
 from bench.budget import Ledger
 from bench.policy import HFPolicy
-from bench.scenarios.micro import build_tokenizer
+from scenarios.micro import build_tokenizer
 from methods import ppo as P
 from methods.reward_model import RewardModel
 

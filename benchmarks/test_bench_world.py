@@ -7,7 +7,7 @@ rebuild at most 2 seconds."""
 
 import pytest
 
-from bench.scenarios.micro import Micro, MicroOptions
+from scenarios.micro import Micro, MicroOptions
 
 
 def _target(benchmark, seconds: float) -> None:

@@ -33,14 +33,14 @@ def cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_world(cache_dir):
-    from bench.scenarios.micro import Micro, MicroOptions
+    from scenarios.micro import Micro, MicroOptions
     return Micro().build(MicroOptions(**TINY_WORLD), cache_dir, progress=False)
 
 
 @pytest.fixture(scope="session")
 def default_world(cache_dir):
     """The default micro-world (pretrained once per cache, about a minute and a half)."""
-    from bench.scenarios.micro import Micro, MicroOptions
+    from scenarios.micro import Micro, MicroOptions
     return Micro().build(MicroOptions(), cache_dir, progress=False)
 
 
@@ -80,7 +80,7 @@ def tiny_real_model(cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def real_world(tiny_real_model, cache_dir):
     """The real scenario on the tiny model, the real CSV, MiniLM and alt-profanity-check."""
-    from bench.scenarios.real import Real, RealOptions
+    from scenarios.real import Real, RealOptions
     return Real().build(RealOptions(base_model=str(tiny_real_model), data=str(TRUTHFULQA_CSV),
                                     n_win_rate_prompts=6), cache_dir, progress=False)
 

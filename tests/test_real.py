@@ -173,7 +173,8 @@ def test_real_matrix_end_to_end_with_lora(tiny_real_model, tmp_path):
     """Every method and every eval on the real scenario, LoRA everywhere, tiny budgets."""
     import json
 
-    from bench import config, runner
+    from bench import config
+    from bench.cli import run_matrix  # the run and its report, as `alignbench run` does
 
     m = config.parse({
         "name": "real-tiny", "seeds": [0], "progress": False,
@@ -195,7 +196,7 @@ def test_real_matrix_end_to_end_with_lora(tiny_real_model, tmp_path):
                  "win_rate": {"samples_per_prompt": 1, "max_new_tokens": 8},
                  "labeler_agreement": {"pairs_per_prompt": 1}, "kl": {"samples": 1}},
     })
-    out = runner.run(m, tmp_path / "run")
+    out = run_matrix(m, tmp_path / "run")
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["method"] for r in rows) == ["base", "dpo", "ppo", "rlaif", "sft"]
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
@@ -213,7 +214,7 @@ def test_user_demonstrations_from_jsonl_never_include_eval_questions(real_world,
                                                                      cache_dir, tmp_path):
     import json
 
-    from bench.scenarios.real import Real, RealOptions
+    from scenarios.real import Real, RealOptions
     held_out = real_world.eval_data["truthfulqa"].items[0].question
     rows = [{"prompt": "Name a colour.", "completion": "Blue."},
             {"prompt": held_out, "completion": "leaked"}]

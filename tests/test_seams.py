@@ -13,7 +13,7 @@ from bench import registry
 from bench.seeding import LEGACY, derive_seed
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("bench", "methods", "evals", "reports")
+SHIPPED = ("bench", "methods", "evals", "reports", "scenarios")
 
 
 def _modules(*dirs: str):
@@ -157,7 +157,7 @@ def test_every_error_a_user_can_fix_shares_one_base_and_the_cli_prints_one_line(
     class PluginSetting(UserError):
         pass
 
-    def refuse(path):
+    def refuse(*args, **kwargs):
         raise PluginSetting("method.slic.margin: must be positive; set a margin above 0")
 
     monkeypatch.setattr(config, "load", refuse)

@@ -205,7 +205,7 @@ def keys(m: config.Matrix, world) -> list[str]:
 
 
 def test_a_rebuilt_world_with_the_same_weights_keeps_every_key(tmp_path, tiny_world):
-    from bench.scenarios.micro import Micro, MicroOptions
+    from scenarios.micro import Micro, MicroOptions
     rebuilt = Micro().build(MicroOptions(**TINY_WORLD), tmp_path, progress=False)
     assert rebuilt.describe["timing"] != tiny_world.describe["timing"]  # a different build
     assert rebuilt.describe["base_model_sha256"] == tiny_world.describe["base_model_sha256"]
@@ -260,7 +260,7 @@ def test_a_plugins_code_and_version_enter_its_keys(tmp_path, monkeypatch, tiny_w
 
 
 def test_a_truncated_cached_model_is_rebuilt_with_a_warning(tmp_path, caplog, tiny_world):
-    from bench.scenarios.micro import Micro, MicroOptions
+    from scenarios.micro import Micro, MicroOptions
     world = Micro().build(MicroOptions(**TINY_WORLD), tmp_path, progress=False)
     weights = world.base_model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
@@ -286,7 +286,7 @@ def test_a_killed_builds_leftovers_are_cleaned(tmp_path):
 BUILD = textwrap.dedent('''
     import logging, sys
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from bench.scenarios.micro import Micro, MicroOptions
+    from scenarios.micro import Micro, MicroOptions
     from tests.conftest import TINY_WORLD
     w = Micro().build(MicroOptions(**{**TINY_WORLD, "seed": 7}), sys.argv[1], progress=False)
     print("sha", w.describe["base_model_sha256"])

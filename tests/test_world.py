@@ -8,8 +8,8 @@ import pytest
 
 from bench.api import TrainContext, TrainView, World
 from bench.budget import BudgetExceeded, Ledger
-from bench.scenarios import world as W
-from bench.scenarios.micro import GoldJudge, Micro, MicroOptions
+from scenarios import world as W
+from scenarios.micro import GoldJudge, Micro, MicroOptions
 from tests.conftest import TINY_WORLD
 
 SPEC = W.WorldSpec(["bokari"], [
@@ -239,7 +239,7 @@ def test_the_likelihood_judge_reads_beliefs_in_the_principles_register():
     one value the answer states (0 for none or several), averaged over principles; one
     ai_comparisons unit per pair; a prompt that asks no fact ties; a principle that is not a
     register of the corpus is refused in one line."""
-    from bench.scenarios.micro import LikelihoodJudge, statement_frame
+    from scenarios.micro import LikelihoodJudge, statement_frame
     assert statement_frame(Q.format("color"), "records show") == \
         "records show the color of bokari is"
     assert statement_frame(Q.format("color"), "") == "the color of bokari is"
@@ -346,7 +346,7 @@ def test_the_constitutions_register_decides_what_the_likelihood_judge_believes(d
     say" the myth, and it is at chance between two values of an unknown fact; the pairwise
     judge, asked the same pairs, is at chance on myths (what the likelihood judge was built
     to get past)."""
-    from bench.scenarios.micro import load_spec
+    from scenarios.micro import load_spec
     spec = load_spec(default_world.base_model)
     pol = default_world.load_policy(default_world.base_model)
     rng = np.random.default_rng(0)

@@ -94,7 +94,7 @@ def data_run(tiny_real_model, tmp_path_factory):
     """One matrix of every method that consumes comparisons, on 60 pairs, with every draw the
     preference data answers recorded."""
     from bench import config, runner
-    from bench.scenarios import userdata
+    from scenarios import userdata
 
     tmp = tmp_path_factory.mktemp("data_run")
     prefs = write_jsonl(tmp / "prefs.jsonl", pairs(60))
@@ -151,7 +151,7 @@ def test_held_out_pairs_score_each_reward_model_and_the_gold_judge(data_run):
 
 
 def test_draws_are_without_replacement_and_nested():
-    from bench.scenarios.userdata import PreferencePool
+    from scenarios.userdata import PreferencePool
     pool = PreferencePool(True, pairs(20))
     small, big = pool.draw(5, 3), pool.draw(20, 3)
     assert big[:5] == small and len({r["chosen"] for r in big}) == 20
@@ -161,7 +161,7 @@ def test_draws_are_without_replacement_and_nested():
 
 
 def test_split_by_prompt_is_disjoint():
-    from bench.scenarios.userdata import split_by_prompt
+    from scenarios.userdata import split_by_prompt
     rows = pairs(40) + pairs(40)  # every prompt twice
     s = split_by_prompt(rows, 0.1, 0.25, seed=0)
     parts = [{r["prompt"] for r in p} for p in (s.train, s.held_out, s.gold)]
@@ -173,7 +173,7 @@ def test_split_by_prompt_is_disjoint():
 
 
 def _world_key(model: Path, cache_dir, **options) -> str:
-    from bench.scenarios.real import Real, RealOptions
+    from scenarios.real import Real, RealOptions
     return Real().build(RealOptions(base_model=str(model), n_win_rate_prompts=2, **options),
                         cache_dir, progress=False).key
 
@@ -227,7 +227,7 @@ def tiny_reward_model_path(tmp_path: Path) -> Path:
 
 def test_a_reward_model_judge_scores_and_a_causal_lm_is_refused(tiny_real_model, cache_dir,
                                                                 tmp_path):
-    from bench.scenarios.judges import LoadSettings, RewardModelScorer
+    from scenarios.judges import LoadSettings, RewardModelScorer
     rm = RewardModelScorer(str(tiny_reward_model_path(tmp_path)), LoadSettings())
     a = rm.reward(["Q?", "Q?"], ["yes", "no"])
     assert len(a) == 2 and a[0] != a[1]
@@ -285,7 +285,7 @@ def test_bad_sources_stop_in_one_line_before_anything_is_created(case, tiny_real
 
 
 def test_overlapping_eval_prompts_are_removed_and_counted(tiny_real_model, cache_dir, tmp_path):
-    from bench.scenarios.real import Real, RealOptions
+    from scenarios.real import Real, RealOptions
     prefs = write_jsonl(tmp_path / "prefs.jsonl", pairs(30))
     evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": p["prompt"]} for p in pairs(5)] +
                         [{"prompt": f"A new question {i}?"} for i in range(4)])
@@ -345,7 +345,7 @@ def test_a_judge_that_trains_is_refused_by_content_not_by_name(tiny_real_model, 
     with pytest.raises(DataError, match="also the ai_judge"):
         _world_key(tiny_real_model, cache_dir, preferences=str(prefs), ai_judge=f"rm:{rm}",
                    judge=f"rm:{copy}")
-    from bench.scenarios.real import Real, RealOptions
+    from scenarios.real import Real, RealOptions
     w = Real().build(RealOptions(base_model=str(tiny_real_model), preferences=str(prefs),
                                  labeler=f"rm:{rm}", judge=f"rm:{copy}", allow_proxy_judge=True,
                                  n_win_rate_prompts=2), cache_dir, progress=False)
@@ -356,7 +356,7 @@ def test_unpaired_data_asks_for_a_judge_and_no_gold_split_is_refused(tiny_real_m
                                                                     cache_dir, tmp_path):
     from pydantic import ValidationError
 
-    from bench.scenarios.real import RealOptions
+    from scenarios.real import RealOptions
     rows = [{"prompt": f"Q{i}?", "completion": f"A{i}.", "label": i % 2 == 0} for i in range(30)]
     prefs = write_jsonl(tmp_path / "unpaired.jsonl", rows)
     with pytest.raises(DataError, match="unpaired rows"):
@@ -368,7 +368,7 @@ def test_unpaired_data_asks_for_a_judge_and_no_gold_split_is_refused(tiny_real_m
 def test_no_prompt_a_method_trains_on_is_evaluated(tiny_real_model, cache_dir, tmp_path):
     """With a rollout-prompt source beside the preference data, the preference training
     prompts still never reach the evaluation prompts or the held-out pairs."""
-    from bench.scenarios.real import Real, RealOptions
+    from scenarios.real import Real, RealOptions
     prefs = write_jsonl(tmp_path / "prefs.jsonl", pairs(40))
     other = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Other {i}?"} for i in range(5)])
     evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": p["prompt"]} for p in pairs(40)])

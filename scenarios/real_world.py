@@ -13,20 +13,20 @@ from typing import Any, Callable
 
 from bench import store
 from bench.api import DataError, EvalData, Judge, Policy, World
-from bench.data.sources import Loaded
 from bench.budget import Ledger
+from bench.data.sources import Loaded
 from bench.data.truthfulqa import TruthfulQAItem
 from bench.models import model_identity
-from bench.scenarios import userdata as U
-from bench.scenarios.gold import GoldSettings, gold_reward_model
-from bench.scenarios.judges import (ChargingJudge, RewardModelJudge, RewardModelLabeler,
-                                    RewardModelScorer, llm_judge, parse_spec)
-from bench.scenarios.real import (RealOptions, chat_template, identity_of, load_base,
-                                  load_items, load_model, load_policy_with, load_settings,
-                                  local_model, panel_judges, resolve_model)
-from bench.scenarios.truthfulqa_panel import (PROVOCATIONS, AttributeScorer, PanelMeanJudge,
-                                              SentenceEncoder, split_questions)
 from bench.scorers import make_scorer
+from scenarios import userdata as U
+from scenarios.gold import GoldSettings, gold_reward_model
+from scenarios.judges import (ChargingJudge, RewardModelJudge, RewardModelLabeler,
+                              RewardModelScorer, llm_judge, parse_spec)
+from scenarios.real_options import (RealOptions, chat_template, identity_of, load_base,
+                                    load_items, load_model, load_policy_with, load_settings,
+                                    local_model, panel_judges, resolve_model)
+from scenarios.truthfulqa_panel import (PROVOCATIONS, AttributeScorer, PanelMeanJudge,
+                                        SentenceEncoder, split_questions)
 
 
 @dataclass

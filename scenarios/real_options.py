@@ -1,22 +1,6 @@
-"""The real scenario: a Hugging Face causal LM and data the user names, every part a source.
-
-* **Models**: the base model (hub id, folder or GGUF) with ``dtype``, ``revision``,
-  ``trust_remote_code`` and ``allow_pickle`` honored by every load: the policy each method
-  trains, the frozen references, the reward and value models (they start from the same weights
-  in the same precision), the judges.
-* **Data**, through the ``datasets`` library in TRL's formats (``bench.data.sources``):
-  ``demonstrations`` for SFT, ``preferences`` whose pairs the ``comparisons`` budget draws
-  without replacement (every method that consumes comparisons trains on the same drawn pairs),
-  ``prompts`` for online methods' rollouts, ``eval_prompts`` for win-rate, KL and labeler
-  agreement, ``toxicity_prompts`` (RealToxicityPrompts' format or plain lines).
-* **Judges**, with labeling and evaluation apart (``bench.scenarios.judges``): ``labeler``
-  labels online comparisons, ``judge`` evaluates, ``ai_judge`` is RLAIF's.
-
-With none of the data sources set, the scenario is its TruthfulQA configuration
-(``bench.scenarios.truthfulqa_panel``): TruthfulQA questions split into training prompts and
-held-out items, the best answers as demonstrations, a simulated panel as labeler and its
-noise-free mean as judge. TruthfulQA itself is always evaluated zero-shot, on every question no
-training prompt contains.
+"""The real scenario's options (:class:`RealOptions`) and how it loads what they name: the
+base model and judges in the options' precision, and the TruthfulQA questions. The scenario
+itself is :mod:`scenarios.real`; the world it builds, :mod:`scenarios.real_world`.
 """
 
 from __future__ import annotations
@@ -28,18 +12,18 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from bench.api import ScenarioOptions, World
+from bench.api import ScenarioOptions
 from bench.budget import Ledger
 from bench.data.sources import SourceSpec
 from bench.data.truthfulqa import TruthfulQAItem, load_packaged, load_with_source
 from bench.models import (ModelLoadError, first_line, gguf_as_safetensors, load_hf,
                           looks_like_path, model_identity, torch_dtype)
 from bench.policy import HFPolicy
-from bench.scenarios import userdata as U
-from bench.scenarios import world as W
-from bench.scenarios.judges import (DEFAULT_PRINCIPLE, DEFAULT_TEMPLATE, JUDGE_SPEC,
-                                    LoadSettings, check_template, parse_spec)
-from bench.scenarios.truthfulqa_panel import AttributeScorer, real_panel
+from scenarios import userdata as U
+from scenarios import world as W
+from scenarios.judges import (DEFAULT_PRINCIPLE, DEFAULT_TEMPLATE, JUDGE_SPEC,
+                              LoadSettings, check_template, parse_spec)
+from scenarios.truthfulqa_panel import AttributeScorer, real_panel
 
 Source = str | SourceSpec
 # a labeler weight: beyond +-50 utility units a Bradley-Terry label is certain whatever tau is
@@ -219,21 +203,6 @@ def chat_template(policy: HFPolicy) -> U.Template:
         messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-class Real:
-    name = "real"
-    description = "a Hugging Face causal LM on your own data (demonstrations, preferences, " \
-                  "prompts) or on TruthfulQA, judged by a gold reward model, a reward model, " \
-                  "an LLM judge or a simulated panel"
-    Options = RealOptions
-    profile = "real"  # methods' defaults for pretrained models (MethodConfig.profiles)
-
-    def build(self, options: RealOptions | dict, cache_dir: Path, progress: bool = True) -> World:
-        from bench.scenarios.real_world import assemble
-        o = options if isinstance(options, RealOptions) else RealOptions.model_validate(options)
-        return assemble(o, progress)
-
-
-
 def load_policy_with(o: RealOptions):
     """``World.load_policy``: a stage's or the base's folder, in the world's precision."""
     return lambda p: load_model(o, str(p), name=Path(p).name)
@@ -252,4 +221,3 @@ def panel_judges(o: RealOptions, scorer: AttributeScorer, ledger: Ledger, seed: 
     spec = W.PanelSpec(weight_mean=o.weight_mean, weight_sd=o.weight_sd, tau=o.tau,
                        n_labelers=o.panel_size)
     return real_panel(scorer, spec, ledger, seed, o.split_seed)
-

@@ -26,7 +26,7 @@ import torch
 
 from bench import store
 from bench.data.sources import quiet_datasets
-from bench.scenarios.judges import LoadSettings, RewardModelScorer
+from scenarios.judges import LoadSettings, RewardModelScorer
 
 log = logging.getLogger("alignbench")
 

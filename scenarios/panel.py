@@ -13,8 +13,8 @@ import torch
 
 from bench.api import Policy
 from bench.budget import Ledger
-from bench.scenarios import world as W
 from bench.seeding import derive_seed
+from scenarios import world as W
 
 Utility = Callable[[str, str, np.ndarray], float]
 """(prompt, response, one labeler's weights) -> that labeler's utility for the response."""

@@ -22,9 +22,9 @@ from bench.budget import Ledger
 from bench.data.truthfulqa import TruthfulQAItem
 from bench.models import load_hf, n_params
 from bench.policy import HFPolicy
-from bench.scenarios import world as W
-from bench.scenarios.panel import AIJudge, SimulatedPanel, UtilityJudge
 from bench.seeding import derive_seed
+from scenarios import world as W
+from scenarios.panel import AIJudge, SimulatedPanel, UtilityJudge
 
 
 class MicroOptions(ScenarioOptions):

@@ -8,7 +8,7 @@ that only evaluates):
 * a gold reward model trained once when the world is built, on a split of the preference data
   that no method sees (the synthetic-gold setup of Gao et al. 2022 and Coste et al. 2023), so
   a fully offline run on real text has a gold judge;
-* the simulated panel (bench/scenarios/panel.py), as in the TruthfulQA configuration.
+* the simulated panel (scenarios/panel.py), as in the TruthfulQA configuration.
 
 A judge spec is a string: ``"panel"``, ``"gold"``, ``"rm:<hub id or folder>"`` or
 ``"llm:<hub id, folder or .gguf>"``.
@@ -25,9 +25,9 @@ import torch
 
 from bench.api import DataError, Judge, Policy
 from bench.budget import Ledger
-from bench.scenarios import world as W
-from bench.scenarios.panel import AIJudge, UtilityJudge, plackett_luce
 from bench.seeding import derive_seed
+from scenarios import world as W
+from scenarios.panel import AIJudge, UtilityJudge, plackett_luce
 
 JUDGE_SPEC = r"panel|gold|none|(rm|llm):.+"
 

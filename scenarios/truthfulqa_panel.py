@@ -3,7 +3,7 @@ simulated labeler panel that reads real text through offline attribute scorers.
 
 What is simulated: the labelers. Each labeler's utility for a response is a weighted sum of
 three attributes, with weights drawn per labeler around a population mean (the same
-:class:`bench.scenarios.world.PanelSpec` as the micro-world) and Bradley-Terry noise:
+:class:`scenarios.world.PanelSpec` as the micro-world) and Bradley-Terry noise:
 
 * truth: cosine similarity (MiniLM sentence embeddings) to the closest reference *true* answer
   minus that to the closest reference *false* answer, scaled by ``truth_scale`` -- TruthfulQA's
@@ -29,9 +29,9 @@ import torch
 
 from bench.budget import Ledger
 from bench.data.truthfulqa import TruthfulQAItem
-from bench.scenarios import world as W
-from bench.scenarios.panel import SimulatedPanel, UtilityJudge
 from bench.seeding import derive_seed
+from scenarios import world as W
+from scenarios.panel import SimulatedPanel, UtilityJudge
 
 
 class PanelSettings(Protocol):
