@@ -59,14 +59,14 @@ def test_rank_orders_rows_and_resolves_only_what_the_seeds_support():
     groups = {"sft": _cells("sft", [0.50, 0.50, 0.50]),
               "ppo": _cells("ppo", [0.60, 0.61, 0.62]),  # ahead of sft by 0.10 +- 0.01
               "dpo": _cells("dpo", [0.70, 0.40, 0.55])}  # mean 0.55, noisy
-    rk = rank(groups)
+    rk = rank(groups, "win_rate.vs_sft")  # the metric an eval declares for ranking
     assert [r["label"] for r in rk["rows"]] == ["ppo", "dpo", "sft"]
     pairs = {(p["a"], p["b"]): p for p in rk["pairs"]}
     assert pairs["ppo", "sft"]["resolved"] and abs(pairs["ppo", "sft"]["delta"] - 0.11) < 1e-9
     assert not pairs["dpo", "sft"]["resolved"] and not pairs["ppo", "dpo"]["resolved"]
     assert abs(sum(r["p_first"] for r in rk["rows"]) - 1) < 1e-9
     assert rk["rows"][-1]["p_first"] == 0.0  # sft is never first
-    assert rank({"sft": groups["sft"]}) is None
+    assert rank({"sft": groups["sft"]}, "win_rate.vs_sft") is None
 
 
 # ---------------------------------------------------------------- best-of-n, rsft, orpo, kto
