@@ -10,11 +10,15 @@ gold reward itself out of the method's hands: a method never sees a gold value.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from bench import meter
-from bench.api.world import Policy, RewardFn
 from bench.budget import Ledger, charging
+
+if TYPE_CHECKING:  # the contracts call this module: it imports them for annotations only
+    from bench.api.world import Policy, RewardFn
 
 MONITOR_PHASE = "gold monitor"  # the cell's time spent measuring, apart from training
 
