@@ -17,6 +17,7 @@ import torch
 
 from bench import meter, policies, store, tracking
 from bench.api import EvalContext, NonFiniteError, Start, Tracking, TrainContext, Trained, World
+from bench.api.evaluation import declarations
 from bench.budget import UNITS, BudgetExceeded, Ledger, charging
 from bench.cells import Cell
 from bench.logs import method_log
@@ -166,7 +167,8 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
             result.evals[name] = {"version": ev.version, "higher_is_better": ev.metrics,
                                   "bounds": dict(getattr(ev, "bounds", {})),
                                   "rows": res.rows, "extra": res.extra,
-                                  "plots": [dataclasses.asdict(p) for p in res.plots]}
+                                  "plots": [dataclasses.asdict(p) for p in res.plots],
+                                  **declarations(ev)}
             bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
             if bad:
                 raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import registry
+from bench.api.evaluation import declared_figures
 from bench.matrix import Matrix
 from bench.record import COST_FIELDS
 
@@ -39,7 +40,16 @@ def claims_problem(m: Matrix) -> str | None:
             problem = metric_problem(m, metric)
             if problem:
                 return f"{where}: {problem}"
+        if c.figure and c.figure not in (figures := matrix_figures(m)):
+            return (f"{where}: figure {c.figure!r} is no figure of this matrix's evals; use one "
+                    f"of {', '.join(figures)}")
     return None
+
+
+def matrix_figures(m: Matrix) -> list[str]:
+    """The ids of every figure a report of ``m`` can show: the report's own and each of its
+    evals' declared figures (:func:`bench.api.evaluation.declared_figures`)."""
+    return list(declared_figures(registry.resolve("evals", e) for e in m.evals))
 
 
 COST_KEYED = ("phase_seconds", "phase_peak_rss_bytes")  # cost.FIELD.PHASE, one key each

@@ -123,7 +123,9 @@ class Claim(_Strict):
     range: list[float] | None = Field(None, description="[low, high], for expect = within")
     scale: Literal["difference", "ratio"] = Field("difference", description="the effect "
                                                   "against a row: difference or ratio")
-    figure: str = Field("", description="the title of the report's figure that shows it")
+    figure: str = Field("", description="the id of the report's figure that shows it "
+                        "(alignbench options EVAL lists each eval's; the report's own are "
+                        "metrics and training-curves)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Claim":

@@ -12,6 +12,7 @@ from pathlib import Path
 from bench import config as C
 from bench import output, store, tracking
 from bench.api import World
+from bench.api.evaluation import declarations, declared_figures
 from bench.budget import compute_capped
 from bench.cells import Cell
 from bench.extras import require
@@ -23,6 +24,7 @@ def before_world(plan: C.Plan, cells: list[Cell], out: Path) -> Path:
     and before a world is built; returns the output folder, refused if it is not alignbench's."""
     check_budgets(cells, plan)
     check_claim_rows(cells, plan)
+    check_declarations(plan)
     problem = tracking.check_folder(plan.matrix.report_to, out)
     if problem:
         raise C.ConfigError(problem)
@@ -106,16 +108,22 @@ def check_worlds(cells: list[Cell], world: World) -> None:
             raise C.ConfigError(f"{cell.where}: {err}") from None
 
 
+def check_declarations(plan: C.Plan) -> None:
+    """What each eval declares for the report (its descriptive metrics, ranking metric,
+    length-control pairs, figures) fits its own metrics and the other evals' figure ids: a
+    plugin's bad declaration fails here, not in the report after the run."""
+    for ev, _ in plan.evals.values():
+        declarations(ev)
+    declared_figures(ev for ev, _ in plan.evals.values())
+
+
 def check_evals(plan: C.Plan, world: World) -> None:
     """Each eval's options against the built world, where the options say what they need of
     it (``check_world``, as a method config's): a setting no cell could serve fails here, not
     in every cell after its training."""
     for name, (_, options) in plan.evals.items():
-        check = getattr(options, "check_world", None)  # optional on an eval's options
-        if check is None:
-            continue
         try:
-            check(world)
+            options.check_world(world)
         except ValueError as err:
             raise C.ConfigError(f"eval.{name}: {err}") from None
 

@@ -176,11 +176,3 @@ def source_hash(module: str) -> str | None:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
-
-
-def __getattr__(name: str) -> Any:
-    """``BUILTIN``: kind -> {name: "module:attr"} of the built-ins, read from the entry points
-    (a view kept for readers of the former table; :func:`builtin_names` is the interface)."""
-    if name == "BUILTIN":
-        return {kind: {n: _table(kind)[n][0] for n in builtin_names(kind)} for kind in KINDS}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,12 +27,8 @@ from bench import output, preflight, store
 from bench.executors import Executor, LocalExecutor, Prepared, ResultWriter
 from bench.models import resolve_device
 from bench.ray_executor import RayExecutor
+from bench.stage_cache import StageCache
 from bench.store import cache_root
-# names this module has long offered its callers (the tests among them)
-from bench.cells import Cell, cell_key, expand, numerics, thread_counts  # noqa: F401
-from bench.output import OutputLocked  # noqa: F401
-from bench.preflight import check_budgets  # noqa: F401
-from bench.stage_cache import FrozenReference, StageCache, view  # noqa: F401
 
 log = logging.getLogger("alignbench")
 

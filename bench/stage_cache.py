@@ -181,12 +181,7 @@ class FrozenReference:
 
 def view(world: World) -> TrainView:
     """What training sees of the world (``TrainContext.scenario``)."""
-    return TrainView(train_prompts=world.train_prompts, demonstrations=world.demonstrations,
-                     make_panel=world.make_panel, make_ai_judge=world.make_ai_judge,
-                     load_policy=world.load_policy, describe=world.describe,
-                     reference_models=dict(world.reference_models),
-                     make_likelihood_judge=world.make_likelihood_judge,
-                     preferences=world.preferences, has_labeler=world.has_labeler)
+    return world.train_view()
 
 
 def typed(name: str, result: object) -> Trained:

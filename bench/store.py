@@ -85,10 +85,11 @@ def sha256_file(path: Path) -> str:
 
 @cache
 def code_version() -> str:
-    """Hash of the source that can move a number (bench, methods, evals; not reports)."""
+    """Hash of the source that can move a number (bench, methods, evals, scenarios; not
+    reports)."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for pkg in ("bench", "methods", "evals"):
+    for pkg in ("bench", "methods", "evals", "scenarios"):
         for f in sorted((root / pkg).rglob("*")):
             if f.suffix in (".py", ".toml", ".txt", ".json") and "__pycache__" not in f.parts:
                 h.update(str(f.relative_to(root)).encode())

@@ -16,7 +16,7 @@ import torch
 
 from bench.api import Start, TrainContext
 from bench.budget import Ledger
-from bench.runner import view
+from bench.stage_cache import view
 from methods import dpo as D
 from methods import sft as S
 

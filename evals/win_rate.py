@@ -17,7 +17,7 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Plot, Policy
+from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Plot, Policy, World
 from bench.api.evaluation import LengthPairs
 from bench.seeding import derive_seed
 from bench.stats import bootstrap_ci, bootstrap_se, cluster_bootstrap_se
@@ -66,6 +66,11 @@ class WinRateOptions(EvalOptions):
         default_factory=lambda: ["sft", "base"], min_length=1,
         description="which references to compare against (each costs one set of samples); "
         "large_base is the micro-world's wider base (scenario option reference_scale)")
+
+    def check_world(self, world: World) -> None:
+        if "large_base" in self.references and "large_base" not in world.reference_models:
+            raise ValueError("references names large_base, which this scenario does not "
+                             "pretrain; set scenario.options.reference_scale or drop it")
 
 
 PLOTS = (Plot("Win-rate against the swept budget", "sweep", ("win_rate.vs_sft",),

@@ -11,7 +11,7 @@ import torch
 
 from bench.api import EvalContext, Trained
 from bench.budget import Ledger
-from bench.runner import FrozenReference
+from bench.stage_cache import FrozenReference
 from evals.kl import KL
 from evals.labeler_agreement import LabelerAgreement
 

@@ -14,6 +14,7 @@ import pytest
 from scipy import stats as sps
 
 from bench import config, output, store
+from bench.cells import expand
 from bench.config import Claim, ConfigError
 from bench.stats import seeds_for_power, t_test_power
 from reports.build import build_report
@@ -261,8 +262,7 @@ def test_the_claims_preset_reads_only_what_its_matrix_makes():
     its seeds are disjoint from every seed any preset's settings were chosen on (0-9)."""
     m = config.load("claims")
     assert len(m.claims) >= 12 and not set(m.seeds) & set(range(10))
-    from bench import runner
-    rows = {config.row_label(c.name, c.point) for c in runner.expand(config.plan(m))}
+    rows = {config.row_label(c.name, c.point) for c in expand(config.plan(m))}
     assert {"ppo [ppo.kl_coef=0.0]", "ppo [ppo.kl_coef=0.1]", "ppo [ppo.rounds=3] [ppo.steps=13]",
             "dpo", "dpo [dpo.rounds=3]", "rlaif"} <= rows
     for c in m.claims:
@@ -289,10 +289,28 @@ def claims_folder(tmp_path, claims):
             plan.append({"key": r["key"], "method": method, "seed": seed, "point": {}})
     output.write_plan(out, "claims-test", plan)
     import tomli_w
-    m = config.parse({"methods": ["sft", "ppo"], "evals": ["win_rate"], "claims": claims})
-    (out / "matrix.toml").write_text(tomli_w.dumps(config.resolved(m)))
+    # a folder may come from an older version, whose claims named figures differently: the
+    # figure is written as given, past the check a new matrix gets
+    m = config.parse({"methods": ["sft", "ppo"], "evals": ["win_rate"],
+                      "claims": [{**c, "figure": ""} for c in claims]})
+    data = config.resolved(m)
+    for stored, given in zip(data["claims"], claims, strict=True):
+        stored["figure"] = given.get("figure", "")
+    (out / "matrix.toml").write_text(tomli_w.dumps(data))
     build_report(out)
     return out
+
+
+def test_a_claim_naming_a_figure_no_eval_declares_is_refused_with_the_ids():
+    with pytest.raises(ConfigError, match=r"claims\[0\] \(c1\): figure 'trade-off' is no figure "
+                       r"of this matrix's evals; use one of metrics, training-curves, "
+                       r"budget-sweep"):
+        config.parse({"methods": ["sft", "ppo"], "evals": ["win_rate"],
+                      "claims": [{**CLAIM, "figure": "trade-off"}]})
+    # with toxicity in the matrix, its declared figure is one to name
+    m = config.parse({"methods": ["sft", "ppo"], "evals": ["win_rate", "toxicity"],
+                      "claims": [{**CLAIM, "figure": "trade-offs"}]})
+    assert m.claims[0].figure == "trade-offs"
 
 
 def test_the_report_opens_with_the_findings(tmp_path):
@@ -341,7 +359,7 @@ def test_claims_preset_end_to_end_on_a_small_world(tmp_path):
     runs on demand: tests/test_science.py): every claim gets a verdict, each recomputed here
     from results.jsonl alone, and the one structural claim, DPO's training FLOPs below PPO's,
     holds, as it must whatever the seeds."""
-    from bench import runner
+    from bench.cli import run_matrix
     smoke = config.load("smoke").model_dump(mode="json")
     full = config.load("claims").model_dump(mode="json")
     m = config.parse({
@@ -353,7 +371,7 @@ def test_claims_preset_end_to_end_on_a_small_world(tmp_path):
         # the 3-round PPO variant runs the preset's 3 x 13 steps of the smoke world's 16
         "budget": {**smoke["budget"], "rollouts": 700},
         "sweep": full["sweep"], "claims": full["claims"], "progress": False})
-    runner.run(m, tmp_path)
+    run_matrix(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
     from bench.config import COST_FIELDS

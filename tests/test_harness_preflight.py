@@ -122,6 +122,18 @@ def test_an_eval_option_the_world_cannot_serve_is_refused_before_training(tmp_pa
     assert not out.exists()  # refused before any cell: the folder it made is gone
 
 
+def test_a_built_in_evals_reference_the_world_lacks_is_refused_before_training(tmp_path,
+                                                                               capsys):
+    """win_rate against large_base on a world that pretrains no wider base: the preflight
+    refuses it, where it used to fail every cell in its evaluation after training."""
+    out = tmp_path / "out"
+    f = matrix_file(tmp_path, methods=["base"], evals=["win_rate"],
+                    eval={"win_rate": {"references": ["large_base"]}})
+    line = one_line(capsys, ["run", str(f), "--out", str(out)])
+    assert "eval.win_rate: references names large_base" in line
+    assert not out.exists()
+
+
 def test_ctx_log_reaches_the_cells_log(tmp_path, capfd, caplog, plugins):
     """Its INFO lines in the cell's log.txt only; its warnings there and, through the root
     logger, on the terminal (here pytest's capture stands in for it)."""

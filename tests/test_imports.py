@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.extras import OPTIONAL
 
 ROOT = Path(__file__).resolve().parent.parent
-OWN = {"bench", "methods", "evals", "reports"}
+OWN = {"bench", "methods", "evals", "reports", "scenarios"}
 
 
 def _name(req: str) -> str:

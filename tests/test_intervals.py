@@ -61,7 +61,7 @@ def test_coverage_is_at_least_nominal_when_seeds_add_nothing():
 def _aa_win_rates(world, policy, seeds, samples=8):
     """win_rate of ``policy`` against itself as the reference (an A/A comparison) per seed:
     (values, per-seed SEs, whether the eval marked it as A/A)."""
-    from bench.runner import FrozenReference
+    from bench.stage_cache import FrozenReference
     from evals.win_rate import WinRate
     ref = FrozenReference(policy)
     vals, ses, marked = [], [], []

@@ -133,7 +133,7 @@ def test_lora_sft_trains_adapters_and_merges(real_world, tmp_path):
     import logging
 
     from bench.api import Start, TrainContext
-    from bench.runner import view
+    from bench.stage_cache import view
     from methods.sft import SFT, SFTConfig
 
     path = real_world.base_model

@@ -64,7 +64,7 @@ def test_every_table_row_has_five_cells():
 def test_every_built_in_plugin_and_matrix_table_has_a_section():
     page = describe.reference_markdown()
     for kind, (table, _) in describe.KINDS.items():
-        for name in registry.BUILTIN[table]:
+        for name in registry.builtin_names(table):
             assert f"### `{name}`" in page, (kind, name)
     for title in ("Top-level keys", "`[budget]`", "`[scenario]`", "`[resources]`",
                   "`[[claims]]`"):
@@ -115,7 +115,8 @@ def test_options_of_an_unknown_name_is_one_line_and_exit_2():
 
 def test_options_of_a_name_two_kinds_share_prints_both(monkeypatch, capsys):
     """A method and an eval called the same: both, each headed by its kind; --kind picks."""
-    monkeypatch.setitem(registry.BUILTIN["evals"], "dpo", registry.BUILTIN["evals"]["kl"])
+    from tests.plugins import FakeEP, patch_entry_points
+    patch_entry_points(monkeypatch, {"alignbench.evals": [FakeEP("dpo", "evals.kl:KL")]})
     registry.reset()
     assert cli.main(["options", "dpo"]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import config, registry, runner
+from bench import config, registry
+from bench.cells import expand
+from bench.preflight import check_budgets
 from bench.config import ConfigError
 from tests.plugins import FakeEP, patch_entry_points, write
 
@@ -90,7 +92,7 @@ def test_presets_load_and_resolve():
             assert res["method"]["ppo"]["kl_coef"] >= 0
             assert {"base", "sft", "ppo", "dpo", "rlaif"} <= set(m.methods)
         plan = config.plan(m)
-        runner.check_budgets(runner.expand(plan), plan)  # every preset fits its own budget
+        check_budgets(expand(plan), plan)  # every preset fits its own budget
 
 
 @pytest.mark.parametrize("path", sorted(
@@ -101,7 +103,7 @@ def test_analysis_matrices_load_and_fit_their_budgets(path):
     runnable as written: they parse, resolve and pass the budget preflight."""
     m = config.load(str(path))
     plan = config.plan(m)
-    runner.check_budgets(runner.expand(plan), plan)
+    check_budgets(expand(plan), plan)
 
 
 def test_readme_matrix_is_valid_and_fits_its_budget():
@@ -118,8 +120,8 @@ def test_readme_matrix_is_valid_and_fits_its_budget():
     for b in matrices:
         m = config.parse(b)
         plan = config.plan(m)
-        cells = runner.expand(plan)
-        runner.check_budgets(cells, plan)
+        cells = expand(plan)
+        check_budgets(cells, plan)
         # ppo x 4 points, dpo x 2 (the comparisons sweep), sft once: it spends no comparisons
         assert len(cells) == len(m.seeds) * (2 * 2 + 2 + 1)
     ray_blocks = [b for b in blocks if "resources" in b]  # "Running on a cluster"
@@ -130,7 +132,6 @@ def test_readme_matrix_is_valid_and_fits_its_budget():
 
 
 def test_sweep_expands_only_the_swept_method():
-    from bench.runner import expand
     m = config.parse({"methods": ["sft", "ppo"], "seeds": [0, 1],
                       "sweep": {"ppo.kl_coef": [0.0, 0.05], "budget.comparisons": [100, 200]}})
     cells = expand(config.plan(m))
@@ -146,7 +147,6 @@ def test_a_methods_variants_are_one_axis_each_table_one_row():
     """sweep.METHOD lists option tables: each is one row (the rounds-3 arm of a claim need not
     multiply the KL arm), {} is the method as configured, and the variants cross the other
     keys; a bad table is refused in one line before anything runs."""
-    from bench.runner import expand
     m = config.parse({"methods": ["sft", "ppo", "dpo"], "seeds": [0, 1],
                       "sweep": {"ppo": [{"kl_coef": 0.0}, {"rounds": 3, "steps": 13}],
                                 "dpo": [{}, {"beta": 0.3}]}})
@@ -187,7 +187,6 @@ def test_a_budget_sweep_multiplies_only_the_cells_that_spend_the_unit():
     under a demonstrations sweep every cell is multiplied: the methods that start from sft,
     orpo, which spends them itself, and base too, whose win-rate is measured against the SFT
     stage at its own budget; a compute cap bounds every stage, so it multiplies base too."""
-    from bench.runner import expand
 
     def counts(sweep, **extra):
         m = config.parse({"methods": ["base", "sft", "dpo", "kto", "orpo"], "seeds": [0],
@@ -269,5 +268,5 @@ def test_a_nested_option_sweeps_inside_its_table():
     m = config.parse({"methods": ["rlaif"], "seeds": [0], "budget": {"rollouts": 100000},
                       "method": {"rlaif": {"optimizer": "ppo", "ppo": {"kl_coef": 0.2}}},
                       "sweep": {"rlaif.ppo.steps": [2, 3]}})
-    cells = runner.expand(config.plan(m))
+    cells = expand(config.plan(m))
     assert [(c.config.ppo.steps, c.config.ppo.kl_coef) for c in cells] == [(2, 0.2), (3, 0.2)]

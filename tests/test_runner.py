@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import config, runner, store
+from bench import cells, config, output, store
+from bench.stage_cache import FrozenReference
 from bench.cli import run_matrix
 from bench.budget import HARD_UNITS
 from tests.conftest import TINY_WORLD
@@ -388,7 +389,7 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
 
     def keys(m):
         plan = config.plan(m)
-        return [runner.cell_key(c, tiny_world, plan, "cpu", runner.thread_counts(plan)) for c in runner.expand(plan)]
+        return [cells.cell_key(c, tiny_world, plan, "cpu", cells.thread_counts(plan)) for c in cells.expand(plan)]
 
     k0 = keys(base)
     shuffled = dict(reversed(list(MATRIX.items())))
@@ -420,7 +421,7 @@ def test_cell_keys_complete_and_cosmetic_changes_ignored(tiny_world, monkeypatch
 def test_world_options_change_the_key(tiny_world, cache_dir, monkeypatch):
     import torch
 
-    from bench.scenarios.micro import MicroOptions, world_key
+    from scenarios.micro import MicroOptions, world_key
     assert world_key(MicroOptions(**TINY_WORLD)) == tiny_world.key
     assert world_key(MicroOptions(**{**TINY_WORLD, "tau": 2.0})) != tiny_world.key
     # pretraining on another thread count gives other weights: another world
@@ -429,10 +430,9 @@ def test_world_options_change_the_key(tiny_world, cache_dir, monkeypatch):
 
 
 def test_two_runners_on_one_folder(tmp_path):
-    from bench import output
     out = output.claim(tmp_path / "out")
     with output.locked(out):  # another run holds the folder (flock: per open file)
-        with pytest.raises(runner.OutputLocked, match="another alignbench run"):
+        with pytest.raises(output.OutputLocked, match="another alignbench run"):
             run_matrix(config.parse(MATRIX), out)
     assert not (out / "cells").exists()  # it wrote nothing
 
@@ -442,7 +442,7 @@ def test_reference_samples_are_drawn_once_and_change_no_score(tmp_path, tiny_pol
     the policy itself samples, samples once per argument set, and a cell's win-rate is the same
     whether the reference samples were drawn in its own cell or reused from an earlier one."""
     calls = []
-    ref = runner.FrozenReference(tiny_policy)
+    ref = FrozenReference(tiny_policy)
     real = tiny_policy.generate
 
     def counting(*a, **kw):

@@ -5,12 +5,13 @@ import json
 
 import pytest
 
-from bench import config, runner
+from bench import config
+from bench.cli import run_matrix
 
 
 def _run(tmp_path, m) -> list[dict]:
     """Run a matrix and return its result records, every cell required to have finished."""
-    runner.run(m, tmp_path)
+    run_matrix(m, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
     return recs
@@ -53,7 +54,7 @@ def test_rlaif_drops_pairs_the_judge_barely_separates(tmp_path):
     m = config.load("smoke").model_copy(update={"progress": False})
     m = config.parse({**m.model_dump(mode="json"), "methods": ["rlaif"], "evals": [], "eval": {},
                       "method": {"rlaif": {"epochs": 1, "min_margin": 0.4999}}})
-    runner.run(m, tmp_path)
+    run_matrix(m, tmp_path)
     (rec,) = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert rec["status"] == "failed" and "min_margin" in rec["error"], rec["error"]
     assert rec["budget"]["spent"]["ai_comparisons"] == m.budget.ai_comparisons

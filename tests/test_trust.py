@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import config, output, registry, runner, store
+from bench import cells, config, output, registry, store
+from bench.cli import run_matrix
 from bench.store import OutputFolderError
 from tests.conftest import TINY_WORLD
 from tests.plugins import FakeEP, patch_entry_points
@@ -44,7 +45,7 @@ def metrics(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("undisturbed") / "out"
-    runner.run(config.parse(SMALL), out)
+    run_matrix(config.parse(SMALL), out)
     return out
 
 
@@ -80,7 +81,7 @@ def test_the_command_line_refuses_home_with_one_line(tmp_path):
 
 def test_fresh_removes_only_what_alignbench_wrote(tmp_path, undisturbed):
     out = tmp_path / "out"
-    runner.run(config.parse(SMALL), out)
+    run_matrix(config.parse(SMALL), out)
     cell = out / "cells" / results(out)[0]["key"]
     mine = {out / "cells" / "thesis.tex": "draft", out / "notes.txt": "my notes",
             out / ".env.tmp": "SECRET=1", cell / "notes.md": "why this cell matters"}
@@ -88,7 +89,7 @@ def test_fresh_removes_only_what_alignbench_wrote(tmp_path, undisturbed):
         f.write_text(text)
     stale = cell / ".result.json.abc123de.tmp"  # mkstemp's name for a killed write
     stale.write_text("half a write from a killed run")
-    runner.run(config.parse(SMALL), out, fresh=True)
+    run_matrix(config.parse(SMALL), out, fresh=True)
     for f, text in mine.items():
         assert f.read_text() == text
     assert not stale.exists()
@@ -128,11 +129,11 @@ def test_output_files_follow_the_umask(tmp_path):
 
 def test_a_changed_config_rerun_into_one_folder_never_pools(tmp_path, undisturbed):
     out = tmp_path / "out"
-    runner.run(config.parse(SMALL), out)
+    run_matrix(config.parse(SMALL), out)
     changed = {**SMALL, "method": {**SMALL["method"], "dpo": {"epochs": 2, "lr": 1e-3}}}
-    runner.run(config.parse(changed), out)
+    run_matrix(config.parse(changed), out)
     fresh = tmp_path / "fresh"
-    runner.run(config.parse(changed), fresh)
+    run_matrix(config.parse(changed), fresh)
     recs = results(out)
     assert [(r["method"], r["seed"]) for r in recs] == [("base", 0), ("dpo", 0)]
     assert metrics(out) == metrics(fresh)  # the new matrix's numbers, not a pool
@@ -201,7 +202,7 @@ def test_a_seed_twice_in_one_row_refuses_the_report(tmp_path, undisturbed):
 
 def keys(m: config.Matrix, world) -> list[str]:
     plan = config.plan(m)
-    return [runner.cell_key(c, world, plan, "cpu", runner.thread_counts(plan)) for c in runner.expand(plan)]
+    return [cells.cell_key(c, world, plan, "cpu", cells.thread_counts(plan)) for c in cells.expand(plan)]
 
 
 def test_a_rebuilt_world_with_the_same_weights_keeps_every_key(tmp_path, tiny_world):
@@ -332,7 +333,7 @@ def test_fresh_deletes_nothing_when_the_matrix_is_refused(tmp_path, undisturbed)
     shutil.copytree(undisturbed, out)
     tiny_cap = config.parse({**SMALL, "budget": {**SMALL["budget"], "train_tokens": 10}})
     with pytest.raises(config.ConfigError, match="compute budget"):
-        runner.run(tiny_cap, out, fresh=True)
+        run_matrix(tiny_cap, out, fresh=True)
     assert metrics(out) == metrics(undisturbed)
     assert (out / "matrix.toml").read_text() == (undisturbed / "matrix.toml").read_text()
 

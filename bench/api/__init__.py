@@ -44,10 +44,17 @@ from bench.api.training import (
     Curves, Method, NonFiniteError, Stages, Start, Tracking, TrainContext, TrainablePolicy,
     Trained)
 from bench.api.evaluation import (
-    Eval, EvalContext, EvalResult, Plot)
+    STANDING_FIGURES, DeclarationError, Eval, EvalContext, EvalResult, JudgedPairs,
+    LengthPairs, Plot, declarations, declared_figures)
 
 __all__ = [
     "UserError",
+    "STANDING_FIGURES",
+    "DeclarationError",
+    "JudgedPairs",
+    "LengthPairs",
+    "declarations",
+    "declared_figures",
     "AttributeParser",
     "Curves",
     "DataError",

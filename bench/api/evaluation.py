@@ -187,7 +187,7 @@ class Declarations(TypedDict):
     length_pairs: dict[str, str] | None
 
 
-def declarations(ev: Any) -> Declarations:
+def declarations(ev: Eval) -> Declarations:
     """An eval's optional declarations as the harness stores them in each cell record,
     checked against its ``metrics`` (a DeclarationError naming the fix)."""
     name, metrics = getattr(ev, "name", type(ev).__name__), getattr(ev, "metrics", {})
@@ -208,7 +208,7 @@ def declarations(ev: Any) -> Declarations:
             "length_pairs": dataclasses.asdict(pairs) if pairs is not None else None}
 
 
-def declared_figures(evals: Iterable[Any]) -> dict[str, Plot]:
+def declared_figures(evals: Iterable[Eval]) -> dict[str, Plot]:
     """Every figure a matrix's report can show, by id: the report's own
     (:data:`STANDING_FIGURES`) and each eval's declared ``figures``, in that order, the first
     plot of each id. Pure and static, so a preflight can check a claim's figure before

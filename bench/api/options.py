@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from bench.api.world import TrainView
+    from bench.api.world import TrainView, World
 
 
 JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
@@ -74,6 +74,12 @@ class EvalOptions(BaseModel):
         """Whether ``alignbench eval`` must build a scenario for these options (an eval whose
         options name its own data, like TruthfulQA's ``data``, may run without one)."""
         return True
+
+    def check_world(self, world: World) -> None:
+        """Refuse, with a ValueError naming the fix, a setting the built world cannot serve
+        (a reference model it does not build, data it lacks): the preflight calls it once the
+        world is built, before any cell trains, so the matrix fails before its first training
+        instead of in every cell's evaluation. The default accepts all."""
 
 
 class ScenarioOptions(BaseModel):

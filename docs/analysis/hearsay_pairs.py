@@ -12,8 +12,8 @@ import sys
 from bench import config as C
 from bench.budget import Ledger
 from bench.cells import thread_counts
-from bench.scenarios import world as W
-from bench.scenarios.micro import load_spec
+from scenarios import world as W
+from scenarios.micro import load_spec
 from bench.seeding import derive_seed
 from bench.stage_cache import StageCache
 from bench.store import cache_root
