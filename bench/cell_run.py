@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import meter, policies, store, tracking
+from bench import meter, saved_policies, store, tracking
 from bench.api import EvalContext, NonFiniteError, Start, Tracking, TrainContext, Trained, World
 from bench.api.evaluation import declarations
 from bench.budget import UNITS, BudgetExceeded, Ledger, charging
@@ -178,17 +178,18 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
 def keep_policy(trained: Trained, result: CellResult, world: World, plan: Any,
                 cell_dir: Path) -> str | None:
     """``save_policies``: the trained policy as a Hugging Face folder in the cell's folder
-    (:mod:`bench.policies`); the folder's name, or None for a policy that is not one set of
+    (:mod:`bench.saved_policies`); the folder's name, or None for a policy that is not one set of
     weights or (with a warning) one that could not be written."""
-    if not policies.savable(trained.policy):  # best-of-n: a reward model choosing samples
+    if not saved_policies.savable(trained.policy):  # best-of-n: a reward model choosing samples
         log.info("save_policies: %s's policy is not one set of weights; nothing saved",
                  result.method)
         return None
     options = {name: opts.model_dump(mode="json") for name, (_, opts) in plan.evals.items()}
     try:
-        policies.save(trained.policy, result.to_json(), world.describe,
-                      plan.matrix.scenario.name, options, cell_dir / policies.POLICY_DIR)
+        saved_policies.save(trained.policy, result.to_json(), world.describe,
+                            plan.matrix.scenario.name, options,
+                            cell_dir / saved_policies.POLICY_DIR)
     except OSError as err:  # a full disk must not throw away a trained and evaluated cell
         result.warnings.append(f"save_policies: the policy could not be saved ({err})")
         return None
-    return policies.POLICY_DIR
+    return saved_policies.POLICY_DIR

@@ -199,17 +199,17 @@ def _eval_world_and_policy(args: argparse.Namespace, saved: dict | None, needs_w
 def _saved_policy(model: str) -> dict | None:
     """What a policy folder saved by ``save_policies`` says of itself (None for any other
     model); a cell's folder given instead of its policy is refused, naming the fix."""
-    from bench import policies
+    from bench import saved_policies
     from bench.config import ConfigError
     path = Path(model)
     if not path.is_dir():
         return None
     if (path / "result.json").is_file() and not (path / "config.json").is_file():
-        hint = (f"pass {path / policies.POLICY_DIR}" if (path / policies.POLICY_DIR).is_dir()
-                else "rerun its matrix with save_policies = true to keep the cell's policy in "
-                     f"{path / policies.POLICY_DIR}")
+        kept = path / saved_policies.POLICY_DIR
+        hint = (f"pass {kept}" if kept.is_dir() else "rerun its matrix with save_policies = "
+                f"true to keep the cell's policy in {kept}")
         raise ConfigError(f"--model {model} is a cell's folder, not a model; {hint}")
-    return policies.read_meta(path)
+    return saved_policies.read_meta(path)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from bench import config as C
-from bench import meter, output, policies, store, tracking
+from bench import meter, output, saved_policies, store, tracking
 from bench.api import World
 from bench.cell_run import compute_cell
 from bench.cells import Cell
@@ -76,7 +76,7 @@ class ResultWriter:
         store.atomic_write_text(cell_dir / "log.txt", log_text)
         if policy:
             before = output.files_under(cell_dir)
-            policies.unpack(policy, cell_dir / policies.POLICY_DIR)
+            saved_policies.unpack(policy, cell_dir / saved_policies.POLICY_DIR)
             output.record_written(cell_dir, before)  # --fresh removes what it wrote, and only that
 
     def stage_done(self, name: str, key: str, built: list[dict[str, str]], log_text: str,

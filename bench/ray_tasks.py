@@ -18,7 +18,7 @@ import torch
 
 from bench import cells as cells_
 from bench import config as C
-from bench import policies, store
+from bench import saved_policies, store
 from bench.api import World
 from bench.budget import Ledger
 from bench.cell_run import compute_cell
@@ -126,7 +126,7 @@ def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> 
         with _captured(log_path):
             result = compute_cell(cell, key, world, stages, Path(scratch) / "cell", job.device)
         text = log_path.read_text(errors="replace")
-        saved = policies.pack(Path(scratch) / "cell" / result.policy) if result.policy \
+        saved = saved_policies.pack(Path(scratch) / "cell" / result.policy) if result.policy \
             else None
     result.provenance["executor"] = _where()
     return {"record": result, "log": text, "built": stages.built[seen:], "policy": saved}

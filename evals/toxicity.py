@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from bench.api import DataError, EvalContext, EvalOptions, EvalResult, Plot, Policy
-from bench.scorers import make_scorer
+from bench.toxicity_scorers import make_scorer
 from bench.stats import bootstrap_se
 
 THRESHOLD = 0.5

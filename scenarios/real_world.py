@@ -17,7 +17,7 @@ from bench.budget import Ledger
 from bench.data.sources import Loaded
 from bench.data.truthfulqa import TruthfulQAItem
 from bench.models import model_identity
-from bench.scorers import make_scorer
+from bench.toxicity_scorers import make_scorer
 from scenarios import userdata as U
 from scenarios.gold import GoldSettings, gold_reward_model
 from scenarios.judges import (ChargingJudge, RewardModelJudge, RewardModelLabeler,
