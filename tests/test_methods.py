@@ -132,6 +132,35 @@ def test_orpo_demonstrations_are_the_chosen_side():
         {"comparisons": 20, "demonstrations": 16})) == {"rollouts"}
 
 
+def test_orpo_likelihood_term_imitates_mostly_base_samples_at_equal_labels(monkeypatch):
+    """Why ORPO from base reads below the SFT stage (docs/analysis/orpo_from_base.py): its
+    likelihood term is a mean over the chosen side of every pair, and at the zoo's budget
+    (1000 comparisons ranked at k = 5, 64 demonstrations) 1000 of the 1064 chosen sides are the
+    base model's own samples, so the demonstrations SFT learns from weigh one in seventeen."""
+    from types import SimpleNamespace
+
+    import methods.orpo as orpo
+    from bench.budget import Ledger
+
+    base = _Counter()
+    demos = [{"prompt": f"q{i}", "completion": f" demo{i}"} for i in range(64)]
+    panel = SimpleNamespace(rank=lambda prompt, responses: list(range(len(responses))))
+    scenario = SimpleNamespace(preferences=None, train_prompts=[f"q{i}" for i in range(200)],
+                               make_panel=lambda ledger, seed: panel,
+                               demonstrations=lambda n, seed: demos[:n])
+    ctx = SimpleNamespace(scenario=scenario, seed=0, ledger=Ledger(caps={
+        "comparisons": 1000, "demonstrations": 64, "rollouts": 5000}))
+    start = SimpleNamespace(reference=base, trainable=lambda: object())
+    seen = {}
+    monkeypatch.setattr(orpo, "train_reference_free",
+                        lambda *a, **kw: seen.setdefault("pairs", a[3]))
+    orpo.ORPO().train(start, ctx, orpo.ORPOConfig())
+    chosen = [p["chosen"] for p in seen["pairs"]]
+    assert len(chosen) == 1064
+    assert sum(c.startswith(" demo") for c in chosen) == 64
+    assert sum(c.startswith(" s") for c in chosen) == 1000  # the base model's samples
+
+
 def test_robust_dpo_needs_its_flip_rate_stated_before_anything_runs():
     import pytest
 
