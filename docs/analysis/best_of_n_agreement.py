@@ -78,7 +78,7 @@ def main(seed: int) -> None:  # pragma: no cover - the experiment, run by hand
     from collections import Counter
 
     from bench import config as C
-    from bench import runner
+    from bench import cell_run, cells, stage_cache
     from bench.api import TrainContext
     from bench.budget import UNITS, Ledger
     from bench.seeding import derive_seed, seed_everything
@@ -96,14 +96,14 @@ def main(seed: int) -> None:  # pragma: no cover - the experiment, run by hand
     m = C.load("zoo")
     plan = C.plan(m)
     world = plan.scenario.build(plan.scenario_options, cache_root(), progress=False)
-    stages = runner.Stages(world, plan, "cpu", False, runner.thread_counts(plan))
-    cell = next(c for c in runner.expand(plan) if c.name == "best_of_n" and c.seed == seed)
+    stages = stage_cache.StageCache(world, plan, "cpu", False, cells.thread_counts(plan))
+    cell = next(c for c in cells.expand(plan) if c.name == "best_of_n" and c.seed == seed)
     ledger = Ledger(caps={u: cell.budget[u] for u in UNITS if cell.budget.get(u) is not None})
-    ctx = TrainContext(scenario=runner.view(world), ledger=ledger, seed=seed,
+    ctx = TrainContext(scenario=stage_cache.view(world), ledger=ledger, seed=seed,
                        cell_dir=Path(tempfile.mkdtemp(prefix="bon-agreement-")),
                        log=logging.getLogger("alignbench"), stages=stages, progress=False)
     seed_everything(seed)
-    trained, start = runner.train_cell(dataclasses.replace(cell), stages, ctx)
+    trained, start = cell_run.train_cell(dataclasses.replace(cell), stages, ctx)
     rm, gold, sft = trained.reward_fn, world.gold_judge, start.reference
     prompts = world.eval_data["labeler_agreement"].prompts
     flat = [p for p in prompts for _ in range(4)]  # labeler_agreement's pairs_per_prompt

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import config as C
-from bench import runner
+from bench import cell_run, cells, stage_cache
 from bench.api import TrainContext
 from bench.budget import UNITS, Ledger
 from bench.seeding import derive_seed, seed_everything
@@ -58,7 +58,7 @@ def main(seed: int) -> None:
     m = C.load("zoo")
     plan = C.plan(m)
     world = plan.scenario.build(plan.scenario_options, cache_root(), progress=False)
-    stages = runner.Stages(world, plan, "cpu", False, runner.thread_counts(plan))
+    stages = stage_cache.StageCache(world, plan, "cpu", False, cells.thread_counts(plan))
     gold = world.gold_judge
     prompts = world.eval_data["win_rate"].prompts
     flat = [p for p in prompts for _ in range(12)]  # the zoo's win_rate samples_per_prompt
@@ -79,16 +79,16 @@ def main(seed: int) -> None:
     print(f"seed {seed}")
     score(sft, "sft stage")
     score(stages.base(), "base")
-    cell = next(c for c in runner.expand(plan) if c.name == "orpo" and c.seed == seed)
+    cell = next(c for c in cells.expand(plan) if c.name == "orpo" and c.seed == seed)
     for label, (overrides, budget) in VARIANTS.items():
         c = dataclasses.replace(cell, budget={**cell.budget, **budget},
                                 config=cell.config.model_copy(update=overrides))
         ledger = Ledger(caps={u: c.budget[u] for u in UNITS if c.budget.get(u) is not None})
-        ctx = TrainContext(scenario=runner.view(world), ledger=ledger, seed=seed,
+        ctx = TrainContext(scenario=stage_cache.view(world), ledger=ledger, seed=seed,
                            cell_dir=Path(tempfile.mkdtemp(prefix="orpo-from-base-")),
                            log=logging.getLogger("alignbench"), stages=stages, progress=False)
         seed_everything(seed)
-        trained, _ = runner.train_cell(c, stages, ctx)
+        trained, _ = cell_run.train_cell(c, stages, ctx)
         score(trained.policy, label)
 
 
