@@ -23,7 +23,6 @@ from reports.markdown import write_markdown
 from reports.model import Record
 from reports.stored import ReportError, read_records
 from reports.tables_csv import write_csv
-from reports.text import fmt as _fmt  # noqa: F401  (docs/analysis/results_page.py reads it)
 
 __all__ = ["ReportError", "build_report", "collect"]
 

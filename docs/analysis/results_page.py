@@ -13,6 +13,7 @@ checks that every results figure in README.md and docs/*.md is one of results.js
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -23,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from reports.build import _fmt, collect  # noqa: E402  (the report's own values and format)
+from reports.build import collect  # noqa: E402  (the report's own values)
+from reports.text import fmt as _fmt  # noqa: E402  (and its number format)
 
 # the README's table: (column title, metric); win-rate with its interval, the rest as means
 README_COLUMNS = [
@@ -52,6 +54,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def results_id(out: Path) -> str:
+    """What names a run's results whatever rewrote its files: the sha256 of every cell's key
+    and metrics, in key order. docs/analysis/screenshots.py records it beside its pictures."""
+    rows = map(json.loads, (out / "results.jsonl").read_text(encoding="utf-8").splitlines())
+    cells = sorted((r["key"], r.get("metrics") or {}) for r in rows)
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
 
 
 def run_facts(d: dict) -> dict:
@@ -203,6 +213,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"{out}: no results.jsonl (run the quickstart into it first)")
     d = collect(out)
     vals = values(d)
+    vals["run"]["results_id"] = results_id(out)
     docs = ROOT / "docs"
     (docs / "results.json").write_text(json.dumps(vals, indent=1) + "\n", encoding="utf-8")
     (docs / "results.md").write_text(page(vals), encoding="utf-8")

@@ -8,13 +8,12 @@ It rebuilds the run's report with the installed code (``alignbench report``), op
 Debian's chromium at 1400 px (the width the report is laid out for) and writes
 docs/quickstart-report.png (the top of the page), docs/quickstart-table.png (the comparison
 table), docs/quickstart-figures.png (the first figure) and docs/quickstart-samples.png (the
-sample browser). docs/screenshots.json records the checksum of the run's ``results.jsonl``:
-tests/test_results_docs.py checks that it is the run docs/results.json was made from, so the
-pictures never show other numbers than the tables beside them.
+sample browser). docs/screenshots.json records the run's results id (a checksum of its cells'
+keys and metrics): tests/test_results_docs.py checks that it is the run docs/results.json was
+made from, so the pictures never show other numbers than the tables beside them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,6 +21,9 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_page import results_id  # noqa: E402  (the one definition of a run's identity)
+
 WIDTH = 1400
 SHOTS = {  # file -> (CSS selector of what it shows, or None for the top of the page)
     "quickstart-report.png": None,
@@ -29,11 +31,6 @@ SHOTS = {  # file -> (CSS selector of what it shows, or None for the top of the 
     "quickstart-figures.png": "h2#plots + figure",
     "quickstart-samples.png": "h2#samples ~ div.samples-table",
 }
-
-
-def results_sha256(out: Path) -> str:
-    """The checksum of the run's results, which names the run the pictures come from."""
-    return hashlib.sha256((out / "results.jsonl").read_bytes()).hexdigest()
 
 
 def shoot(html: Path, docs: Path) -> None:
@@ -63,7 +60,7 @@ def main(argv: list[str]) -> int:
     subprocess.run(["alignbench", "report", str(out)], check=True)
     shoot((out / "report.html").resolve(), DOCS)
     (DOCS / "screenshots.json").write_text(json.dumps(
-        {"results_sha256": results_sha256(out), "files": sorted(SHOTS)}, indent=1) + "\n")
+        {"results_id": results_id(out), "files": sorted(SHOTS)}, indent=1) + "\n")
     print(f"wrote {', '.join(sorted(SHOTS))} and screenshots.json in {DOCS}")
     return 0
 
