@@ -33,7 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sets = (*(args.set or ()), *([f"report_to={json.dumps(args.report_to)}"]
                                  if args.report_to is not None else []))  # validated as --set
     # every flag through the path a matrix file takes: applied to what it sets, then validated
-    flags = config.Flags(methods=_names(args.methods), seeds=_seeds(args.seeds), sets=sets,
+    flags = config.Flags(methods=_names(args.methods, "method"), evals=_names(args.evals, "eval"),
+                         seeds=_seeds(args.seeds), sets=sets,
                          progress=False if args.no_progress else None, executor=args.executor,
                          ray_address=args.address)
     m = config.load(args.matrix, flags)
@@ -63,14 +64,15 @@ def run_matrix(m: Matrix, out: Path | None = None, *, fresh: bool = False,
     return runner.run(m, out, fresh=fresh, statuses=statuses, report=build_report)
 
 
-def _names(given: str | None) -> list[str] | None:
+def _names(given: str | None, kind: str) -> list[str] | None:
     from bench.config import ConfigError
     if given is None:
         return None
     names = [n.strip() for n in given.split(",") if n.strip()]
     if not names:  # an empty matrix would "finish" with 0 of 0 cells
-        raise ConfigError(f"--methods {given!r} names no method; give at least one, e.g. "
-                          f"--methods base,sft (alignbench list shows them)")
+        example = "base,sft" if kind == "method" else "truthfulqa,win_rate"
+        raise ConfigError(f"--{kind}s {given!r} names no {kind}; give at least one, e.g. "
+                          f"--{kind}s {example} (alignbench list shows them)")
     return names
 
 
@@ -271,6 +273,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--methods", help="run only these methods (comma-separated); the others' "
                    "tables are ignored")
+    r.add_argument("--evals", help="score only these evals (comma-separated); the others' "
+                   "tables, and the claims that read them, are ignored")
     r.add_argument("--seeds", help="run these seeds instead (comma-separated)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one setting, validated like the file (repeatable), e.g. "

@@ -8,7 +8,6 @@ method's own ``Config``.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import tomllib
 from dataclasses import dataclass
@@ -24,7 +23,9 @@ from bench.budget import UNITS
 from bench.errors import UserError
 # the matrix file's models, read by their callers as bench.config's
 from bench.matrix import (SEEDS, Budget, Claim, Matrix, MethodResources,  # noqa: F401
-                          Resources, ScenarioCfg, executor_device)
+                          Resources, ScenarioCfg, drop_none, executor_device, presets,
+                          sweep_points)
+from bench import claims
 from bench.claims import claims_problem, row_label, row_method  # noqa: F401
 from bench.record import COST_FIELDS  # noqa: F401 - what a claim's cost.FIELD may name
 
@@ -310,14 +311,16 @@ def _read_matrix_file(p: Path) -> str:
 
 @dataclass(frozen=True)
 class Flags:
-    """The command line's settings over a matrix (``--methods``, ``--seeds``, ``--set
-    KEY=VALUE``, ``--no-progress``, ``--executor``, ``--address``; None: not given), applied to
-    the matrix's own keys and then validated with them, exactly as a file is. ``--methods``
-    drops the tables and sweeps of the methods it leaves out (and of stages no kept method
-    starts from), and the claims that read them, so a preset's other tables are no error. A
-    VALUE is read as TOML (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
+    """The command line's settings over a matrix (``--methods``, ``--evals``, ``--seeds``,
+    ``--set KEY=VALUE``, ``--no-progress``, ``--executor``, ``--address``; None: not given),
+    applied to the matrix's own keys and then validated with them, exactly as a file is.
+    ``--methods`` drops the tables and sweeps of the methods it leaves out (and of stages no
+    kept method starts from), ``--evals`` the tables of the evals it leaves out, and each the
+    claims that read them, so a preset's other tables are no error. A VALUE is read as TOML
+    (``300``, ``true``, ``[0, 1]``, ``"x"``), else as a string."""
 
     methods: list[str] | None = None
+    evals: list[str] | None = None
     seeds: list[int] | None = None
     sets: tuple[str, ...] = ()
     progress: bool | None = None
@@ -326,7 +329,8 @@ class Flags:
 
     def given(self) -> bool:
         return bool(self.sets) or any(v is not None for v in (
-            self.methods, self.seeds, self.progress, self.executor, self.ray_address))
+            self.methods, self.evals, self.seeds, self.progress, self.executor,
+            self.ray_address))
 
     def applied(self, data: dict[str, Any]) -> dict[str, Any]:
         """The matrix's keys ``data`` (what it sets, nothing more) with these settings."""
@@ -336,6 +340,8 @@ class Flags:
         d = copy.deepcopy(data)
         if self.methods is not None:
             _keep_methods(d, self.methods)
+        if self.evals is not None:
+            _keep_evals(d, self.evals)
         given = {"seeds": self.seeds, "progress": self.progress, "executor": self.executor,
                  "ray_address": self.ray_address}
         d.update({k: v for k, v in given.items() if v is not None})
@@ -378,6 +384,26 @@ def _keep_methods(d: dict[str, Any], methods: list[str]) -> None:
                               for row in (c.get("method"), c.get("against")) if row)]
 
 
+def _keep_evals(d: dict[str, Any], evals: list[str]) -> None:
+    """``--evals``: the matrix dict ``d`` with only these evals, their option tables, and the
+    claims whose metric is a kept eval's or a cost; a kept claim shown in a dropped eval's
+    figure keeps its finding and loses the link."""
+    d["evals"] = evals
+    if isinstance(d.get("eval"), dict):
+        d["eval"] = {k: v for k, v in d["eval"].items() if k in evals}
+    if not isinstance(d.get("claims"), list):
+        return
+    d["claims"] = [c for c in d["claims"] if not isinstance(c, dict) or str(
+        c.get("metric", "")).split(".", 1)[0] in (*evals, "cost")]
+    try:
+        shown = claims.matrix_figures(Matrix.model_construct(evals=evals))
+    except registry.UnknownName:  # parse names the unknown eval below
+        return
+    for c in d["claims"]:
+        if isinstance(c, dict) and c.get("figure") and c["figure"] not in shown:
+            c["figure"] = ""
+
+
 def _toml_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -401,11 +427,6 @@ def _set(d: dict[str, Any], key: str, value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
-def presets() -> list[str]:
-    return sorted(f.name[:-5] for f in resources.files("bench.presets").iterdir()
-                  if f.name.endswith(".toml"))
-
-
 def resolved(m: Matrix) -> dict[str, Any]:
     """The fully resolved matrix (defaults filled in), as written to OUT/matrix.toml."""
     d = m.model_dump(mode="json")
@@ -413,22 +434,4 @@ def resolved(m: Matrix) -> dict[str, Any]:
     d["method"] = {n: method_config(m, n).model_dump(mode="json") for n in names}
     d["scenario"]["options"] = scenario_options(registry.resolve(
         "scenarios", m.scenario.name), m.scenario.options).model_dump(mode="json")
-    return _drop_none(d)
-
-
-def _drop_none(x: Any) -> Any:  # TOML has no null
-    if isinstance(x, dict):
-        return {k: _drop_none(v) for k, v in x.items() if v is not None}
-    if isinstance(x, list):
-        return [_drop_none(v) for v in x]
-    return x
-
-
-def sweep_points(m: Matrix) -> list[dict[str, Any]]:
-    """Cartesian product of the sweep, as a list of {"METHOD.OPTION": value} dicts ([{}]
-    without one); a method's variants (sweep key "METHOD", a list of option tables) are one
-    axis, each table spelled out as its dotted keys."""
-    axes = [[{f"{k}.{o}": x for o, x in v.items()} if "." not in k else {k: v}
-             for v in m.sweep[k]] for k in sorted(m.sweep)]
-    return [{k: v for part in parts for k, v in part.items()}
-            for parts in itertools.product(*axes)]
+    return drop_none(d)

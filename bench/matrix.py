@@ -5,6 +5,7 @@ the registry, are :mod:`bench.config`'s."""
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from functools import cache
 from importlib import resources as files
@@ -218,3 +219,24 @@ def executor_device(m: Matrix) -> str:
     return m.device
 
 
+def presets() -> list[str]:
+    return sorted(f.name[:-5] for f in files.files("bench.presets").iterdir()
+                  if f.name.endswith(".toml"))
+
+
+def drop_none(x: Any) -> Any:  # TOML has no null
+    if isinstance(x, dict):
+        return {k: drop_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list):
+        return [drop_none(v) for v in x]
+    return x
+
+
+def sweep_points(m: Matrix) -> list[dict[str, Any]]:
+    """Cartesian product of the sweep, as a list of {"METHOD.OPTION": value} dicts ([{}]
+    without one); a method's variants (sweep key "METHOD", a list of option tables) are one
+    axis, each table spelled out as its dotted keys."""
+    axes = [[{f"{k}.{o}": x for o, x in v.items()} if "." not in k else {k: v}
+             for v in m.sweep[k]] for k in sorted(m.sweep)]
+    return [{k: v for part in parts for k, v in part.items()}
+            for parts in itertools.product(*axes)]

@@ -92,6 +92,8 @@ def test_run_a_subset_of_a_preset_with_settings_from_the_command_line(tmp_path):
     (["--set", "comparisons"], ["--set 'comparisons': give KEY=VALUE"]),
     (["--methods", "dpoo"], ["unknown method 'dpoo'", "did you mean 'dpo'"]),
     (["--seeds", "0,x"], ["--seeds '0,x': give whole numbers"]),
+    (["--evals", ","], ["--evals ',' names no eval"]),
+    (["--evals", "win_rat"], ["unknown eval 'win_rat'", "did you mean 'win_rate'"]),
 ])
 def test_bad_command_line_settings_are_one_line(tmp_path, args, words):
     p = subprocess.run([sys.executable, "-m", "bench.cli", "run", "smoke", "--out",

@@ -257,6 +257,21 @@ def test_a_subset_of_the_claims_preset_keeps_the_claims_it_can_measure():
     assert kept == {"1b", "3b", "8b", "8d", "8g"}, kept
 
 
+def test_evals_subset_drops_the_other_evals_tables_and_the_claims_on_them():
+    """``--evals win_rate`` on the claims preset: its eval tables for the other evals and the
+    claims that read them go (a cost claim stays), instead of a refusal to remove a table."""
+    full = config.load("claims")
+    m = config.overridden(full, evals=["win_rate"])
+    assert m.evals == ["win_rate"] and set(m.eval) <= {"win_rate"}
+    assert m.eval["win_rate"] == full.eval["win_rate"]
+    heads = {c.metric.split(".", 1)[0] for c in m.claims}
+    assert heads <= {"win_rate", "cost"} and "win_rate" in heads
+    assert len(m.claims) == sum(c.metric.split(".", 1)[0] in ("win_rate", "cost")
+                                for c in full.claims)
+    with pytest.raises(ConfigError, match="unknown eval 'win_rat'"):
+        config.overridden(full, evals=["win_rat"])
+
+
 def test_the_claims_preset_reads_only_what_its_matrix_makes():
     """Every claim of the preset names rows its sweep makes and metrics its evals report, and
     its seeds are disjoint from every seed any preset's settings were chosen on (0-9)."""

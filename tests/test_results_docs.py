@@ -137,3 +137,16 @@ def test_a_planted_wrong_number_fails(tmp_path):
         readme.write_text("\n".join(lines), encoding="utf-8")
         bad = unknown_figures([readme], results(), root=tmp_path)
         assert bad == [f"README.md:{line}: {wrong}"]
+
+
+def test_the_screenshots_show_the_run_the_results_page_quotes():
+    """docs/analysis/screenshots.py records the results id of the run it photographed; the
+    results page records its own: one run, so a picture never shows other numbers than the
+    tables beside it. Every picture the docs link is one the script makes."""
+    shots = json.loads((ROOT / "docs" / "screenshots.json").read_text())
+    results = json.loads((ROOT / "docs" / "results.json").read_text())
+    assert shots["results_id"] == results["run"]["results_id"]
+    linked = {m for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+              for m in re.findall(r"\(([\w/.-]+\.png)\)", page.read_text())}
+    assert {Path(x).name for x in linked} <= set(shots["files"])
+    assert all((ROOT / "docs" / f).is_file() for f in shots["files"])
