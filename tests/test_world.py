@@ -198,10 +198,11 @@ def test_a_wider_reference_model_is_pretrained_on_the_same_corpus(tmp_path, tiny
     assert recs["large_base"]["status"] == "ok", recs["large_base"]["error"]
     assert recs["large_base"]["evals"]["win_rate"]["extra"]["null"]["vs_large_base"] == 0.5
     assert "win_rate.vs_large_base" in recs["base"]["metrics"]
-    m["scenario"]["options"]["reference_scale"] = 0
-    runner.run(config.parse(m), tmp_path / "none")
-    recs = [json.loads(x) for x in (tmp_path / "none" / "results.jsonl").read_text().splitlines()]
-    assert all(r["status"] == "failed" and "reference_scale" in r["error"] for r in recs), recs
+    m["scenario"]["options"]["reference_scale"] = 0  # no wider base: refused before training
+    with pytest.raises(config.ConfigError, match="references names large_base, which this "
+                       "scenario does not pretrain; set scenario.options.reference_scale"):
+        runner.run(config.parse(m), tmp_path / "none")
+    assert not (tmp_path / "none" / "cells").exists()
 
 
 def test_tokenizer_is_a_real_hf_tokenizer_with_chat_template(tiny_policy):
