@@ -28,6 +28,7 @@ def claims_problem(m: Matrix) -> str | None:
     this matrix's methods and metrics of its evals (or a cost), so that a typo is refused
     before the run, not found as an empty finding after it."""
     ids = [c.id for c in m.claims]
+    figures = eval_figures(m.evals) if any(c.figure for c in m.claims) else []
     for i, c in enumerate(m.claims):
         where = f"claims[{i}] ({c.id})"
         if ids.count(c.id) > 1:
@@ -40,16 +41,16 @@ def claims_problem(m: Matrix) -> str | None:
             problem = metric_problem(m, metric)
             if problem:
                 return f"{where}: {problem}"
-        if c.figure and c.figure not in (figures := matrix_figures(m)):
+        if c.figure and c.figure not in figures:
             return (f"{where}: figure {c.figure!r} is no figure of this matrix's evals; use one "
                     f"of {', '.join(figures)}")
     return None
 
 
-def matrix_figures(m: Matrix) -> list[str]:
-    """The ids of every figure a report of ``m`` can show: the report's own and each of its
-    evals' declared figures (:func:`bench.api.evaluation.declared_figures`)."""
-    return list(declared_figures(registry.resolve("evals", e) for e in m.evals))
+def eval_figures(evals: list[str]) -> list[str]:
+    """The ids of every figure a report of these evals can show: the report's own and each
+    eval's declared figures (:func:`bench.api.evaluation.declared_figures`)."""
+    return list(declared_figures(registry.resolve("evals", e) for e in evals))
 
 
 COST_KEYED = ("phase_seconds", "phase_peak_rss_bytes")  # cost.FIELD.PHASE, one key each
@@ -59,8 +60,8 @@ def metric_problem(m: Matrix, metric: str) -> str | None:
     """Why a claim's metric cannot exist in this matrix (None when it can): an eval it does
     not run, a metric or cost field nobody records, a sub-key where the field has none, a
     phase table without its phase, dollars without prices. A slice (``mc1.Adversarial``) or a
-    phase's name depends on the data and the trainers: the report names one that no cell
-    measured, instead of blaming the seed count."""
+    phase's name depends on the data and the trainers: the report's finding on one that no
+    cell measured says so."""
     head, _, rest = metric.partition(".")
     name, _, sub = rest.partition(".")
     if head == "cost":

@@ -396,7 +396,7 @@ def _keep_evals(d: dict[str, Any], evals: list[str]) -> None:
     d["claims"] = [c for c in d["claims"] if not isinstance(c, dict) or str(
         c.get("metric", "")).split(".", 1)[0] in (*evals, "cost")]
     try:
-        shown = claims.matrix_figures(Matrix.model_construct(evals=evals))
+        shown = claims.eval_figures(evals)
     except registry.UnknownName:  # parse names the unknown eval below
         return
     for c in d["claims"]:

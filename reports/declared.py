@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from typing import Any, get_args
 
 from bench import store
-from bench.api.evaluation import FIGURE_ID, figure_id
+from bench.api.evaluation import FIGURE_ID, PlotKind, figure_id
 from reports.model import DeclaredFigure
 from reports.records import Record, eval_extra
 
-KINDS = ("bars", "slices", "scatter", "sweep", "matrix", "trajectory")  # bench.api.Plot.kind
+KINDS = get_args(PlotKind)
 
 
 def _evals(ok: list[Record]) -> list[tuple[str, dict[str, Any]]]:

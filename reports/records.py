@@ -7,27 +7,14 @@ import math
 from typing import Any
 
 from bench import store
+from bench.claims import row_label, row_method  # noqa: F401 - the one definition of a row's name
 
 Record = dict[str, Any]  # one stored cell record (bench.record.CellRecord's shape), as stored
 
 
-def row_label(method: str, point: dict[str, Any]) -> str:
-    """A report row's name: a method at its sweep point (``"ppo [ppo.kl_coef=0.0]"``), the
-    name a matrix's claims give its rows."""
-    return method + "".join(f" [{k}={v}]" for k, v in sorted(point.items()))
-
-
-def row_method(row: str) -> str:
-    """The method of a report row's name (:func:`row_label`)."""
-    return row.split(" [", 1)[0]
-
-
 def group_label(r: Record) -> str:
-    """The table row a cell belongs to: its method and its sweep point (the row name the
-    record stores, where its harness stored one)."""
-    stored = r.get("row")
-    return stored if isinstance(stored, str) and stored else \
-        row_label(r["method"], r.get("point") or {})
+    """The table row a cell belongs to: its method at its sweep point."""
+    return row_label(r["method"], r.get("point") or {})
 
 
 def bounds_of(bounds: dict[str, tuple[float | None, float | None]], metric: str

@@ -52,6 +52,10 @@ class EvalContext:
         return self.data.prompts
 
 
+PlotKind = Literal["bars", "slices", "scatter", "sweep", "matrix", "trajectory"]
+"""The kinds of figure the report draws (:class:`Plot`)."""
+
+
 @dataclass(frozen=True)
 class Plot:
     """A figure an eval asks the report to draw from stored results, so a plugin eval's
@@ -74,7 +78,7 @@ class Plot:
     panels of one figure (they must share its title). Left empty, it is the title's slug."""
 
     title: str
-    kind: Literal["bars", "slices", "scatter", "sweep", "matrix", "trajectory"] = "bars"
+    kind: PlotKind = "bars"
     metrics: tuple[str, ...] = ()
     key: str = ""  # for "matrix"
     id: str = ""
