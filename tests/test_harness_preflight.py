@@ -6,6 +6,7 @@ laid out in one place; and the Ray executor does not import the runner."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -134,19 +135,36 @@ def test_a_built_in_evals_reference_the_world_lacks_is_refused_before_training(t
     assert not out.exists()
 
 
-def test_ctx_log_reaches_the_cells_log(tmp_path, capfd, caplog, plugins):
+class _Reached(logging.Handler):
+    """What reaches the root logger, whose handlers are the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "alignbench.method.chatty":
+            self.messages.append(record.getMessage())
+
+
+def test_ctx_log_reaches_the_cells_log(tmp_path, capfd, plugins):
     """Its INFO lines in the cell's log.txt only; its warnings there and, through the root
-    logger, on the terminal (here pytest's capture stands in for it)."""
+    logger, on the terminal. A handler of the test's own on the root stands in for the
+    terminal: pytest's caplog also listens on loggers that do not propagate, so it cannot."""
     out = tmp_path / "out"
-    assert cli.main(["run", str(matrix_file(tmp_path)), "--out", str(out)]) == 0
+    reached = _Reached()
+    logging.getLogger().addHandler(reached)
+    try:
+        assert cli.main(["run", str(matrix_file(tmp_path)), "--out", str(out)]) == 0
+    finally:
+        logging.getLogger().removeHandler(reached)
     seen = capfd.readouterr()
     (rec,) = map(json.loads, (out / "results.jsonl").read_text().splitlines())
     log = (out / "cells" / rec["key"] / "log.txt").read_text()
     assert f"alignbench.method.chatty INFO: {LOGGED}" in log
     assert f"alignbench.method.chatty WARNING: {WARNED}" in log
     assert LOGGED not in seen.err + seen.out
-    assert [r.getMessage() for r in caplog.records
-            if r.name == "alignbench.method.chatty"] == [WARNED]
+    assert reached.messages == [WARNED]
 
 
 def result(**kw) -> CellResult:
