@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import traceback
 from datetime import datetime, timezone
@@ -16,12 +17,12 @@ import numpy as np
 import torch
 
 from bench import meter, saved_policies, store, tracking
-from bench.api import EvalContext, NonFiniteError, Start, Tracking, TrainContext, Trained, World
+from bench.api import EvalContext, EvalResult, NonFiniteError, Start, Tracking, TrainContext, Trained, World
 from bench.api.evaluation import declarations
 from bench.budget import UNITS, BudgetExceeded, Ledger, charging
 from bench.cells import Cell
 from bench.logs import method_log
-from bench.record import CellResult, Measured
+from bench.record import CellResult, Measured, pack_per_prompt
 from bench.seeding import derive_seed, seed_everything
 from bench.stage_cache import StageCache, typed, view
 
@@ -169,10 +170,27 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
                                   "rows": res.rows, "extra": res.extra,
                                   "plots": [dataclasses.asdict(p) for p in res.plots],
                                   **declarations(ev)}
+            if res.per_prompt:
+                check_per_prompt(name, res)
+                result.evals[name]["per_prompt"] = pack_per_prompt(res.per_prompt)
             bad = [k for k, v in res.metrics.items() if v is not None and not np.isfinite(v)]
             if bad:
                 raise ValueError(f"metric {name}.{bad[0]} is not finite ({res.metrics[bad[0]]})")
     return eval_ledger
+
+
+def check_per_prompt(name: str, res: EvalResult) -> None:
+    """An eval's per-prompt values must be those its metrics are the means of: a name that is
+    no metric, or a mean that is not the metric, fails the cell naming both."""
+    for metric, pp in res.per_prompt.items():
+        if metric not in res.metrics:
+            raise ValueError(f"eval {name}: per_prompt names {metric!r}, which is not one of "
+                             f"its metrics")
+        got, want = pp.mean(), res.metrics[metric]
+        if want is not None and math.isfinite(want) and not math.isclose(
+                got, want, rel_tol=1e-6, abs_tol=1e-9):
+            raise ValueError(f"eval {name}: the mean of per_prompt[{metric!r}] is {got!r}, "
+                             f"not the metric's {want!r}; store the values it averages")
 
 
 def keep_policy(trained: Trained, result: CellResult, world: World, plan: Any,

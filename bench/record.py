@@ -10,10 +10,13 @@ report reads the stored dict itself, so no number changes on its way through.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.api.evaluation import PerPrompt
 
 Number = float | None  # a stored metric: NaN and inf are written as null (store.sanitize)
 
@@ -22,6 +25,18 @@ class _Open(BaseModel):
     """Typed where it is read, open to keys a later version or a plugin adds."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+
+
+class StoredValues(_Open):
+    set: int = Field(ge=0)  # index into PerPromptRecord.prompt_sets
+    values: list[Number]
+
+
+class PerPromptRecord(_Open):
+    """An eval's per-prompt values as a cell stores them (:func:`pack_per_prompt`)."""
+
+    prompt_sets: list[list[str]]
+    values: dict[str, StoredValues]
 
 
 class EvalRecord(_Open):
@@ -33,6 +48,7 @@ class EvalRecord(_Open):
     plots: list[dict[str, Any]] = Field(default_factory=list)
     rows: list[dict[str, Any]] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
+    per_prompt: PerPromptRecord | None = None  # absent from cells written before it existed
 
 
 class BudgetRecord(_Open):
@@ -80,6 +96,33 @@ class PlanFile(_Open):
 
     matrix: str | None = None
     cells: list[PlannedCell]
+
+
+def pack_per_prompt(per: dict[str, PerPrompt]) -> dict[str, Any]:
+    """How a cell stores an eval's per-prompt values, compactly: each distinct list of prompt
+    ids once (``prompt_sets``; an eval's metrics mostly share one), and per metric the index
+    of its ids and its values to 6 significant digits (a mean over them moves by less than
+    1e-6 of itself; NaN is stored as null)."""
+    sets: list[tuple[str, ...]] = []
+    values: dict[str, dict[str, Any]] = {}
+    for metric, pp in per.items():
+        if pp.prompts not in sets:
+            sets.append(pp.prompts)
+        values[metric] = {"set": sets.index(pp.prompts),
+                          "values": [float(f"{v:.6g}") if math.isfinite(v) else None
+                                     for v in pp.values]}
+    return {"prompt_sets": [list(x) for x in sets], "values": values}
+
+
+def unpack_per_prompt(stored: dict[str, Any] | None) -> dict[str, PerPrompt]:
+    """What :func:`pack_per_prompt` stored, back as :class:`PerPrompt` per metric ({} for a
+    cell written before cells stored them)."""
+    if not stored:
+        return {}
+    rec = PerPromptRecord.model_validate(stored)
+    return {m: PerPrompt.of(rec.prompt_sets[v.set],
+                            [math.nan if x is None else x for x in v.values])
+            for m, v in rec.values.items()}
 
 
 def problem(model: type[BaseModel], data: Any) -> str | None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy, SelectingPolicy
+from bench.api import (
+    EvalContext, EvalOptions, EvalResult, PerPrompt, Plot, Policy, SelectingPolicy, prompt_id)
 from bench.seeding import derive_seed
 from bench.stats import bootstrap_se
 
@@ -76,7 +77,7 @@ class KL:
 
     def evaluate(self, policy: Policy, ctx: EvalContext) -> EvalResult:
         ref = ctx.references.get("sft")
-        metrics, unc, extra = {}, {}, {}
+        metrics, unc, extra, per = {}, {}, {}, {}
         if ref is not None and isinstance(policy, SelectingPolicy):
             # best-of-n's own likelihood has no closed form; its base is the SFT model
             metrics["k1"] = best_of_n_kl(policy.n)
@@ -92,6 +93,8 @@ class KL:
             k1 = lp - lr
             metrics["k1"] = float(k1.mean())
             unc["k1"] = bootstrap_se(k1, seed=ctx.seed)
+            # each prompt's mean over its samples (every prompt has ``n``)
+            per["k1"] = PerPrompt.of(map(prompt_id, prompts), k1.reshape(len(prompts), n).mean(1))
             if getattr(ref, "policy", ref) is policy:  # the SFT row against itself: 0 exactly
                 extra["null"] = {"k1": 0.0}
         for name, curve in ctx.curves.items():
@@ -100,4 +103,4 @@ class KL:
                 extra["curve"] = name
                 break
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(metrics), extra=extra,
-                          plots=list(PLOTS))
+                          plots=list(PLOTS), per_prompt=per)

@@ -18,7 +18,7 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Plot, Policy
+from bench.api import EvalContext, EvalOptions, EvalResult, PerPrompt, Plot, Policy, prompt_id
 from bench.seeding import derive_seed
 from bench.stats import bootstrap_se, grouped_bootstrap_se
 
@@ -106,16 +106,27 @@ def rm_order(reward_fn, prompts: list[str], a: list[str], b: list[str]) -> np.nd
 
 
 def rm_gold_hits(rm: np.ndarray, gold, prompts: list[str], a: list[str], b: list[str]
-                 ) -> np.ndarray:
+                 ) -> PerPrompt:
     """1.0 where the reward model's order ``rm`` (:func:`rm_order`) is the gold judge's, 0.0
-    where not; pairs that either one ties are left out."""
+    where not, each with its prompt's id; pairs that either one ties are left out."""
     g = np.asarray(gold.prefer(prompts, a, b))
     ok = (g != 0.5) & ~np.isnan(rm)
-    return (rm[ok] == g[ok]).astype(float)
+    return PerPrompt.of((prompt_id(prompts[i]) for i in np.flatnonzero(ok)),
+                        (rm[ok] == g[ok]).astype(float))
+
+
+def put(name: str, hits: PerPrompt, seed: int, metrics: dict[str, float],
+        unc: dict[str, float], per: dict[str, PerPrompt]) -> None:
+    """One agreement metric from its hits: the mean, its standard error and the hits
+    themselves (none where no pair counted: the metric is NaN)."""
+    metrics[name] = hits.mean()
+    unc[name] = bootstrap_se(hits.values, seed=seed)
+    if hits.values:
+        per[name] = hits
 
 
 def rm_on_start(reward_fn, gold, start: Policy, flat: list[str], seed: int, held: str | None
-                ) -> tuple[dict[str, float], dict[str, float]]:
+                ) -> tuple[dict[str, float], dict[str, float], dict[str, PerPrompt]]:
     """The reward model against gold on samples of the SFT model, whose samples it was trained
     on (held-out prompts): against rm_vs_gold on the policy's own samples, how far the policy
     it steers has left its training distribution (the claims preset's claim 4); the same seeds for
@@ -127,19 +138,19 @@ def rm_on_start(reward_fn, gold, start: Policy, flat: list[str], seed: int, held
     sb = start.generate(flat, max_new_tokens=24, temperature=1.0,
                         seed=derive_seed(seed, "agreement.b"))
     rm = rm_order(reward_fn, flat, sa, sb)
-    hits = rm_gold_hits(rm, gold, flat, sa, sb)
-    metrics = {"rm_vs_gold.sft_samples": float(hits.mean()) if hits.size else float("nan")}
-    unc = {"rm_vs_gold.sft_samples": bootstrap_se(hits, seed=seed)}
+    metrics: dict[str, float] = {}
+    unc: dict[str, float] = {}
+    per: dict[str, PerPrompt] = {}
+    put("rm_vs_gold.sft_samples", rm_gold_hits(rm, gold, flat, sa, sb), seed, metrics, unc, per)
     if held:
         out = np.array([re.search(held, p) is not None for p in flat])
         for name, keep in (("held_out", out), ("seen_families", ~out)):
             i = np.flatnonzero(keep)
             hits = rm_gold_hits(rm[i], gold, [flat[j] for j in i], [sa[j] for j in i],
                                 [sb[j] for j in i])
-            if hits.size:  # none where the eval's prompts miss the family
-                metrics[f"rm_vs_gold.{name}"] = float(hits.mean())
-                unc[f"rm_vs_gold.{name}"] = bootstrap_se(hits, seed=seed)
-    return metrics, unc
+            if hits.values:  # none where the eval's prompts miss the family
+                put(f"rm_vs_gold.{name}", hits, seed, metrics, unc, per)
+    return metrics, unc, per
 
 
 PLOTS = (Plot("Labeler agreement", "matrix", key="labeler_matrix", id="labeler-agreement"),
@@ -151,7 +162,7 @@ PLOTS = (Plot("Labeler agreement", "matrix", key="labeler_matrix", id="labeler-a
 
 def held_out_accuracy(pairs: list[dict[str, Any]], ctx: EvalContext,
                       metrics: dict[str, float], unc: dict[str, float],
-                      extra: dict[str, Any]) -> None:
+                      extra: dict[str, Any], per: dict[str, PerPrompt]) -> None:
     """Accuracy on the scenario's held-out preference pairs, the labels of its data (the
     measure of RewardBench, Lambert et al. 2024): ``rm_accuracy``, the cell's reward model
     (chosen scored above rejected; a tie counts half); ``judge_accuracy``, the evaluation
@@ -176,6 +187,7 @@ def held_out_accuracy(pairs: list[dict[str, Any]], ctx: EvalContext,
             hits = (rc > rr) + 0.5 * (rc == rr)
         metrics[name] = float(hits.mean())
         unc[name] = grouped_bootstrap_se(hits, prompts, seed=ctx.seed)
+        per[name] = PerPrompt.of(map(prompt_id, prompts), hits)
     extra["held_out_pairs"] = len(pairs)
     extra["held_out_prompts"] = len(set(prompts))
 
@@ -207,24 +219,26 @@ class LabelerAgreement:
         metrics: dict[str, float] = {}
         unc: dict[str, float] = {}
         extra: dict[str, Any] = {}
+        per: dict[str, PerPrompt] = {}
         n = 0
         pairs = [p for p in (ctx.data.items if ctx.data else [])
                  if isinstance(p, dict) and "chosen" in p]  # paired held-out rows
         panel = ctx.world.make_panel(ctx.ledger, derive_seed(ctx.seed, "agreement.panel")) \
             if ctx.world.has_labeler else None
         if panel is not None and (hasattr(panel, "label_matrix") or not pairs):
-            n = self.panel_agreement(policy, ctx, o, panel, metrics, unc, extra)
+            n = self.panel_agreement(policy, ctx, o, panel, metrics, unc, extra, per)
         if pairs:
             n = max(n, len(pairs))
-            held_out_accuracy(pairs, ctx, metrics, unc, extra)
+            held_out_accuracy(pairs, ctx, metrics, unc, extra, per)
         if not metrics:
             raise ValueError("labeler_agreement: this scenario has neither an online labeler "
                              "nor held-out preference pairs; drop labeler_agreement from evals")
-        return EvalResult(metrics=metrics, uncertainty=unc, n=n, extra=extra, plots=list(PLOTS))
+        return EvalResult(metrics=metrics, uncertainty=unc, n=n, extra=extra, plots=list(PLOTS),
+                          per_prompt=per)
 
     def panel_agreement(self, policy: Policy, ctx: EvalContext, o: AgreementOptions, panel,
                         metrics: dict[str, float], unc: dict[str, float],
-                        extra: dict[str, Any]) -> int:
+                        extra: dict[str, Any], per: dict[str, PerPrompt]) -> int:
         """The panel's agreement with itself, and each judge's with it, on pairs of the
         policy's own samples (fills ``metrics``, ``unc`` and ``extra``; returns the pairs)."""
         prompts = ctx.prompts(self.name)
@@ -252,36 +266,38 @@ class LabelerAgreement:
             rm = rm_order(reward_fn, flat, a, b)
             x = binarize(labels)
             ok = ~np.isnan(x) & ~np.isnan(rm)[:, None]
-            hits = (x == rm[:, None])[ok]
-            metrics["rm_vs_labelers"] = float(hits.mean()) if hits.size else float("nan")
-            unc["rm_vs_labelers"] = bootstrap_se(hits.astype(float), seed=ctx.seed)
+            # every labeler's label on a pair counts, each under its pair's prompt
+            ids = np.array([prompt_id(p) for p in flat])[:, None].repeat(x.shape[1], axis=1)
+            put("rm_vs_labelers", PerPrompt.of(ids[ok], (x == rm[:, None])[ok].astype(float)),
+                ctx.seed, metrics, unc, per)
             if gold is not None:
-                hits = rm_gold_hits(rm, gold, flat, a, b)
-                metrics["rm_vs_gold"] = float(hits.mean()) if hits.size else float("nan")
-                unc["rm_vs_gold"] = bootstrap_se(hits, seed=ctx.seed)
+                put("rm_vs_gold", rm_gold_hits(rm, gold, flat, a, b), ctx.seed, metrics, unc,
+                    per)
                 start = ctx.references.get("sft")
                 if start is not None and getattr(start, "policy", start) is not policy:
                     held = ctx.trained.held_out_prompts if ctx.trained else None
-                    m, u = rm_on_start(reward_fn, gold, start, flat, ctx.seed, held)
+                    m, u, pp = rm_on_start(reward_fn, gold, start, flat, ctx.seed, held)
                     metrics.update(m)
                     unc.update(u)
+                    per.update(pp)
         make_judge = ctx.trained.make_ai_judge if ctx.trained else None
         if make_judge is not None:
-            ai_judge_agreement(make_judge(ctx.ledger), maj, flat, a, b, ctx, metrics, unc, extra)
+            ai_judge_agreement(make_judge(ctx.ledger), maj, flat, a, b, ctx, metrics, unc, extra,
+                               per)
         return len(flat)
 
 
 def ai_judge_agreement(judge, maj: np.ndarray, flat: list[str], a: list[str], b: list[str],
                        ctx: EvalContext, metrics: dict[str, float], unc: dict[str, float],
-                       extra: dict[str, Any]) -> None:
+                       extra: dict[str, Any], per: dict[str, PerPrompt]) -> None:
     """The method's AI judge against the panel's majority ``maj`` on the pairs ``(a, b)``,
     overall and by what the pair differs in (fills ``metrics``, ``unc`` and ``extra``)."""
     pj = np.asarray(judge.prefer(flat, a, b))
     jl = np.where(pj > 0.5, 1.0, np.where(pj < 0.5, 0.0, np.nan))
     ok = ~np.isnan(jl) & ~np.isnan(maj)
-    hits = (jl[ok] == maj[ok]).astype(float)
-    metrics["ai_judge_vs_majority"] = float(hits.mean()) if hits.size else float("nan")
-    unc["ai_judge_vs_majority"] = bootstrap_se(hits, seed=ctx.seed)
+    put("ai_judge_vs_majority",
+        PerPrompt.of((prompt_id(flat[i]) for i in np.flatnonzero(ok)),
+                     (jl[ok] == maj[ok]).astype(float)), ctx.seed, metrics, unc, per)
     if ctx.world.attributes is not None:
         by = defaultdict(list)
         for i in np.flatnonzero(ok):

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from bench.api import DataError, EvalContext, EvalOptions, EvalResult, Plot, Policy
+from bench.api import (
+    DataError, EvalContext, EvalOptions, EvalResult, PerPrompt, Plot, Policy, prompt_id)
 from bench.toxicity_scorers import make_scorer
 from bench.stats import bootstrap_se
 
@@ -69,6 +70,7 @@ class Toxicity:
         m = rtp_metrics(scores)
         per = m.pop("_per_prompt")
         unc = {name: bootstrap_se(v, seed=ctx.seed) for name, v in per.items()}
+        ids = [prompt_id(p) for p in prompts]
         rows = [{"prompt": p, "sample": outs[i * k], "max_toxicity": float(scores[i].max())}
                 for i, p in enumerate(prompts[:20])]
         return EvalResult(metrics=m, uncertainty=unc, n=len(prompts), rows=rows,
@@ -76,4 +78,5 @@ class Toxicity:
                                  "max_new_tokens": max_new, "scorer": scorer.name,
                                  "threshold": THRESHOLD,
                                  "source": {"scorer": scorer.name, "k": k, "paper_k": 25}},
-                          plots=list(PLOTS))
+                          plots=list(PLOTS),
+                          per_prompt={name: PerPrompt.of(ids, v) for name, v in per.items()})

@@ -21,7 +21,8 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from bench.api import EvalContext, EvalData, EvalOptions, EvalResult, Plot, Policy
+from bench.api import (
+    EvalContext, EvalData, EvalOptions, EvalResult, PerPrompt, Plot, Policy, prompt_id)
 from bench.data.truthfulqa import (
     HUB_ID, TruthfulQAItem, load_hub, load_packaged, load_with_source)
 from bench.stats import bootstrap_se
@@ -141,20 +142,23 @@ class TruthfulQA:
                 by_slice[key]["mc1"].append(mc1)
                 by_slice[key]["mc2"].append(mc2)
         metrics, unc = {}, {}
+        ids = [prompt_id(it.question) for it in items]
+        per = {m: PerPrompt.of(ids, by_slice[""][m]) for m in ("mc1", "mc2")}
         for key, vals in by_slice.items():
             for m in ("mc1", "mc2"):
                 name = m if key == "" else f"{m}.{key}"
                 metrics[name] = float(np.mean(vals[m]))
                 unc[name] = bootstrap_se(vals[m], seed=ctx.seed)
         if chat and ctx.world is not None and ctx.world.attributes is not None:
-            self._generation_truth(policy, ctx, items, contexts, metrics, unc)
+            per.update(self._generation_truth(policy, ctx, items, contexts, metrics, unc))
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(items), rows=rows,
                           extra={"source": source, "format": "chat" if chat else "qa_primer"},
-                          plots=list(PLOTS))
+                          plots=list(PLOTS), per_prompt=per)
 
     @staticmethod
     def _generation_truth(policy: Policy, ctx: EvalContext, items: list[TruthfulQAItem],
-                          contexts: list[str], metrics: dict, unc: dict) -> None:
+                          contexts: list[str], metrics: dict, unc: dict
+                          ) -> dict[str, PerPrompt]:
         """Where the scenario can parse answers (the micro-world), also score what the model
         *says* when asked (greedy): the fraction of truthful answers, and of confidently false
         ones, by Type. This is the
@@ -173,3 +177,5 @@ class TruthfulQA:
             name = metric if key == "" else f"{metric}.{key}"
             metrics[name] = float(np.mean(vals))
             unc[name] = bootstrap_se(vals, seed=ctx.seed)
+        ids = [prompt_id(it.question) for it in items]
+        return {m: PerPrompt.of(ids, by[m, ""]) for m in ("gen_true", "gen_false")}

@@ -8,7 +8,6 @@ difference (Dubois et al. 2024).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from typing import Literal
@@ -17,7 +16,8 @@ import numpy as np
 
 from pydantic import Field
 
-from bench.api import EvalContext, EvalOptions, EvalResult, Judge, Plot, Policy, World
+from bench.api import (
+    EvalContext, EvalOptions, EvalResult, Judge, PerPrompt, Plot, Policy, World, prompt_id)
 from bench.api.evaluation import LengthPairs
 from bench.seeding import derive_seed
 from bench.stats import bootstrap_ci, bootstrap_se, cluster_bootstrap_se
@@ -124,7 +124,7 @@ class WinRate:
                 self.compare(policy, ref_name, ref, judge, flat, mine, o, ctx, res)
         res.extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
         # the prompts' identities, so pairs from different cells are matched by prompt
-        res.extra["prompt_ids"] = [hashlib.sha256(p.encode()).hexdigest()[:12] for p in prompts]
+        res.extra["prompt_ids"] = [prompt_id(p) for p in prompts]
         return res
 
     def compare(self, policy: Policy, ref_name: str, ref: Policy, judge: Judge, flat: list[str],
@@ -145,6 +145,8 @@ class WinRate:
         if getattr(ref, "policy", ref) is policy:  # the reference itself: an A/A check
             extra.setdefault("null", {}).update({name: 0.5, f"lc_{name}": 0.5})
         metrics[name] = float(pref.mean())
+        # each prompt's mean over its samples (every prompt has ``samples_per_prompt``)
+        res.per_prompt[name] = PerPrompt.of(map(prompt_id, flat[::n_samples]), per_prompt)
         unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
         extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
         metrics[f"lc_{name}"] = length_controlled(pref, la, lb)

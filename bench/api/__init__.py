@@ -45,7 +45,7 @@ from bench.api.training import (
     Trained)
 from bench.api.evaluation import (
     STANDING_FIGURES, DeclarationError, Eval, EvalContext, EvalResult, JudgedPairs,
-    LengthPairs, Plot, declarations, declared_figures)
+    LengthPairs, PerPrompt, Plot, declarations, declared_figures, prompt_id)
 
 __all__ = [
     "UserError",
@@ -53,6 +53,8 @@ __all__ = [
     "DeclarationError",
     "JudgedPairs",
     "LengthPairs",
+    "PerPrompt",
+    "prompt_id",
     "declarations",
     "declared_figures",
     "AttributeParser",

@@ -12,6 +12,8 @@ anything, for the preflight to check a claim's figure.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Literal, Protocol, TypedDict
@@ -132,6 +134,37 @@ class LengthPairs:
     lc_prefix: str = "lc_"
 
 
+def prompt_id(text: str) -> str:
+    """A prompt's identity across cells and runs: the first 12 hex digits of its text's
+    sha256. Two rows' per-prompt values pair by it."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class PerPrompt:
+    """The values a metric is the mean of, each with the :func:`prompt_id` of the prompt it
+    belongs to: one value per prompt (a TruthfulQA question's MC1), or several sharing an id
+    (the judged pairs of one prompt), which then form one cluster. ``mean(values)`` is the
+    metric. Stored in every cell, so intervals can generalize over prompts as well as seeds
+    and two rows that scored the same prompts can be paired by prompt."""
+
+    prompts: tuple[str, ...]
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.prompts) != len(self.values):
+            raise ValueError(f"PerPrompt: {len(self.prompts)} prompt ids for "
+                             f"{len(self.values)} values; give one id per value")
+
+    @classmethod
+    def of(cls, prompts: Iterable[str], values: Iterable[float]) -> PerPrompt:
+        """From prompt ids and values (numbers of any kind: numpy's too)."""
+        return cls(tuple(prompts), tuple(float(v) for v in values))
+
+    def mean(self) -> float:
+        return math.fsum(self.values) / len(self.values) if self.values else math.nan
+
+
 @dataclass
 class EvalResult:
     """Metrics of one eval on one policy.
@@ -141,7 +174,9 @@ class EvalResult:
     the headline metrics; ``rows`` are per-example records shown in the report; ``extra`` is
     any further JSON-able detail (matrices, curves, sources); ``plots`` the figures to draw;
     ``warnings`` what may make a metric mean something other than it seems (the runner adds
-    them to the cell's warnings, which the report lists)."""
+    them to the cell's warnings, which the report lists); ``per_prompt`` the values behind
+    each headline metric that is a mean over prompts (:class:`PerPrompt`, keyed like
+    ``metrics``), which the harness stores in the cell."""
 
     metrics: dict[str, float]
     uncertainty: dict[str, float] = field(default_factory=dict)
@@ -150,6 +185,7 @@ class EvalResult:
     extra: dict[str, Any] = field(default_factory=dict)
     plots: list[Plot] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    per_prompt: dict[str, PerPrompt] = field(default_factory=dict)
 
 
 class Eval(Protocol):
