@@ -317,6 +317,18 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what the platform says): float
+    rounding can differ between chips, so every cell records the one it ran on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @cache
 def _static_provenance() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
@@ -333,7 +345,8 @@ def _static_provenance() -> dict[str, Any]:
     return {
         "git_commit": commit, "git_dirty": dirty, "code_version": code_version(),
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "machine": platform.machine(), "cpu_count": os.cpu_count(), "packages": versions,
+        "machine": platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "packages": versions,
     }
 
 

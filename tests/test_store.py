@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,8 @@ def test_provenance_has_the_required_fields():
     for k in ("git_commit", "git_dirty", "code_version", "python", "packages", "device"):
         assert k in prov
     assert prov["packages"]["torch"]
+    # the chip: float rounding differs between CPU models, so a cell names the one it ran on
+    assert isinstance(prov["cpu_model"], str) and prov["cpu_model"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        assert prov["cpu_model"] in cpuinfo.read_text()

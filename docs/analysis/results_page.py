@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import re
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench import store  # noqa: E402
 from reports.build import collect  # noqa: E402  (the report's own values)
 from reports.text import fmt as _fmt  # noqa: E402  (and its number format)
 
@@ -46,16 +46,6 @@ PAGE_METRICS = [
 README_START, README_END = "<!-- results-table -->", "<!-- /results-table -->"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def results_id(out: Path) -> str:
     """What names a run's results whatever rewrote its files: the sha256 of every cell's key
     and metrics, in key order. docs/analysis/screenshots.py records it beside its pictures."""
@@ -75,7 +65,7 @@ def run_facts(d: dict) -> dict:
         "matrix": d["title"], "cells": len(d["records"]), "cells_ok": len(recs),
         "seeds": d["seeds"], "commit": prov.get("git_commit"),
         "uncommitted_changes": prov.get("git_dirty"), "code_version": prov.get("code_version"),
-        "cpu_count": prov.get("cpu_count"), "cpu_model": cpu_model(),
+        "cpu_count": prov.get("cpu_count"), "cpu_model": prov.get("cpu_model") or store.cpu_model(),
         "platform": prov.get("platform"), "python": prov.get("python"),
         "torch": (prov.get("packages") or {}).get("torch"),
         "started": started[0] if started else None, "cell_seconds": round(seconds, 1),
