@@ -147,6 +147,7 @@ def evaluate_cell(cell: Cell, trained: Trained, ctx: TrainContext, world: World,
                   stages: StageCache, result: CellResult, phase: Phase) -> Ledger:
     """Run every eval of the matrix on the trained policy, filling ``result``; returns the
     evaluation's own ledger (its spend never counts against the method's budget)."""
+    phase.name = "the evals' references"  # a stage built here, under the cell's caps
     refs = stages.references(cell.seed, cell.budget)
     eval_ledger = Ledger()
     with charging(eval_ledger):  # every forward pass of the evaluation is its own spend

@@ -168,8 +168,9 @@ def check_compute(cells: list[Cell], stages: StageCache) -> None:
         return len(base.tokenizer.encode(text))
 
     for cell in capped:
-        own = [cell.name] if cell.name in stages.plan.stage_names else []
-        for stage in stages.plan.chain(cell.name) + own:
+        # every shared stage: those it trains through, and those its evals compare it with
+        # (StageCache.references builds them under the cell's caps too)
+        for stage in sorted(stages.plan.stage_names):
             cfg = stages.plan.configs[stage]
             planned = cfg.planned_tokens(cell.budget, stages.world.demonstrations, cell.seed,
                                          count)

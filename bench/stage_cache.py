@@ -83,15 +83,17 @@ class StageCache:
     def stage_key(self, name: str, seed: int, budget: dict[str, float | None]
                   ) -> tuple[str, dict[str, float]]:
         """A stage's content key and the caps it trains under: the budget units its config
-        plans to spend, which alone decide what it trains on."""
+        plans to spend, which decide what it trains on, and the compute caps that may stop it
+        early (in the key only where the budget sets one)."""
         cfg = self.plan.configs[name]
         caps = {u: budget.get(u) or 0 for u in cfg.planned_spend(budget)}
-        return store.content_key({
-            "stage": name, "world": self.world.key, "seed": seed, "caps": caps,
-            "code": store.code_version(), "config": cfg.model_dump(mode="json"),
-            "provider": registry.identity("methods", name),
-            "numerics": numerics(self.device, self.threads[name]),
-        }), caps
+        spec = {"stage": name, "world": self.world.key, "seed": seed, "caps": caps,
+                "code": store.code_version(), "config": cfg.model_dump(mode="json"),
+                "provider": registry.identity("methods", name),
+                "numerics": numerics(self.device, self.threads[name])}
+        if compute := compute_caps(budget):
+            spec["compute_caps"] = compute
+        return store.content_key(spec), caps
 
     def _build_stage(self, name: str, seed: int, caps: dict[str, float], ledger: Ledger,
                      tmp: Path) -> None:
@@ -111,12 +113,15 @@ class StageCache:
 
     def references(self, seed: int, budget: dict[str, float | None]) -> dict[str, FrozenReference]:
         """What evals compare a cell with: the base model and every shared stage of the
-        matrix at this cell's seed and budget (its spend goes to a throwaway ledger)."""
+        matrix at this cell's seed and budget. A stage built here is built under the cell's
+        compute caps, as the cell itself would build it, so that it is the same stage
+        whichever cell builds it first (a cap it cannot fit fails the eval with
+        BudgetExceeded); its spend is not the cell's training and goes to a ledger of its own."""
         refs = {"base": self.as_reference(self.base())}
         for name in self.world.reference_models:
             refs[name] = self.as_reference(self.scenario_model(name))
         for name in self.plan.stage_names:
-            start = self.start(name, seed, budget, Ledger())
+            start = self.start(name, seed, budget, Ledger(caps=compute_caps(budget)))
             refs[name] = self.as_reference(start.reference)
         return refs
 
@@ -177,6 +182,11 @@ class FrozenReference:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
+
+
+def compute_caps(budget: dict[str, float | None]) -> dict[str, float]:
+    """The compute caps a cell's budget sets (``train_tokens``, ``flops``)."""
+    return {u: float(budget[u]) for u in COMPUTE_UNITS if budget.get(u) is not None}
 
 
 def view(world: World) -> TrainView:

@@ -63,3 +63,23 @@ def test_a_cap_below_the_sft_stage_is_refused_before_anything_trains(needs, tmp_
     with pytest.raises(ConfigError, match="shared SFT stage alone needs at least"):
         run(tmp_path, ["dpo"], {"flops": needs["sft"]["flops"] / 10})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_built_for_the_evals_is_built_under_the_cells_caps(needs, tmp_path,
+                                                                   monkeypatch):
+    """The base row's evals compare it with SFT (kl's reference), which the base cell builds
+    when it comes first. Under a train_tokens cap that SFT cannot fit, that reference is not
+    built uncapped (for a capped cell to find in the cache later): the eval fails, naming the
+    budget, as the SFT cell itself does."""
+    monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
+    cap = int(needs["sft"]["train_tokens"]) - 1
+    m = config.parse({**MATRIX, "methods": ["base", "sft"], "seeds": [0], "evals": ["kl"],
+                      "eval": {"kl": {"samples": 1}}, "method": {"sft": METHODS["sft"]},
+                      "budget": {**MATRIX["budget"], "train_tokens": cap}})
+    out = runner.run(m, tmp_path / "out")
+    recs = {r["method"]: r for r in map(json.loads,
+                                        (out / "results.jsonl").read_text().splitlines())}
+    for method in ("base", "sft"):
+        assert recs[method]["status"] == "failed", (method, recs[method]["error"])
+        assert "train_tokens" in recs[method]["error"], recs[method]["error"]
+    assert recs["base"]["error"].startswith("the evals' references: budget exceeded")
