@@ -95,13 +95,16 @@ class Ledger:
         for unit, amount in amounts.items():
             self.charge(unit, amount)
 
-    def record_training(self, n_params: int, tokens: int, *, reference_params: int = 0) -> None:
+    def record_training(self, n_params: int, tokens: int, *, reference_params: int = 0,
+                        forward_tokens: int = 0) -> None:
         """Charge a training step's tokens and FLOPs (6 N per token, plus 2 N per token for a
-        frozen reference that reads the same tokens) before the step runs: a compute cap then
-        stops training at the cap, never after it."""
+        frozen reference that reads the same tokens, plus 2 N per token for each of the two
+        on ``forward_tokens`` that both only read, as KTO's KL estimate does) before the step
+        runs: a compute cap then stops training at the cap, never after it."""
         self.charge_all({"train_tokens": tokens,
                          "flops": training_flops(n_params, tokens)
-                         + inference_flops(reference_params, tokens)})
+                         + inference_flops(reference_params, tokens)
+                         + inference_flops(n_params + reference_params, forward_tokens)})
 
 
     def absorb(self, spent: dict[str, float]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 from transformers import TrainerCallback
@@ -161,7 +161,8 @@ def batch_tokens(inputs: dict[str, Any]) -> int:
 
 
 def metered(trainer: T, ledger: Ledger, n_params: int, *, reference_params: int = 0,
-            curve: list[dict[str, float]] | None = None) -> T:
+            curve: list[dict[str, float]] | None = None,
+            forward_only: Callable[[dict[str, Any]], int] | None = None) -> T:
     """``trainer`` (a transformers/TRL Trainer) with every training step charged to the ledger
     *before* it runs: the batch's non-padding tokens (its attention mask; SFT, DPO and reward
     batches all carry one, DPO's holding chosen and rejected rows) as train_tokens, and their
@@ -169,14 +170,17 @@ def metered(trainer: T, ledger: Ledger, n_params: int, *, reference_params: int 
     would cross it. Trainer offers no pre-step hook that sees the batch (callbacks get no
     inputs), so this wraps ``training_step`` on the instance. Its log lines go to the cell's
     log (:func:`to_cell_log`), and its logged values to ``curve`` when one is given (a list in
-    the cell's ``ctx.curves``)."""
+    the cell's ``ctx.curves``). ``forward_only`` counts a batch's further tokens that the
+    model and the reference each read in a forward pass alone (KTO's KL estimate on
+    mismatched pairs): their FLOPs are charged too, 2 N per token for each of the two."""
     to_cell_log(trainer)
     if curve is not None:
         trainer.add_callback(CurveFromLogs(curve))
     step = trainer.training_step
 
     def charged(model, inputs, *args, **kwargs):
-        ledger.record_training(n_params, batch_tokens(inputs), reference_params=reference_params)
+        ledger.record_training(n_params, batch_tokens(inputs), reference_params=reference_params,
+                               forward_tokens=forward_only(inputs) if forward_only else 0)
         return step(model, inputs, *args, **kwargs)
 
     trainer.training_step = charged

@@ -16,7 +16,7 @@ comparison's price buys is the matrix's choice of ``budget.ratings`` against
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -118,6 +118,14 @@ def unpaired(pairs: list[dict[str, str]]) -> list[dict[str, str | bool]]:
             for (prompt, response), net in wins.items() if net != 0]
 
 
+def kl_tokens(batch: dict[str, Any]) -> int:
+    """The tokens of a KTO batch's mismatched pairs, which the policy and the reference each
+    read in a forward pass for the KL estimate (TRL's ``KL_attention_mask``; none where the
+    trainer estimates no KL)."""
+    mask = batch.get("KL_attention_mask")
+    return 0 if mask is None else int(mask.sum())
+
+
 class KTO:
     name = "kto"
     description = "KTO: unpaired desirable/undesirable labels from the shared comparisons (TRL)"
@@ -146,6 +154,7 @@ class KTO:
             TRLKTOConfig, KTOTrainer, policy.model, examples, ctx, "kto", config,
             tokenizer=policy.tokenizer, reference=sft.model,
             trainer_kw={"ref_model": None if config.lora else sft.model},
+            forward_only=kl_tokens,
             beta=config.beta, learning_rate=config.lr, num_train_epochs=config.epochs,
             per_device_train_batch_size=config.batch_size,
             desirable_weight=w_d, undesirable_weight=w_u,

@@ -77,6 +77,7 @@ def train_with_trl(config_cls: type[Any], trainer_cls: type[Trainer], model: Pre
                    task_type: str = "CAUSAL_LM", reference: torch.nn.Module | None = None,
                    trainer_kw: dict[str, Any] | None = None,
                    charge: Callable[[Trainer], None] | None = None,
+                   forward_only: Callable[[dict[str, Any]], int] | None = None,
                    callbacks: Sequence[TrainerCallback] = (), **args: Any) -> PreTrainedModel:
     """One stage of a cell trained by ``trainer_cls`` (a TRL trainer) on ``data`` (rows, or a
     ``datasets.Dataset``), returning the trained model in eval mode with any adapters merged.
@@ -91,7 +92,8 @@ def train_with_trl(config_cls: type[Any], trainer_cls: type[Trainer], model: Pre
 
     Compute is charged to ``ctx.ledger`` before each step runs: by default every training
     step's tokens and FLOPs (``model``'s parameters, plus ``reference``'s forward pass when
-    the loss has a reference), with the trainer's logged values as the curve ``stage``
+    the loss has a reference, plus ``forward_only``'s count of a batch's tokens both read
+    without training on them), with the trainer's logged values as the curve ``stage``
     (:func:`methods.common.metered`); ``charge``, when given, installs the trainer's charging
     itself (online RL charges each generation batch) and the stage keeps no logged curve.
     Either way the trainer's log lines go to the cell's log, its run is a phase of the
@@ -107,7 +109,7 @@ def train_with_trl(config_cls: type[Any], trainer_cls: type[Trainer], model: Pre
     if charge is None:  # counted once the trainer has put its adapters in (with LoRA)
         metered(trainer, ctx.ledger, n_params(model),
                 reference_params=0 if reference is None else n_params(reference),
-                curve=ctx.curves.setdefault(stage, [])).train()
+                curve=ctx.curves.setdefault(stage, []), forward_only=forward_only).train()
     else:
         charge(trainer)
         timed(to_cell_log(trainer)).train()
