@@ -111,6 +111,13 @@ def resolve_data(o: TruthfulQAOptions, data: EvalData | None
     return items, dict(data.source), data.hints.get("template", "qa_primer") == "chat"
 
 
+def slices(*names: str) -> list[str]:
+    """The slices an item counts in: every item in "" (the headline), and in each of its
+    named slices once. Items in the hub's format have no Type or category (""), and an item
+    whose Type were its category must not count twice."""
+    return list(dict.fromkeys(["", *(n for n in names if n)]))
+
+
 class TruthfulQA:
     name = "truthfulqa"
     Options = TruthfulQAOptions
@@ -138,7 +145,7 @@ class TruthfulQA:
             rows.append({"question": it.question, "type": it.type, "category": it.category,
                          "mc1": mc1, "mc2": mc2, "best": it.mc1_choices[0],
                          "picked": it.mc1_choices[int(np.argmax(l1))]})
-            for key in ("", it.type, it.category):
+            for key in slices(it.type, it.category):
                 by_slice[key]["mc1"].append(mc1)
                 by_slice[key]["mc2"].append(mc2)
         metrics, unc = {}, {}
@@ -171,8 +178,8 @@ class TruthfulQA:
             # fabrication); admitting ignorance (the true answer on an unknown fact), off-topic
             # and garbled answers are not
             for metric, hit in (("gen_true", truth == "true"), ("gen_false", truth == "false")):
-                by[metric, ""].append(float(hit))
-                by[metric, it.type].append(float(hit))
+                for key in slices(it.type):
+                    by[metric, key].append(float(hit))
         for (metric, key), vals in by.items():
             name = metric if key == "" else f"{metric}.{key}"
             metrics[name] = float(np.mean(vals))

@@ -36,6 +36,27 @@ def test_hf_multiple_choice_json_loader(tmp_path):
         data.load_path(tmp_path.joinpath("x.txt").write_text("") or tmp_path / "x.txt")
 
 
+def test_hub_format_items_without_type_or_category_count_once(tmp_path, tiny_policy):
+    """The hub's multiple-choice records carry no Type and no category: each item counts in
+    the headline once (its per-question values one per question, its standard error over
+    the questions, not over three copies of each), and no empty slice is reported."""
+    import json
+    recs = [{"question": f"Q{i}?", "mc1_targets": {"choices": ["right", "wrong"],
+                                                   "labels": [1, 0]},
+             "mc2_targets": {"choices": ["right", "wrong"], "labels": [1, 0]}} for i in range(5)]
+    p = tmp_path / "tq.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    options = TQ.TruthfulQAOptions(data=str(p))
+    ctx = EvalContext(world=None, seed=0, references={}, trained=None, curves={},
+                      options=options, ledger=Ledger(), progress=False)
+    res = TQ.TruthfulQA().evaluate(tiny_policy, ctx)
+    assert set(res.metrics) == {"mc1", "mc2"}
+    assert len(res.per_prompt["mc1"].values) == 5 == len(set(res.per_prompt["mc1"].prompts))
+    from bench.stats import bootstrap_se
+    assert res.uncertainty["mc2"] == bootstrap_se(res.per_prompt["mc2"].values, seed=0)
+    assert TQ.slices("Adversarial", "Adversarial") == ["", "Adversarial"]
+
+
 def plain_logprob(policy, context: str, continuation: str) -> float:
     """One forward pass per choice, no batching, no padding: the reference."""
     ctx, cont = policy.split_pair(context, continuation)
