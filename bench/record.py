@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.api.evaluation import PerPrompt
 
@@ -37,6 +37,14 @@ class PerPromptRecord(_Open):
 
     prompt_sets: list[list[str]]
     values: dict[str, StoredValues]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> PerPromptRecord:
+        for metric, v in self.values.items():
+            if v.set >= len(self.prompt_sets) or len(v.values) != len(self.prompt_sets[v.set]):
+                raise ValueError(f"per-prompt values of {metric} do not match a set of prompt "
+                                 f"ids")
+        return self
 
 
 class EvalRecord(_Open):
@@ -101,15 +109,16 @@ class PlanFile(_Open):
 def pack_per_prompt(per: dict[str, PerPrompt]) -> dict[str, Any]:
     """How a cell stores an eval's per-prompt values, compactly: each distinct list of prompt
     ids once (``prompt_sets``; an eval's metrics mostly share one), and per metric the index
-    of its ids and its values to 6 significant digits (a mean over them moves by less than
-    1e-6 of itself; NaN is stored as null)."""
+    of its ids and its values to 9 significant digits (each value within 5e-9 of itself,
+    relative: a mean of signed values near 0, such as a KL estimate, keeps its first digits
+    too; NaN is stored as null)."""
     sets: list[tuple[str, ...]] = []
     values: dict[str, dict[str, Any]] = {}
     for metric, pp in per.items():
         if pp.prompts not in sets:
             sets.append(pp.prompts)
         values[metric] = {"set": sets.index(pp.prompts),
-                          "values": [float(f"{v:.6g}") if math.isfinite(v) else None
+                          "values": [float(f"{v:.9g}") if math.isfinite(v) else None
                                      for v in pp.values]}
     return {"prompt_sets": [list(x) for x in sets], "values": values}
 

@@ -83,21 +83,22 @@ class StageCache:
     def stage_key(self, name: str, seed: int, budget: dict[str, float | None]
                   ) -> tuple[str, dict[str, float]]:
         """A stage's content key and the caps it trains under: the budget units its config
-        plans to spend, which decide what it trains on, and the compute caps that may stop it
-        early (in the key only where the budget sets one)."""
+        plans to spend, which alone decide what it trains on. A compute cap does not enter it:
+        a stage either fits its cell's cap and is the same stage, or stops with BudgetExceeded
+        and is never cached."""
         cfg = self.plan.configs[name]
         caps = {u: budget.get(u) or 0 for u in cfg.planned_spend(budget)}
-        spec = {"stage": name, "world": self.world.key, "seed": seed, "caps": caps,
-                "code": store.code_version(), "config": cfg.model_dump(mode="json"),
-                "provider": registry.identity("methods", name),
-                "numerics": numerics(self.device, self.threads[name])}
-        if compute := compute_caps(budget):
-            spec["compute_caps"] = compute
-        return store.content_key(spec), caps
+        return store.content_key({
+            "stage": name, "world": self.world.key, "seed": seed, "caps": caps,
+            "code": store.code_version(), "config": cfg.model_dump(mode="json"),
+            "provider": registry.identity("methods", name),
+            "numerics": numerics(self.device, self.threads[name]),
+        }), caps
 
     def _build_stage(self, name: str, seed: int, caps: dict[str, float], ledger: Ledger,
                      tmp: Path) -> None:
-        # the cell's compute caps bound the stage too: it stops at the cap, not after it
+        # the cell's compute caps bound the stage too: the step that would cross one raises
+        # BudgetExceeded before it runs (so a stage that does not fit is never cached)
         stage_ledger = Ledger(caps={**caps, **{u: ledger.remaining(u) for u in COMPUTE_UNITS
                                                if ledger.caps.get(u) is not None}})
         sub = TrainContext(scenario=view(self.world), ledger=stage_ledger, seed=seed,

@@ -23,7 +23,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench import store  # noqa: E402
 from reports.build import collect  # noqa: E402  (the report's own values)
 from reports.text import fmt as _fmt  # noqa: E402  (and its number format)
 
@@ -65,7 +64,7 @@ def run_facts(d: dict) -> dict:
         "matrix": d["title"], "cells": len(d["records"]), "cells_ok": len(recs),
         "seeds": d["seeds"], "commit": prov.get("git_commit"),
         "uncommitted_changes": prov.get("git_dirty"), "code_version": prov.get("code_version"),
-        "cpu_count": prov.get("cpu_count"), "cpu_model": prov.get("cpu_model") or store.cpu_model(),
+        "cpu_count": prov.get("cpu_count"), "cpu_model": prov.get("cpu_model") or "not recorded",
         "platform": prov.get("platform"), "python": prov.get("python"),
         "torch": (prov.get("packages") or {}).get("torch"),
         "started": started[0] if started else None, "cell_seconds": round(seconds, 1),
