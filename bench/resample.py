@@ -10,10 +10,22 @@ the matrix then varies, over new seeds and new prompts of the same kind, as
 
 which bench.stats' t-interval over seed means leaves incomplete (its population is these
 prompts only). The functions here estimate that variance from the matrix by the ANOVA method of
-moments and draw a Student-t interval on Satterthwaite's degrees of freedom (Satterthwaite
-1946): the quasi-F of a design with subjects and items crossed (Clark 1973; for language-model
-evals, Miller 2024). Two methods scored on the same prompts share b_p, which a difference
-cancels: hence :func:`paired_difference` beside :func:`unpaired_difference`.
+moments (the quasi-F of a design with subjects and items crossed: Clark 1973; for
+language-model evals, Miller 2024) in two components: the seed one, MS_seed / (S P) on S - 1
+degrees of freedom, and the prompt one, (MS_prompt - MS_resid) / (S P) on P - 1. Two methods
+scored on the same prompts share b_p, which a difference cancels: hence
+:func:`paired_difference` beside :func:`unpaired_difference`.
+
+Why each component at its own t quantile. The half-width is sqrt(t_{S-1}^2 v_seed +
+t_{P-1}^2 v_prompt), Banerjee's (1960) interval for a sum of independently estimated
+variances, whose coverage is at least nominal whatever their ratio (here up to the residual
+share the seed term holds). One t on Satterthwaite's (1946) degrees of freedom from the
+observed mean squares undercovers with three seeds when the two components are alike (0.91
+to 0.94 in simulation at seed sd 0.05 to 0.2, prompt and residual sd 0.3): its degrees of
+freedom grow just when the 2-df seed mean square is small by chance, the standard error then
+too small. The component-wise interval covers 0.949 to 0.993 there at 0.90 to 1.41 times the
+width of an interval drawn knowing the variances; its price is conservatism (up to 0.996)
+where a three-seed term at the residual's scale meets a prompt term of its size.
 
 Why not the bootstrap. The pigeonhole bootstrap (Owen 2007) resamples seeds and prompts
 independently; it counts the residual share var_resid / (S P) up to three times (about 2.6
@@ -27,12 +39,15 @@ of freedom; three seeds can agree by chance far more closely than the per-prompt
 allows (the spread's expectation is at least var_resid / P). So the seed mean square is floored
 at the residual mean square while keeping S - 1 degrees of freedom: the modified Knapp-Hartung
 rule of bench.stats.seed_interval (Roever, Knapp and Friede 2015), with the residual's
-precisely estimated variance as the floor. In simulation (tests/test_coverage.py), without the
-floor, or with the floor's own degrees of freedom, coverage of a 95% interval fell to 0.93 with
-three seeds and 200 prompts when the seed variance was a few times the residual share; with it,
-coverage was 0.95 to 0.97 wherever seeds or prompts dominate, and conservative (0.98 to 1.0)
-when the seed variance is no larger than var_resid / P: the price of never drawing a near-zero
-interval from seeds that agree by chance.
+precisely estimated variance as the floor. Under the component-wise t the floor no longer
+decides coverage (0.97 to 0.98 without it where the seed variance is at most var_resid / P,
+0.99 to 1.0 with it); it keeps any one interval from resting on seeds that agree by chance.
+
+No spread. A constant matrix shows no variance, which is not the same as having none: its
+interval and p-value are nan (so :func:`adjust` leaves it out) rather than zero width with
+p = 0, unless the caller says the metric is not random (``deterministic``); values all at a
+bound of a rate (every judgment agrees) get the exact binomial bound over the independent
+units instead (Clopper and Pearson 1934).
 
 Missing values (a prompt a seed could not score) are NaN; they are filled by the additive fit
 of the rest (Yates 1933), and the residual loses one degree of freedom per filled cell.
@@ -45,7 +60,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
+from scipy import optimize, special
 from statsmodels.stats.multitest import multipletests
 
 Term = tuple[float, float]  # one contribution to var(mean) and its degrees of freedom
@@ -57,9 +72,10 @@ class Interval:
     """An estimate with its two-sided interval and standard error.
 
     ``p_value`` is two-sided against the null the function names (0 for differences; None
-    where none was asked for), on the same t distribution as the interval, so that a 95%
-    interval excludes the null exactly when p < 0.05. ``df`` is the t distribution's degrees of
-    freedom (inf for a zero-width interval). ``over_seeds`` is False when the interval could not
+    where none was asked for), the level at which the interval ends at the null, so that a 95%
+    interval excludes the null exactly when p < 0.05. ``df``: the degrees of freedom of the
+    one t as wide at this level (inf for a zero-width interval; nan for an exact binomial
+    bound, whose ``se`` is nan too). ``over_seeds`` is False when the interval could not
     count the variance between seeds (one seed): it then generalizes over prompts only, for
     the seed at hand, and a report must say so."""
 
@@ -152,22 +168,92 @@ def _prompt_terms(contrast: np.ndarray, groups: Sequence[_Layout]) -> list[Term]
     return terms if sum(v for v, _ in terms) > 0 else []
 
 
-def _interval(estimate: float, terms: list[Term], *, level: float, null: float | None,
-              over_seeds: bool) -> Interval:
-    """Estimate +- t(df) * sqrt(sum of terms), df by Satterthwaite (1946): (sum v)^2 /
-    sum(v^2 / df). No term at all: nothing estimable (nan); terms summing to 0: zero width."""
-    if not terms or not math.isfinite(estimate):
-        nan = math.nan
+def _components(groups: Sequence[_Layout], contrast: np.ndarray) -> list[list[Term]]:
+    """Each group's seed term its own component (on S - 1 degrees of freedom), then the
+    prompt terms together as one."""
+    return [[t] for g in groups for t in _seed_term(g)] + [_prompt_terms(contrast, groups)]
+
+
+def _satterthwaite(terms: list[Term]) -> Term:
+    """One component's variance (the sum of its terms) and degrees of freedom: Satterthwaite's
+    (1946) (sum v)^2 / sum(v^2 / df) over its positive terms. The negative ones (residual
+    shares, on (S - 1)(P - 1) degrees of freedom) count as known: with them the count can
+    fall towards 0 when the component nearly cancels, and a negligible component's t
+    quantile then swamps the rest."""
+    var, pos = sum(v for v, _ in terms), [(v, d) for v, d in terms if v > 0]
+    spread = sum(v * v / d for v, d in pos)
+    return var, sum(v for v, _ in pos) ** 2 / spread if spread > 0 else math.inf
+
+
+def _half_width(parts: np.ndarray, dfs: np.ndarray, tail: float) -> float:
+    """sqrt(sum_c t(df_c)^2 v_c): each component at its own t quantile (upper ``tail``)."""
+    return math.sqrt(float(np.sum(parts * special.stdtrit(dfs, tail) ** 2)))
+
+
+def _p_value(z: float, parts: np.ndarray, dfs: np.ndarray) -> float:
+    """The two-sided p-value that inverts the interval: the 1 - level at which its half-width
+    is the estimate's distance z * se from the null (root found in log(tail))."""
+    var = float(parts.sum())
+    if len(parts) == 1 or z == 0:
+        return float(2 * special.stdtr(dfs[0], -z)) if len(parts) == 1 else 1.0
+
+    def gap(log_tail: float) -> float:
+        return _half_width(parts, dfs, math.exp(log_tail)) ** 2 - z * z * var
+    if gap(-345.0) < 0:  # p under 1e-150
+        return 0.0
+    return 2 * math.exp(optimize.brentq(gap, -345.0, math.log(0.5), xtol=1e-13, rtol=1e-13))
+
+
+def _interval(estimate: float, components: list[list[Term]], *, level: float,
+              null: float | None, over_seeds: bool, deterministic: bool = False) -> Interval:
+    """Estimate +- sqrt(sum_c t(df_c)^2 v_c) over the variance components (each a list of
+    terms combined by Satterthwaite): Banerjee's (1960) component-wise t, whose coverage is at
+    least nominal whatever the components' ratio (the module docstring says why not one t on
+    the pooled Satterthwaite df). ``df`` reported: that of the one t with the same width at
+    this level. No component: nothing estimable (nan). Components summing to 0: zero width if
+    ``deterministic``, else nan (zero spread observed is not zero variance)."""
+    components = [c for c in components if c]
+    nan = math.nan
+    if not components or not math.isfinite(estimate):
         return Interval(estimate, nan, nan, nan, None if null is None else nan, nan, over_seeds)
-    var = sum(v for v, _ in terms)
+    parts, dfs = (np.array(x) for x in zip(*map(_satterthwaite, components)))
+    parts, dfs = parts[parts > 0], dfs[parts > 0]  # a component of no variance adds nothing
+    var = float(parts.sum())
     if var <= 0:
+        if not deterministic:
+            return Interval(estimate, nan, nan, nan, None if null is None else nan, nan,
+                            over_seeds)
         p = None if null is None else float(estimate == null)
         return Interval(estimate, estimate, estimate, 0.0, p, math.inf, over_seeds)
-    df = var ** 2 / sum(v * v / d for v, d in terms)
-    se = math.sqrt(var)
-    half = float(sps.t.ppf(0.5 + level / 2, df)) * se
-    p = None if null is None else float(2 * sps.t.sf(abs(estimate - null) / se, df))
+    se, tail = math.sqrt(var), (1 - level) / 2
+    half = _half_width(parts, dfs, tail)
+    def excess(d: float) -> float:
+        return float(special.stdtrit(d, tail)) ** 2 * var - half * half
+    df = float(dfs.min())  # between the components' own (the one at the tie, by rounding)
+    if excess(dfs.max()) >= 0:
+        df = float(dfs.max())
+    elif excess(df) > 0:
+        df = optimize.brentq(excess, df, dfs.max(), xtol=1e-10)
+    p = None if null is None else _p_value(abs(estimate - null) / se, parts, dfs)
     return Interval(estimate, estimate - half, estimate + half, se, p, df, over_seeds)
+
+
+def _binomial_bound(estimate: float, n_units: int, bounds: tuple[float, float] | None, *,
+                    level: float, null: float | None, over_seeds: bool) -> Interval | None:
+    """Values that all sit at one of ``bounds`` (every judgment agrees, every prompt won):
+    the exact Clopper-Pearson (1934) interval of n_units successes in n_units independent
+    units, [lo + (hi - lo) ((1 - level) / 2)^(1 / n), hi] (mirrored at lo), and the p-value
+    2 q^n of the same exact test, so they agree; se and df nan. None otherwise."""
+    if bounds is None or estimate not in bounds or bounds[0] >= bounds[1] or n_units < 1:
+        return None
+    lo, hi = bounds
+    reach = (hi - lo) * ((1 - level) / 2) ** (1 / n_units)
+    low, high = (lo + reach, hi) if estimate == hi else (lo, hi - reach)
+    p = None
+    if null is not None:
+        q = min(max((null - lo) / (hi - lo), 0.0), 1.0)
+        p = min(1.0, 2 * (q if estimate == hi else 1 - q) ** n_units)
+    return Interval(estimate, low, high, math.nan, p, math.nan, over_seeds)
 
 
 def _scored(y: np.ndarray) -> np.ndarray:
@@ -192,11 +278,21 @@ def variance_components(values: Sequence[Sequence[float]] | np.ndarray
 
 
 def two_level_mean(values: Sequence[Sequence[float]] | np.ndarray, *, level: float = 0.95,
-                   null: float | None = None) -> Interval:
+                   null: float | None = None, bounds: tuple[float, float] | None = None,
+                   deterministic: bool = False) -> Interval:
     """The mean of a (seeds x prompts) matrix, with an interval that generalizes to new
     training seeds AND new prompts of the same kind (var_seed / S + var_prompt / P +
-    var_resid / (S P), estimated by the method of moments, Student-t on Satterthwaite's
-    degrees of freedom: see the module docstring). NaN marks a prompt a seed did not score.
+    var_resid / (S P), estimated by the method of moments, the seed and the prompt component
+    each at its own t quantile: see the module docstring). NaN marks a prompt a seed did not
+    score; with NaN cells the estimate is the additive model's fit (the mean of the completed
+    matrix, Yates 1933), not the mean of the seeds' own means over what each scored.
+
+    A constant matrix has no spread to estimate a variance from. If it sits at one of
+    ``bounds`` (pass (0, 1) for rates: every prompt won) the interval is the exact binomial
+    bound of :func:`_binomial_bound` over the independent units: the fewer of seeds and
+    prompts (either alone may carry all the variation), the prompts with one seed, the seeds
+    with one prompt. Otherwise it is nan with a nan p-value (left out of :func:`adjust`'s
+    family), unless ``deterministic`` says the metric is not random: then zero width.
 
     With one seed the seed variance cannot be estimated: the interval is then over prompts
     only (the seed's prompt values' standard error, t on P - 1 degrees of freedom), generalizing
@@ -206,13 +302,17 @@ def two_level_mean(values: Sequence[Sequence[float]] | np.ndarray, *, level: flo
     g = _layout(y[:, _scored(y)])
     if g.n_seeds == 0 or g.n_prompts == 0:
         return _interval(math.nan, [], level=level, null=null, over_seeds=False)
-    terms = _seed_term(g) + _prompt_terms(g.cols, [g])
-    return _interval(g.mean, terms, level=level, null=null, over_seeds=g.n_seeds > 1)
+    units = g.n_prompts if g.n_seeds == 1 else min(g.n_seeds, g.n_prompts)
+    flat = g.ms_seed == g.ms_resid == 0 and np.all(g.cols == g.mean)
+    bound = _binomial_bound(g.mean, units, bounds, level=level, null=null,
+                            over_seeds=g.n_seeds > 1) if flat and not deterministic else None
+    return bound or _interval(g.mean, _components([g], g.cols), level=level, null=null,
+                              over_seeds=g.n_seeds > 1, deterministic=deterministic)
 
 
 def paired_difference(a: Sequence[Sequence[float]] | np.ndarray,
                       b: Sequence[Sequence[float]] | np.ndarray, *, paired_seeds: bool,
-                      level: float = 0.95) -> Interval:
+                      level: float = 0.95, deterministic: bool = False) -> Interval:
     """mean(a) - mean(b) for two (seeds x prompts) matrices over the same prompts in the same
     column order, with an interval over new seeds and new prompts and its p-value against 0.
 
@@ -223,8 +323,9 @@ def paired_difference(a: Sequence[Sequence[float]] | np.ndarray,
     difference matrix a - b is itself a crossed matrix and :func:`two_level_mean` of it is the
     answer. Otherwise the seeds of a and b are independent, seed counts may differ, and the
     variance is var_seed_a / S_a + var_seed_b / S_b + var(prompt contrast) / P + the two
-    residual shares (a Welch-Satterthwaite interval; Satterthwaite 1946). A prompt missing
-    from a whole side is dropped from both."""
+    residual shares, each seed term at its own t quantile. A prompt missing from a whole side
+    is dropped from both. No spread at all (every difference alike): nan, unless
+    ``deterministic`` (see :func:`two_level_mean`)."""
     a, b = _matrix(a), _matrix(b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"paired by prompt needs the same prompts: {a.shape[1]} columns "
@@ -232,33 +333,31 @@ def paired_difference(a: Sequence[Sequence[float]] | np.ndarray,
     if paired_seeds:
         if a.shape != b.shape:
             raise ValueError(f"paired seeds need the same seeds: shapes {a.shape}, {b.shape}")
-        return two_level_mean(a - b, level=level, null=0.0)
+        return two_level_mean(a - b, level=level, null=0.0, deterministic=deterministic)
     shared = _scored(a) & _scored(b)
     ga, gb = _layout(a[:, shared]), _layout(b[:, shared])
     if min(ga.n_seeds, gb.n_seeds, ga.n_prompts) == 0:
         return _interval(math.nan, [], level=level, null=0.0, over_seeds=False)
-    terms = _seed_term(ga) + _seed_term(gb) + _prompt_terms(ga.cols - gb.cols, [ga, gb])
-    return _interval(ga.mean - gb.mean, terms, level=level, null=0.0,
-                     over_seeds=min(ga.n_seeds, gb.n_seeds) > 1)
+    return _interval(ga.mean - gb.mean, _components([ga, gb], ga.cols - gb.cols), level=level,
+                     null=0.0, over_seeds=min(ga.n_seeds, gb.n_seeds) > 1,
+                     deterministic=deterministic)
 
 
 def unpaired_difference(a: Sequence[Sequence[float]] | np.ndarray,
                         b: Sequence[Sequence[float]] | np.ndarray, *,
-                        level: float = 0.95) -> Interval:
+                        level: float = 0.95, deterministic: bool = False) -> Interval:
     """mean(a) - mean(b) for two (seeds x prompts) matrices that share nothing (different
     prompts, different prompt counts, different seeds): the two :func:`two_level_mean`
-    variances add, with Welch-Satterthwaite degrees of freedom; p-value against 0. The
-    interval generalizes over new seeds and new prompts of each side's kind. When a side of
-    three seeds whose variance matters meets larger terms, Welch-Satterthwaite is slightly
-    liberal (0.946 for a nominal 0.95 in simulation)."""
+    variances add, each side's seed and prompt components at their own t quantiles; p-value
+    against 0. The interval generalizes over new seeds and new prompts of each side's kind.
+    Two constant sides: nan, unless ``deterministic``."""
     a, b = _matrix(a), _matrix(b)
     ga, gb = _layout(a[:, _scored(a)]), _layout(b[:, _scored(b)])
     if min(ga.n_seeds, gb.n_seeds, ga.n_prompts, gb.n_prompts) == 0:
         return _interval(math.nan, [], level=level, null=0.0, over_seeds=False)
-    terms = (_seed_term(ga) + _prompt_terms(ga.cols, [ga])
-             + _seed_term(gb) + _prompt_terms(gb.cols, [gb]))
-    return _interval(ga.mean - gb.mean, terms, level=level, null=0.0,
-                     over_seeds=min(ga.n_seeds, gb.n_seeds) > 1)
+    return _interval(ga.mean - gb.mean, _components([ga], ga.cols) + _components([gb], gb.cols),
+                     level=level, null=0.0, over_seeds=min(ga.n_seeds, gb.n_seeds) > 1,
+                     deterministic=deterministic)
 
 
 def _cluster_bootstrap_means(sums: np.ndarray, counts: np.ndarray, n_boot: int,
@@ -277,8 +376,8 @@ def _cluster_bootstrap_means(sums: np.ndarray, counts: np.ndarray, n_boot: int,
 
 def cluster_agreement(agree: Sequence[float], clusters: Sequence[Hashable], *,
                       level: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                      null: float | None = None,
-                      bounds: tuple[float, float] | None = (0.0, 1.0)) -> Interval:
+                      null: float | None = None, bounds: tuple[float, float] | None = (0.0, 1.0),
+                      deterministic: bool = False) -> Interval:
     """The mean of per-judgment agreements (0/1 or fractional) when judgments come in
     clusters, with an interval that generalizes to new clusters (new prompts) of the same kind.
 
@@ -292,7 +391,10 @@ def cluster_agreement(agree: Sequence[float], clusters: Sequence[Hashable], *,
     the interval is the estimate +- t(G - 1) * SE, intersected with ``bounds`` (None: none),
     which keeps its coverage. t on G - 1 rather than percentiles: a few dozen clusters make
     percentile intervals too narrow, and the p-value against ``null`` then agrees with the
-    interval exactly. Fewer than two clusters: no interval (nan)."""
+    interval exactly. Fewer than two clusters: no interval (nan). Every cluster's mean alike
+    (no spread to resample): at one of ``bounds`` (every judgment agrees), the exact
+    binomial bound over the G clusters (:func:`_binomial_bound`); elsewhere nan, unless
+    ``deterministic`` (zero width)."""
     x = np.asarray(agree, dtype=float)
     if len(x) != len(clusters):
         raise ValueError(f"{len(x)} agreements but {len(clusters)} cluster ids")
@@ -305,9 +407,14 @@ def cluster_agreement(agree: Sequence[float], clusters: Sequence[Hashable], *,
     if k < 2:
         return _interval(estimate, [], level=level, null=null, over_seeds=False)
     sums, counts = np.bincount(g, weights=x), np.bincount(g).astype(float)
+    if np.all(np.abs(sums / counts - estimate) <= 1e-12 * max(1.0, abs(estimate))):
+        flat = _binomial_bound(estimate, k, bounds, level=level, null=null, over_seeds=False)
+        return flat if flat and not deterministic else _interval(
+            estimate, [[(0.0, k - 1.0)]], level=level, null=null, over_seeds=False,
+            deterministic=deterministic)
     means = _cluster_bootstrap_means(sums, counts, n_boot, seed)
     var = float(means.var(ddof=1)) * k / (k - 1)
-    out = _interval(estimate, [(var, k - 1.0)], level=level, null=null, over_seeds=False)
+    out = _interval(estimate, [[(var, k - 1.0)]], level=level, null=null, over_seeds=False)
     if bounds is None or not math.isfinite(out.low):
         return out
     return Interval(out.estimate, max(out.low, bounds[0]), min(out.high, bounds[1]), out.se,

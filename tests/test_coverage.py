@@ -6,7 +6,11 @@ residual variance, and each interval's coverage of the true value is counted: at
 coverage passes by three standard errors and one at 0.93 fails by two and a half), and not far
 above nominal nor much wider than the interval one would draw knowing the variances, so that an
 interval made wide enough to cover anything fails too. The draws are vectorised; each
-interval is the public function's, one call per matrix."""
+interval is the public function's, one call per matrix.
+
+The intervals are conservative by construction (each variance component at its own t
+quantile, Banerjee 1960), most where a three-seed term at the residual's scale meets a prompt
+term of its size (up to 0.995): there only the lower bound and the width are checked."""
 
 from __future__ import annotations
 
@@ -21,13 +25,27 @@ from bench.resample import (cluster_agreement, paired_difference, two_level_mean
 
 N_SIMS = 4000
 LOWEST, HIGHEST = 0.94, 0.99  # coverage of a 95% interval; HIGHEST only where not conservative
+# three seeds whose term sits at the residual's scale (prompts dominate, or two sides' seeds
+# unpaired): the component-wise t covers 0.99 to 0.996 there, a price of never undercovering;
+# the width check (two_level_mean) or this bound (differences) still fails an unbounded one
+HIGHEST_THREE_SEEDS = 0.999
 SHAPES = {"prompts dominate": (0.02, 0.3, 0.3), "seeds dominate": (0.1, 0.05, 0.3)}
+# seed and prompt terms of like size: a pooled Satterthwaite t undercovered here (0.91 to 0.94
+# with three seeds), its df growing just when the 2-df seed mean square is small by chance
+MIXED_SEED_SDS = (0.05, 0.1, 0.2)
 
 
 def crossed(rng, n, s, p, sd_seed, sd_prompt, sd_resid, prompts=None):
     """n matrices (n, s, p) of a_s + b_p + e_sp; ``prompts`` (n, 1, p): shared b_p."""
     b = rng.normal(0, sd_prompt, (n, 1, p)) if prompts is None else prompts
     return rng.normal(0, sd_seed, (n, s, 1)) + b + rng.normal(0, sd_resid, (n, s, p))
+
+
+def chunked(seed, n, s, p, sds, chunk=1000):
+    """``crossed`` draws in chunks (800 prompts x 6,000 draws would hold 200 MB an array)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        yield from crossed(rng, min(chunk, n - start), s, p, *sds)
 
 
 def summary(intervals, truth) -> tuple[float, float]:
@@ -58,7 +76,23 @@ def test_two_level_mean_covers_the_mean(n_seeds, n_prompts, shape):
     y = 0.5 + crossed(np.random.default_rng(n_seeds * 1000 + n_prompts), N_SIMS, n_seeds,
                       n_prompts, *sds)
     coverage, width = summary([two_level_mean(m) for m in y], 0.5)
-    assert LOWEST <= coverage <= HIGHEST
+    assert LOWEST <= coverage <= (HIGHEST if n_seeds > 3 else HIGHEST_THREE_SEEDS)
+    assert width <= 1.5 * oracle_width(n_seeds, n_prompts, *sds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sd_seed", MIXED_SEED_SDS)
+@pytest.mark.parametrize("n_prompts", [50, 200, 800])
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_two_level_mean_covers_when_seed_and_prompt_terms_are_alike(n_seeds, n_prompts,
+                                                                     sd_seed):
+    """Prompt sd 0.3, residual sd 0.3 and a seed sd of 0.05 to 0.2: 6,000 draws (standard
+    error 0.0028). Measured: 0.949 to 0.993, at 0.90 to 1.41 times the oracle's width."""
+    sds = (sd_seed, 0.3, 0.3)
+    got = [two_level_mean(m) for m in chunked(int(1000 * sd_seed) + n_prompts + n_seeds,
+                                                6000, n_seeds, n_prompts, sds)]
+    coverage, width = summary(got, 0.0)
+    assert coverage >= LOWEST
     assert width <= 1.5 * oracle_width(n_seeds, n_prompts, *sds)
 
 
@@ -66,8 +100,9 @@ def test_two_level_mean_covers_the_mean(n_seeds, n_prompts, shape):
 @pytest.mark.parametrize("n_seeds", [3, 5])
 def test_two_level_mean_covers_when_seeds_vary_as_much_as_the_prompt_noise(n_seeds):
     """A seed sd equal to the residual's standard error over 200 prompts (0.3 / sqrt(200)):
-    three seeds' means then agree by chance often, where a seed term without its floor
-    undercovered (0.93). Conservative here by design; only the lower bound and the width."""
+    three seeds' means then agree by chance often. Conservative here (0.99 and over), not
+    too wide. The seed term's floor at the residual does not decide this coverage (without
+    it, 0.97 to 0.98): tests/test_resample.py checks the floor by hand."""
     sds = (0.3 / math.sqrt(200), 0.05, 0.3)
     y = crossed(np.random.default_rng(n_seeds), N_SIMS, n_seeds, 200, *sds)
     coverage, width = summary([two_level_mean(m) for m in y], 0.0)
@@ -105,7 +140,7 @@ def test_paired_difference_covers_the_difference(n_seeds, effect, sd_contrast, p
     a, b = _two_methods(rng, n_seeds, n_seeds, 100, effect, sd_contrast)
     got = [paired_difference(x, y, paired_seeds=paired_seeds) for x, y in zip(a, b)]
     coverage, _ = summary(got, effect)
-    assert LOWEST <= coverage <= HIGHEST
+    assert LOWEST <= coverage <= (HIGHEST if n_seeds > 3 else HIGHEST_THREE_SEEDS)
 
 
 @pytest.mark.slow
@@ -122,6 +157,26 @@ def test_paired_difference_with_unequal_seed_counts_and_unpaired_difference_cove
     b = crossed(rng, 10000, 5, 80, 0.05, 0.2, 0.3)
     coverage, _ = summary([unpaired_difference(x, y) for x, y in zip(a, b)], 0.2)
     assert LOWEST <= coverage <= HIGHEST
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paired_seeds", [True, False])
+@pytest.mark.parametrize("sd_seed", MIXED_SEED_SDS)
+@pytest.mark.parametrize("n_prompts", [200, 800])
+def test_paired_difference_covers_when_seed_and_prompt_terms_are_alike(n_prompts, sd_seed,
+                                                                       paired_seeds):
+    """Three seeds a side, shared prompts (sd 0.3), a prompt-by-method contrast of sd 0.3 and
+    seed sd 0.05 to 0.2: the difference's seed and prompt terms alike. Seeds paired, the
+    pooled Satterthwaite t covered 0.92 to 0.94 here; now 0.948 to 0.98 (0.98 to 0.99
+    unpaired, each side's 2-df seed term at its own quantile)."""
+    rng = np.random.default_rng(n_prompts + int(100 * sd_seed) + paired_seeds)
+    n = 4000
+    prompts = rng.normal(0, 0.3, (n, 1, n_prompts))
+    a = crossed(rng, n, 3, n_prompts, sd_seed, 0, 0.3,
+                prompts + rng.normal(0, 0.3, (n, 1, n_prompts)))
+    b = crossed(rng, n, 3, n_prompts, sd_seed, 0, 0.3, prompts)
+    got = [paired_difference(x, y, paired_seeds=paired_seeds) for x, y in zip(a, b)]
+    assert summary(got, 0.0)[0] >= LOWEST
 
 
 def win_rates(rng, n, s, p):

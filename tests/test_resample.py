@@ -15,13 +15,48 @@ from bench.resample import (Interval, adjust, cluster_agreement, paired_differen
 from bench.stats import t_interval
 
 
-def test_a_constant_matrix_is_a_zero_width_interval_at_the_constant():
-    got = two_level_mean(np.full((3, 40), 0.7), null=0.7)
-    assert (got.estimate, got.low, got.high, got.se) == (0.7, 0.7, 0.7, 0.0)
-    assert got.p_value == 1.0
-    diff = paired_difference(np.full((3, 5), 0.9), np.full((3, 5), 0.2), paired_seeds=False)
-    assert diff.estimate == pytest.approx(0.7) and diff.low == diff.high == diff.estimate
-    assert diff.p_value == 0.0  # a difference with no variance at all
+def test_no_spread_is_no_interval_unless_the_metric_is_deterministic():
+    """A constant matrix shows no variance, which is not the same as having none: the interval
+    and p-value are nan (adjust() leaves the test out) rather than zero width with p = 0, a
+    certain rejection. A caller whose metric is not random says so and gets the zero width."""
+    got = two_level_mean(np.full((3, 40), 0.7), null=0.5)
+    assert got.estimate == 0.7 and math.isnan(got.low) and math.isnan(got.high)
+    assert math.isnan(got.p_value) and math.isnan(got.se)
+    fixed = two_level_mean(np.full((3, 40), 0.7), null=0.7, deterministic=True)
+    assert (fixed.low, fixed.high, fixed.se, fixed.p_value) == (0.7, 0.7, 0.0, 1.0)
+    a, b = np.full((3, 5), 0.9), np.full((3, 5), 0.2)
+    diffs = [paired_difference(a, b, paired_seeds=True), unpaired_difference(a, b),
+             paired_difference(a, b, paired_seeds=False)]
+    assert diffs[2].estimate == pytest.approx(0.7)
+    assert all(math.isnan(d.low) and math.isnan(d.p_value) for d in diffs)
+    assert adjust([d.p_value for d in diffs] + [0.01])[1].tolist() == [False] * 3 + [True]
+    sure = paired_difference(a, b, paired_seeds=False, deterministic=True)
+    assert sure.low == sure.high == sure.estimate and sure.p_value == 0.0
+    assert unpaired_difference(a, b, deterministic=True).p_value == 0.0
+
+
+def test_values_all_at_a_bound_get_the_exact_binomial_bound():
+    """Three prompts whose judgments all agree: not [1, 1] with p = 0 against 0.5, but the
+    Clopper-Pearson interval of three successes in three clusters, [0.025^(1/3), 1] =
+    [0.292, 1], and the same exact test's p = 2 * 0.5^3 = 0.25; all disagreeing, the mirror.
+    A matrix of wins counts the fewer of seeds and prompts as its independent units (the
+    prompts with one seed); without ``bounds`` it is nan as any constant matrix."""
+    agree = cluster_agreement([1.0] * 6, [0, 0, 1, 1, 2, 2], null=0.5)
+    assert agree.low == pytest.approx(0.025 ** (1 / 3)) and agree.high == 1.0
+    assert agree.p_value == pytest.approx(0.25) and not adjust([agree.p_value])[1][0]
+    edge = cluster_agreement([1.0] * 6, [0, 0, 1, 1, 2, 2], level=0.75)
+    assert edge.low == pytest.approx(0.5)  # the interval at level 1 - p ends at the null
+    none = cluster_agreement([0.0] * 4, ["a", "b", "c", "d"], null=0.5)
+    assert (none.low, none.high) == pytest.approx((0.0, 1 - 0.025 ** 0.25))
+    assert none.p_value == pytest.approx(2 * 0.5 ** 4)
+    wins = two_level_mean(np.ones((3, 40)), null=0.5, bounds=(0.0, 1.0))
+    assert (wins.low, wins.high, wins.p_value) == pytest.approx((0.025 ** (1 / 3), 1, 0.25))
+    one_seed = two_level_mean(np.ones((1, 40)), null=0.5, bounds=(0.0, 1.0))
+    assert one_seed.low == pytest.approx(0.025 ** (1 / 40)) and not one_seed.over_seeds
+    assert one_seed.p_value == pytest.approx(2 * 0.5 ** 40)
+    assert math.isnan(two_level_mean(np.ones((3, 40)), null=0.5).p_value)
+    exact = cluster_agreement([1.0] * 6, [0, 0, 1, 1, 2, 2], null=1.0, deterministic=True)
+    assert (exact.low, exact.high, exact.p_value) == (1.0, 1.0, 1.0)
 
 
 def test_the_anova_components_and_interval_of_a_tiny_matrix_by_hand():
@@ -32,13 +67,15 @@ def test_the_anova_components_and_interval_of_a_tiny_matrix_by_hand():
     assert variance_components(y) == pytest.approx(((ms_s - ms_e) / p, (ms_p - ms_e) / s, ms_e))
     var = (ms_s + ms_p - ms_e) / (s * p)  # var_seed/S + var_prompt/P + var_resid/(S P)
     assert var == pytest.approx(8 / 3)
-    terms = [(ms_s / 6, 1), (ms_p / 6, 2), (-ms_e / 6, 2)]
-    df = var ** 2 / sum(v * v / d for v, d in terms)  # Satterthwaite, written out
+    # the seed component MS_seed / 6 = 1 on S - 1 = 1 df; the prompt one (MS_prompt - MS_resid)
+    # / 6 = 5 / 3 on P - 1 = 2, each at its own t quantile (a pooled Satterthwaite df, 2.81,
+    # would take t = 3.3 for both: half-width 5.4 where this is 13.9)
+    half = math.sqrt(sps.t.ppf(0.975, 1) ** 2 * 1 + sps.t.ppf(0.975, 2) ** 2 * 5 / 3)
+    assert half == pytest.approx(13.87, abs=0.005)
     got = two_level_mean(y)
-    half = sps.t.ppf(0.975, df) * math.sqrt(var)
     assert got.estimate == 4.0 and got.se == pytest.approx(math.sqrt(var))
-    assert got.df == pytest.approx(df) and df == pytest.approx(2.8055, abs=1e-4)
     assert (got.low, got.high) == pytest.approx((4 - half, 4 + half))
+    assert sps.t.ppf(0.975, got.df) * got.se == pytest.approx(half)  # the one t that is as wide
     assert got.p_value is None and got.over_seeds
 
 
@@ -197,7 +234,10 @@ def test_the_cluster_bootstrap_se_is_the_cluster_robust_one():
 
 def test_cluster_agreement_edges():
     everyone = cluster_agreement([1.0] * 6, [0, 0, 1, 1, 2, 2], null=1.0)
-    assert (everyone.low, everyone.high, everyone.p_value) == (1.0, 1.0, 1.0)
+    assert (everyone.low, everyone.high, everyone.p_value) == pytest.approx(
+        (0.025 ** (1 / 3), 1.0, 1.0))
+    halves = cluster_agreement([1.0, 0.0] * 3, [0, 0, 1, 1, 2, 2], null=0.4)
+    assert halves.estimate == 0.5 and math.isnan(halves.low)  # random, yet no spread
     one = cluster_agreement([1.0, 0.0, 1.0], ["a", "a", "a"])
     assert one.estimate == pytest.approx(2 / 3) and math.isnan(one.low)
     near_one = cluster_agreement([1.0] * 9 + [0.0], list(range(10)))
