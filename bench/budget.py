@@ -21,9 +21,14 @@ UNITS = HARD_UNITS + RECORDED_UNITS
 COMPUTE_UNITS = ("train_tokens", "flops")  # recorded, and capped when the budget sets them
 
 
+def compute_caps(budget: dict[str, float | None]) -> dict[str, float]:
+    """The compute caps a cell's budget sets (``train_tokens``, ``flops``)."""
+    return {u: float(budget[u]) for u in COMPUTE_UNITS if budget.get(u) is not None}
+
+
 def compute_capped(budget: dict[str, float | None]) -> bool:
     """Whether a cell's budget caps its compute (a capped cell trains its stages under it)."""
-    return any(budget.get(u) is not None for u in COMPUTE_UNITS)
+    return bool(compute_caps(budget))
 
 
 class BudgetExceeded(UserError, RuntimeError):

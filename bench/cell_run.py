@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from bench import meter, saved_policies, store, tracking
-from bench.api import EvalContext, EvalResult, NonFiniteError, Start, Tracking, TrainContext, Trained, World
+from bench.api import (
+    EvalContext, EvalResult, NonFiniteError, Start, Tracking, TrainContext, Trained, World)
 from bench.api.evaluation import declarations
 from bench.budget import UNITS, BudgetExceeded, Ledger, charging
 from bench.cells import Cell

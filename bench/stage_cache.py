@@ -11,7 +11,8 @@ from typing import Any, Callable
 from bench import config as C
 from bench import meter, registry, store
 from bench.api import (JSON, Start, TrainablePolicy, TrainContext, Trained, TrainView, World)
-from bench.budget import COMPUTE_UNITS, UNITS, Ledger, charge_inference_flops, charging
+from bench.budget import (COMPUTE_UNITS, UNITS, Ledger, charge_inference_flops, charging,
+                          compute_caps)
 from bench.cells import numerics, torch_threads
 from bench.logs import method_log
 from bench.seeding import rng_neutral
@@ -183,11 +184,6 @@ class FrozenReference:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
-
-
-def compute_caps(budget: dict[str, float | None]) -> dict[str, float]:
-    """The compute caps a cell's budget sets (``train_tokens``, ``flops``)."""
-    return {u: float(budget[u]) for u in COMPUTE_UNITS if budget.get(u) is not None}
 
 
 def view(world: World) -> TrainView:
