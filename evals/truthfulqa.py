@@ -157,7 +157,8 @@ class TruthfulQA:
                 metrics[name] = float(np.mean(vals[m]))
                 unc[name] = bootstrap_se(vals[m], seed=ctx.seed)
         if chat and ctx.world is not None and ctx.world.attributes is not None:
-            per.update(self._generation_truth(policy, ctx, items, contexts, metrics, unc))
+            gen = self._generation_truth(policy, ctx, items, contexts, metrics, unc)
+            per.update({m: PerPrompt.of(ids, v) for m, v in gen.items()})
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(items), rows=rows,
                           extra={"source": source, "format": "chat" if chat else "qa_primer"},
                           plots=list(PLOTS), per_prompt=per)
@@ -165,11 +166,12 @@ class TruthfulQA:
     @staticmethod
     def _generation_truth(policy: Policy, ctx: EvalContext, items: list[TruthfulQAItem],
                           contexts: list[str], metrics: dict, unc: dict
-                          ) -> dict[str, PerPrompt]:
+                          ) -> dict[str, list[float]]:
         """Where the scenario can parse answers (the micro-world), also score what the model
         *says* when asked (greedy): the fraction of truthful answers, and of confidently false
         ones, by Type. This is the
-        generation side of TruthfulQA, judged exactly instead of by a fine-tuned GPT judge."""
+        generation side of TruthfulQA, judged exactly instead of by a fine-tuned GPT judge.
+        Returns each headline rate's per-question values, in ``items``' order."""
         outs = policy.generate(contexts, max_new_tokens=24, temperature=0.0, seed=ctx.seed)
         by: dict[tuple[str, str], list[float]] = defaultdict(list)
         for it, c, o in zip(items, contexts, outs):
@@ -184,5 +186,4 @@ class TruthfulQA:
             name = metric if key == "" else f"{metric}.{key}"
             metrics[name] = float(np.mean(vals))
             unc[name] = bootstrap_se(vals, seed=ctx.seed)
-        ids = [prompt_id(it.question) for it in items]
-        return {m: PerPrompt.of(ids, by[m, ""]) for m in ("gen_true", "gen_false")}
+        return {m: by[m, ""] for m in ("gen_true", "gen_false")}

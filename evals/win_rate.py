@@ -119,20 +119,23 @@ class WinRate:
         res = EvalResult(metrics={}, n=len(prompts), extra={
             "judge": judge_name, "ci95": {}, "samples_per_prompt": n_samples,
             "temperature": temperature}, plots=list(PLOTS), warnings=warnings_)
+        # the prompts' identities, so pairs and per-prompt values from different cells are
+        # matched by prompt
+        ids = [prompt_id(p) for p in prompts]
         for ref_name, ref in ctx.references.items():
             if ref_name in o.references:
-                self.compare(policy, ref_name, ref, judge, flat, mine, o, ctx, res)
+                self.compare(policy, ref_name, ref, judge, flat, mine, o, ctx, res, ids)
         res.extra["mean_length"] = float(np.mean([len(t.split()) for t in mine]))
-        # the prompts' identities, so pairs from different cells are matched by prompt
-        res.extra["prompt_ids"] = [prompt_id(p) for p in prompts]
+        res.extra["prompt_ids"] = ids
         return res
 
     def compare(self, policy: Policy, ref_name: str, ref: Policy, judge: Judge, flat: list[str],
-                mine: list[str], o: WinRateOptions, ctx: EvalContext, res: EvalResult) -> None:
+                mine: list[str], o: WinRateOptions, ctx: EvalContext, res: EvalResult,
+                ids: list[str]) -> None:
         """The policy's answers ``mine`` to ``flat`` (each prompt ``samples_per_prompt``
         times) against reference ``ref_name``'s: the raw and length-controlled rates with
-        their standard errors, the judged pairs and, against sft, the sample rows (into
-        ``res``)."""
+        their standard errors, the per-prompt rates under the prompts' ``ids``, the judged
+        pairs and, against sft, the sample rows (into ``res``)."""
         n_samples, metrics, unc, extra = o.samples_per_prompt, res.metrics, res.uncertainty, \
             res.extra
         theirs = ref.generate(flat, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
@@ -146,7 +149,7 @@ class WinRate:
             extra.setdefault("null", {}).update({name: 0.5, f"lc_{name}": 0.5})
         metrics[name] = float(pref.mean())
         # each prompt's mean over its samples (every prompt has ``samples_per_prompt``)
-        res.per_prompt[name] = PerPrompt.of(map(prompt_id, flat[::n_samples]), per_prompt)
+        res.per_prompt[name] = PerPrompt.of(ids, per_prompt)
         unc[name] = bootstrap_se(per_prompt, seed=ctx.seed)
         extra["ci95"][name] = bootstrap_ci(per_prompt, seed=ctx.seed)
         metrics[f"lc_{name}"] = length_controlled(pref, la, lb)
