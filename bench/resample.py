@@ -1,7 +1,7 @@
 """Intervals over training seeds and evaluation prompts together, for per-prompt values.
 
 Every seed of a method scores the same evaluation prompts, so a cell's per-prompt values form a
-crossed (seeds x prompts) matrix Y[s, p] = mu + a_s + b_p + e_sp: a_s the seed's own effect
+crossed (seeds x prompts) matrix Y[s, p] = mu + a_s + b_p + e_sp: a_s a training seed's own effect
 (its training run), b_p the prompt's difficulty, e_sp what is left (the seed-by-prompt
 interaction and the sampling noise, which one value per cell cannot tell apart). The mean of
 the matrix then varies, over new seeds and new prompts of the same kind, as
@@ -11,15 +11,16 @@ the matrix then varies, over new seeds and new prompts of the same kind, as
 which bench.stats' t-interval over seed means leaves incomplete (its population is these
 prompts only). The functions here estimate that variance from the matrix by the ANOVA method of
 moments (the quasi-F of a design with subjects and items crossed: Clark 1973; for
-language-model evals, Miller 2024) in two components: the seed one, MS_seed / (S P) on S - 1
-degrees of freedom, and the prompt one, (MS_prompt - MS_resid) / (S P) on P - 1. Two methods
+language-model evals, Miller 2024) in two components: the seed component, MS_seed / (S P)
+on S - 1 degrees of freedom, and the prompt one, (MS_prompt - MS_resid) / (S P) on P - 1.
+Two methods
 scored on the same prompts share b_p, which a difference cancels: hence
 :func:`paired_difference` beside :func:`unpaired_difference`.
 
 Why each component at its own t quantile. The half-width is sqrt(t_{S-1}^2 v_seed +
 t_{P-1}^2 v_prompt), Banerjee's (1960) interval for a sum of independently estimated
 variances, whose coverage is at least nominal whatever their ratio (here up to the residual
-share the seed term holds). One t on Satterthwaite's (1946) degrees of freedom from the
+share a seed term holds). One t on Satterthwaite's (1946) degrees of freedom from the
 observed mean squares undercovers with three seeds when the two components are alike (0.91
 to 0.94 in simulation at seed sd 0.05 to 0.2, prompt and residual sd 0.3): its degrees of
 freedom grow just when the 2-df seed mean square is small by chance, the standard error then

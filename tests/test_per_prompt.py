@@ -19,6 +19,7 @@ from bench import cli
 from bench.api import EvalOptions, EvalResult, PerPrompt, prompt_id
 from bench.cell_run import check_per_prompt
 from bench.record import CellRecord, pack_per_prompt, problem, unpack_per_prompt
+from tests.conftest import TINY_WORLD
 from tests.plugins import FakeEP, patch_entry_points
 
 MEANS = {"truthfulqa": {"mc1", "mc2", "gen_true", "gen_false"},
@@ -132,9 +133,8 @@ class Liar:
 
 
 def test_a_plugin_storing_the_wrong_values_fails_its_cell(tmp_path, monkeypatch):
-    from tests.conftest import TINY_WORLD
-
-    patch_entry_points(monkeypatch, {"alignbench.evals": [FakeEP("liar", "tests.test_per_prompt:Liar")]})
+    patch_entry_points(monkeypatch,
+                       {"alignbench.evals": [FakeEP("liar", "tests.test_per_prompt:Liar")]})
     f = tmp_path / "m.toml"
     f.write_text(tomli_w.dumps({"name": "liar", "methods": ["base"], "evals": ["liar"],
                                 "seeds": [0], "progress": False,
