@@ -10,8 +10,10 @@ broken down by what the pair differs in. Ties and skips are excluded and counted
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from pydantic import Field
 
 from bench.api import EvalContext, EvalOptions, EvalResult, PerPrompt, Plot, Policy, prompt_id
 from bench.seeding import derive_seed
-from bench.stats import bootstrap_se, grouped_bootstrap_se
+from bench.resample import cluster_agreement
 
 
 def binarize(labels: np.ndarray) -> np.ndarray:
@@ -115,12 +117,24 @@ def rm_gold_hits(rm: np.ndarray, gold, prompts: list[str], a: list[str], b: list
                         (rm[ok] == g[ok]).astype(float))
 
 
+def clustered_se(values: Sequence[float], prompts: Sequence[str], seed: int) -> float:
+    """The standard error of a mean of judgments that come in prompts: the judgments on one
+    prompt (its pairs, and every labeler's label on each) are resampled together
+    (:func:`bench.resample.cluster_agreement`), since they share the prompt and, for the
+    labels, the pair; counting them as independent made a 16-labeler panel's rm_vs_labelers
+    look sixteen times as precise as its pairs allow. 0 where it cannot be estimated (fewer
+    than two prompts, or every prompt's judgments alike)."""
+    se = cluster_agreement(values, prompts, seed=seed).se
+    return se if math.isfinite(se) else 0.0
+
+
 def put(name: str, hits: PerPrompt, seed: int, metrics: dict[str, float],
         unc: dict[str, float], per: dict[str, PerPrompt]) -> None:
-    """One agreement metric from its hits: the mean, its standard error and the hits
-    themselves (none where no pair counted: the metric is NaN)."""
+    """One agreement metric from its hits: the mean, its standard error over prompts
+    (:func:`clustered_se`) and the hits themselves, each under its prompt's id (none where
+    no pair counted: the metric is NaN)."""
     metrics[name] = hits.mean()
-    unc[name] = bootstrap_se(hits.values, seed=seed)
+    unc[name] = clustered_se(hits.values, hits.prompts, seed)
     if hits.values:
         per[name] = hits
 
@@ -186,8 +200,8 @@ def held_out_accuracy(pairs: list[dict[str, Any]], ctx: EvalContext,
             rr = np.asarray(judge(prompts, rejected), dtype=float)
             hits = (rc > rr) + 0.5 * (rc == rr)
         metrics[name] = float(hits.mean())
-        unc[name] = grouped_bootstrap_se(hits, prompts, seed=ctx.seed)
         per[name] = PerPrompt.of(map(prompt_id, prompts), hits)
+        unc[name] = clustered_se(per[name].values, per[name].prompts, ctx.seed)
     extra["held_out_pairs"] = len(pairs)
     extra["held_out_prompts"] = len(set(prompts))
 
@@ -205,7 +219,8 @@ class LabelerAgreement:
     # prompt family out of its feedback, the slices held_out and seen_families (SFT samples)
     # 1.3: on a scenario's held-out preference pairs, rm_accuracy, judge_accuracy and
     # ai_judge_accuracy; the panel's metrics only where the scenario has an online labeler
-    version = "1.3"
+    # 1.4: every standard error resamples prompts whole (clustered_se)
+    version = "1.4"
     metrics = {"inter_labeler": True, "loo": True, "fleiss_kappa": True,
                "krippendorff_alpha": True, "rm_vs_labelers": True, "rm_vs_gold": True,
                "ai_judge_vs_majority": True, "rm_accuracy": True, "judge_accuracy": True,
@@ -299,13 +314,15 @@ def ai_judge_agreement(judge, maj: np.ndarray, flat: list[str], a: list[str], b:
         PerPrompt.of((prompt_id(flat[i]) for i in np.flatnonzero(ok)),
                      (jl[ok] == maj[ok]).astype(float)), ctx.seed, metrics, unc, per)
     if ctx.world.attributes is not None:
-        by = defaultdict(list)
+        by: dict[str, list[float]] = defaultdict(list)
+        where: dict[str, list[str]] = defaultdict(list)
         for i in np.flatnonzero(ok):
             kind = differs_in(ctx.world.attributes(flat[i], a[i]),
                               ctx.world.attributes(flat[i], b[i]))
             by[kind].append(float(jl[i] == maj[i]))
+            where[kind].append(flat[i])
         for kind, v in by.items():
             metrics[f"ai_judge_vs_majority.{kind}"] = float(np.mean(v))
-            unc[f"ai_judge_vs_majority.{kind}"] = bootstrap_se(v, seed=ctx.seed)
+            unc[f"ai_judge_vs_majority.{kind}"] = clustered_se(v, where[kind], ctx.seed)
         extra["ai_judge_counts"] = {k: len(v) for k, v in by.items()}
 

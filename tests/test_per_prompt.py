@@ -11,6 +11,7 @@ import math
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 
@@ -144,3 +145,27 @@ def test_a_plugin_storing_the_wrong_values_fails_its_cell(tmp_path, monkeypatch)
     (rec,) = map(json.loads, (out / "results.jsonl").read_text().splitlines())
     assert rec["status"] == "failed"
     assert "eval liar: the mean of per_prompt['score'] is 0.5, not the metric's 0.9" in rec["error"]
+
+
+def test_agreement_standard_errors_resample_prompts_not_labels():
+    """Sixteen labelers on a pair, four pairs on a prompt: the labels on one pair agree with
+    the reward model together or not at all, so the evidence is the prompts, not the labels.
+    The stored SE must be the prompts' (about sd(prompt means) / sqrt(G)), not the sixteen-fold
+    smaller one of labels counted as independent."""
+    from evals.labeler_agreement import put
+    rng = np.random.default_rng(0)
+    g, pairs, labelers = 96, 4, 16
+    prompt_rate = rng.uniform(0.2, 0.9, g)  # how easy each prompt's pairs are to order
+    pair_hit = rng.random((g, pairs)) < prompt_rate[:, None]
+    values = np.repeat(pair_hit.astype(float).ravel(), labelers)
+    ids = [f"p{i}" for i in range(g) for _ in range(pairs * labelers)]
+    metrics: dict[str, float] = {}
+    unc: dict[str, float] = {}
+    per: dict[str, PerPrompt] = {}
+    put("rm_vs_labelers", PerPrompt.of(ids, values), 0, metrics, unc, per)
+    cluster_means = pair_hit.mean(axis=1)
+    expected = cluster_means.std(ddof=1) / math.sqrt(g)
+    naive = values.std(ddof=1) / math.sqrt(len(values))
+    assert unc["rm_vs_labelers"] == pytest.approx(expected, rel=0.12)
+    assert unc["rm_vs_labelers"] > 4 * naive
+    assert per["rm_vs_labelers"].prompts[0] == "p0"
