@@ -125,12 +125,22 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
 
 
 def numerics(device: str, threads: int | None = None) -> dict[str, Any]:
-    """What changes float results without changing the code: the device, the thread count
-    (reduction order; this process's unless given), and the versions of the libraries that do
-    the arithmetic or set its defaults (TRL's configs default to bf16, say). Part of every cell
-    and stage key."""
-    return {"device": device, "n_threads": threads or torch.get_num_threads(),
+    """What changes float results without changing the code: the device and the processor
+    model behind it (chips round differently), the thread count (reduction order; this
+    process's unless given), and the versions of the libraries that do the arithmetic or set
+    its defaults (TRL's configs default to bf16, say). Part of every cell and stage key, so
+    one key never holds numbers rounded on two kinds of chip."""
+    return {"device": device, "processor": processor(device),
+            "n_threads": threads or torch.get_num_threads(),
             "packages": store.package_versions()}
+
+
+def processor(device: str) -> str:
+    """The model of the chip ``device`` computes on: the GPU's name for a CUDA device, else
+    the CPU's (:func:`bench.store.cpu_model`)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return store.cpu_model()
 
 
 def identity(describe: dict[str, Any]) -> dict[str, Any]:

@@ -118,8 +118,11 @@ def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> 
     cell = cells[index]
     torch.set_num_threads(stages.threads[cell.name])
     if cells_.cell_key(cell, world, plan, job.device, stages.threads) != key:
-        raise RuntimeError(f"cell {cell.label} has another key on this worker than on the "
-                           f"driver; install the same alignbench and packages on every node")
+        raise RuntimeError(f"cell {cell.label} has another key on this worker "
+                           f"({cells_.processor(job.device)}) than on the driver; a key names "
+                           f"the code, the packages and the processor model, so install the "
+                           f"same alignbench and packages on every node and run a matrix on "
+                           f"nodes of one processor model")
     seen = len(stages.built)
     with tempfile.TemporaryDirectory(prefix="alignbench-cell-") as scratch:
         log_path = Path(scratch) / "log.txt"

@@ -348,3 +348,13 @@ def test_library_versions_enter_cell_keys(monkeypatch, tiny_world):
     k0 = keys(m, tiny_world)
     monkeypatch.setattr(store, "package_versions", lambda: {"trl": "9.9"})
     assert set(keys(m, tiny_world)).isdisjoint(k0)
+
+
+def test_the_processor_model_enters_cell_keys(monkeypatch, tiny_world):
+    """Chips round floats differently: a cell computed on another processor model is another
+    cell, so a shared store or a mixed cluster never holds two chips' numbers under one key."""
+    m = config.parse(SMALL)
+    k0 = keys(m, tiny_world)
+    assert cells.numerics("cpu")["processor"] == store.cpu_model()
+    monkeypatch.setattr(store, "cpu_model", lambda: "Another CPU @ 1.00GHz")
+    assert set(keys(m, tiny_world)).isdisjoint(k0)
