@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from bench import store
+from bench import seeding, store
 from bench.api import EvalData, Policy, ScenarioOptions, World
 from bench.budget import Ledger
 from bench.data.truthfulqa import TruthfulQAItem
@@ -112,8 +112,10 @@ def build_tokenizer(vocab: list[str]):
 
 
 def world_key(o: MicroOptions) -> str:
+    # bench/seeding.py too: it turns the world's seed into the streams that build it
     src = "".join((Path(__file__).parent / f).read_text()
-                  for f in ("micro.py", "world.py", "panel.py"))
+                  for f in ("micro.py", "world.py", "panel.py")) + \
+        Path(seeding.__file__).read_text()
     # pretraining runs in this process: its thread count sets the reduction order, so a world
     # built on 1 thread has other weights than one built on 2 (and must not share their key)
     return store.content_key({"options": o.model_dump(), "code": hashlib.sha256(
@@ -124,7 +126,8 @@ def world_key(o: MicroOptions) -> str:
 def pretrain(model, tok, corpus: list[str], o: MicroOptions, progress: bool) -> list[float]:
     """Next-token pretraining with a plain loop: this is scenario construction, not an
     alignment method, and a bare loop is several times faster than a Trainer at this size."""
-    torch.manual_seed(derive_seed(o.seed, "world.model"))
+    # torch's global generator during pretraining: its own stream, not a replay of the init's
+    torch.manual_seed(derive_seed(o.seed, "world.pretrain.torch"))
     data = [[tok.bos_token_id] + tok.encode(t, add_special_tokens=False) for t in corpus]
     rng = np.random.default_rng(derive_seed(o.seed, "world.pretrain"))
     steps = int(math.ceil(len(data) * o.pretrain_epochs / o.batch_size))

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from bench import registry
-from bench.seeding import LEGACY
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "methods", "evals", "reports", "scenarios")
@@ -21,9 +20,6 @@ ALLOWED_UPWARD = {("bench/cli.py", "reports.build")}
 # "base" is also the contracts' own word for the base model (Method.starts_from = "base",
 # EvalContext.references["base"]), not only the name of the method that serves it
 CONTRACT_WORDS = {"base"}
-# the random streams of alignbench 0.1, frozen so that published numbers stay identical: the
-# purposes are names of streams ("ppo.batch"), which select no plugin
-FROZEN_STREAMS = ("bench/seeding.py", frozenset(LEGACY))
 
 
 @dataclass(frozen=True)
@@ -171,10 +167,8 @@ def test_the_harness_names_no_built_in_method_or_eval():
     bench/ that equals a registered built-in method or eval (or starts with "NAME.") fails."""
     names = builtin_names() - CONTRACT_WORDS
     assert {"dpo", "sft", "win_rate", "kl"} <= names
-    bad = [f"{where}:{line} {value!r}" for f in project_files("bench")
-           for line, value in named_builtins(ast.parse(f.read_text()), names)
-           if not ((where := str(f.relative_to(ROOT))) == FROZEN_STREAMS[0]
-                   and value in FROZEN_STREAMS[1])]
+    bad = [f"{f.relative_to(ROOT)}:{line} {value!r}" for f in project_files("bench")
+           for line, value in named_builtins(ast.parse(f.read_text()), names)]
     assert not bad, "bench/ names built-ins: " + "; ".join(bad)
 
 

@@ -5,12 +5,13 @@ outgrows a screen, and the registry resolves each name once."""
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from bench import registry
-from bench.seeding import LEGACY, derive_seed
+from bench.seeding import derive_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("bench", "methods", "evals", "reports", "scenarios")
@@ -85,33 +86,68 @@ def test_seed_offsets_live_only_in_derive_seed():
     assert not bad, "use bench.seeding.derive_seed: " + "; ".join(bad)
 
 
+def _hashed(seed: int, purpose: str, index: int = 0) -> int:
+    """The rule, written out apart from bench.seeding."""
+    digest = hashlib.blake2b(f"{seed}/{purpose}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**32
+
+
 def test_derive_seed_known_answers():
-    # the 0.1 offsets, kept so published numbers stay identical
-    assert derive_seed(3, "labels.round", 2) == 3002
-    assert derive_seed(3, "rlaif.labels.round", 1) == 3018
-    assert derive_seed(5, "ppo.batch", 7) == 5 * 100003 + 7
-    assert derive_seed(5, "ppo.minibatch", 7) == 42
-    assert derive_seed(2, "win_rate.reference") == 204
-    # a new purpose gets a hashed stream: stable, in numpy's range, and distinct per index
+    """Every purpose, whatever its age, is the BLAKE2b hash of root, purpose and index."""
+    for seed, purpose, index in [(3, "labels.round", 2), (5, "ppo.batch", 7), (0, "eval", 0),
+                                 (2, "win_rate.reference", 0), (0, "raft.samples", 1)]:
+        assert derive_seed(seed, purpose, index) == _hashed(seed, purpose, index)
+    assert derive_seed(3, "labels.round", 2) == 1867279178  # pinned: the rule never drifts
+    assert derive_seed(5, "ppo.batch", 7) == 830015249
     a, b = derive_seed(0, "raft.samples"), derive_seed(0, "raft.samples", 1)
     assert a == derive_seed(0, "raft.samples") and a != b and 0 <= a < 2**32
-    assert len({derive_seed(s, p) for s in range(3) for p in ("x", "y", "z")}) == 9
 
 
-def test_no_new_stream_collides_with_another():
-    """Two purposes whose rules coincide draw the same numbers for one root seed. The 0.1
-    offsets have a few such pairs, kept so that published numbers stay identical; this test
-    pins exactly those, so a new collision fails. (Known: a PPO round > 0 seeds its label
-    sampling and its rollout generator alike; the world's seed draws its facts, the model's
-    initialization and the real scenario's question split; the evals' global seed equals the
-    corpus stream when cell seed and world seed coincide.)"""
-    groups: dict[tuple[int, int], set[str]] = {}
-    for purpose, rule in LEGACY.items():
-        groups.setdefault(rule, set()).add(purpose)
-    shared = {frozenset(ps) for ps in groups.values() if len(ps) > 1}
-    assert shared == {frozenset({"labels.round", "ppo.round"}),
-                      frozenset({"eval", "world.corpus"}),
-                      frozenset({"real.split", "world.facts", "world.model"})}
+# functions that hand a purpose they were given on to derive_seed: (name, argument position)
+PURPOSE_FORWARDERS = {"seeded_draw": 3, "Drawn": 1}
+
+
+def _name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def shipped_purposes() -> set[str]:
+    """Every purpose the shipped code derives a stream for: derive_seed's string purposes, and
+    the strings a forwarder passes on to it."""
+    found = set()
+    for _, tree in _modules("bench", "methods", "evals", "scenarios"):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            pos = 1 if _name(node) == "derive_seed" else PURPOSE_FORWARDERS.get(_name(node))
+            if pos is not None and len(node.args) > pos and \
+                    isinstance(node.args[pos], ast.Constant):
+                found.add(node.args[pos].value)
+    return found
+
+
+def test_every_purpose_is_collected():
+    """A purpose derive_seed gets as a variable comes through a known forwarder, so the scan
+    above sees every stream the shipped code draws."""
+    loose = [f"{f.relative_to(ROOT)}:{n.lineno}"
+             for f, tree in _modules("bench", "methods", "evals", "scenarios")
+             for n in ast.walk(tree) if isinstance(n, ast.Call) and _name(n) == "derive_seed"
+             and not isinstance(n.args[1], ast.Constant)]
+    assert loose == ["scenarios/userdata.py:61"], loose  # seeded_draw's ``stream``
+    assert {"labels.round", "ppo.round", "eval", "world.corpus", "preferences.draw",
+            "trl.init", "trl.data"} <= shipped_purposes()
+
+
+def test_no_two_streams_collide():
+    """No two (purpose, index) streams draw alike: for one root (0..50), and across roots
+    (0..20), e.g. one cell's "eval" never equals another's "world.corpus"."""
+    purposes = sorted(shipped_purposes())
+    for seed in range(51):
+        drawn = [derive_seed(seed, p, i) for p in purposes for i in range(4)]
+        assert len(set(drawn)) == len(drawn), seed
+    grid = [derive_seed(seed, p, i) for seed in range(21) for p in purposes for i in range(4)]
+    assert len(set(grid)) == len(grid)
 
 
 def test_the_registry_resolves_each_name_once(monkeypatch):
