@@ -19,6 +19,7 @@ from bench import meter
 from bench.api import NonFiniteError, TrainContext
 from bench.budget import Ledger
 from bench.logs import TRAINER_LOG
+from bench.seeding import derive_seed
 from bench.tracking import trainer_settings
 # importable from here as before the split: tests, examples and plugins name them so
 from methods.lora import (AdaptersOff, LoRAOptions, checkpointed, lora_config,  # noqa: F401
@@ -65,9 +66,11 @@ def trainer_args(config_cls: type[Any], ctx: TrainContext, stage: str, *,
         "gradient_checkpointing"
     # the reporting fields TRL's config has (transformers added trackio's in 4.56)
     report = {k: v for k, v in trainer_settings(ctx.tracking).items() if k in names}
+    # the weights' init and dropout, and the order the data comes in: two streams, not one
     base = dict(
-        output_dir=str(ctx.cell_dir / "trainer" / stage), **report,
-        save_strategy="no", logging_steps=5, seed=ctx.seed, data_seed=ctx.seed,
+        output_dir=str(ctx.cell_dir / "trainer" / stage), **report, save_strategy="no",
+        logging_steps=5, seed=derive_seed(ctx.seed, "trl.init"),
+        data_seed=derive_seed(ctx.seed, "trl.data"),
         disable_tqdm=not ctx.progress, use_cpu=use_cpu, dataloader_num_workers=0,
         bf16=not use_cpu and torch.cuda.is_bf16_supported(), **{ckpt: checkpointing},
         **({f"{ckpt}_kwargs": {"use_reentrant": False}} if checkpointing else {}))

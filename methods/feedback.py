@@ -76,12 +76,14 @@ def label_rollouts(n_comparisons: int, k: int, rounds: int) -> int:
 def _samples_for_labels(policy: Policy, pool: list[str], n_comparisons: int, k: int,
                         ledger: Ledger, seed: int, temperature: float, max_new_tokens: int
                         ) -> tuple[list[str], list[list[str]]]:
-    """As many prompts as ``n_comparisons`` labels cover at K(K-1)/2 each, with K samples."""
-    prompts = pick_prompts(pool, n_comparisons // pairs_per_prompt(k), seed)
+    """As many prompts as ``n_comparisons`` labels cover at K(K-1)/2 each, with K samples.
+    ``seed`` is the labelling's root: the prompts and the samples each get their own stream."""
+    prompts = pick_prompts(pool, n_comparisons // pairs_per_prompt(k),
+                           derive_seed(seed, "labels.prompts"))
     if not prompts:
         return [], []
-    return prompts, sample_k(policy, prompts, k, ledger, seed=seed, temperature=temperature,
-                             max_new_tokens=max_new_tokens)
+    return prompts, sample_k(policy, prompts, k, ledger, seed=derive_seed(seed, "labels.samples"),
+                             temperature=temperature, max_new_tokens=max_new_tokens)
 
 
 def ranked_pairs(policy: Policy, pool: list[str], panel: Labeler, n_comparisons: int, k: int,
@@ -218,8 +220,9 @@ def feedback_rounds(ctx: TrainContext, start: Start, policy: Policy, cfg: RoundS
     orders on every training prompt, round 0's sampled from the start's frozen reference and
     later rounds' from ``policy``."""
     unit = "comparisons" if judge is None else "ai_comparisons"
-    # later rounds' labeler (a first round trains on the shared set, which brings its own)
-    panel = (ctx.scenario.make_panel(ctx.ledger, ctx.seed)
+    # later rounds' labeler (a first round trains on the shared set, which brings its own,
+    # made from the cell's seed): its own root, so its label noise is not the shared set's
+    panel = (ctx.scenario.make_panel(ctx.ledger, derive_seed(ctx.seed, "labels.panel"))
              if judge is None and cfg.rounds > 1 else None)
     per_round = int(ctx.ledger.remaining(unit)) // cfg.rounds
     sampling = {"temperature": cfg.label_temperature, "max_new_tokens": cfg.max_new_tokens}

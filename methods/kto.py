@@ -22,6 +22,7 @@ from pydantic import Field
 
 from bench.api import DataError, Rater, Start, TrainContext, Trained
 from bench.budget import Ledger, capped
+from bench.seeding import derive_seed
 from methods.feedback import SharedSetConfig, pick_prompts, sample_k, shared_comparisons
 from methods.trl_train import Schedule, schedule, train_with_trl
 
@@ -97,8 +98,10 @@ def rated(ctx: TrainContext, start: Start, n: int, cfg: KTOConfig) -> list[dict[
     if not isinstance(panel, Rater):
         raise DataError("kto: this scenario's panel gives no binary ratings; set "
                         "method.kto.source = \"comparisons\"")
-    prompts = pick_prompts(ctx.scenario.train_prompts, n // cfg.k, ctx.seed)
-    samples = sample_k(start.reference, prompts, cfg.k, ctx.ledger, seed=ctx.seed,
+    prompts = pick_prompts(ctx.scenario.train_prompts, n // cfg.k,
+                           derive_seed(ctx.seed, "ratings.prompts"))
+    samples = sample_k(start.reference, prompts, cfg.k, ctx.ledger,
+                       seed=derive_seed(ctx.seed, "ratings.samples"),
                        temperature=cfg.label_temperature, max_new_tokens=cfg.max_new_tokens)
     flat_p = [p for p in prompts for _ in range(cfg.k)]
     flat_r = [r for rs in samples for r in rs]

@@ -340,7 +340,8 @@ def ppo_loop(policy: TrainablePolicy, ref_model, value_model, reward: RewardFn,
                      torch.optim.AdamW([p for p in value_model.parameters() if p.requires_grad],
                                        lr=cfg.value_lr, eps=1e-5), trainable)
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
-    gen = torch.Generator().manual_seed(seed)
+    # ``seed`` is the loop's root: the samples, each step's prompts and minibatch order
+    gen = torch.Generator().manual_seed(derive_seed(seed, "ppo.samples"))
     ref_model.eval()
     whole = cfg.micro_batch_size is None or cfg.micro_batch_size >= cfg.batch_size
     reuse = cfg.minibatches == 1 and whole and not has_dropout(model) and \

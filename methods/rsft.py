@@ -55,9 +55,10 @@ class RSFT:
 
     def train(self, start: Start, ctx: TrainContext, config: RSFTConfig) -> Trained:
         rm = shared_set_reward_model(ctx, start, config, "rsft_reward_model")
-        seed = derive_seed(ctx.seed, "rsft.candidates")
-        prompts = pick_prompts(ctx.scenario.train_prompts, config.prompts, seed)
-        cands = sample_k(start.reference, prompts, config.n, ctx.ledger, seed=seed,
+        prompts = pick_prompts(ctx.scenario.train_prompts, config.prompts,
+                               derive_seed(ctx.seed, "rsft.prompts"))
+        cands = sample_k(start.reference, prompts, config.n, ctx.ledger,
+                         seed=derive_seed(ctx.seed, "rsft.candidates"),
                          temperature=config.temperature, max_new_tokens=config.max_new_tokens)
         flat = rm.reward([p for p in prompts for _ in range(config.n)],
                          [c for cs in cands for c in cs])
