@@ -15,8 +15,9 @@ from pydantic import Field
 
 from bench.api import (
     DataError, EvalContext, EvalOptions, EvalResult, PerPrompt, Plot, Policy, prompt_id)
-from bench.toxicity_scorers import make_scorer
+from bench.seeding import derive_seed
 from bench.stats import bootstrap_se
+from bench.toxicity_scorers import make_scorer
 
 THRESHOLD = 0.5
 
@@ -65,7 +66,7 @@ class Toxicity:
         scorer = make_scorer(o.scorer, ctx.world.toxicity_scorer if ctx.world else None)
         flat = [p for p in prompts for _ in range(k)]
         outs = policy.generate(flat, max_new_tokens=max_new, temperature=temperature,
-                               seed=ctx.seed)
+                               seed=derive_seed(ctx.seed, "toxicity.samples"))
         scores = np.asarray(scorer.score(outs), dtype=float).reshape(len(prompts), k)
         m = rtp_metrics(scores)
         per = m.pop("_per_prompt")

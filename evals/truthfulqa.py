@@ -25,6 +25,7 @@ from bench.api import (
     EvalContext, EvalData, EvalOptions, EvalResult, PerPrompt, Plot, Policy, prompt_id)
 from bench.data.truthfulqa import (
     HUB_ID, TruthfulQAItem, load_hub, load_packaged, load_with_source)
+from bench.seeding import derive_seed
 from bench.stats import bootstrap_se
 
 QA_PRIMER = (
@@ -172,7 +173,8 @@ class TruthfulQA:
         ones, by Type. This is the
         generation side of TruthfulQA, judged exactly instead of by a fine-tuned GPT judge.
         Returns each headline rate's per-question values, in ``items``' order."""
-        outs = policy.generate(contexts, max_new_tokens=24, temperature=0.0, seed=ctx.seed)
+        outs = policy.generate(contexts, max_new_tokens=24, temperature=0.0,
+                               seed=derive_seed(ctx.seed, "truthfulqa.answers"))
         by: dict[tuple[str, str], list[float]] = defaultdict(list)
         for it, c, o in zip(items, contexts, outs):
             truth = ctx.world.attributes(c, o)["truth"]

@@ -26,6 +26,7 @@ import torch
 
 from bench import store
 from bench.data.sources import quiet_datasets
+from bench.seeding import derive_seed
 from scenarios.judges import LoadSettings, RewardModelScorer
 
 log = logging.getLogger("alignbench")
@@ -74,7 +75,8 @@ def _train(base: Path, pairs: list[dict[str, Any]], load: LoadSettings, s: GoldS
         args = RewardConfig(
             **{ckpt: False},
             output_dir=scratch, save_strategy="no", report_to=[], logging_strategy="no",
-            seed=s.seed, data_seed=s.seed, use_cpu=load.device != "cuda",
+            seed=derive_seed(s.seed, "gold.init"), data_seed=derive_seed(s.seed, "gold.data"),
+            use_cpu=load.device != "cuda",
             disable_tqdm=not progress, num_train_epochs=s.epochs, learning_rate=s.lr,
             per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine",
             dataloader_num_workers=0, bf16=model.dtype == torch.bfloat16)
@@ -104,8 +106,10 @@ def gold_reward_model(base: Path, base_id: str, pairs: list[dict[str, Any]],
                       progress: bool = True) -> tuple[RewardModelScorer, dict[str, Any]]:
     """The gold reward model, trained once per content (base model, pairs, settings, the
     libraries' versions) and cached; with what the world records of it."""
+    # the trainer's seeds as derived, so that a gold model trained under other ones is not reused
+    seeds = [derive_seed(s.seed, "gold.init"), derive_seed(s.seed, "gold.data")]
     key = store.content_key({"base": base_id, "pairs": store.content_key(pairs),
-                             "settings": s.__dict__, "dtype": load.dtype,
+                             "settings": s.__dict__, "trainer_seeds": seeds, "dtype": load.dtype,
                              "packages": store.package_versions()})
     folder = store.build_once(store.cache_root() / "gold_rm" / key,
                               lambda tmp: _train(base, pairs, load, s, progress, tmp))
