@@ -84,7 +84,7 @@ def run_phases(cell: Cell, stages: StageCache, ctx: TrainContext, world: World,
     phase; a failure sets its status, error and failed step there."""
     ledger, phase = ctx.ledger, Phase()
     try:
-        seed_everything(cell.seed)
+        seed_everything(derive_seed(cell.seed, "train"))  # the global generators' stream
         # charged: what training samples and scores without gradients; the session streams
         # its curves to the matrix's tracker, if any
         with charging(ledger), tracking.session(ctx.tracking), meter.phase("training"):

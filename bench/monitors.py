@@ -16,6 +16,7 @@ import numpy as np
 
 from bench import meter
 from bench.budget import Ledger, charging
+from bench.seeding import derive_seed
 
 if TYPE_CHECKING:  # the contracts call this module: it imports them for annotations only
     from bench.api.world import Policy, RewardFn
@@ -38,7 +39,7 @@ def reward_model_point(gold: RewardFn, step: int, reward_fn: RewardFn, prompts: 
                        samplers: dict[str, Policy], *, seed: int, max_new_tokens: int
                        ) -> dict[str, float]:
     """One curve point: ``step``, and for each named sampler two completions of each prompt
-    (seeds ``seed`` and ``seed + 1``, temperature 1, at most ``max_new_tokens``) with
+    (two named streams under ``seed``, temperature 1, at most ``max_new_tokens``) with
     ``rm_vs_gold.NAME``, the share of those pairs ``reward_fn`` orders as ``gold`` does (pairs
     either one ties left out; NaN when none is left), and ``pairs.NAME``, how many counted.
     Its samples and scores are measurement: charged to a ledger of its own, never a cell's."""
@@ -46,7 +47,8 @@ def reward_model_point(gold: RewardFn, step: int, reward_fn: RewardFn, prompts: 
     with meter.phase(MONITOR_PHASE, measurement=True), charging(Ledger(caps={})):
         for name, policy in samplers.items():
             a, b = (policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=1.0,
-                                    seed=seed + i) for i in (0, 1))
+                                    seed=derive_seed(seed, "monitor.samples", i))
+                    for i in (0, 1))
             ra, rb = reward_fn(prompts, a), reward_fn(prompts, b)
             ga, gb = gold(prompts, a), gold(prompts, b)
             hits = [(x > y) == (u > v) for x, y, u, v in zip(ra, rb, ga, gb)
