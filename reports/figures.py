@@ -24,10 +24,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from bench.api.evaluation import CURVES_FIGURE, METRICS_FIGURE
-from bench.stats import report_interval
+from reports.intervals import mean_interval
 from reports.model import Report, Row
 from reports.records import (bounds_of, eval_extra, finite, group_label, null, row_label,
-                             row_method, se)
+                             row_method)
 
 # colours by position in the matrix's method order: the quickstart's base, sft, ppo, dpo,
 # rlaif keep the colours they always had
@@ -107,9 +107,8 @@ def _stat(d: Report, row: Row, metric: str) -> tuple[float, float, float] | None
     have = [r for r in row.records if finite(r["metrics"].get(metric))]
     if not have:
         return None
-    mean, lo, hi = report_interval([r["metrics"][metric] for r in have],
-                                   [se(r, metric) for r in have], bounds_of(d.bounds, metric))
-    return (mean, lo, hi) if finite(mean) else None
+    est = mean_interval(have, metric, bounds_of(d.bounds, metric))
+    return (est.mean, est.lo, est.hi) if finite(est.mean) else None
 
 
 def _metric_title(d: Report, metric: str) -> str:

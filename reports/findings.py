@@ -20,7 +20,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from scipy import stats as sps
+
 from bench.stats import MIN_SEEDS, pair_se, seed_interval, seed_invariant, seeds_for_power
+from reports.intervals import Estimate, difference, mean_interval
 from reports.records import finite, group_label, se
 from reports.stored import StoredClaim as Claim
 
@@ -187,7 +190,7 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     invariant = (seed_invariant(sides[0]) and _untrained(rows.get(c.method, []))
                  and (not paired or (seed_invariant(sides[1])
                                      and _untrained(rows.get(other_row, [])))))
-    mean, lo, hi = seed_interval(effects, ses, level=LEVEL, invariant=invariant)
+    mean, lo, hi = _effect_interval(c, rows, seeds, effects, ses, sides, invariant, base)
     v = verdict(lo, hi, c.expect, null, rng)
     if invariant:
         base["test"] = (f"{'paired' if paired else 'one-sample'}; two untrained rows, the same "
@@ -203,6 +206,60 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi), verdict=v,
                    seeds_needed=None if need is None else max(MIN_SEEDS, need),
                    per_seed=[back(x) for x in effects], note=gone.rstrip("; "))
+
+
+def _effect_interval(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[int],
+                     effects: list[float], ses: list[float | None],
+                     sides: tuple[list[float], list[float]], invariant: bool,
+                     base: dict[str, Any]) -> tuple[float, float, float]:
+    """The effect's mean and 95% interval: over seeds and prompts where both sides store
+    per-prompt values (``base["test"]`` says so), against a row no seed moves with that row's
+    own SE once, else the floored t over seeds (the evaluation's own interval for two rows no
+    seed moves)."""
+    paired = c.against is not None or c.against_metric is not None
+    two = None if c.scale == "ratio" or invariant else over_prompts(c, rows, seeds)
+    if two is not None:
+        base["test"] = base["test"].replace("floored t-interval", "over seeds and prompts")
+        return two.mean, two.lo, two.hi
+    if (paired and not invariant and seed_invariant(sides[1])
+            and _untrained(rows.get(c.against or c.method, []))):
+        return _against_fixed(c, rows, seeds, effects)
+    return seed_interval(effects, ses, level=LEVEL, invariant=invariant)
+
+
+def over_prompts(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[int]
+                 ) -> Estimate | None:
+    """The claim's effect with an interval over seeds and prompts
+    (:mod:`reports.intervals`) where both sides store per-prompt values of what it reads; None
+    where one does not (a cost, a statistic that is no mean over prompts, older cells)."""
+    if c.metric.startswith("cost.") or (c.against_metric or "").startswith("cost."):
+        return None
+    mine = {r["seed"]: r for r in rows.get(c.method, [])}
+    a = [mine[s] for s in seeds]
+    if c.against is None and c.against_metric is None:
+        est = mean_interval(a, c.metric, None)
+    else:
+        theirs = {r["seed"]: r for r in rows.get(c.against or c.method, [])}
+        est = difference(a, [theirs[s] for s in seeds], c.metric, c.against_metric)
+    return est if est.population == "seeds and prompts" else None
+
+
+def _against_fixed(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[int],
+                   effects: list[float]) -> tuple[float, float, float]:
+    """A paired effect against a row no seed moves (an untrained model scored the same on
+    every seed): its value is one draw of its evaluation, shared by every seed, so its SE
+    enters once, not divided by the seed count as a paired floor would divide it. The
+    variance of the mean effect is the claimed row's (its spread over seeds floored by its
+    own SEs, over n) plus the fixed row's SE squared, with t on n - 1 degrees of freedom."""
+    mine = {r["seed"]: r for r in rows[c.method]}
+    values = [value(mine[s], c.metric) for s in seeds]
+    _, lo, hi = seed_interval(values, [_se(mine[s], c.metric) for s in seeds], level=LEVEL,
+                              invariant=False)
+    own = _se(rows[c.against or c.method][0], c.against_metric or c.metric) or 0.0
+    t = sps.t.ppf(0.5 + LEVEL / 2, len(seeds) - 1)
+    half = math.sqrt(((hi - lo) / 2) ** 2 + (t * own) ** 2)
+    mean = float(np.mean(effects))
+    return mean, mean - half, mean + half
 
 
 def _described(c: Claim, seeds: list[int]) -> dict[str, Any]:

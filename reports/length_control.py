@@ -28,6 +28,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from bench.stats import report_interval
+from reports.intervals import mean_interval
 from reports.model import LengthRow
 from reports.records import Record, eval_extra, se
 
@@ -136,7 +137,10 @@ def length_rows(groups: dict[str, list[Record]], joint: dict[tuple[str, str], di
 
 
 def _interval(rs: list[Record], metric: str) -> tuple[float, float, float] | None:
-    """A rate's mean and interval over the cells that have it, or None when none does."""
+    """A rate's mean and interval over the cells that have it (the table's,
+    :func:`reports.intervals.mean_interval`), or None when none does."""
     use = [r for r in rs if r["metrics"].get(metric) is not None]
-    return report_interval([r["metrics"][metric] for r in use],
-                           [se(r, metric) for r in use], (0.0, 1.0)) if use else None
+    if not use:
+        return None
+    est = mean_interval(use, metric, (0.0, 1.0))
+    return est.mean, est.lo, est.hi

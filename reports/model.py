@@ -38,7 +38,8 @@ class Delta:
 class Cell:
     """One row's value of one metric: its mean over seeds with the 95% interval, the seeds
     that hold it (``n``), the paired Δ, the one seed's own SE (a single-seed row), the A/A
-    value it must take (``null``), and whether it is the column's best."""
+    value it must take (``null``), whether it is the column's best, and the population its
+    interval generalizes to (a key of :data:`reports.intervals.POPULATIONS`)."""
 
     mean: float
     lo: float
@@ -48,6 +49,7 @@ class Cell:
     se: float | None
     null: float | None = None
     best: bool = False
+    population: str = "seeds"  # what the interval generalizes to (reports.intervals)
 
     def as_json(self) -> dict[str, Any]:
         """Its fields; ``null`` and ``best`` only where set (most cells have neither)."""

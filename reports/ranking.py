@@ -2,6 +2,13 @@
 their intervals, every pair's paired difference (resolved when its interval excludes zero),
 and each row's probability of ranking first under a bootstrap over seeds.
 
+Many comparisons at once: with ten rows there are 45 pairs, and some would read as resolved at
+95% by chance alone. So each pair carries its raw verdict and its verdict after Holm's
+adjustment over all the ranking's pairs (the family-wise error rate held at 5%, Holm 1979);
+the summary's best-versus-runner-up tests, one per headline metric, carry theirs after
+Benjamini and Hochberg's (the false discovery rate among the metrics it crowns held at 5%,
+1995). :func:`bench.resample.adjust` does both.
+
 The bootstrap resamples seeds, not cells: one resample draws n seeds with replacement and gives
 every row the same draw, since the cells of one seed share a world's SFT model and comparison
 set and are compared at that seed. With 3 seeds there are only 10 distinct resamples, so the
@@ -16,8 +23,13 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
-from reports.records import bounds_of, null, se
+from bench.resample import adjust
+from bench.stats import MIN_SEEDS
+from reports.intervals import difference, mean_interval
+from reports.records import bounds_of, null
+
+PAIRS_ADJUST = "holm"  # the ranking's pairs: family-wise error
+HEADLINE_ADJUST = "fdr_bh"  # the summary's metrics: false discovery rate
 
 N_BOOT = 2000
 
@@ -33,13 +45,18 @@ class RankedRow(TypedDict):
 
 
 class RankedPair(TypedDict):
-    """Row ``a`` minus row ``b``, paired over the seeds they share."""
+    """Row ``a`` minus row ``b``, paired over the seeds (and prompts) they share: ``resolved``
+    when its 95% interval excludes zero, ``resolved_holm`` when it does after Holm's
+    adjustment over all the ranking's pairs (``p_holm``)."""
     a: str
     b: str
     delta: float
     lo: float
     hi: float
+    p_value: float | None
+    p_holm: float | None
     resolved: bool
+    resolved_holm: bool
     n_seeds: int
 
 
@@ -68,7 +85,10 @@ class HeadlineRow(TypedDict):
     delta: float | None
     d_lo: float | None
     d_hi: float | None
+    p_value: float | None
+    p_bh: float | None  # after Benjamini-Hochberg over the summary's metrics
     resolved: bool
+    resolved_bh: bool
     n_seeds: int
 
 
@@ -86,10 +106,9 @@ def rank(groups: dict[str, list[dict[str, Any]]], metric: str, higher: bool = Tr
         return None
     rows = []
     for g, cells in by_seed.items():
-        vals = [c["metrics"][metric] for c in cells.values()]
-        mean, lo, hi = report_interval(vals, [se(c, metric) for c in cells.values()], bounds)
-        rows.append({"label": g, "method": next(iter(cells.values()))["method"], "mean": mean,
-                     "lo": lo, "hi": hi, "n_seeds": len(cells)})
+        est = mean_interval(list(cells.values()), metric, bounds)
+        rows.append({"label": g, "method": next(iter(cells.values()))["method"],
+                     "mean": est.mean, "lo": est.lo, "hi": est.hi, "n_seeds": len(cells)})
     rows.sort(key=lambda r: -r["mean"] if higher else r["mean"])
     common = sorted(set.intersection(*(set(s) for s in by_seed.values())))
     p_first = first_probabilities(
@@ -102,15 +121,22 @@ def rank(groups: dict[str, list[dict[str, Any]]], metric: str, higher: bool = Tr
         shared = sorted(set(by_seed[a]) & set(by_seed[b]))
         if len(shared) < MIN_SEEDS:
             continue
-        ca, cb = [by_seed[a][s] for s in shared], [by_seed[b][s] for s in shared]
-        d, lo, hi = paired_seed_delta([c["metrics"][metric] for c in ca],
-                                      [c["metrics"][metric] for c in cb],
-                                      [se(c, metric) for c in ca], [se(c, metric) for c in cb])
-        resolved = math.isfinite(lo) and (lo > 0 or hi < 0)
-        pairs.append({"a": a, "b": b, "delta": d, "lo": lo, "hi": hi, "resolved": resolved,
-                      "n_seeds": len(shared)})
+        est = difference([by_seed[a][s] for s in shared], [by_seed[b][s] for s in shared],
+                         metric)
+        pairs.append({"a": a, "b": b, "delta": est.mean, "lo": est.lo, "hi": est.hi,
+                      "p_value": est.p_value, "p_holm": None, "resolved": excludes_zero(est),
+                      "resolved_holm": False, "n_seeds": len(shared)})
+    adjusted, reject = adjust([p["p_value"] for p in pairs], PAIRS_ADJUST)
+    for p, q, r in zip(pairs, adjusted, reject):
+        p["p_holm"] = float(q) if math.isfinite(q) else None
+        p["resolved_holm"] = bool(r)
     return {"metric": metric, "higher_is_better": higher, "rows": rows, "pairs": pairs,
             "bootstrap_seeds": common, "n_boot": n_boot}
+
+
+def excludes_zero(est) -> bool:
+    """An interval that lies wholly on one side of zero."""
+    return bool(math.isfinite(est.lo) and (est.lo > 0 or est.hi < 0))
 
 
 def first_probabilities(values: dict[str, list[float]], higher: bool = True, *,
@@ -152,10 +178,8 @@ def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool
         stats = []
         for g, cells in by_seed.items():
             if cells:
-                vals = [c["metrics"][m] for c in cells.values()]
-                mean, lo, hi = report_interval(vals, [se(c, m) for c in cells.values()],
-                                               bounds_of(bounds, m))
-                stats.append((mean, g, lo, hi))
+                est = mean_interval(list(cells.values()), m, bounds_of(bounds, m))
+                stats.append((est.mean, g, est.lo, est.hi))
         if len(stats) < 2:
             continue
         stats.sort(key=lambda s: -s[0] if higher else s[0])
@@ -167,21 +191,24 @@ def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool
             "lo": best[2], "hi": best[3], "runner_up": second[1] if second else None,
             "runner_up_mean": second[0] if second else None,
             "tied": tied if len(tied) > 1 else [], "delta": None, "d_lo": None, "d_hi": None,
-            "resolved": False, "n_seeds": 0}
+            "p_value": None, "p_bh": None, "resolved": False, "resolved_bh": False,
+            "n_seeds": 0}
         if row["tied"] or second is None:
             out.append(row)
             continue
         shared = sorted(set(by_seed[best[1]]) & set(by_seed[second[1]]))
         row["n_seeds"] = len(shared)
         if len(shared) >= MIN_SEEDS:
-            a = [by_seed[best[1]][s] for s in shared]
-            b = [by_seed[second[1]][s] for s in shared]
-            d, lo, hi = paired_seed_delta([c["metrics"][m] for c in a],
-                                          [c["metrics"][m] for c in b],
-                                          [se(c, m) for c in a], [se(c, m) for c in b])
+            est = difference([by_seed[best[1]][s] for s in shared],
+                             [by_seed[second[1]][s] for s in shared], m)
             # resolved only in the best row's favour: on the seeds they share, the runner-up
             # can be the better one (the best row's mean covers seeds the other lacks)
-            row.update(delta=d, d_lo=lo, d_hi=hi,
-                       resolved=bool(math.isfinite(lo) and (lo > 0 if higher else hi < 0)))
+            favour = math.isfinite(est.lo) and (est.lo > 0 if higher else est.hi < 0)
+            row.update(delta=est.mean, d_lo=est.lo, d_hi=est.hi,
+                       p_value=est.p_value, resolved=bool(favour))
         out.append(row)
+    adjusted, reject = adjust([h["p_value"] for h in out], HEADLINE_ADJUST)
+    for h, q, r in zip(out, adjusted, reject):
+        h["p_bh"] = float(q) if math.isfinite(q) else None
+        h["resolved_bh"] = bool(r) and h["resolved"]  # in the best row's favour, as above
     return out

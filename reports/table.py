@@ -2,9 +2,10 @@
 and 95% interval over seeds, the paired Δ against the reference row, the column's best, the
 A/A checks, and each row's cost.
 
-The intervals are :func:`bench.stats.report_interval` (Student-t over seeds, floored by each
-seed's evaluation noise); the Δ is :func:`bench.stats.paired_seed_delta` over at least
-:data:`bench.stats.MIN_SEEDS` seeds paired by :func:`reports.records.paired_reference`.
+The intervals are :func:`reports.intervals.mean_interval` (over seeds and prompts where the
+cells store per-prompt values, else over seeds); the Δ is :func:`reports.intervals.difference`
+over at least :data:`bench.stats.MIN_SEEDS` seeds paired by
+:func:`reports.records.paired_reference`, and by prompt where both rows scored the same ones.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
+from bench.stats import MIN_SEEDS
+from reports.intervals import difference, mean_interval
 from reports.model import AACheck, Cell, Cost, Delta, Phase, Row
 from reports.records import Record, bounds_of, group_label, null, paired_reference, se
 from reports.stored import ReportError
@@ -57,11 +59,9 @@ def delta(have: list[Record], refs: list[Record], m: str, higher: bool | None) -
     paired = [(a, b) for a, b in paired if b is not None and b["metrics"].get(m) is not None]
     if len(paired) < MIN_SEEDS:
         return None
-    d, lo, hi = paired_seed_delta(
-        [a["metrics"][m] for a, _ in paired], [b["metrics"][m] for _, b in paired],
-        [se(a, m) for a, _ in paired], [se(b, m) for _, b in paired])
-    return Delta(d, lo, hi, bool(lo > 0 or hi < 0),
-                 None if higher is None else bool((d > 0) == higher))
+    est = difference([a for a, _ in paired], [b for _, b in paired], m)
+    return Delta(est.mean, est.lo, est.hi, bool(est.lo > 0 or est.hi < 0),
+                 None if higher is None else bool((est.mean > 0) == higher))
 
 
 def row(g: str, rs: list[Record], columns: list[str], directions: dict[str, bool | None],
@@ -72,11 +72,12 @@ def row(g: str, rs: list[Record], columns: list[str], directions: dict[str, bool
     cells, checks = {}, []
     for m in columns:
         have = [r for r in rs if r["metrics"].get(m) is not None]
-        mean, lo, hi = report_interval([r["metrics"][m] for r in have],
-                                       [se(r, m) for r in have], bounds_of(bounds, m))
+        est = mean_interval(have, m, bounds_of(bounds, m))
+        mean, lo, hi = est.mean, est.lo, est.hi
         cell = cells[m] = Cell(mean, lo, hi, len(have),
                                delta(have, refs, m, directions[m]) if refs else None,
-                               se(rs[0], m) if len(rs) == 1 else None)
+                               se(rs[0], m) if len(rs) == 1 else None,
+                               population=est.population)
         nulls = {null(r, m) for r in have}
         if len(nulls) == 1 and None not in nulls and math.isfinite(lo) and math.isfinite(hi):
             value = cell.null = nulls.pop()

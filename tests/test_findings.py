@@ -100,7 +100,9 @@ def test_paired_difference_uses_shared_seeds_and_both_noise_floors():
     """ppo minus sft over the seeds both have (sft lacks seed 3, ppo lacks seed 4); each
     difference carries both SEs, and here the floor (not the spread) sets the width."""
     ppo = [rec("ppo", s, {"m.a": 0.20 + 0.001 * s}, {"m.a": 0.03}) for s in (0, 1, 2, 3)]
-    sft = [rec("sft", s, {"m.a": 0.10}, {"m.a": 0.04}) for s in (0, 1, 2, 4)]
+    # sft trained (movement set): its equal values are chance, its noise each seed's own
+    sft = [{**rec("sft", s, {"m.a": 0.10}, {"m.a": 0.04}), "movement": {"moved": True}}
+           for s in (0, 1, 2, 4)]
     f = finding(claim(against="sft"), {"ppo": ppo, "sft": sft})
     assert f.seeds == [0, 1, 2]
     d = np.array([0.10, 0.101, 0.102])
@@ -168,6 +170,22 @@ def test_a_value_no_seed_moves_keeps_the_evaluations_own_interval():
     assert (f.effect, f.lo, f.hi) == pytest.approx((-0.05, -0.05 - z * 0.1, -0.05 + z * 0.1))
     assert f.verdict == "not resolved" and f.seeds_needed is None
     assert "more seeds do not narrow" in f.note
+
+
+def test_a_claim_against_a_row_no_seed_moves_counts_that_rows_noise_once():
+    """ppo against an untrained base scored the same on every seed: base's value is one draw
+    of its evaluation, shared by all seeds, so its SE (0.04) enters the interval whole; the
+    paired floor used to divide it by the seed count. The claimed row keeps its own floored
+    spread over seeds."""
+    ppo = [rec("ppo", s, {"m.a": v}, {"m.a": 0.01}) for s, v in enumerate([0.30, 0.36, 0.33])]
+    base = [rec("base", s, {"m.a": 0.10}, {"m.a": 0.04}) for s in range(3)]  # no movement
+    f = finding(claim(against="base"), {"ppo": ppo, "base": base})
+    t = sps.t.ppf(0.975, 2)
+    mine = t * math.sqrt(max(np.var([0.30, 0.36, 0.33], ddof=1), 0.01 ** 2) / 3)
+    half = math.sqrt(mine ** 2 + (t * 0.04) ** 2)
+    assert (f.effect, f.lo, f.hi) == pytest.approx((0.23, 0.23 - half, 0.23 + half))
+    old_half = t * math.sqrt(max(np.var([0.20, 0.26, 0.23], ddof=1), 0.01 ** 2 + 0.04 ** 2) / 3)
+    assert half > 1.5 * old_half  # what dividing base's noise by sqrt(3) claimed
 
 
 def test_no_verdict_from_a_constant_and_no_seed_count_the_wrong_way():
