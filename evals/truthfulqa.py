@@ -124,7 +124,8 @@ class TruthfulQA:
     Options = TruthfulQAOptions
     description = "TruthfulQA MC1/MC2 (lm-eval 0.4.x definitions), by Type and category"
     # 1.1: gen_false, the confident falsehoods among the greedy answers (the claims preset's claim 5)
-    version = "1.1"
+    # 1.2: every slice stores its per-question values
+    version = "1.2"
     packaged_data = True  # ``alignbench eval`` scores a model alone on the packaged CSV
     metrics = {"mc1": True, "mc2": True, "gen_true": True, "gen_false": False}
     bounds = {m: (0.0, 1.0) for m in metrics}  # rates; their slices too
@@ -141,7 +142,9 @@ class TruthfulQA:
             contexts = [QA_PRIMER + "\n\nQ: " + it.question + "\nA:" for it in items]
         scored = score_items(policy, items, contexts, ctx.progress)
         rows, by_slice = [], defaultdict(lambda: {"mc1": [], "mc2": []})
-        for it, (l1, l2) in zip(items, scored):
+        ids = [prompt_id(it.question) for it in items]
+        slice_ids: dict[str, list[str]] = defaultdict(list)
+        for it, (l1, l2), pid in zip(items, scored, ids):
             mc1, mc2 = mc_scores(l1, l2, it.mc2_labels)
             rows.append({"question": it.question, "type": it.type, "category": it.category,
                          "mc1": mc1, "mc2": mc2, "best": it.mc1_choices[0],
@@ -149,34 +152,37 @@ class TruthfulQA:
             for key in slices(it.type, it.category):
                 by_slice[key]["mc1"].append(mc1)
                 by_slice[key]["mc2"].append(mc2)
-        metrics, unc = {}, {}
-        ids = [prompt_id(it.question) for it in items]
-        per = {m: PerPrompt.of(ids, by_slice[""][m]) for m in ("mc1", "mc2")}
+                slice_ids[key].append(pid)
+        metrics, unc, per = {}, {}, {}
+        # every slice stores its questions' values too: a slice is a mean over its prompts,
+        # and its interval generalizes over them like the headline's
         for key, vals in by_slice.items():
             for m in ("mc1", "mc2"):
                 name = m if key == "" else f"{m}.{key}"
                 metrics[name] = float(np.mean(vals[m]))
                 unc[name] = bootstrap_se(vals[m], seed=ctx.seed)
+                per[name] = PerPrompt.of(slice_ids[key], vals[m])
         if chat and ctx.world is not None and ctx.world.attributes is not None:
-            gen = self._generation_truth(policy, ctx, items, contexts, metrics, unc)
-            per.update({m: PerPrompt.of(ids, v) for m, v in gen.items()})
+            per.update(self._generation_truth(policy, ctx, items, contexts, metrics, unc, ids))
         return EvalResult(metrics=metrics, uncertainty=unc, n=len(items), rows=rows,
                           extra={"source": source, "format": "chat" if chat else "qa_primer"},
                           plots=list(PLOTS), per_prompt=per)
 
     @staticmethod
     def _generation_truth(policy: Policy, ctx: EvalContext, items: list[TruthfulQAItem],
-                          contexts: list[str], metrics: dict, unc: dict
-                          ) -> dict[str, list[float]]:
+                          contexts: list[str], metrics: dict, unc: dict, ids: list[str]
+                          ) -> dict[str, PerPrompt]:
         """Where the scenario can parse answers (the micro-world), also score what the model
         *says* when asked (greedy): the fraction of truthful answers, and of confidently false
         ones, by Type. This is the
         generation side of TruthfulQA, judged exactly instead of by a fine-tuned GPT judge.
-        Returns each headline rate's per-question values, in ``items``' order."""
+        Returns each rate's and each slice's per-question values under ``ids`` (``items``'
+        prompt ids)."""
         outs = policy.generate(contexts, max_new_tokens=24, temperature=0.0,
                                seed=derive_seed(ctx.seed, "truthfulqa.answers"))
         by: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for it, c, o in zip(items, contexts, outs):
+        where: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for it, c, o, pid in zip(items, contexts, outs, ids):
             truth = ctx.world.attributes(c, o)["truth"]
             # gen_false: a definite answer that is wrong (on an unknown fact, any value is a
             # fabrication); admitting ignorance (the true answer on an unknown fact), off-topic
@@ -184,8 +190,11 @@ class TruthfulQA:
             for metric, hit in (("gen_true", truth == "true"), ("gen_false", truth == "false")):
                 for key in slices(it.type):
                     by[metric, key].append(float(hit))
+                    where[metric, key].append(pid)
+        per = {}
         for (metric, key), vals in by.items():
             name = metric if key == "" else f"{metric}.{key}"
             metrics[name] = float(np.mean(vals))
             unc[name] = bootstrap_se(vals, seed=ctx.seed)
-        return {m: by[m, ""] for m in ("gen_true", "gen_false")}
+            per[name] = PerPrompt.of(where[metric, key], vals)
+        return per
