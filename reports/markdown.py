@@ -79,7 +79,7 @@ def _cell(cell: Cell) -> str:
     """One comparison cell: mean [interval], bold when best, Δ against the reference."""
     s = _fmt(cell.mean)
     if cell.lo is not None and math.isfinite(cell.lo):
-        s += f" [{_fmt(cell.lo)}, {_fmt(cell.hi)}]"
+        s += f" [{_fmt(cell.lo)}, {_fmt(cell.hi)}]" + ("†" if cell.population == "seeds" else "")
     if cell.best:
         s = f"**{s}**"
     if cell.delta:  # the paired difference against the reference; * = resolved
@@ -114,19 +114,20 @@ def headline_markdown(rows: list[HeadlineRow]) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Summary: who wins on what", "",
-             "| metric | best | mean [95% interval] | runner-up | best - runner-up | resolved |",
-             "|---|---|---|---|---|---|"]
+             "| metric | best | mean [95% interval] | runner-up | best - runner-up | resolved "
+             "| after BH |", "|---|---|---|---|---|---|---|"]
     for h in rows:
         best = "tie: " + ", ".join(map(md_text, h["tied"])) if h["tied"] else md_text(h["best"])
         gap = "–" if h["delta"] is None else \
             f"{h['delta']:+.3f} [{h['d_lo']:+.3f}, {h['d_hi']:+.3f}]"
         verdict = ("yes" if h["resolved"] else "no") if h["delta"] is not None else \
             ("tied" if h["tied"] else f"not at {h['n_seeds']} seed(s)")
+        adjusted = "–" if h["delta"] is None else ("yes" if h["resolved_bh"] else "no")
         second = "–" if h["runner_up"] is None else \
             f"{md_text(h['runner_up'])} ({_fmt(h['runner_up_mean'])})"
         lines.append(f"| {md_text(h['metric'])} {arrow(h['higher_is_better'])} | {best} | "
                      f"{_fmt(h['mean'])} [{_fmt(h['lo'])}, {_fmt(h['hi'])}] | {second} | "
-                     f"{gap} | {verdict} |")
+                     f"{gap} | {verdict} | {adjusted} |")
     return lines
 
 
@@ -157,8 +158,10 @@ def ranking_markdown(rk: Ranking | None) -> list[str]:
         p = "n/a" if r["p_first"] is None else f"{r['p_first']:.2f}"
         lines.append(f"| {i} | {md_text(r['label'])} | {_fmt(r['mean'])} [{_fmt(r['lo'])}, "
                      f"{_fmt(r['hi'])}] | {p} |")
-    resolved = [p for p in rk["pairs"] if p["resolved"]]
-    lines += ["", f"{len(resolved)} of {len(rk['pairs'])} pairs resolved at this seed count"
+    resolved = [p for p in rk["pairs"] if p["resolved_holm"]]
+    raw = sum(p["resolved"] for p in rk["pairs"])
+    lines += ["", f"{len(resolved)} of {len(rk['pairs'])} pairs resolved at this seed count "
+              f"after Holm's adjustment over the pairs ({raw} at 95% each on its own)"
               + (": " + "; ".join(f"{md_text(p['a'])} {'>' if p['delta'] > 0 else '<'} "
                                   f"{md_text(p['b'])} ({p['delta']:+.3f} [{p['lo']:+.3f}, "
                                   f"{p['hi']:+.3f}])" for p in resolved) if resolved else ".")]

@@ -9,15 +9,20 @@ from typing import Any
 
 from reports.findings import Finding, expectation
 
-INTERVALS = ("Intervals: Student-t over seeds on the variance max(spread of the seed values, "
-             "mean squared per-seed standard error) / n, so never narrower than the evaluation "
-             "noise each seed carries (a floored random-effects interval, for this scenario's "
-             "evaluation prompts). Metrics whose eval records no per-seed standard error (curve "
-             "summaries, agreement indices) get the plain t-interval. A metric with a range "
-             "(rates, toxicity, kappas) has its interval cut to that range, which keeps its "
-             "coverage, since the true value lies in it. Below 3 seeds no interval or paired "
-             "difference is shown: with 2 seeds a t-interval is 12.7 standard errors wide and "
-             "means nothing.")
+INTERVALS = ("Intervals: where the cells store each prompt's value (every mean over "
+             "prompts: TruthfulQA and its slices, toxicity, win-rates, KL, agreement), over "
+             "training seeds and evaluation prompts together: the (seeds x prompts) matrix's "
+             "seed and prompt variance components, each at its own t quantile, the seed part "
+             "floored by the residual; they generalize to new seeds and new prompts of the "
+             "same kind. Agreement metrics resample prompts whole (a prompt's pairs, and every "
+             "labeler's label on a pair, share it). A Δ pairs by seed and by prompt, so a "
+             "prompt's difficulty, shared by both rows, cancels. Marked †: a statistic with "
+             "no per-prompt values (length-controlled rates, agreement indices, curve "
+             "summaries) gets Student-t over seeds floored by each seed's standard error, "
+             "which generalizes to new seeds on these prompts only. One seed: over prompts, "
+             "for that trained model. A metric with a range (rates, toxicity, kappas) has "
+             "its interval cut to that range, which keeps its coverage. Below 3 seeds no paired "
+             "difference is shown: with 2 seeds a t-interval is 12.7 standard errors wide.")
 LENGTH_NOTE = ("Raw: the win-rate as judged. LC (per cell): the win_rate eval's own length "
                "control (AlpacaEval 2's length model fitted on the cell's pairs, no prompt "
                "term). LC (joint): the same model with each prompt's difficulty fitted jointly "
@@ -28,8 +33,10 @@ LENGTH_NOTE = ("Raw: the win-rate as judged. LC (per cell): the win_rate eval's 
                "by the per-cell LC's standard error, as it has no bootstrap of its own.")
 FINDINGS_NOTE = ("Each claim's effect is measured in this run: a row's mean over seeds, or its "
                  "difference from (ratio to) another row paired over the seeds they share, with "
-                 "a 95% interval (floored t, as every interval here; for two untrained rows, "
-                 "the same on every seed, the evaluation's own). Holds: the interval lies on "
+                 "a 95% interval (over seeds and prompts where both sides store per-prompt "
+                 "values, else the floored t over seeds; for two untrained rows, the same on "
+                 "every seed, the evaluation's own; against one untrained row, its standard "
+                 "error counted once, not divided by the seed count). Holds: the interval lies on "
                  "the claimed side of the null, or inside the claimed range (for a range, each "
                  "side a 2.5% test); does not hold: no part of it lies on that side, or it lies "
                  "outside the range; not resolved: neither, at this seed count; not measured: "
