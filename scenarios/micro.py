@@ -116,11 +116,12 @@ def world_key(o: MicroOptions) -> str:
     src = "".join((Path(__file__).parent / f).read_text()
                   for f in ("micro.py", "world.py", "panel.py")) + \
         Path(seeding.__file__).read_text()
-    # pretraining runs in this process: its thread count sets the reduction order, so a world
-    # built on 1 thread has other weights than one built on 2 (and must not share their key)
+    # pretraining runs in this process on its CPU: the thread count sets the reduction order
+    # and the chip the rounding, so a world built on 1 thread (or another CPU model) has
+    # other weights than one built on 2 and must not share their key
     return store.content_key({"options": o.model_dump(), "code": hashlib.sha256(
         src.encode()).hexdigest(), "torch": torch.__version__.split("+")[0],
-        "n_threads": torch.get_num_threads()})
+        "n_threads": torch.get_num_threads(), "processor": store.cpu_model()})
 
 
 def pretrain(model, tok, corpus: list[str], o: MicroOptions, progress: bool) -> list[float]:

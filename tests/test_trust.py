@@ -358,3 +358,13 @@ def test_the_processor_model_enters_cell_keys(monkeypatch, tiny_world):
     assert cells.numerics("cpu")["processor"] == store.cpu_model()
     monkeypatch.setattr(store, "cpu_model", lambda: "Another CPU @ 1.00GHz")
     assert set(keys(m, tiny_world)).isdisjoint(k0)
+
+
+def test_the_processor_model_enters_the_micro_worlds_key(monkeypatch):
+    """The base model is pretrained on this machine's CPU: another chip's rounding gives
+    other weights, which must not be found under this world's key."""
+    from scenarios.micro import MicroOptions, world_key
+    o = MicroOptions(**TINY_WORLD)
+    k0 = world_key(o)
+    monkeypatch.setattr(store, "cpu_model", lambda: "Another CPU @ 1.00GHz")
+    assert world_key(o) != k0
