@@ -76,6 +76,8 @@ def interval(cell: dict | None) -> dict | None:
     if not cell or cell.get("mean") is None:
         return None
     out = {"mean": _fmt(cell["mean"]), "lo": _fmt(cell["lo"]), "hi": _fmt(cell["hi"])}
+    if cell.get("population") == "seeds":  # over seeds on these prompts only
+        out["seeds_only"] = True
     if cell.get("delta"):
         dl = cell["delta"]
         out["delta"] = {"mean": f"{dl['mean']:+.3f}", "lo": f"{dl['lo']:+.3f}",
@@ -102,7 +104,8 @@ def values(d: dict) -> dict:
 def cell_text(v: dict | None, with_interval: bool = True, with_delta: bool = False) -> str:
     if v is None:
         return "–"
-    s = v["mean"] + (f" [{v['lo']}, {v['hi']}]" if with_interval and v["lo"] != "–" else "")
+    s = v["mean"] + (f" [{v['lo']}, {v['hi']}]{'†' if v.get('seeds_only') else ''}"
+                     if with_interval and v["lo"] != "–" else "")
     if with_delta and v.get("delta"):
         dl = v["delta"]
         s += f"; Δ {dl['mean']} [{dl['lo']}, {dl['hi']}]{'*' if dl['resolved'] else ''}"
@@ -150,10 +153,11 @@ def page(vals: dict) -> str:
            f"- started {f['started']}; {f['cell_seconds']} s in its cells' own wall time; "
            f"peak resident memory of a cell {f['peak_rss_gb']} GB",
            "<!-- /run-facts -->", "",
-           wrap("Means over seeds with the report's 95% interval (`bench.stats.report_interval`: a "
-           "Student-t interval over seeds, never narrower than the evaluation noise each seed "
-           "carries, cut to the metric's range); Δ is the paired difference against "
-           f"{vals['reference']} at the same seed, * when its interval excludes 0 "
+           wrap("Means over seeds with the report's 95% interval (`reports.intervals`: over "
+           "training seeds and evaluation prompts together, from each cell's per-prompt values, "
+           "cut to the metric's range; † marks an interval over seeds on these prompts only, "
+           "for a statistic with no per-prompt values); Δ is the paired difference against "
+           f"{vals['reference']} at the same seed and prompt, * when its interval excludes 0 "
            "(docs/evals.md)."), "",
            "## The README's table", "", *readme_table(vals), ""]
     groups = {}
