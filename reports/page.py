@@ -36,7 +36,10 @@ def render(d: Report) -> str:
         groups=column_groups(d.columns), budget_units=HEADLINE_BUDGET,
         findings_note=FINDINGS_NOTE, finding_cells=finding_cells,
         figure_anchors=figure_anchors(plots_), script=script, script_src=script_src,
-        data_json=json_for_html(page_data(d)))
+        data_json=json_for_html(page_data(d)),
+        # columns with an interval over seeds on these prompts only (marked † in the header)
+        seeds_only={m for row in d.rows for m, c in row.cells.items() if c.population == "seeds"
+                    and c.lo is not None and c.lo == c.lo})
 
 
 def page_data(d: Report) -> dict[str, Any]:

@@ -60,11 +60,11 @@ def test_coverage_is_at_least_nominal_when_seeds_add_nothing():
 
 def _aa_win_rates(world, policy, seeds, samples=8):
     """win_rate of ``policy`` against itself as the reference (an A/A comparison) per seed:
-    (values, per-seed SEs, whether the eval marked it as A/A)."""
+    (values, per-seed SEs, whether the eval marked it as A/A, per-prompt values)."""
     from bench.stage_cache import FrozenReference
     from evals.win_rate import WinRate
     ref = FrozenReference(policy)
-    vals, ses, marked = [], [], []
+    vals, ses, marked, per = [], [], [], []
     for seed in seeds:
         ctx = EvalContext(world=world, seed=seed, references={"sft": ref}, trained=None,
                           curves={}, ledger=Ledger(), progress=False,
@@ -75,16 +75,19 @@ def _aa_win_rates(world, policy, seeds, samples=8):
         vals.append(res.metrics["vs_sft"])
         ses.append(res.uncertainty["vs_sft"])
         marked.append(res.extra.get("null", {}).get("vs_sft"))
-    return vals, ses, marked
+        per.append(res.per_prompt["vs_sft"].values)
+    return vals, ses, marked, per
 
 
 @pytest.mark.slow
 def test_aa_win_rate_intervals_contain_one_half_and_ses_match_the_spread(default_world):
     """Base against base on the quickstart's world, ten seeds: each 3-seed interval contains
-    0.5, and the per-seed bootstrap SE is the size of the observed seed-to-seed spread (the
-    floor is only honest if the SE is)."""
+    0.5, over seeds and over seeds and prompts (the report's, from the per-prompt values), and
+    the per-seed bootstrap SE is the size of the observed seed-to-seed spread (the floor is
+    only honest if the SE is)."""
+    from bench.resample import two_level_mean
     base = default_world.load_policy(default_world.base_model)
-    vals, ses, marked = _aa_win_rates(default_world, base, range(10))
+    vals, ses, marked, per = _aa_win_rates(default_world, base, range(10))
     assert marked == [0.5] * 10  # the eval says which comparisons are A/A
     sd, se = float(np.std(vals, ddof=1)), float(np.sqrt(np.mean(np.square(ses))))
     # ten seeds pin the SD to about +-25%: a ratio outside [0.4, 2.5] means the SE is wrong
@@ -92,6 +95,8 @@ def test_aa_win_rate_intervals_contain_one_half_and_ses_match_the_spread(default
     for i in range(0, 9, 3):
         m, lo, hi = seed_interval(vals[i:i + 3], ses[i:i + 3])
         assert lo <= 0.5 <= hi, (vals[i:i + 3], ses[i:i + 3], lo, hi)
+        both = two_level_mean(per[i:i + 3], null=0.5)
+        assert both.low <= 0.5 <= both.high and both.p_value >= 0.05, (vals[i:i + 3], both)
 
 
 def test_the_report_flags_an_aa_interval_that_misses_one_half(tmp_path):

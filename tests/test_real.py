@@ -274,15 +274,22 @@ def _assert_same_steps(runs):
     assert any("lora_B" in k for k in g_full) and spent["train_tokens"] > 0 and spent["flops"] > 0
     for g, w, s in parts:
         assert g.keys() == g_full.keys() and s == spent
-        for k in g_full:
-            assert torch.allclose(g[k], g_full[k], rtol=1e-5, atol=1e-7), k
-        for k in w_full:
-            assert torch.allclose(w[k], w_full[k], rtol=1e-5, atol=1e-7), k
+        # relative to each tensor's scale: a merged weight near 0 is the difference of two
+        # larger terms, so its own magnitude is no measure of the rounding it carries. The
+        # gradients agree to 1e-5; the weights to 1e-4, since Adam's first step divides each
+        # gradient by its own size plus eps (1e-8), and for an element whose gradient is near
+        # eps a rounding difference far below 1e-5 of the scale moves the step by several
+        # percent (measured: 2.6e-6 on a weight of scale 0.087, from one lora_B element)
+        for got, want, tol in ((g, g_full, 1e-5), (w, w_full, 1e-4)):
+            for k in want:
+                scale = float(want[k].abs().max())
+                assert torch.allclose(got[k], want[k], rtol=1e-5, atol=tol * scale), k
 
 
 def test_a_micro_batched_reward_model_step_is_the_same_step(tiny_real_model, tmp_path):
     """rm_micro_batch_size accumulates gradients over parts of a step's comparisons: the same
-    gradients and the same weights after the step (1e-5 relative), the same charges. Without
+    gradients (1e-5 of each tensor's scale), the same weights after the step (1e-4: Adam's
+    first step amplifies rounding where a gradient is near its eps), the same charges. Without
     adapter dropout, which draws other masks for other row splits."""
     from transformers import AutoTokenizer
 
