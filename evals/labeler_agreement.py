@@ -122,7 +122,7 @@ def clustered_se(values: Sequence[float], prompts: Sequence[str], seed: int) -> 
     prompt (its pairs, and every labeler's label on each) are resampled together
     (:func:`bench.resample.cluster_agreement`), since they share the prompt and, for the
     labels, the pair; counting them as independent made a 16-labeler panel's rm_vs_labelers
-    look sixteen times as precise as its pairs allow. 0 where it cannot be estimated (fewer
+    look about five times as precise as its prompts allow. 0 where it cannot be estimated (fewer
     than two prompts, or every prompt's judgments alike)."""
     se = cluster_agreement(values, prompts, seed=seed).se
     return se if math.isfinite(se) else 0.0

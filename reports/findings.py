@@ -7,9 +7,11 @@ A verdict is read off the interval, never set by hand: "holds" when the interval
 claimed side of the null (or inside the claimed range), "does not hold" when no part of it
 does (or it lies outside the range), "not resolved" otherwise, and "not measured" when the run
 holds fewer than :data:`bench.stats.MIN_SEEDS` seeds of what the claim reads. The intervals are
-the report's own (:func:`bench.stats.seed_interval`: Student-t on the seed spread, floored by
-each seed's evaluation noise; the evaluation's own interval for an effect no seed moves),
-paired over the seeds two rows share.
+the report's own (:mod:`reports.intervals`): over seeds and prompts, paired by seed and prompt,
+where both sides store per-prompt values of what the claim reads; else
+:func:`bench.stats.seed_interval` (Student-t on the seed spread, floored by each seed's
+evaluation noise; the evaluation's own interval for an effect no seed moves; against a row no
+seed moves, that row's standard error counted once), paired over the seeds two rows share.
 """
 
 from __future__ import annotations
@@ -221,9 +223,13 @@ def _effect_interval(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: lis
     if two is not None:
         base["test"] = base["test"].replace("floored t-interval", "over seeds and prompts")
         return two.mean, two.lo, two.hi
-    if (paired and not invariant and seed_invariant(sides[1])
+    if (paired and c.scale != "ratio" and not invariant and seed_invariant(sides[1])
             and _untrained(rows.get(c.against or c.method, []))):
-        return _against_fixed(c, rows, seeds, effects)
+        fixed = _against_fixed(c, rows, seeds, effects)
+        if fixed is not None:
+            base["test"] = base["test"].replace(
+                "floored t-interval", "t-interval, the fixed row's SE counted once")
+            return fixed
     return seed_interval(effects, ses, level=LEVEL, invariant=invariant)
 
 
@@ -241,21 +247,27 @@ def over_prompts(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[in
     else:
         theirs = {r["seed"]: r for r in rows.get(c.against or c.method, [])}
         est = difference(a, [theirs[s] for s in seeds], c.metric, c.against_metric)
-    return est if est.population == "seeds and prompts" else None
+    # no interval (two rows alike on every prompt): the seeds' floored t says what it can
+    return est if est.population == "seeds and prompts" and math.isfinite(est.lo) else None
 
 
 def _against_fixed(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[int],
-                   effects: list[float]) -> tuple[float, float, float]:
+                   effects: list[float]) -> tuple[float, float, float] | None:
     """A paired effect against a row no seed moves (an untrained model scored the same on
     every seed): its value is one draw of its evaluation, shared by every seed, so its SE
     enters once, not divided by the seed count as a paired floor would divide it. The
     variance of the mean effect is the claimed row's (its spread over seeds floored by its
-    own SEs, over n) plus the fixed row's SE squared, with t on n - 1 degrees of freedom."""
+    own SEs, over n) plus the fixed row's SE squared, with t on n - 1 degrees of freedom. None where the fixed row's
+    cells at these seeds carry no standard error (then the paired floor is all there is)."""
     mine = {r["seed"]: r for r in rows[c.method]}
     values = [value(mine[s], c.metric) for s in seeds]
     _, lo, hi = seed_interval(values, [_se(mine[s], c.metric) for s in seeds], level=LEVEL,
                               invariant=False)
-    own = _se(rows[c.against or c.method][0], c.against_metric or c.metric) or 0.0
+    theirs = {r["seed"]: r for r in rows[c.against or c.method]}
+    owns = [x for s in seeds if (x := _se(theirs[s], c.against_metric or c.metric)) is not None]
+    if not owns:
+        return None
+    own = float(np.sqrt(np.mean(np.square(owns))))  # alike on every seed, as the value is
     t = sps.t.ppf(0.5 + LEVEL / 2, len(seeds) - 1)
     half = math.sqrt(((hi - lo) / 2) ** 2 + (t * own) ** 2)
     mean = float(np.mean(effects))

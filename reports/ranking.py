@@ -98,7 +98,7 @@ def rank(groups: dict[str, list[dict[str, Any]]], metric: str, higher: bool = Tr
     """``groups`` (row label -> its cells, one per seed) ranked on ``metric`` (the report's
     is the one an eval declares, :func:`reports.declared.ranking_metric`; its range
     ``bounds`` keeps intervals inside it); None when fewer than two rows carry it. Below
-    ``MIN_SEEDS`` seeds no interval is drawn and no pair is resolved."""
+    ``MIN_SEEDS`` seeds no interval over seeds is drawn and no pair is resolved."""
     by_seed = {g: {r["seed"]: r for r in rs if r["metrics"].get(metric) is not None}
                for g, rs in groups.items()}
     by_seed = {g: s for g, s in by_seed.items() if s}
@@ -129,7 +129,7 @@ def rank(groups: dict[str, list[dict[str, Any]]], metric: str, higher: bool = Tr
     adjusted, reject = adjust([p["p_value"] for p in pairs], PAIRS_ADJUST)
     for p, q, r in zip(pairs, adjusted, reject):
         p["p_holm"] = float(q) if math.isfinite(q) else None
-        p["resolved_holm"] = bool(r)
+        p["resolved_holm"] = bool(r) and p["resolved"]  # p < 0.05 where the interval excludes 0
     return {"metric": metric, "higher_is_better": higher, "rows": rows, "pairs": pairs,
             "bootstrap_seeds": common, "n_boot": n_boot}
 
@@ -204,8 +204,11 @@ def headline(groups: dict[str, list[dict[str, Any]]], directions: dict[str, bool
             # resolved only in the best row's favour: on the seeds they share, the runner-up
             # can be the better one (the best row's mean covers seeds the other lacks)
             favour = math.isfinite(est.lo) and (est.lo > 0 if higher else est.hi < 0)
+            # a difference in the runner-up's favour is no evidence for the best row: it
+            # enters the family as p = 1, so it cannot lower the others' threshold
             row.update(delta=est.mean, d_lo=est.lo, d_hi=est.hi,
-                       p_value=est.p_value, resolved=bool(favour))
+                       p_value=est.p_value if (est.mean > 0) == higher else 1.0,
+                       resolved=bool(favour))
         out.append(row)
     adjusted, reject = adjust([h["p_value"] for h in out], HEADLINE_ADJUST)
     for h, q, r in zip(out, adjusted, reject):

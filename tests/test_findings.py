@@ -442,3 +442,37 @@ def test_claims_preset_end_to_end_on_a_small_world(tmp_path):
             assert hi - lo >= 2 * half - 1e-9, c["id"]
     md = (tmp_path / "report.md").read_text()
     assert md.index("## Findings") < md.index("## Comparison")
+
+
+def test_a_ratio_claim_against_a_fixed_row_stays_on_the_log_scale():
+    """A ratio claim is a paired t on log ratios; the fixed-row rule (raw SEs) does not apply
+    to it: a ratio of 2 against a base of about 100 gets a sane interval around 2."""
+    ppo = [rec("ppo", s, {"m.a": v}, {"m.a": 5.0}) for s, v in enumerate([190.0, 200.0, 210.0])]
+    base = [rec("base", s, {"m.a": 100.0}, {"m.a": 5.0}) for s in range(3)]
+    f = finding(claim(against="base", scale="ratio", null=1.0), {"ppo": ppo, "base": base})
+    assert 1.5 < f.lo < 2.0 < f.hi < 2.5 and f.verdict == "holds"
+
+
+def test_a_claim_on_per_prompt_values_is_over_seeds_and_prompts():
+    """Both rows store per-prompt values of the metric: the claim's interval is the report's
+    paired difference by seed and prompt, and its test says so."""
+    from bench.api import PerPrompt
+    from bench.record import pack_per_prompt
+    from reports.intervals import difference
+    rng = np.random.default_rng(0)
+    b = rng.normal(0, 0.15, 30)
+    ids = [f"q{i}" for i in range(30)]
+
+    def row(method, mu):
+        out = []
+        for s in range(3):
+            y = np.round(mu + b + rng.normal(0, 0.1, 30), 9)
+            r = rec(method, s, {"m.a": float(y.mean())}, {"m.a": 0.02})
+            r["evals"] = {"m": {"per_prompt": pack_per_prompt({"a": PerPrompt.of(ids, y)})}}
+            out.append(r)
+        return out
+    ppo, sft = row("ppo", 0.6), row("sft", 0.5)
+    f = finding(claim(against="sft"), {"ppo": ppo, "sft": sft})
+    est = difference(ppo, sft, "m.a")
+    assert (f.effect, f.lo, f.hi) == pytest.approx((est.mean, est.lo, est.hi))
+    assert "over seeds and prompts" in f.test and f.verdict == "holds"

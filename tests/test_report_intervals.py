@@ -47,8 +47,8 @@ def test_a_rows_interval_is_the_two_level_one_over_its_stored_matrix():
     iv = two_level_mean(np.round(y, 9))
     assert (est.mean, est.lo, est.hi) == pytest.approx((iv.estimate, iv.low, iv.high))
     assert est.population == "seeds and prompts"
-    one = mean_interval(rows[:1], "e.m", None)  # one seed: over prompts, for that model
-    assert one.population == "prompts" and math.isfinite(one.lo)
+    one = mean_interval(rows[:1], "e.m", None)  # one seed: no interval over seeds, as before
+    assert one.population == "seeds" and math.isnan(one.lo)
 
 
 def test_without_per_prompt_values_the_interval_is_over_seeds_and_says_so():
@@ -139,3 +139,68 @@ def test_the_summary_adjusts_its_metrics_by_benjamini_hochberg():
     assert h["best"] == "b" and h["p_value"] is not None
     assert h["p_bh"] == pytest.approx(h["p_value"])  # one test: BH leaves it as it is
     assert h["resolved_bh"] == (h["resolved"] and h["p_bh"] < 0.05)
+
+
+def clustered_cell(method, seed, judgments: dict[str, list[float]]):
+    """A cell of an agreement metric: several judgments under each prompt's id."""
+    ids = [p for p, v in judgments.items() for _ in v]
+    values = [x for v in judgments.values() for x in v]
+    r = cell(method, seed, values, prompts=ids)
+    return r
+
+
+def test_clustered_judgments_centre_on_the_metric_and_resample_prompts():
+    """Prompts with different numbers of judgments (ties dropped): each seed's row is the
+    linearized ratio, so the interval is centred on the mean of the cells' own metrics (the
+    judgment-weighted means), not on a prompt-weighted mean; and a seed is as wide as the
+    cluster bootstrap says for one seed's judgments."""
+    rng = np.random.default_rng(6)
+    rows = []
+    for s in range(3):
+        judged = {f"p{i}": list((rng.random(int(rng.integers(0, 5))) < 0.3 + 0.6 * (i % 2))
+                                .astype(float)) for i in range(60)}
+        rows.append(clustered_cell("ppo", s, {k: v for k, v in judged.items() if v}))
+    est = mean_interval(rows, "e.m", (0.0, 1.0))
+    want = np.mean([r["metrics"]["e.m"] for r in rows])
+    assert est.mean == pytest.approx(want)
+    assert (est.lo + est.hi) / 2 == pytest.approx(want, abs=1e-9)  # symmetric, inside (0, 1)
+    assert est.population == "seeds and prompts"
+
+
+def test_the_p_value_agrees_with_the_interval_it_is_shown_with():
+    """A difference whose matrices miss some values (filled by the additive fit): the shown
+    interval is around the cells' own mean difference, and p < 0.05 exactly when it
+    excludes 0, which the ranking's Holm verdict relies on."""
+    rng = np.random.default_rng(7)
+    b = rng.normal(0, 0.15, 40)
+    for gap in (0.0, 0.02, 0.04, 0.06, 0.1):
+        ya = matrix(rng, prompt_effects=b, mu=0.5 + gap, seed_sd=0.01)
+        yb = matrix(rng, prompt_effects=b, seed_sd=0.01)
+        ya[0, :3] = np.nan  # seed 0 of a did not score three prompts
+        a = [cell("a", s, ya[s][np.isfinite(ya[s])], prompts=[p for p, ok in zip(
+            PROMPTS, np.isfinite(ya[s])) if ok]) for s in range(3)]
+        o = [cell("b", s, yb[s]) for s in range(3)]
+        est = difference(a, o, "e.m")
+        assert est.population == "seeds and prompts"
+        assert est.mean == pytest.approx(np.mean([x["metrics"]["e.m"] - y["metrics"]["e.m"]
+                                                  for x, y in zip(a, o)]))
+        assert (est.p_value < 0.05) == (est.lo > 0 or est.hi < 0), (gap, est)
+
+
+def test_a_slice_against_its_whole_is_compared_over_seeds():
+    """Two metrics on different prompt sets (a slice and the set it is cut from) share the
+    cells, so neither pairing by prompt nor treating them as independent is right: the
+    difference is over seeds, on these prompts, and says so."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for s in range(3):
+        y = matrix(rng, n_seeds=1)[0]
+        r = cell("ppo", s, y)
+        sub = cell("ppo", s, y[:10], prompts=PROMPTS[:10])
+        r["evals"]["e"]["per_prompt"] = pack_per_prompt({
+            "m": PerPrompt.of(PROMPTS, np.round(y, 9)),
+            "m.slice": PerPrompt.of(PROMPTS[:10], np.round(y[:10], 9))})
+        r["metrics"]["e.m.slice"] = sub["metrics"]["e.m"]
+        rows.append(r)
+    est = difference(rows, rows, "e.m.slice", "e.m")
+    assert est.population == "seeds" and math.isfinite(est.lo)
