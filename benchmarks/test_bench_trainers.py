@@ -16,6 +16,7 @@ import torch
 
 from bench.api import Start, TrainContext
 from bench.budget import Ledger
+from bench.seeding import derive_seed
 from bench.stage_cache import view
 from methods import dpo as D
 from methods import sft as S
@@ -36,7 +37,7 @@ def _pairs(world, n: int) -> list[dict[str, str]]:
 def _trl_documented(out) -> dict:
     """The direct side's run settings, written from TRL's and transformers' documented
     TrainingArguments (not from alignbench's trainer_args, so an argument bug there shows up as
-    different weights): CPU, float32, seed 0, no checkpoints, loggers or activation
+    different weights): CPU, float32, cell seed 0, no checkpoints, loggers or activation
     checkpointing. Written this way, the test caught that TRL defaults to bf16 on CPU too."""
     import dataclasses
 
@@ -44,7 +45,9 @@ def _trl_documented(out) -> dict:
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else \
         "gradient_checkpointing"  # the field's name before transformers 5
-    return {"output_dir": str(out), "seed": 0, "data_seed": 0, "use_cpu": True,
+    # the cell's seed 0 as alignbench names its streams: the init's and the data order's
+    return {"output_dir": str(out), "seed": derive_seed(0, "trl.init"),
+            "data_seed": derive_seed(0, "trl.data"), "use_cpu": True,
             "report_to": "none", "save_strategy": "no", "logging_steps": 5,
             "disable_tqdm": True, "dataloader_num_workers": 0, ckpt: False,
             # TRL's configs default to bf16 = True, CPU or not; both sides train in float32
