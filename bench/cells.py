@@ -103,9 +103,10 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
-             threads: dict[str, int]) -> str:
+             threads: dict[str, int], processor: str | None = None) -> str:
     """Hashes everything that can move a number; nothing cosmetic (names, paths, progress,
-    the executor)."""
+    the executor). ``processor``: the chip the cells compute on (this process's unless
+    given: a Ray driver names its workers')."""
     evals = {name: {"version": ev.version, "options": options.model_dump(mode="json"),
                     "provider": registry.identity("evals", name)}
              for name, (ev, options) in plan.evals.items()}
@@ -116,7 +117,7 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
     return store.content_key({
         "method": cell.name, "method_provider": registry.identity("methods", cell.name),
         "scenario_provider": registry.identity("scenarios", plan.matrix.scenario.name),
-        "numerics": numerics(device, threads[cell.name]),
+        "numerics": numerics(device, threads[cell.name], processor),
         "method_config": cell.method_config, "seed": cell.seed, "budget": cell.budget,
         "stages": stages,
         "evals": evals, "world": world.key, "world_identity": identity(world.describe),
@@ -124,18 +125,20 @@ def cell_key(cell: Cell, world: World, plan: C.Plan, device: str,
     })
 
 
-def numerics(device: str, threads: int | None = None) -> dict[str, Any]:
+def numerics(device: str, threads: int | None = None, processor: str | None = None
+             ) -> dict[str, Any]:
     """What changes float results without changing the code: the device and the processor
     model behind it (chips round differently), the thread count (reduction order; this
     process's unless given), and the versions of the libraries that do the arithmetic or set
     its defaults (TRL's configs default to bf16, say). Part of every cell and stage key, so
-    one key never holds numbers rounded on two kinds of chip."""
-    return {"device": device, "processor": processor(device),
+    one key never holds numbers rounded on two kinds of chip (``processor``: this process's
+    unless given)."""
+    return {"device": device, "processor": processor or chip(device),
             "n_threads": threads or torch.get_num_threads(),
             "packages": store.package_versions()}
 
 
-def processor(device: str) -> str:
+def chip(device: str) -> str:
     """The model of the chip ``device`` computes on: the GPU's name for a CUDA device, else
     the CPU's (:func:`bench.store.cpu_model`)."""
     if device.startswith("cuda") and torch.cuda.is_available():

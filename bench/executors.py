@@ -19,7 +19,7 @@ from bench import config as C
 from bench import meter, output, saved_policies, store, tracking
 from bench.api import World
 from bench.cell_run import compute_cell
-from bench.cells import Cell
+from bench.cells import Cell, chip
 from bench.logs import cell_log
 from bench.record import CellResult
 from bench.stage_cache import StageCache
@@ -30,7 +30,8 @@ log = logging.getLogger("alignbench")
 @dataclass(frozen=True)
 class Prepared:
     """A matrix ready to run: its cells and their keys, the built world and its stage cache,
-    the device cells run on and the thread count the world was built with."""
+    the device cells run on and the processor model behind it (keyed), and the thread count
+    the world was built with."""
 
     plan: C.Plan
     cells: list[Cell]
@@ -39,6 +40,7 @@ class Prepared:
     stages: StageCache
     device: str
     world_threads: int
+    processor: str
 
 
 class ResultWriter:
@@ -99,12 +101,19 @@ class Executor(Protocol):
 
     def run(self, todo: list[tuple[Cell, str]], job: Prepared, writer: ResultWriter) -> None: ...
 
+    def processor(self, device: str) -> str:
+        """The processor model the cells will compute on, for their keys."""
+        ...
+
     def close(self) -> None: ...
 
 
 class LocalExecutor:
     """The reference executor: every cell in this process, one after another; the trainers'
     log lines go to the cell's ``log.txt``, not the terminal."""
+
+    def processor(self, device: str) -> str:
+        return chip(device)
 
     def run(self, todo: list[tuple[Cell, str]], job: Prepared, writer: ResultWriter) -> None:
         stages = job.stages

@@ -55,7 +55,7 @@ from bench.budget import UNITS, Ledger, compute_capped
 from bench.cell_run import new_result
 from bench.cells import Cell
 from bench.executors import Prepared, ResultWriter
-from bench.ray_tasks import Tracker, _Job, cell_task, require_ray, stage_task
+from bench.ray_tasks import Tracker, _Job, cell_task, processor_task, require_ray, stage_task
 from bench.record import CellResult
 from bench.store import cache_root
 
@@ -96,6 +96,13 @@ class RayExecutor:
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
 
+    def processor(self, device: str) -> str:
+        """The processor model the cells compute on, as one worker with the first method's
+        resources sees it: the keys name it (the driver's own chip may be another; a worker
+        on a third refuses its cells, :func:`bench.ray_tasks.cell_task`)."""
+        method = next(iter(self.plan.methods))
+        return self.ray.get(_remote(processor_task, self.plan.matrix, method).remote(device))
+
     def run(self, todo: list[tuple[Cell, str]], job: Prepared, writer: ResultWriter) -> None:
         """Run ``todo`` (cells of ``job.cells``, with their keys), handing each result to
         ``writer`` as it arrives."""
@@ -121,7 +128,8 @@ class RayExecutor:
         m, stages = self.plan.matrix, job.stages
         task_job = _Job(for_workers(m, stages.world), stages.world.key,
                         str(stages.world.base_model), job.world_threads, job.device,
-                        str(cache_root()), tracker, stages.world.describe)
+                        str(cache_root()), tracker, stages.world.describe,
+                        job.processor, store.cpu_model())
         index = {id(c): i for i, c in enumerate(job.cells)}
         stage_refs: dict[Any, tuple[str, str]] = {}
         by_key: dict[str, Any] = {}

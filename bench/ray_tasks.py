@@ -38,11 +38,14 @@ class _Job:
     """What every task of one matrix needs to rebuild the driver's view (picklable)."""
 
     def __init__(self, m: C.Matrix, world_key: str, world_path: str, world_threads: int,
-                 device: str, cache: str, tracker: Any, describe: dict[str, Any]):
+                 device: str, cache: str, tracker: Any, describe: dict[str, Any],
+                 processor: str, world_cpu: str):
         self.matrix, self.world_key, self.world_path = m, world_key, world_path
         self.world_threads, self.device, self.cache, self.tracker = (world_threads, device,
                                                                      cache, tracker)
         self.describe = describe  # the driver's, so records say what the driver read
+        self.processor = processor  # the chip the keys name, which every cell must run on
+        self.world_cpu = world_cpu  # the driver's CPU, which pretrained the world
 
 
 _STATE: dict[str, tuple[C.Plan, list[Cell], World, StageCache]] = {}
@@ -60,18 +63,24 @@ def _state(job: _Job) -> tuple[C.Plan, list[Cell], World, StageCache]:
     if job.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("the cell was given a GPU but this worker sees no CUDA device; "
                            "check the node's CUDA install and [resources] num_gpus")
+    if (mine := cells_.chip(job.device)) != job.processor:
+        raise RuntimeError(f"this worker computes on {mine}, and the matrix's keys name "
+                           f"{job.processor}: chips round floats differently, so one key must "
+                           f"not hold both; run a matrix on nodes of one processor model")
     tag = store.canonical([job.matrix.model_dump(mode="json"), job.world_key, job.device,
                            job.cache])
     if tag not in _STATE:
         plan = C.plan(job.matrix)
-        with torch_threads(job.world_threads):  # the thread count its key was made with
+        # the thread count and the CPU its key was made with (the driver's)
+        with torch_threads(job.world_threads), store.built_on(job.world_cpu):
             world = plan.scenario.build(plan.scenario_options, cache_root(), progress=False)
         if world.key != job.world_key:
             raise RuntimeError(f"this worker built world {world.key}, the driver {job.world_key}: "
                                f"the nodes run other code or library versions; install the "
                                f"same alignbench and packages on every node")
         world.describe = job.describe  # the same world; where its data was read is the driver's
-        stages = StageCache(world, plan, job.device, False, cells_.thread_counts(plan))
+        stages = StageCache(world, plan, job.device, False, cells_.thread_counts(plan),
+                            job.processor)
         _STATE.clear()  # one matrix per worker at a time
         _STATE[tag] = (plan, cells_.expand(plan), world, stages)
     return _STATE[tag]
@@ -117,12 +126,9 @@ def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> 
     plan, cells, world, stages = _state(job)
     cell = cells[index]
     torch.set_num_threads(stages.threads[cell.name])
-    if cells_.cell_key(cell, world, plan, job.device, stages.threads) != key:
-        raise RuntimeError(f"cell {cell.label} has another key on this worker "
-                           f"({cells_.processor(job.device)}) than on the driver; a key names "
-                           f"the code, the packages and the processor model, so install the "
-                           f"same alignbench and packages on every node and run a matrix on "
-                           f"nodes of one processor model")
+    if cells_.cell_key(cell, world, plan, job.device, stages.threads, job.processor) != key:
+        raise RuntimeError(f"cell {cell.label} has another key on this worker than on the "
+                           f"driver; install the same alignbench and packages on every node")
     seen = len(stages.built)
     with tempfile.TemporaryDirectory(prefix="alignbench-cell-") as scratch:
         log_path = Path(scratch) / "log.txt"
@@ -133,6 +139,11 @@ def cell_task(job: _Job, index: int, key: str, *stages_done: dict[str, Any]) -> 
             else None
     result.provenance["executor"] = _where()
     return {"record": result, "log": text, "built": stages.built[seen:], "policy": saved}
+
+
+def processor_task(device: str) -> str:
+    """The processor model this worker computes on for ``device`` (the keys name it)."""
+    return cells_.chip(device)
 
 
 def stage_task(job: _Job, name: str, seed: int, budget: dict[str, float | None]

@@ -60,13 +60,16 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
     new_folder = not out.exists()
     out = output.claim(out)
     with output.locked(out):
+        executor: Executor | None = None
         try:  # everything that can refuse the matrix runs before anything in OUT is touched
-            job = prepare(plan, cells)
+            executor = RayExecutor(plan) if m.executor == "ray" else LocalExecutor()
+            job = prepare(plan, cells, executor.processor)
         except BaseException:
+            if executor is not None:
+                executor.close()
             if new_folder:  # refused: the folder this run made goes, as if never asked for
                 output.unclaim(out)
             raise
-        executor: Executor = RayExecutor(plan) if m.executor == "ray" else LocalExecutor()
         try:
             _start(out, job, fresh)
             todo = [(c, k) for c, k in zip(cells, job.keys) if not is_done(out, k, m.save_policies)]
@@ -83,20 +86,22 @@ def run(m: C.Matrix, out: Path | None = None, *, fresh: bool = False,
         return out
 
 
-def prepare(plan: C.Plan, cells: list[cells_.Cell]) -> Prepared:
+def prepare(plan: C.Plan, cells: list[cells_.Cell],
+            processor_of: Callable[[str], str] = cells_.chip) -> Prepared:
     """The world, its stage cache, the device, the world's thread count and every cell's key,
     with every check that needs the built world (the scenario reads its data here, and may
     refuse it). On Ray the device is the workers' ("cpu" or "cuda", checked where the cells
-    run)."""
+    run), and so is the processor model the keys name (``processor_of``, the executor's)."""
     m = plan.matrix
     device = C.executor_device(m) if m.executor == "ray" else resolve_device(m.device)
     world_threads = torch.get_num_threads()  # the micro world's key holds it
     world = plan.scenario.build(plan.scenario_options, cache_root(), progress=m.progress)
     threads = cells_.thread_counts(plan)
-    stages = StageCache(world, plan, device, m.progress, threads)
+    processor = processor_of(device)
+    stages = StageCache(world, plan, device, m.progress, threads, processor)
     preflight.with_world(plan, cells, world, stages)
-    keys = [cells_.cell_key(c, world, plan, device, threads) for c in cells]
-    return Prepared(plan, cells, keys, world, stages, device, world_threads)
+    keys = [cells_.cell_key(c, world, plan, device, threads, processor) for c in cells]
+    return Prepared(plan, cells, keys, world, stages, device, world_threads, processor)
 
 
 def _start(out: Path, job: Prepared, fresh: bool) -> None:

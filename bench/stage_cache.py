@@ -27,9 +27,10 @@ class StageCache:
     really consumed."""
 
     def __init__(self, world: World, plan: C.Plan, device: str, progress: bool,
-                 threads: dict[str, int]):
+                 threads: dict[str, int], processor: str | None = None):
         self.world, self.plan, self.device, self.progress = world, plan, device, progress
         self.threads = threads  # each stage trains on its own method's thread count
+        self.processor = processor  # the chip stages compute on (None: this process's)
         self.root = cache_root() / "stages"
         self.built: list[dict[str, str]] = []  # what this process computed (not read from cache)
         self._base: TrainablePolicy | None = None
@@ -93,7 +94,7 @@ class StageCache:
             "stage": name, "world": self.world.key, "seed": seed, "caps": caps,
             "code": store.code_version(), "config": cfg.model_dump(mode="json"),
             "provider": registry.identity("methods", name),
-            "numerics": numerics(self.device, self.threads[name]),
+            "numerics": numerics(self.device, self.threads[name], self.processor),
         }), caps
 
     def _build_stage(self, name: str, seed: int, caps: dict[str, float], ledger: Ledger,
@@ -154,7 +155,7 @@ class StageCache:
     def once_key(self, kind: str, key: dict[str, JSON]) -> str:
         return store.content_key({"stage": kind, "world": self.world.key,
                                   "code": store.code_version(),
-                                  "numerics": numerics(self.device), **key})
+                                  "numerics": numerics(self.device, None, self.processor), **key})
 
 
 class FrozenReference:

@@ -317,9 +317,26 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+_BUILT_ON: list[str] = []  # the CPU a world was built on, while a Ray worker reads it
+
+
+@contextlib.contextmanager
+def built_on(cpu: str) -> Iterator[None]:
+    """Within the block, :func:`cpu_model` answers ``cpu``: a Ray worker finds the world the
+    driver built (whose key names the driver's CPU, on which it was pretrained) under the
+    driver's key, whatever its own CPU."""
+    _BUILT_ON.append(cpu)
+    try:
+        yield
+    finally:
+        _BUILT_ON.pop()
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what the platform says): float
     rounding can differ between chips, so every cell records the one it ran on."""
+    if _BUILT_ON:
+        return _BUILT_ON[-1]
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

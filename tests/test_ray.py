@@ -404,6 +404,21 @@ def test_a_worker_that_computes_another_key_refuses_the_cell(tmp_path, monkeypat
     assert "install the same alignbench" in rec["error"]
 
 
+def test_a_worker_on_another_chip_than_the_keys_name_refuses_the_cell(tmp_path, monkeypatch):
+    """The keys name the processor the workers compute on (asked of a worker, not the
+    driver's own): a worker on another model than the keys name refuses its cells, so one key
+    never holds two chips' numbers. Here the driver is told its workers run another CPU."""
+    from bench.ray_executor import RayExecutor
+    monkeypatch.setattr(RayExecutor, "processor", lambda self, device: "Another CPU @ 1.00GHz")
+    d = smoke(methods=["base"], executor="ray")
+    d["method"] = {}
+    runner.run(config.parse(d), tmp_path / "o")
+    (rec,) = records(tmp_path / "o").values()
+    assert rec["status"] == "failed"
+    assert "the matrix's keys name Another CPU @ 1.00GHz" in rec["error"], rec["error"]
+    assert "run a matrix on nodes of one processor model" in rec["error"]
+
+
 def test_losing_the_cluster_mid_matrix_is_one_line_and_the_rerun_resumes(tmp_path):
     """The executor's own actor killed mid-matrix stands in for a lost head node: the driver
     stops with ClusterLost (one line, exit 1 in the CLI), keeps what it wrote, and the rerun

@@ -368,3 +368,15 @@ def test_the_processor_model_enters_the_micro_worlds_key(monkeypatch):
     k0 = world_key(o)
     monkeypatch.setattr(store, "cpu_model", lambda: "Another CPU @ 1.00GHz")
     assert world_key(o) != k0
+
+
+def test_a_world_read_as_built_on_the_drivers_cpu_has_the_drivers_key(monkeypatch):
+    """A Ray worker on another CPU finds the world the driver pretrained under the driver's
+    key: within store.built_on(cpu) the key is the one that CPU gives."""
+    from scenarios.micro import MicroOptions, world_key
+    o = MicroOptions(**TINY_WORLD)
+    here = world_key(o)
+    with store.built_on("Another CPU @ 1.00GHz"):
+        there = world_key(o)
+    monkeypatch.setattr(store, "cpu_model", lambda: "Another CPU @ 1.00GHz")
+    assert there == world_key(o) != here
