@@ -32,6 +32,8 @@ from reports.stored import StoredClaim as Claim
 LEVEL = 0.95
 POWER = 0.8
 Verdict = Literal["holds", "does not hold", "not resolved", "not measured"]
+PROMPTS_BOUND = ("more seeds alone cannot resolve it: the evaluation prompts' own variance is as "
+                 "large as the effect (more prompts would)")
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
     invariant = (seed_invariant(sides[0]) and _untrained(rows.get(c.method, []))
                  and (not paired or (seed_invariant(sides[1])
                                      and _untrained(rows.get(other_row, [])))))
-    mean, lo, hi = _effect_interval(c, rows, seeds, effects, ses, sides, invariant, base)
+    mean, lo, hi, split = _effect_interval(c, rows, seeds, effects, ses, sides, invariant, base)
     v = verdict(lo, hi, c.expect, null, rng)
     if invariant:
         base["test"] = (f"{'paired' if paired else 'one-sample'}; two untrained rows, the same "
@@ -203,34 +205,53 @@ def finding(c: Claim, rows: dict[str, list[dict[str, Any]]],
                        note=f"{gone}the same on every seed: its interval is the evaluation's "
                             "own (its examples), which more seeds do not narrow")
     # seeds to resolve the effect as claimed; none for one resolved the other way
-    need = None if v == "does not hold" else seeds_for_power(
-        distance(mean, c.expect, null, rng), sd, level=LEVEL, power=POWER)
+    need = None if v == "does not hold" else _seeds_needed(
+        distance(mean, c.expect, null, rng), sd, split)
+    bound = PROMPTS_BOUND if need is None and v == "not resolved" and split else ""
     return Finding(**base, effect=back(mean), lo=back(lo), hi=back(hi), verdict=v,
                    seeds_needed=None if need is None else max(MIN_SEEDS, need),
-                   per_seed=[back(x) for x in effects], note=gone.rstrip("; "))
+                   per_seed=[back(x) for x in effects], note=(gone + bound).rstrip("; "))
+
+
+def _seeds_needed(effect: float, sd: float, split: tuple[float, float] | None) -> int | None:
+    """Seeds for 80% power (:func:`bench.stats.seeds_for_power`). Over seeds and prompts
+    (``split``: one seed's variance over these prompts, and the prompts' share that no seed
+    count reduces) the prompts' share is first taken from what the effect must clear, at the
+    normal quantiles of the test and the power: None where it alone is as large as the
+    effect."""
+    if split is None:
+        return seeds_for_power(effect, sd, level=LEVEL, power=POWER)
+    seed_var, prompt_var = split
+    z = sps.norm.ppf(0.5 + LEVEL / 2) + sps.norm.ppf(POWER)
+    left = effect * effect - z * z * prompt_var
+    if not (math.isfinite(left) and left > 0):
+        return None
+    return seeds_for_power(math.sqrt(left), math.sqrt(seed_var), level=LEVEL, power=POWER)
 
 
 def _effect_interval(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[int],
                      effects: list[float], ses: list[float | None],
                      sides: tuple[list[float], list[float]], invariant: bool,
-                     base: dict[str, Any]) -> tuple[float, float, float]:
+                     base: dict[str, Any]
+                     ) -> tuple[float, float, float, tuple[float, float] | None]:
     """The effect's mean and 95% interval: over seeds and prompts where both sides store
     per-prompt values (``base["test"]`` says so), against a row no seed moves with that row's
     own SE once, else the floored t over seeds (the evaluation's own interval for two rows no
-    seed moves)."""
+    seed moves); and, over seeds and prompts, the split of its variance between what more
+    seeds average away and what they do not (:class:`reports.intervals.Estimate`)."""
     paired = c.against is not None or c.against_metric is not None
     two = None if c.scale == "ratio" or invariant else over_prompts(c, rows, seeds)
     if two is not None:
         base["test"] = base["test"].replace("floored t-interval", "over seeds and prompts")
-        return two.mean, two.lo, two.hi
+        return two.mean, two.lo, two.hi, (two.seed_var, two.prompt_var)
     if (paired and c.scale != "ratio" and not invariant and seed_invariant(sides[1])
             and _untrained(rows.get(c.against or c.method, []))):
         fixed = _against_fixed(c, rows, seeds, effects)
         if fixed is not None:
             base["test"] = base["test"].replace(
                 "floored t-interval", "t-interval, the fixed row's SE counted once")
-            return fixed
-    return seed_interval(effects, ses, level=LEVEL, invariant=invariant)
+            return (*fixed, None)
+    return (*seed_interval(effects, ses, level=LEVEL, invariant=invariant), None)
 
 
 def over_prompts(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[int]

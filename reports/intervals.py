@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats as sps
 
 from bench.record import unpack_per_prompt
-from bench.resample import Interval, paired_difference, two_level_mean
+from bench.resample import Interval, paired_difference, two_level_mean, variance_components
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
 from reports.records import Record, null, se
 
@@ -52,6 +52,10 @@ class Estimate:
     hi: float
     p_value: float | None
     population: Population
+    # over seeds and prompts: the variance of one seed's mean over these prompts (what more
+    # seeds average away) and the prompts' share of the estimate's variance (what they do not)
+    seed_var: float | None = None
+    prompt_var: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,13 @@ def _population(iv: Interval) -> Population:
     return "seeds and prompts" if iv.over_seeds else "prompts"
 
 
+def _split(y: np.ndarray) -> tuple[float, float]:
+    """(seed_var, prompt_var) of a (seeds x prompts) matrix (:class:`Estimate`)."""
+    seed, prompt, resid = variance_components(y)
+    n_prompts = y.shape[1]
+    return seed + resid / n_prompts, prompt / n_prompts
+
+
 def mean_interval(cells: list[Record], metric: str,
                   bounds: tuple[float | None, float | None] | None) -> Estimate:
     """A row's mean of ``metric`` over its cells (one per seed) and its 95% interval; the
@@ -163,7 +174,7 @@ def mean_interval(cells: list[Record], metric: str,
     at = nulls.pop() if len(nulls) == 1 else None
     closed = bounds if bounds and None not in bounds else None
     iv = two_level_mean(got[0], null=at, bounds=closed, deterministic=_fixed(cells, metric))
-    return Estimate(mean, *_shown(mean, iv, at, bounds), _population(iv))
+    return Estimate(mean, *_shown(mean, iv, at, bounds), _population(iv), *_split(got[0]))
 
 
 def _t_p_value(d: float, lo: float, hi: float, n: int) -> float | None:
@@ -193,4 +204,4 @@ def difference(a: list[Record], b: list[Record], metric: str, metric_b: str | No
     yb = _matrix(b, mb_name, ma[1])[0]  # b's columns in a's prompt order
     iv = paired_difference(ma[0], yb, paired_seeds=True,
                            deterministic=_fixed(a, metric) and _fixed(b, mb_name))
-    return Estimate(diff, *_shown(diff, iv, 0.0, None), _population(iv))
+    return Estimate(diff, *_shown(diff, iv, 0.0, None), _population(iv), *_split(ma[0] - yb))

@@ -476,3 +476,15 @@ def test_a_claim_on_per_prompt_values_is_over_seeds_and_prompts():
     est = difference(ppo, sft, "m.a")
     assert (f.effect, f.lo, f.hi) == pytest.approx((est.mean, est.lo, est.hi))
     assert "over seeds and prompts" in f.test and f.verdict == "holds"
+
+
+def test_seeds_for_power_over_seeds_and_prompts_leaves_the_prompts_share_aside():
+    """Known answers: over seeds and prompts, the prompts' share of the variance is no seed
+    count's to reduce; it is taken from what the effect must clear (at z 0.975 + z 0.8), and
+    where it alone is as large as the effect no seed count is promised."""
+    from reports.findings import _seeds_needed
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
+    assert _seeds_needed(0.1, 0.05, None) == seeds_for_power(0.1, 0.05)
+    left = math.sqrt(0.1 ** 2 - z * z * 0.02 ** 2)
+    assert _seeds_needed(0.1, 0.05, (0.05 ** 2, 0.02 ** 2)) == seeds_for_power(left, 0.05)
+    assert _seeds_needed(0.1, 0.05, (0.05 ** 2, (0.1 / z) ** 2)) is None
