@@ -110,10 +110,10 @@ def test_reward_hacking_without_kl_and_its_prevention(tmp_path):
 # (docs/results.md and the claims preset). Each is a 95% interval read by
 # reports/findings.py from the run's own records; the test asserts every resolved verdict, so a
 # method, eval or world change that moves one is seen. Another machine's float rounding may
-# move an effect near its bound (2c needs 10 seeds at 80% power, 4b 9, 2e and 8e 7, the rest at
-# most 4).
-HOLD = {"1a", "1b", "1c", "2c", "2e", "2f", "4b", "5c", "6a", "6b", "6c", "8a", "8b", "8c", "8d",
-        "8e", "8f", "8g"}
+# move an effect near its bound (3c's interval ends at 0.000; at 80% power 1b needs 24 seeds, 3c
+# 18, 4b 12, 2c and 8e 10, 2a and 2e 5, the rest at most 4).
+HOLD = {"1a", "1b", "1c", "2a", "2c", "2e", "2f", "3c", "4b", "5c", "6a", "6b", "8a", "8b", "8c",
+        "8d", "8e", "8f", "8g"}
 DOES_NOT_HOLD = {"2b"}
 
 
