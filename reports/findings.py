@@ -278,8 +278,9 @@ def _against_fixed(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[
     every seed): its value is one draw of its evaluation, shared by every seed, so its SE
     enters once, not divided by the seed count as a paired floor would divide it. The
     variance of the mean effect is the claimed row's (its spread over seeds floored by its
-    own SEs, over n) plus the fixed row's SE squared, with t on n - 1 degrees of freedom. None where the fixed row's
-    cells at these seeds carry no standard error (then the paired floor is all there is)."""
+    own SEs, over n) plus the fixed row's SE squared, with t on n - 1 degrees of freedom.
+    None where the fixed row's cells at these seeds carry no standard error (then the paired
+    floor is all there is)."""
     mine = {r["seed"]: r for r in rows[c.method]}
     values = [value(mine[s], c.metric) for s in seeds]
     _, lo, hi = seed_interval(values, [_se(mine[s], c.metric) for s in seeds], level=LEVEL,

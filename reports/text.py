@@ -9,20 +9,21 @@ from typing import Any
 
 from reports.findings import Finding, expectation
 
-INTERVALS = ("Intervals: where the cells store each prompt's value (every mean over "
-             "prompts: TruthfulQA and its slices, toxicity, win-rates, KL, agreement), over "
-             "training seeds and evaluation prompts together: the (seeds x prompts) matrix's "
-             "seed and prompt variance components, each at its own t quantile, the seed part "
-             "floored by the residual; they generalize to new seeds and new prompts of the "
-             "same kind. Agreement metrics resample prompts whole (a prompt's pairs, and every "
-             "labeler's label on a pair, share it). A paired difference pairs by seed and by "
-             "prompt, so a prompt's difficulty, shared by both rows, cancels. Marked †: a statistic with "
+INTERVALS = ("Intervals: where the cells store each prompt's value (every mean over prompts: "
+             "TruthfulQA and its slices, toxicity, win-rates, KL, agreement), over training "
+             "seeds and evaluation prompts together: the (seeds x prompts) matrix's seed and "
+             "prompt variance components, each at its own t quantile, the seed part floored "
+             "by the residual; they generalize to new seeds and new prompts of the same kind. "
+             "Agreement metrics resample prompts whole (a prompt's pairs, and every labeler's "
+             "label on a pair, share it). A paired difference pairs by seed and by prompt, so "
+             "a prompt's difficulty, shared by both rows, cancels. Marked †: a statistic with "
              "no per-prompt values (length-controlled rates, agreement indices, curve "
              "summaries) gets Student-t over seeds floored by each seed's standard error, "
-             "which generalizes to new seeds on these prompts only. One seed: over prompts, "
-             "for that trained model. A metric with a range (rates, toxicity, kappas) has "
-             "its interval cut to that range, which keeps its coverage. Below 3 seeds no paired "
-             "difference is shown: with 2 seeds a t-interval is 12.7 standard errors wide.")
+             "which generalizes to new seeds on these prompts only; so do rows of fewer than "
+             "3 seeds (one seed shows its own standard error). A metric with a range (rates, "
+             "toxicity, kappas) has its interval cut to that range, which keeps its coverage. "
+             "Below 3 seeds no paired difference is shown: with 2 seeds a t-interval is 12.7 "
+             "standard errors wide.")
 LENGTH_NOTE = ("Raw: the win-rate as judged. LC (per cell): the win_rate eval's own length "
                "control (AlpacaEval 2's length model fitted on the cell's pairs, no prompt "
                "term). LC (joint): the same model with each prompt's difficulty fitted jointly "

@@ -126,7 +126,8 @@ def readme_table(vals: dict) -> list[str]:
                   for label, row in vals["rows"].items()
                   if (d := (row.get(metric) or {}).get("delta"))]
         if deltas:
-            lines += ["", textwrap.fill(f"Paired against {vals['reference']} over seeds, {what}: "
+            lines += ["", textwrap.fill(f"Paired against {vals['reference']} by seed and prompt, "
+                                        f"{what}: "
                                         + ", ".join(deltas) + ".", 96,
                                         break_on_hyphens=False)]
     return lines
