@@ -83,8 +83,10 @@ def per_prompt(r: Record, metric: str) -> Judged | None:
         hit = _CACHE[id(r)] = (r, {})
     if metric not in hit[1]:
         ev, _, name = metric.partition(".")
-        stored = unpack_per_prompt(((r.get("evals") or {}).get(ev) or {}).get("per_prompt"))
-        pp = stored.get(name)
+        if (ev,) not in hit[1]:  # an eval's values are unpacked (and validated) once
+            hit[1][ev,] = unpack_per_prompt(
+                ((r.get("evals") or {}).get(ev) or {}).get("per_prompt"))
+        pp = hit[1][ev,].get(name)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for p, v in zip(pp.prompts, pp.values) if pp else ():
