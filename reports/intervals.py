@@ -34,10 +34,9 @@ from bench.resample import Interval, paired_difference, two_level_mean, variance
 from bench.stats import MIN_SEEDS, paired_seed_delta, report_interval
 from reports.records import Record, null, se
 
-Population = Literal["seeds and prompts", "prompts", "seeds"]
+Population = Literal["seeds and prompts", "seeds"]
 POPULATIONS: dict[str, str] = {
     "seeds and prompts": "new training seeds and new prompts of the same kind",
-    "prompts": "new prompts of the same kind, for the one trained seed",
     "seeds": "new training seeds, on these prompts only",
 }
 
@@ -110,25 +109,30 @@ def _row(j: Judged, ids: list[str], clustered: bool) -> list[float]:
     return [m + (j.sums.get(p, 0.0) - m * j.counts.get(p, 0)) / nbar for p in ids]
 
 
-def _matrix(cells: list[Record], metric: str, ids: list[str] | None = None
-            ) -> tuple[np.ndarray, list[str]] | None:
-    """The cells' (seeds x prompts) matrix of ``metric`` over ``ids`` (default: every prompt
-    any cell scored, in order of first appearance), or None when a cell stores no per-prompt
+def _matrix(cells: list[Record], metric: str) -> tuple[np.ndarray, list[str]] | None:
+    """The cells' (seeds x prompts) matrix of ``metric`` over every prompt any cell scored
+    (in order of first appearance), and those prompts; None when a cell stores no per-prompt
     values for it."""
     cols = [per_prompt(r, metric) for r in cells]
     if not cells or any(c is None for c in cols):
         return None
-    ids = ids or list(dict.fromkeys(p for c in cols for p in c.counts))
+    ids = list(dict.fromkeys(p for c in cols for p in c.counts))
     clustered = any(c.clustered for c in cols)
     return np.array([_row(c, ids, clustered) for c in cols], dtype=float), ids
+
+
+def _null(cells: list[Record], metric: str) -> float | None:
+    """The value every cell's eval says the metric takes by construction (an A/A
+    comparison's 0.5), or None where they declare none (or disagree)."""
+    nulls = {null(r, metric) for r in cells}
+    return nulls.pop() if len(nulls) == 1 else None
 
 
 def _fixed(cells: list[Record], metric: str) -> bool:
     """Every cell sits exactly at the value its eval says the metric takes by construction
     (a model's KL to itself): no randomness to put an interval on."""
-    nulls = {null(r, metric) for r in cells}
-    return len(nulls) == 1 and None not in nulls and all(
-        r["metrics"][metric] == next(iter(nulls)) for r in cells)
+    at = _null(cells, metric)
+    return at is not None and all(r["metrics"][metric] == at for r in cells)
 
 
 def _shown(centre: float, iv: Interval, null: float | None,
@@ -147,10 +151,6 @@ def _shown(centre: float, iv: Interval, null: float | None,
         z = abs(centre - null) / iv.se
         p = float(2 * (sps.norm.sf(z) if math.isinf(iv.df) else sps.t.sf(z, iv.df)))
     return lo, hi, p
-
-
-def _population(iv: Interval) -> Population:
-    return "seeds and prompts" if iv.over_seeds else "prompts"
 
 
 def _split(y: np.ndarray) -> tuple[float, float]:
@@ -172,11 +172,10 @@ def mean_interval(cells: list[Record], metric: str,
         m, lo, hi = report_interval([r["metrics"][metric] for r in cells],
                                     [se(r, metric) for r in cells], bounds)
         return Estimate(m, lo, hi, None, "seeds")
-    nulls = {null(r, metric) for r in cells}
-    at = nulls.pop() if len(nulls) == 1 else None
+    at = _null(cells, metric)
     closed = bounds if bounds and None not in bounds else None
     iv = two_level_mean(got[0], null=at, bounds=closed, deterministic=_fixed(cells, metric))
-    return Estimate(mean, *_shown(mean, iv, at, bounds), _population(iv), *_split(got[0]))
+    return Estimate(mean, *_shown(mean, iv, at, bounds), "seeds and prompts", *_split(got[0]))
 
 
 def _t_p_value(d: float, lo: float, hi: float, n: int) -> float | None:
@@ -192,18 +191,21 @@ def difference(a: list[Record], b: list[Record], metric: str, metric_b: str | No
                ) -> Estimate:
     """Row ``a``'s ``metric`` minus row ``b``'s ``metric_b`` (default the same), cell
     ``a[i]`` paired with ``b[i]`` (the same seed), with its p-value against 0: paired by seed
-    and by prompt where both sides scored the same prompts; otherwise (other prompts, a
-    slice against its whole, no per-prompt values)
-    :func:`bench.stats.paired_seed_delta` over the seeds, on these prompts only."""
+    and by prompt where both sides scored the same prompts over at least
+    :data:`bench.stats.MIN_SEEDS` seeds; otherwise (other prompts, a slice against its whole,
+    no per-prompt values, fewer seeds) :func:`bench.stats.paired_seed_delta` over the seeds,
+    on these prompts only."""
     mb_name = metric_b or metric
     diff = float(np.mean([x["metrics"][metric] - y["metrics"][mb_name] for x, y in zip(a, b)]))
-    ma, mb = _matrix(a, metric), _matrix(b, mb_name)
+    enough = len(a) >= MIN_SEEDS
+    ma, mb = (_matrix(a, metric), _matrix(b, mb_name)) if enough else (None, None)
     if not (ma and mb and set(ma[1]) == set(mb[1])):
         d, lo, hi = paired_seed_delta([x["metrics"][metric] for x in a],
                                       [y["metrics"][mb_name] for y in b],
                                       [se(x, metric) for x in a], [se(y, mb_name) for y in b])
         return Estimate(d, lo, hi, _t_p_value(d, lo, hi, len(a)), "seeds")
-    yb = _matrix(b, mb_name, ma[1])[0]  # b's columns in a's prompt order
+    column = {p: i for i, p in enumerate(mb[1])}
+    yb = mb[0][:, [column[p] for p in ma[1]]]  # b's columns in a's prompt order
     iv = paired_difference(ma[0], yb, paired_seeds=True,
                            deterministic=_fixed(a, metric) and _fixed(b, mb_name))
-    return Estimate(diff, *_shown(diff, iv, 0.0, None), _population(iv), *_split(ma[0] - yb))
+    return Estimate(diff, *_shown(diff, iv, 0.0, None), "seeds and prompts", *_split(ma[0] - yb))
