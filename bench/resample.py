@@ -11,7 +11,7 @@ the matrix then varies, over new seeds and new prompts of the same kind, as
 which bench.stats' t-interval over seed means leaves incomplete (its population is these
 prompts only). The functions here estimate that variance from the matrix by the ANOVA method of
 moments (the quasi-F of a design with subjects and items crossed: Clark 1973; for
-language-model evals, Miller 2024) in two components: the seed component, MS_seed / (S P)
+language-model evals, Miller 2024) in two components: the training-seed component, MS_seed / (S P)
 on S - 1 degrees of freedom, and the prompt one, (MS_prompt - MS_resid) / (S P) on P - 1.
 Two methods
 scored on the same prompts share b_p, which a difference cancels: hence

@@ -9,9 +9,10 @@ does (or it lies outside the range), "not resolved" otherwise, and "not measured
 holds fewer than :data:`bench.stats.MIN_SEEDS` seeds of what the claim reads. The intervals are
 the report's own (:mod:`reports.intervals`): over seeds and prompts, paired by seed and prompt,
 where both sides store per-prompt values of what the claim reads; else
-:func:`bench.stats.seed_interval` (Student-t on the seed spread, floored by each seed's
-evaluation noise; the evaluation's own interval for an effect no seed moves; against a row no
-seed moves, that row's standard error counted once), paired over the seeds two rows share.
+:func:`bench.stats.seed_interval` (Student-t on the spread over training seeds, floored by each
+seed's evaluation noise; the evaluation's own interval for an effect no seed moves; against a
+row no seed moves, that row's standard error counted once), paired over the seeds two rows
+share.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def _against_fixed(c: Claim, rows: dict[str, list[dict[str, Any]]], seeds: list[
                    effects: list[float]) -> tuple[float, float, float] | None:
     """A paired effect against a row no seed moves (an untrained model scored the same on
     every seed): its value is one draw of its evaluation, shared by every seed, so its SE
-    enters once, not divided by the seed count as a paired floor would divide it. The
+    enters once, not divided by the number of training seeds as a paired floor would. The
     variance of the mean effect is the claimed row's (its spread over seeds floored by its
     own SEs, over n) plus the fixed row's SE squared, with t on n - 1 degrees of freedom.
     None where the fixed row's cells at these seeds carry no standard error (then the paired
