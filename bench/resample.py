@@ -64,6 +64,8 @@ import numpy as np
 from scipy import optimize, special
 from statsmodels.stats.multitest import multipletests
 
+from bench.stats import group_bootstrap_means
+
 Term = tuple[float, float]  # one contribution to var(mean) and its degrees of freedom
 ADJUST_METHODS = ("holm", "fdr_bh")
 
@@ -361,20 +363,6 @@ def unpaired_difference(a: Sequence[Sequence[float]] | np.ndarray,
                      deterministic=deterministic)
 
 
-def _cluster_bootstrap_means(sums: np.ndarray, counts: np.ndarray, n_boot: int,
-                             seed: int) -> np.ndarray:
-    """Means of ``n_boot`` resamples of whole clusters (with replacement), in chunks that keep
-    the index array near two million entries."""
-    rng = np.random.default_rng(seed)
-    k = len(sums)
-    chunk = max(1, 2_000_000 // k)
-    out = []
-    for start in range(0, n_boot, chunk):
-        draws = rng.integers(0, k, size=(min(chunk, n_boot - start), k))
-        out.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
-    return np.concatenate(out)
-
-
 def cluster_agreement(agree: Sequence[float], clusters: Sequence[Hashable], *,
                       level: float = 0.95, n_boot: int = 2000, seed: int = 0,
                       null: float | None = None, bounds: tuple[float, float] | None = (0.0, 1.0),
@@ -413,7 +401,7 @@ def cluster_agreement(agree: Sequence[float], clusters: Sequence[Hashable], *,
         return flat if flat and not deterministic else _interval(
             estimate, [[(0.0, k - 1.0)]], level=level, null=null, over_seeds=False,
             deterministic=deterministic)
-    means = _cluster_bootstrap_means(sums, counts, n_boot, seed)
+    means = group_bootstrap_means(sums, counts, n_boot=n_boot, seed=seed)
     var = float(means.var(ddof=1)) * k / (k - 1)
     out = _interval(estimate, [[(var, k - 1.0)]], level=level, null=null, over_seeds=False)
     if bounds is None or not math.isfinite(out.low):

@@ -190,10 +190,22 @@ def grouped_bootstrap_se(values: Sequence[float], groups: Sequence[str], *,
     index = {k: i for i, k in enumerate(keys)}
     g = np.array([index[k] for k in groups])
     sums, counts = np.bincount(g, weights=x), np.bincount(g).astype(float)
+    return float(np.std(group_bootstrap_means(sums, counts, n_boot=n_boot, seed=seed), ddof=1))
+
+
+def group_bootstrap_means(sums: np.ndarray, counts: np.ndarray, *, n_boot: int = N_BOOT,
+                          seed: int = 0) -> np.ndarray:
+    """Means of ``n_boot`` resamples of whole groups (with replacement), each group given by
+    its sum and count, drawn in chunks that keep the index array near two million entries
+    (the same draws as one array would hold)."""
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(keys), size=(n_boot, len(keys)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    return float(np.std(means, ddof=1))
+    k = len(sums)
+    chunk = max(1, 2_000_000 // k)
+    out = []
+    for start in range(0, n_boot, chunk):
+        draws = rng.integers(0, k, size=(min(chunk, n_boot - start), k))
+        out.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
+    return np.concatenate(out)
 
 
 def t_test_power(effect_size: float, n: int, *, level: float = 0.95) -> float:
